@@ -1,0 +1,382 @@
+//! The single-producer, single-consumer credit ring behind every async boundary.
+//!
+//! Three handles share one fixed array of `capacity` slots (a power of two):
+//! - [`Producer`] writes items. It publishes its tail every [`PUBLISH_EVERY`] items and on
+//!   [`Producer::publish`], never per item: an atomic read-modify-write per item costs 8-9x the
+//!   throughput (see ENVIRONMENT.md).
+//! - [`Consumer`] reads items and publishes its head in the same batched way.
+//! - [`Credit`] lets a task wait until the head reaches a position, i.e. until enough slots are free to
+//!   grant more demand upstream.
+//!
+//! Wake-ups happen on transitions only: a side that finds nothing to do registers its waker and raises
+//! a "waiting" word with a read-modify-write; the other side, after publishing, swaps that word back and
+//! wakes only if it was raised. Because both sides use read-modify-writes on the same word, one of them
+//! always sees the other's publication (no lost wake-up; checked by the loom models).
+//!
+//! Invariants: at most `capacity` items are ever between head and tail; an item is written once, read
+//! once and dropped exactly once (by the consumer, or by the ring when both ends are gone).
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll};
+
+use crate::CachePadded;
+use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
+
+/// How many items a side moves before it publishes its position without being asked to.
+#[cfg(not(loom))]
+pub const PUBLISH_EVERY: usize = 64;
+/// How many items a side moves before it publishes its position without being asked to.
+#[cfg(loom)]
+pub const PUBLISH_EVERY: usize = 2;
+
+struct Shared<T> {
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    mask: usize,
+    /// Items `[head, tail)` are readable. Written by the producer only.
+    tail: CachePadded<AtomicUsize>,
+    /// Written by the consumer only.
+    head: CachePadded<AtomicUsize>,
+    consumer_waiting: AtomicBool,
+    consumer_waker: AtomicWaker,
+    /// 0 when no credit waiter; otherwise the head position it waits for, plus one.
+    credit_wanted: AtomicUsize,
+    credit_waker: AtomicWaker,
+    producer_closed: AtomicBool,
+    consumer_closed: AtomicBool,
+}
+
+// SAFETY: slots are only accessed by the single producer (writes to free slots) and the single consumer
+// (reads of published slots); positions are handed over with release/acquire.
+unsafe impl<T: Send> Send for Shared<T> {}
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        for position in head..tail {
+            self.slots[position & self.mask].with_mut(|slot| {
+                // SAFETY: [head, tail) were written and not read; both handles are gone.
+                unsafe { (*slot).assume_init_drop() }
+            });
+        }
+    }
+}
+
+/// Creates a ring of `capacity` slots (rounded up to a power of two, at least 2).
+///
+/// ```
+/// let (mut producer, mut consumer, _credit) = weir_sync::ring::ring::<u64>(4);
+/// producer.push(1).unwrap();
+/// producer.push(2).unwrap();
+/// producer.publish();
+/// assert_eq!(consumer.pop(), Some(1));
+/// assert_eq!(consumer.pop(), Some(2));
+/// assert_eq!(consumer.pop(), None);
+/// ```
+pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
+    let capacity = capacity.max(2).next_power_of_two();
+    let slots = (0..capacity)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect();
+    let shared = Arc::new(Shared {
+        slots,
+        mask: capacity - 1,
+        tail: CachePadded(AtomicUsize::new(0)),
+        head: CachePadded(AtomicUsize::new(0)),
+        consumer_waiting: AtomicBool::new(false),
+        consumer_waker: AtomicWaker::new(),
+        credit_wanted: AtomicUsize::new(0),
+        credit_waker: AtomicWaker::new(),
+        producer_closed: AtomicBool::new(false),
+        consumer_closed: AtomicBool::new(false),
+    });
+    (
+        Producer {
+            shared: shared.clone(),
+            tail: 0,
+            published: 0,
+            head_seen: 0,
+            capacity,
+        },
+        Consumer {
+            shared: shared.clone(),
+            head: 0,
+            released: 0,
+            tail_seen: 0,
+        },
+        Credit { shared, capacity },
+    )
+}
+
+/// The writing end. Not `Clone`: one producer.
+pub struct Producer<T> {
+    shared: Arc<Shared<T>>,
+    tail: usize,
+    published: usize,
+    head_seen: usize,
+    capacity: usize,
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .field("published", &self.published)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<T> Producer<T> {
+    /// Writes `item`, or gives it back if all slots are taken. The item becomes visible to the
+    /// consumer at the next publication (every [`PUBLISH_EVERY`] items or [`publish`](Self::publish)).
+    #[inline]
+    pub fn push(&mut self, item: T) -> Result<(), T> {
+        if self.tail.wrapping_sub(self.head_seen) == self.capacity {
+            self.head_seen = self.shared.head.load(Ordering::Acquire);
+            if self.tail.wrapping_sub(self.head_seen) == self.capacity {
+                return Err(item);
+            }
+        }
+        self.shared.slots[self.tail & self.shared.mask].with_mut(|slot| {
+            // SAFETY: the slot is free (the consumer released it) and only the producer writes.
+            unsafe { (*slot).write(item) };
+        });
+        self.tail = self.tail.wrapping_add(1);
+        if self.tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Makes every pushed item visible and wakes the consumer if it was waiting.
+    pub fn publish(&mut self) {
+        if self.tail == self.published {
+            return;
+        }
+        self.shared.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        self.wake_consumer();
+    }
+
+    fn wake_consumer(&self) {
+        if self.shared.consumer_waiting.swap(false, Ordering::AcqRel) {
+            self.shared.consumer_waker.wake();
+        }
+    }
+
+    /// Publishes, then tells the consumer no more items will come. Dropping the producer does the same.
+    pub fn close(&mut self) {
+        self.publish();
+        self.shared.producer_closed.store(true, Ordering::Release);
+        self.wake_consumer();
+    }
+
+    /// Whether the consumer has gone away (items pushed now are dropped with the ring).
+    pub fn is_consumer_closed(&self) -> bool {
+        self.shared.consumer_closed.load(Ordering::Acquire)
+    }
+
+    /// Pushed but not yet consumed, as far as this producer knows.
+    pub fn len(&self) -> usize {
+        self.tail
+            .wrapping_sub(self.shared.head.load(Ordering::Acquire))
+    }
+
+    /// Whether nothing is waiting to be consumed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Total items pushed so far.
+    pub fn pushed(&self) -> usize {
+        self.tail
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What [`Consumer::poll_readable`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readable {
+    /// At least one item can be popped.
+    Items,
+    /// The producer closed and every item has been read.
+    Closed,
+}
+
+/// The reading end. Not `Clone`: one consumer.
+pub struct Consumer<T> {
+    shared: Arc<Shared<T>>,
+    head: usize,
+    released: usize,
+    tail_seen: usize,
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .field("released", &self.released)
+            .finish()
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Reads the next published item, if any.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        if self.head == self.tail_seen {
+            self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+            if self.head == self.tail_seen {
+                return None;
+            }
+        }
+        let item = self.shared.slots[self.head & self.shared.mask].with_mut(|slot| {
+            // SAFETY: the slot was published by the producer and is read exactly once.
+            unsafe { (*slot).assume_init_read() }
+        });
+        self.head = self.head.wrapping_add(1);
+        if self.head.wrapping_sub(self.released) >= PUBLISH_EVERY {
+            self.release();
+        }
+        Some(item)
+    }
+
+    /// Published items not yet popped (as of the last look at the tail, refreshed now).
+    pub fn available(&mut self) -> usize {
+        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        self.tail_seen.wrapping_sub(self.head)
+    }
+
+    /// Frees the slots of every popped item and wakes the credit waiter if its position was reached.
+    pub fn release(&mut self) {
+        if self.head == self.released {
+            return;
+        }
+        self.shared.head.store(self.head, Ordering::Release);
+        self.released = self.head;
+        // A read-modify-write, not a load: it orders this release against a waiter that is just
+        // raising `credit_wanted` (see the module doc).
+        let wanted = self.shared.credit_wanted.fetch_add(0, Ordering::AcqRel);
+        if wanted != 0
+            && self.head.wrapping_sub(wanted - 1) as isize >= 0
+            && self
+                .shared
+                .credit_wanted
+                .compare_exchange(wanted, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.shared.credit_waker.wake();
+        }
+    }
+
+    /// Ready when an item can be popped or the producer has closed and all items were read; otherwise
+    /// registers the task to be woken by the producer's next publication.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Readable> {
+        if let Some(ready) = self.readable() {
+            return Poll::Ready(ready);
+        }
+        self.release();
+        self.shared.consumer_waker.register(cx.waker());
+        self.shared.consumer_waiting.swap(true, Ordering::AcqRel);
+        match self.readable() {
+            Some(ready) => {
+                self.shared.consumer_waiting.swap(false, Ordering::AcqRel);
+                Poll::Ready(ready)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    fn readable(&mut self) -> Option<Readable> {
+        if self.available() > 0 {
+            return Some(Readable::Items);
+        }
+        if self.shared.producer_closed.load(Ordering::Acquire) {
+            // The tail was published before the close flag: look once more.
+            return Some(if self.available() > 0 {
+                Readable::Items
+            } else {
+                Readable::Closed
+            });
+        }
+        None
+    }
+
+    /// Whether the producer has closed (items may still be left to pop).
+    pub fn is_producer_closed(&self) -> bool {
+        self.shared.producer_closed.load(Ordering::Acquire)
+    }
+
+    /// Total items popped so far.
+    pub fn popped(&self) -> usize {
+        self.head
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.release();
+        self.shared.consumer_closed.store(true, Ordering::Release);
+        if self.shared.credit_wanted.swap(0, Ordering::AcqRel) != 0 {
+            self.shared.credit_waker.wake();
+        }
+    }
+}
+
+/// Waits for the consumer to free slots: the demand-granting side of a boundary.
+pub struct Credit<T> {
+    shared: Arc<Shared<T>>,
+    capacity: usize,
+}
+
+impl<T> fmt::Debug for Credit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credit")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<T> Credit<T> {
+    /// The ring's capacity (a power of two).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The consumer's published head: total items released so far.
+    pub fn head(&self) -> usize {
+        self.shared.head.load(Ordering::Acquire)
+    }
+
+    /// Whether the consumer has gone away.
+    pub fn is_consumer_closed(&self) -> bool {
+        self.shared.consumer_closed.load(Ordering::Acquire)
+    }
+
+    /// Ready with the current head once the consumer has released up to `position` (or has gone away);
+    /// otherwise registers the task to be woken when it does.
+    pub fn poll_head(&self, cx: &mut Context<'_>, position: usize) -> Poll<usize> {
+        let head = self.head();
+        if head.wrapping_sub(position) as isize >= 0 || self.is_consumer_closed() {
+            return Poll::Ready(head);
+        }
+        self.shared.credit_waker.register(cx.waker());
+        self.shared
+            .credit_wanted
+            .swap(position.wrapping_add(1).max(1), Ordering::AcqRel);
+        let head = self.head();
+        if head.wrapping_sub(position) as isize >= 0 || self.is_consumer_closed() {
+            self.shared.credit_wanted.swap(0, Ordering::AcqRel);
+            return Poll::Ready(head);
+        }
+        Poll::Pending
+    }
+}

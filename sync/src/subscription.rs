@@ -1,0 +1,96 @@
+use crate::loom::{AtomicBool, Ordering};
+use crate::{Demand, Serial};
+
+/// The state one emitting subscription shares between the threads that call `request` / `cancel` and
+/// the emitter: outstanding [`Demand`], the [`Serial`] that makes the emitter single-threaded, and the
+/// cancel and bad-request flags.
+///
+/// A method returning `true` means the caller became the emitter and must call
+/// [`drain`](SubscriptionCore::drain) with its emission pass. A pass reads the flags, emits at most
+/// [`Demand::get`] items, consumes what it emitted and, once cancelled, releases the subscriber.
+///
+/// ```
+/// use weir_sync::SubscriptionCore;
+/// let core = SubscriptionCore::new();
+/// let mut emitted = 0;
+/// if core.request(2) {
+///     core.drain(|| {
+///         let n = core.demand().get();
+///         emitted += n;
+///         core.demand().consume(n);
+///     });
+/// }
+/// assert_eq!(emitted, 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct SubscriptionCore {
+    demand: Demand,
+    serial: Serial,
+    cancelled: AtomicBool,
+    bad_request: AtomicBool,
+}
+
+impl SubscriptionCore {
+    /// A fresh subscription: no demand, not cancelled.
+    pub fn new() -> Self {
+        Self {
+            demand: Demand::new(),
+            serial: Serial::new(),
+            cancelled: AtomicBool::new(false),
+            bad_request: AtomicBool::new(false),
+        }
+    }
+
+    /// Records `request(n)`. `n == 0` is remembered as a bad request (rule 3.9) for the emitter to turn
+    /// into an error. Returns `true` if the caller must now [`drain`](SubscriptionCore::drain).
+    pub fn request(&self, n: u64) -> bool {
+        if self.is_cancelled() {
+            return false; // rule 3.6: a no-op after cancel
+        }
+        if n == 0 {
+            self.bad_request.store(true, Ordering::Release);
+        } else {
+            self.demand.add(n);
+        }
+        self.serial.signal()
+    }
+
+    /// Records `cancel()` (idempotent, rule 3.5/3.7). Returns `true` if the caller must now
+    /// [`drain`](SubscriptionCore::drain) so the emitter can release its resources.
+    pub fn cancel(&self) -> bool {
+        if self.cancelled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.serial.signal()
+    }
+
+    /// Makes the caller the emitter if nobody is, e.g. when a source gained items to emit.
+    pub fn signal(&self) -> bool {
+        self.serial.signal()
+    }
+
+    /// For the emitter: runs `pass` until no signal is left.
+    pub fn drain(&self, pass: impl FnMut()) {
+        self.serial.drain(pass)
+    }
+
+    /// Signals and, if the caller became the emitter, drains with `pass`.
+    pub fn run(&self, pass: impl FnMut()) {
+        self.serial.run(pass)
+    }
+
+    /// Whether `cancel()` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Whether a `request(0)` was seen and not yet reported.
+    pub fn has_bad_request(&self) -> bool {
+        self.bad_request.load(Ordering::Acquire)
+    }
+
+    /// The outstanding demand.
+    pub fn demand(&self) -> &Demand {
+        &self.demand
+    }
+}
