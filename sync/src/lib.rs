@@ -5,6 +5,7 @@
 //! - [`Serial`]: the work-in-progress counter that serialises signals and trampolines re-entrant calls;
 //! - [`SubscriptionCore`]: demand + serialiser + cancel / terminal / bad-request flags, the state every
 //!   emitting subscription shares between its `request`/`cancel` callers and its emitter;
+//! - [`WakeSlot`]: a one-task wake-up that fires on transitions only;
 //! - [`ring`]: the single-producer, single-consumer credit ring used by async boundaries.
 //!
 //! Every type here has a loom model in `tests/loom.rs` (`RUSTFLAGS="--cfg loom"`).
@@ -15,10 +16,12 @@ mod loom;
 pub mod ring;
 mod serial;
 mod subscription;
+mod wake;
 
 pub use demand::Demand;
 pub use serial::Serial;
 pub use subscription::SubscriptionCore;
+pub use wake::WakeSlot;
 
 /// Pads and aligns a value to 128 bytes so that counters written by different threads do not share a
 /// cache line.

@@ -20,8 +20,8 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll};
 
-use crate::CachePadded;
 use crate::loom::{Arc, AtomicBool, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
+use crate::{CachePadded, WakeSlot};
 
 /// How many items a side moves before it publishes its position without being asked to.
 #[cfg(not(loom))]
@@ -37,8 +37,7 @@ struct Shared<T> {
     tail: CachePadded<AtomicUsize>,
     /// Written by the consumer only.
     head: CachePadded<AtomicUsize>,
-    consumer_waiting: AtomicBool,
-    consumer_waker: AtomicWaker,
+    consumer: WakeSlot,
     /// 0 when no credit waiter; otherwise the head position it waits for, plus one.
     credit_wanted: AtomicUsize,
     credit_waker: AtomicWaker,
@@ -64,6 +63,32 @@ impl<T> Drop for Shared<T> {
     }
 }
 
+/// A read-only view of a ring's positions, for metrics: no item type, no effect on the ring.
+pub trait Occupancy: Send + Sync + 'static {
+    /// Total items the producer has published.
+    fn published(&self) -> usize;
+    /// Total items the consumer has released.
+    fn released(&self) -> usize;
+}
+
+impl fmt::Debug for dyn Occupancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Occupancy")
+            .field("published", &self.published())
+            .field("released", &self.released())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Occupancy for Shared<T> {
+    fn published(&self) -> usize {
+        self.tail.load(Ordering::Acquire)
+    }
+    fn released(&self) -> usize {
+        self.head.load(Ordering::Acquire)
+    }
+}
+
 /// Creates a ring of `capacity` slots (rounded up to a power of two, at least 2).
 ///
 /// ```
@@ -85,8 +110,7 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
         mask: capacity - 1,
         tail: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
-        consumer_waiting: AtomicBool::new(false),
-        consumer_waker: AtomicWaker::new(),
+        consumer: WakeSlot::new(),
         credit_wanted: AtomicUsize::new(0),
         credit_waker: AtomicWaker::new(),
         producer_closed: AtomicBool::new(false),
@@ -158,20 +182,19 @@ impl<T> Producer<T> {
         }
         self.shared.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
-        self.wake_consumer();
-    }
-
-    fn wake_consumer(&self) {
-        if self.shared.consumer_waiting.swap(false, Ordering::AcqRel) {
-            self.shared.consumer_waker.wake();
-        }
+        self.shared.consumer.notify();
     }
 
     /// Publishes, then tells the consumer no more items will come. Dropping the producer does the same.
     pub fn close(&mut self) {
         self.publish();
-        self.shared.producer_closed.store(true, Ordering::Release);
-        self.wake_consumer();
+        if self.shared.producer_closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.consumer.notify();
+        if self.shared.credit_wanted.swap(0, Ordering::AcqRel) != 0 {
+            self.shared.credit_waker.wake();
+        }
     }
 
     /// Whether the consumer has gone away (items pushed now are dropped with the ring).
@@ -284,11 +307,10 @@ impl<T> Consumer<T> {
             return Poll::Ready(ready);
         }
         self.release();
-        self.shared.consumer_waker.register(cx.waker());
-        self.shared.consumer_waiting.swap(true, Ordering::AcqRel);
+        self.shared.consumer.prepare(cx);
         match self.readable() {
             Some(ready) => {
-                self.shared.consumer_waiting.swap(false, Ordering::AcqRel);
+                self.shared.consumer.clear();
                 Poll::Ready(ready)
             }
             None => Poll::Pending,
@@ -356,16 +378,34 @@ impl<T> Credit<T> {
         self.shared.head.load(Ordering::Acquire)
     }
 
+    /// The producer's published tail: total items made visible so far.
+    pub fn tail(&self) -> usize {
+        self.shared.tail.load(Ordering::Acquire)
+    }
+
     /// Whether the consumer has gone away.
     pub fn is_consumer_closed(&self) -> bool {
         self.shared.consumer_closed.load(Ordering::Acquire)
     }
 
-    /// Ready with the current head once the consumer has released up to `position` (or has gone away);
-    /// otherwise registers the task to be woken when it does.
+    /// A read-only view of the ring's positions, for metrics.
+    pub fn occupancy(&self) -> Arc<dyn Occupancy>
+    where
+        T: Send + 'static,
+    {
+        self.shared.clone()
+    }
+
+    /// Whether either end has closed: no more credit is needed.
+    pub fn is_closed(&self) -> bool {
+        self.is_consumer_closed() || self.shared.producer_closed.load(Ordering::Acquire)
+    }
+
+    /// Ready with the current head once the consumer has released up to `position`, or once either
+    /// end has closed; otherwise registers the task to be woken when one of these happens.
     pub fn poll_head(&self, cx: &mut Context<'_>, position: usize) -> Poll<usize> {
         let head = self.head();
-        if head.wrapping_sub(position) as isize >= 0 || self.is_consumer_closed() {
+        if head.wrapping_sub(position) as isize >= 0 || self.is_closed() {
             return Poll::Ready(head);
         }
         self.shared.credit_waker.register(cx.waker());
@@ -373,7 +413,7 @@ impl<T> Credit<T> {
             .credit_wanted
             .swap(position.wrapping_add(1).max(1), Ordering::AcqRel);
         let head = self.head();
-        if head.wrapping_sub(position) as isize >= 0 || self.is_consumer_closed() {
+        if head.wrapping_sub(position) as isize >= 0 || self.is_closed() {
             self.shared.credit_wanted.swap(0, Ordering::AcqRel);
             return Poll::Ready(head);
         }

@@ -1,0 +1,539 @@
+//! Async boundaries: where one fused segment ends and the next begins, in another tokio task.
+//!
+//! A boundary is a bounded, credit-based queue (the [`weir_sync::ring`]) with two tasks:
+//! - the **credit task** requests `capacity` items from the upstream at the start and then, whenever
+//!   75% of the capacity has been freed by the consumer, requests that much again (Reactor's
+//!   `limitRate` rule). A synchronous upstream segment runs inside this task's `request` call, so the
+//!   upstream and downstream segments run in different tasks;
+//! - the **outlet task** pops items and calls the downstream's `on_next` while the downstream has demand;
+//!   operators after the boundary run in this task.
+//!
+//! Memory is bounded by construction: the upstream is never granted more than `capacity` minus what the
+//! ring holds. Wake-ups happen on transitions only (ring empty -> non-empty, no credit -> credit, no
+//! demand -> demand) and each wake drains a burst. The producer side publishes in chunks and on
+//! [`Subscriber::on_flush`], which is why publishers must call it when they pause.
+
+use std::future::poll_fn;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use weir_sync::WakeSlot;
+use weir_sync::ring::{self, Consumer, Credit, Producer, Readable};
+
+use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::task::{Next, TaskSubscription};
+use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+/// How many items the outlet task emits before it yields to the tokio scheduler.
+const POLL_BUDGET: u64 = 16 * 1024;
+
+/// Settings of one boundary.
+///
+/// ```
+/// use weir_runtime::boundary::BoundaryConfig;
+/// let config = BoundaryConfig::new("parse", 4096).unwrap();
+/// assert_eq!(config.capacity(), 4096);
+/// assert!(BoundaryConfig::new("parse", 0).is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoundaryConfig {
+    name: Arc<str>,
+    capacity: usize,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl BoundaryConfig {
+    /// A boundary named `name` holding at most `capacity` items. A capacity of zero is an error.
+    pub fn new(name: impl Into<Arc<str>>, capacity: usize) -> Result<Self, Error> {
+        let name = name.into();
+        if capacity == 0 {
+            return Err(Error::msg("a boundary needs a capacity of at least 1").in_stage(name));
+        }
+        Ok(Self {
+            name,
+            capacity,
+            runtime: None,
+        })
+    }
+
+    /// Runs the boundary's tasks on `runtime` instead of the runtime current at subscribe time.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The most items the boundary holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The boundary's name (used in metrics and errors).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn new_metrics(&self) -> Arc<BoundaryMetrics> {
+        BoundaryMetrics::new(self.name.clone(), StageKind::Boundary, self.capacity)
+    }
+}
+
+/// What the inlet, the credit side and the outlet share.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    name: Arc<str>,
+    terminal: Mutex<Option<Result<(), Error>>>,
+    upstream: Mutex<Option<Subscription>>,
+    subscribed: WakeSlot,
+    /// Total items requested from the upstream so far (written by the credit side only).
+    granted: AtomicUsize,
+    pub(crate) metrics: Arc<BoundaryMetrics>,
+}
+
+impl Channel {
+    /// Ready with the upstream's subscription once the inlet has received it.
+    pub(crate) fn poll_upstream(&self, cx: &mut Context<'_>) -> Poll<Subscription> {
+        if let Some(subscription) = self.upstream.lock().unwrap().take() {
+            return Poll::Ready(subscription);
+        }
+        self.subscribed.prepare(cx);
+        match self.upstream.lock().unwrap().take() {
+            Some(subscription) => {
+                self.subscribed.clear();
+                Poll::Ready(subscription)
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// The inlet's terminal signal, once the ring is closed and empty.
+    pub(crate) fn take_terminal(&self) -> Result<(), Error> {
+        self.terminal.lock().unwrap().take().unwrap_or(Ok(()))
+    }
+}
+
+/// Grants credit to the upstream: `capacity` at first, then 75% of the capacity each time that much is
+/// free again.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    capacity: usize,
+    threshold: usize,
+    granted: usize,
+}
+
+impl Grant {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            threshold: (capacity - capacity / 4).max(1),
+            granted: 0,
+        }
+    }
+
+    /// How much more may be requested given the consumer's released `head`, if it is worth a request.
+    fn due(&self, head: usize) -> Option<usize> {
+        let available = head + self.capacity - self.granted;
+        (available >= self.threshold || (self.granted == 0 && available > 0)).then_some(available)
+    }
+
+    /// Requests what is due from `upstream`; returns whether it requested anything.
+    pub(crate) fn grant(&mut self, head: usize, channel: &Channel, upstream: &Subscription) -> bool {
+        match self.due(head) {
+            Some(n) => {
+                self.granted += n;
+                // Published before the request so the inlet can tell when the grant is used up.
+                channel.granted.store(self.granted, Ordering::Release);
+                upstream.request(n as u64);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The head position at which the next grant becomes due.
+    fn due_at(&self) -> usize {
+        (self.granted + self.threshold).saturating_sub(self.capacity)
+    }
+}
+
+/// Creates the ring and the shared state of a boundary (or of a stream reader).
+pub(crate) fn channel<T: Send + 'static>(
+    name: Arc<str>,
+    capacity: usize,
+    metrics: Arc<BoundaryMetrics>,
+) -> (Inlet<T>, Consumer<T>, Credit<T>, Arc<Channel>) {
+    let (producer, consumer, credit) = ring::ring(capacity);
+    metrics.attach_ring(credit.occupancy());
+    let channel = Arc::new(Channel {
+        name,
+        terminal: Mutex::new(None),
+        upstream: Mutex::new(None),
+        subscribed: WakeSlot::new(),
+        granted: AtomicUsize::new(0),
+        metrics,
+    });
+    let sample_stride = (capacity / 8).max(ring::PUBLISH_EVERY);
+    let inlet = Inlet {
+        producer,
+        channel: channel.clone(),
+        checkpoint: 0,
+        next_sample: 0,
+        sample_stride,
+        subscribed: false,
+        done: false,
+    };
+    (inlet, consumer, credit, channel)
+}
+
+/// The subscribing end of a boundary: writes items into the ring.
+pub struct Inlet<T> {
+    producer: Producer<T>,
+    channel: Arc<Channel>,
+    /// The next push count at which the slow path runs (sampling, end-of-grant publication).
+    checkpoint: usize,
+    next_sample: usize,
+    sample_stride: usize,
+    subscribed: bool,
+    done: bool,
+}
+
+impl<T> std::fmt::Debug for Inlet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inlet")
+            .field("name", &self.channel.name)
+            .field("pushed", &self.producer.pushed())
+            .finish()
+    }
+}
+
+impl<T> Inlet<T> {
+    #[cold]
+    fn checkpoint_reached(&mut self) {
+        let pushed = self.producer.pushed();
+        if pushed >= self.next_sample {
+            self.channel.metrics.sample_position(pushed - 1);
+            self.next_sample = pushed + self.sample_stride;
+        }
+        let granted = self.channel.granted.load(Ordering::Acquire);
+        if pushed >= granted {
+            // The grant is used up: the upstream must wait for credit, so show it everything now.
+            self.producer.publish();
+        }
+        self.checkpoint = self.next_sample.min(granted.max(pushed + 1));
+    }
+
+    fn finish(&mut self, result: Result<(), Error>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        *self.channel.terminal.lock().unwrap() = Some(result);
+        self.producer.close();
+    }
+}
+
+impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        if self.subscribed || self.producer.is_consumer_closed() {
+            subscription.cancel(); // rule 2.5, or nobody will read
+            return;
+        }
+        self.subscribed = true;
+        *self.channel.upstream.lock().unwrap() = Some(subscription);
+        self.channel.subscribed.notify();
+    }
+
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        if self.done {
+            return;
+        }
+        if self.producer.push(item).is_err() {
+            let error = Error::new(ErrorKind::DemandExceeded).in_stage(self.channel.name.clone());
+            self.finish(Err(error));
+            return;
+        }
+        if self.producer.pushed() >= self.checkpoint {
+            self.checkpoint_reached();
+        }
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.finish(Err(error));
+    }
+
+    fn on_complete(&mut self) {
+        self.finish(Ok(()));
+    }
+
+    fn on_flush(&mut self) {
+        self.producer.publish();
+    }
+}
+
+/// The publishing end of a boundary. `Clone`, but it serves one subscriber: a second one gets
+/// [`ErrorKind::AlreadySubscribed`].
+pub struct Outlet<T> {
+    parts: Arc<Mutex<Option<OutletParts<T>>>>,
+    metrics: Arc<BoundaryMetrics>,
+}
+
+struct OutletParts<T> {
+    consumer: Consumer<T>,
+    credit: Credit<T>,
+    channel: Arc<Channel>,
+    capacity: usize,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<T> Clone for Outlet<T> {
+    fn clone(&self) -> Self {
+        Self {
+            parts: self.parts.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Outlet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outlet")
+            .field("name", &self.metrics.name())
+            .finish()
+    }
+}
+
+impl<T> Outlet<T> {
+    /// The boundary's live counters.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
+    }
+}
+
+/// A boundary as a [`Processor`](crate::Processor): subscribe the [`Inlet`] to an upstream and a
+/// downstream to the [`Outlet`], in either order. The tasks start when the outlet is subscribed.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_runtime::{Publisher, boundary::{self, BoundaryConfig}, sink, source};
+/// let (inlet, outlet) = boundary::processor::<u64>(BoundaryConfig::new("hop", 64).unwrap());
+/// source::from_iter(0..1000u64).subscribe(inlet);
+/// assert_eq!(sink::fold(outlet, 0, |sum, x| *sum += x).await.unwrap(), 499_500);
+/// # }
+/// ```
+pub fn processor<T: Send + 'static>(config: BoundaryConfig) -> (Inlet<T>, Outlet<T>) {
+    let metrics = config.new_metrics();
+    processor_with(config, metrics)
+}
+
+fn processor_with<T: Send + 'static>(
+    config: BoundaryConfig,
+    metrics: Arc<BoundaryMetrics>,
+) -> (Inlet<T>, Outlet<T>) {
+    let (inlet, consumer, credit, channel) =
+        channel(config.name.clone(), config.capacity, metrics.clone());
+    let parts = OutletParts {
+        consumer,
+        credit,
+        channel,
+        capacity: config.capacity,
+        runtime: config.runtime,
+    };
+    (
+        inlet,
+        Outlet {
+            parts: Arc::new(Mutex::new(Some(parts))),
+            metrics,
+        },
+    )
+}
+
+impl<T: Send + 'static> Publisher<T> for Outlet<T> {
+    fn subscribe<S: Subscriber<T>>(self, mut subscriber: S) {
+        let Some(parts) = self.parts.lock().unwrap().take() else {
+            let error = Error::new(ErrorKind::AlreadySubscribed).in_stage(self.metrics.name());
+            reject(subscriber, error);
+            return;
+        };
+        let runtime = match parts.runtime.clone() {
+            Some(runtime) => runtime,
+            None => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime,
+                Err(_) => {
+                    let error = Error::new(ErrorKind::NoRuntime).in_stage(self.metrics.name());
+                    reject(subscriber, error);
+                    return; // dropping the consumer tells the inlet nobody reads
+                }
+            },
+        };
+        let downstream = Arc::new(TaskSubscription::default());
+        subscriber.on_subscribe(Subscription::new(downstream.clone()));
+        runtime.spawn(grant_credit(parts.credit, parts.channel.clone(), parts.capacity));
+        runtime.spawn(OutletTask {
+            consumer: parts.consumer,
+            subscriber,
+            downstream,
+            channel: parts.channel,
+        });
+    }
+}
+
+/// The credit task: waits for the upstream's subscription, then grants demand as slots free up.
+async fn grant_credit<T: Send + 'static>(credit: Credit<T>, channel: Arc<Channel>, capacity: usize) {
+    let upstream = poll_fn(|cx| match channel.poll_upstream(cx) {
+        Poll::Ready(subscription) => Poll::Ready(Some(subscription)),
+        // A far-away position: ready only if an end closed first.
+        Poll::Pending => credit.poll_head(cx, usize::MAX / 2).map(|_| None),
+    })
+    .await;
+    let Some(upstream) = upstream else { return };
+    let mut grant = Grant::new(capacity);
+    let mut starved_since = None;
+    loop {
+        if credit.is_closed() {
+            // The consumer left (cancel) or the upstream ended: either way nothing more is wanted.
+            upstream.cancel();
+            return;
+        }
+        if grant.grant(credit.head(), &channel, &upstream) {
+            if let Some(since) = starved_since.take() {
+                channel.metrics.record_wait(Instant::elapsed(&since));
+            }
+            continue;
+        }
+        if starved_since.is_none() && credit.tail() >= grant.granted {
+            // Everything granted has arrived: the upstream is now held back by the consumer.
+            starved_since = Some(Instant::now());
+        }
+        poll_fn(|cx| credit.poll_head(cx, grant.due_at())).await;
+    }
+}
+
+/// The outlet task: emits popped items to the downstream while it has demand.
+struct OutletTask<T, S> {
+    consumer: Consumer<T>,
+    subscriber: S,
+    downstream: Arc<TaskSubscription>,
+    channel: Arc<Channel>,
+}
+
+// No field is structurally pinned.
+impl<T, S> Unpin for OutletTask<T, S> {}
+
+impl<T, S: Subscriber<T>> OutletTask<T, S> {
+    /// Handles cancel and `request(0)`; returns `true` if the task is over.
+    fn stopped(&mut self, next: Next) -> bool {
+        match next {
+            Next::Cancelled => true,
+            Next::BadRequest => {
+                let error = Error::new(ErrorKind::RequestZero).in_stage(self.channel.name.clone());
+                self.subscriber.on_error(error);
+                true
+            }
+            Next::Emit(_) | Next::Wait => false,
+        }
+    }
+}
+
+impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this.consumer.poll_readable(cx) {
+                Poll::Pending => {
+                    let next = this.downstream.watch(cx);
+                    return if this.stopped(next) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    };
+                }
+                Poll::Ready(Readable::Closed) => {
+                    let next = this.downstream.watch(cx);
+                    if !this.stopped(next) {
+                        match this.channel.take_terminal() {
+                            Ok(()) => this.subscriber.on_complete(),
+                            Err(error) => this.subscriber.on_error(error),
+                        }
+                    }
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Readable::Items) => {}
+            }
+            let demand = match this.downstream.poll_next(cx) {
+                Next::Emit(n) => n,
+                Next::Wait => return Poll::Pending,
+                next => {
+                    this.stopped(next);
+                    return Poll::Ready(());
+                }
+            };
+            let mut accepted = 0;
+            let mut popped = 0;
+            while accepted < demand && popped < POLL_BUDGET {
+                match this.consumer.pop() {
+                    Some(item) => {
+                        popped += 1;
+                        accepted += u64::from(this.subscriber.try_on_next(item));
+                    }
+                    None => break,
+                }
+            }
+            let left = this.downstream.demand().consume(accepted);
+            this.channel.metrics.set_demand(left);
+            this.subscriber.on_flush();
+            this.consumer.release();
+            if popped == POLL_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// A publisher that puts a boundary after `upstream`; see [`boundary`].
+#[derive(Debug)]
+pub struct Boundary<P> {
+    upstream: P,
+    config: BoundaryConfig,
+    metrics: Arc<BoundaryMetrics>,
+}
+
+impl<P> Boundary<P> {
+    /// The boundary's live counters (they start counting once it is subscribed).
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
+    }
+}
+
+/// Ends the fused segment `upstream` at an async boundary: the upstream runs in one task, whatever
+/// subscribes to the result runs in another, with at most `config.capacity()` items between them.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_runtime::{boundary::{boundary, BoundaryConfig}, sink, source};
+/// let hop = boundary(source::from_iter(1..=4u64), BoundaryConfig::new("hop", 2).unwrap());
+/// assert_eq!(sink::collect(hop).await.unwrap(), vec![1, 2, 3, 4]);
+/// # }
+/// ```
+pub fn boundary<P>(upstream: P, config: BoundaryConfig) -> Boundary<P> {
+    let metrics = config.new_metrics();
+    Boundary {
+        upstream,
+        config,
+        metrics,
+    }
+}
+
+impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Boundary<P> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        let (inlet, outlet) = processor_with(self.config, self.metrics);
+        outlet.subscribe(subscriber);
+        self.upstream.subscribe(inlet);
+    }
+}

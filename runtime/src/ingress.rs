@@ -1,0 +1,534 @@
+//! Ingress: where the outside world pushes into a stream.
+//!
+//! A pure publisher never overflows: it emits only what was requested. Overflow exists where something
+//! that cannot be slowed down (an HTTP handler, a socket, a callback API) meets demand. An ingress is
+//! that meeting point: a bounded queue with an [`IngressHandle`] that callers push into and an
+//! [`IngressPublisher`] that emits on demand. When the queue is full, its [`Overflow`] policy decides,
+//! explicitly and observably: every rejected or dropped item is counted by [`Reason`] and logged.
+//! A rejected push hands the item back to the caller, so nothing is lost silently.
+//!
+//! Emission runs in the pushing task (or the requesting one), serialised by the same drain loop as
+//! every synchronous source; put a boundary after the ingress when the downstream work is heavy.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use weir_sync::SubscriptionCore;
+
+use crate::metrics::{BoundaryMetrics, Reason, StageKind};
+use crate::source::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
+use crate::{Error, ErrorKind, Publisher, Subscriber, reject};
+
+/// How many items the drain loop takes from the queue under one lock.
+const TAKE_BATCH: usize = 256;
+
+/// What an ingress does with a push when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// The caller waits for space, up to `timeout`; then the push fails with the item handed back.
+    Block {
+        /// The longest a push may wait.
+        timeout: Duration,
+    },
+    /// The push fails at once with the item and a hint of when to retry (what a 429 / 503 needs).
+    Reject {
+        /// The hint given to callers.
+        retry_after: Duration,
+    },
+    /// The oldest queued item is dropped (counted) to make room: freshness beats completeness.
+    DropOldest,
+    /// The pushed item is dropped (counted, and handed back to the caller).
+    DropNewest,
+}
+
+/// Settings of one ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    name: Arc<str>,
+    capacity: usize,
+    overflow: Overflow,
+}
+
+impl IngressConfig {
+    /// An ingress named `name` that queues at most `capacity` items. A capacity of zero is an error.
+    pub fn new(name: impl Into<Arc<str>>, capacity: usize, overflow: Overflow) -> Result<Self, Error> {
+        let name = name.into();
+        if capacity == 0 {
+            return Err(Error::msg("an ingress needs a capacity of at least 1").in_stage(name));
+        }
+        Ok(Self {
+            name,
+            capacity,
+            overflow,
+        })
+    }
+}
+
+/// A push that was not accepted. Every variant hands the item back ([`PushError::into_inner`]).
+#[derive(thiserror::Error)]
+pub enum PushError<T> {
+    /// The queue was full and the policy is [`Overflow::Reject`].
+    #[error("ingress `{stage}` is full: retry after {retry_after:?}")]
+    Rejected {
+        /// The item, handed back.
+        item: T,
+        /// When a retry may succeed.
+        retry_after: Duration,
+        /// The ingress.
+        stage: Arc<str>,
+    },
+    /// The queue stayed full until the [`Overflow::Block`] deadline.
+    #[error("ingress `{stage}` stayed full for {waited:?}")]
+    Timeout {
+        /// The item, handed back.
+        item: T,
+        /// How long the push waited.
+        waited: Duration,
+        /// The ingress.
+        stage: Arc<str>,
+    },
+    /// [`IngressHandle::try_push`] found the queue full under [`Overflow::Block`] and cannot wait.
+    #[error("ingress `{stage}` is full and try_push cannot wait")]
+    Full {
+        /// The item, handed back.
+        item: T,
+        /// The ingress.
+        stage: Arc<str>,
+    },
+    /// The queue was full and the policy is [`Overflow::DropNewest`]: this item was dropped.
+    #[error("ingress `{stage}` is full: the newest item was dropped")]
+    Dropped {
+        /// The item, handed back.
+        item: T,
+        /// The ingress.
+        stage: Arc<str>,
+    },
+    /// The ingress was closed (or its subscriber cancelled).
+    #[error("ingress `{stage}` is closed")]
+    Closed {
+        /// The item, handed back.
+        item: T,
+        /// The ingress.
+        stage: Arc<str>,
+    },
+}
+
+impl<T> PushError<T> {
+    /// The item that was not accepted.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Rejected { item, .. }
+            | PushError::Timeout { item, .. }
+            | PushError::Full { item, .. }
+            | PushError::Dropped { item, .. }
+            | PushError::Closed { item, .. } => item,
+        }
+    }
+
+    /// The retry hint of a [`PushError::Rejected`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PushError::Rejected { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The reason the push was counted under.
+    pub fn reason(&self) -> Reason {
+        match self {
+            PushError::Rejected { .. } | PushError::Full { .. } => Reason::Full,
+            PushError::Timeout { .. } => Reason::Timeout,
+            PushError::Dropped { .. } => Reason::DroppedNewest,
+            PushError::Closed { .. } => Reason::Closed,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PushError({self})")
+    }
+}
+
+/// An accepted push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The item was queued.
+    Enqueued,
+    /// The item was queued and the oldest queued item was dropped for it ([`Overflow::DropOldest`]).
+    EvictedOldest,
+}
+
+struct Queue<T> {
+    /// Items with their enqueue time (nanoseconds since the metrics epoch).
+    items: VecDeque<(u64, T)>,
+    closed: bool,
+}
+
+struct Shared<T> {
+    name: Arc<str>,
+    capacity: usize,
+    overflow: Overflow,
+    queue: Mutex<Queue<T>>,
+    space: Notify,
+    blocked: AtomicUsize,
+    subscribed: AtomicBool,
+    emitter: OnceLock<Arc<dyn Poke>>,
+    metrics: Arc<BoundaryMetrics>,
+}
+
+enum Offer<T> {
+    Accepted(Pushed),
+    Refused(PushError<T>),
+    MustWait(T),
+}
+
+impl<T> Shared<T> {
+    fn offer(&self, item: T, may_wait: bool) -> Offer<T> {
+        let stage = || self.name.clone();
+        let mut queue = self.queue.lock().unwrap();
+        if queue.closed {
+            drop(queue);
+            self.metrics.record_shed(Reason::Closed);
+            return Offer::Refused(PushError::Closed { item, stage: stage() });
+        }
+        let now = self.metrics.now_nanos();
+        if queue.items.len() < self.capacity {
+            queue.items.push_back((now, item));
+            self.after_change(&queue, 1, 0);
+            return Offer::Accepted(Pushed::Enqueued);
+        }
+        let refused = match self.overflow {
+            Overflow::Block { .. } if may_wait => return Offer::MustWait(item),
+            Overflow::Block { .. } => PushError::Full { item, stage: stage() },
+            Overflow::Reject { retry_after } => PushError::Rejected {
+                item,
+                retry_after,
+                stage: stage(),
+            },
+            Overflow::DropNewest => PushError::Dropped { item, stage: stage() },
+            Overflow::DropOldest => {
+                let evicted = queue.items.pop_front();
+                queue.items.push_back((now, item));
+                self.after_change(&queue, 1, 0);
+                drop(queue);
+                drop(evicted);
+                self.metrics.record_shed(Reason::DroppedOldest);
+                return Offer::Accepted(Pushed::EvictedOldest);
+            }
+        };
+        drop(queue);
+        self.metrics.record_shed(refused.reason());
+        Offer::Refused(refused)
+    }
+
+    /// Updates the gauges after `added` items went in and `taken` went out (lock held).
+    fn after_change(&self, queue: &Queue<T>, added: u64, taken: u64) {
+        self.metrics.add_in(added);
+        self.metrics.add_out(taken);
+        self.metrics
+            .set_oldest(queue.items.front().map(|(enqueued, _)| *enqueued));
+    }
+
+    fn poke(&self) {
+        if let Some(emitter) = self.emitter.get() {
+            emitter.poke();
+        }
+    }
+
+    fn close(&self) {
+        self.queue.lock().unwrap().closed = true;
+        self.space.notify_waiters();
+        self.poke();
+    }
+}
+
+/// Creates an ingress: the handle to push into (clone it for every producer) and the publisher that
+/// emits the queued items on demand. When every handle is dropped (or [`IngressHandle::close`] is
+/// called) the publisher completes after the queued items.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use weir_runtime::ingress::{ingress, IngressConfig, Overflow, PushError};
+/// use weir_runtime::sink;
+///
+/// let config = IngressConfig::new("checkout", 2, Overflow::Reject { retry_after: Duration::from_millis(50) }).unwrap();
+/// let (handle, publisher) = ingress::<u32>(config);
+/// handle.push(1).await.unwrap();
+/// handle.push(2).await.unwrap();
+/// let refused = handle.push(3).await.unwrap_err(); // nobody consumes yet: the queue is full
+/// assert_eq!(refused.retry_after(), Some(Duration::from_millis(50)));
+/// assert_eq!(refused.into_inner(), 3); // the item comes back
+/// drop(handle);
+/// assert_eq!(sink::collect(publisher).await.unwrap(), vec![1, 2]);
+/// # }
+/// ```
+pub fn ingress<T: Send + 'static>(config: IngressConfig) -> (IngressHandle<T>, IngressPublisher<T>) {
+    let metrics = BoundaryMetrics::new(config.name.clone(), StageKind::Ingress, config.capacity);
+    let shared = Arc::new(Shared {
+        name: config.name,
+        capacity: config.capacity,
+        overflow: config.overflow,
+        queue: Mutex::new(Queue {
+            items: VecDeque::with_capacity(config.capacity.min(4096)),
+            closed: false,
+        }),
+        space: Notify::new(),
+        blocked: AtomicUsize::new(0),
+        subscribed: AtomicBool::new(false),
+        emitter: OnceLock::new(),
+        metrics,
+    });
+    (
+        IngressHandle {
+            producers: Arc::new(Producers(shared.clone())),
+        },
+        IngressPublisher { shared },
+    )
+}
+
+/// Closes the ingress when the last handle goes.
+struct Producers<T>(Arc<Shared<T>>);
+
+impl<T> Drop for Producers<T> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The pushing side of an ingress. Clone it for each producer; the ingress closes when all are gone.
+pub struct IngressHandle<T> {
+    producers: Arc<Producers<T>>,
+}
+
+impl<T> Clone for IngressHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            producers: self.producers.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for IngressHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngressHandle")
+            .field("name", &self.shared().name)
+            .finish()
+    }
+}
+
+impl<T> IngressHandle<T> {
+    fn shared(&self) -> &Shared<T> {
+        &self.producers.0
+    }
+
+    /// Pushes `item`, applying the overflow policy if the queue is full. Only [`Overflow::Block`] ever
+    /// waits, and never past its timeout.
+    pub async fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
+        let shared = self.shared();
+        let item = match shared.offer(item, true) {
+            Offer::Accepted(pushed) => {
+                shared.poke();
+                return Ok(pushed);
+            }
+            Offer::Refused(error) => return Err(error),
+            Offer::MustWait(item) => item,
+        };
+        let Overflow::Block { timeout } = shared.overflow else {
+            unreachable!("only Block asks to wait")
+        };
+        let started = Instant::now();
+        let deadline = started + timeout;
+        shared.blocked.fetch_add(1, Ordering::AcqRel);
+        let mut item = item;
+        let outcome = loop {
+            let space = shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match shared.offer(item, true) {
+                Offer::MustWait(back) => item = back,
+                Offer::Accepted(pushed) => break Ok(pushed),
+                Offer::Refused(error) => break Err(error),
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                match shared.offer(item, true) {
+                    Offer::MustWait(item) => {
+                        shared.metrics.record_shed(Reason::Timeout);
+                        break Err(PushError::Timeout {
+                            item,
+                            waited: started.elapsed(),
+                            stage: shared.name.clone(),
+                        });
+                    }
+                    Offer::Accepted(pushed) => break Ok(pushed),
+                    Offer::Refused(error) => break Err(error),
+                }
+            }
+        };
+        shared.blocked.fetch_sub(1, Ordering::AcqRel);
+        shared.metrics.record_wait(started.elapsed());
+        if outcome.is_ok() {
+            shared.poke();
+        }
+        outcome
+    }
+
+    /// Pushes without ever waiting: under [`Overflow::Block`] a full queue gives
+    /// [`PushError::Full`]. Callable from any thread, inside or outside a runtime.
+    pub fn try_push(&self, item: T) -> Result<Pushed, PushError<T>> {
+        let shared = self.shared();
+        match shared.offer(item, false) {
+            Offer::Accepted(pushed) => {
+                shared.poke();
+                Ok(pushed)
+            }
+            Offer::Refused(error) => Err(error),
+            Offer::MustWait(_) => unreachable!("try_push never waits"),
+        }
+    }
+
+    /// Stops accepting pushes; the publisher completes once the queued items are emitted.
+    pub fn close(&self) {
+        self.shared().close();
+    }
+
+    /// Whether the ingress no longer accepts pushes.
+    pub fn is_closed(&self) -> bool {
+        self.shared().queue.lock().unwrap().closed
+    }
+
+    /// Items queued now.
+    pub fn len(&self) -> usize {
+        self.shared().queue.lock().unwrap().items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ingress's live counters.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.shared().metrics.clone()
+    }
+}
+
+/// The publishing side of an ingress. `Clone`, but it serves one subscriber: a second one gets
+/// [`ErrorKind::AlreadySubscribed`].
+pub struct IngressPublisher<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for IngressPublisher<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for IngressPublisher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngressPublisher")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<T> IngressPublisher<T> {
+    /// The ingress's live counters.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.shared.metrics.clone()
+    }
+}
+
+impl<T: Send + 'static> Publisher<T> for IngressPublisher<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        if self.shared.subscribed.swap(true, Ordering::AcqRel) {
+            let error = Error::new(ErrorKind::AlreadySubscribed).in_stage(self.shared.name.clone());
+            reject(subscriber, error);
+            return;
+        }
+        let emit = IngressEmit {
+            shared: self.shared.clone(),
+            batch: VecDeque::with_capacity(TAKE_BATCH),
+        };
+        let emitter = Emitter::start(emit, subscriber);
+        let _ = self.shared.emitter.set(emitter.clone());
+        // Items pushed before the emitter was registered are waiting: emit them if there is demand.
+        emitter.poke();
+    }
+}
+
+struct IngressEmit<T> {
+    shared: Arc<Shared<T>>,
+    batch: VecDeque<T>,
+}
+
+impl<T: Send + 'static> Emit for IngressEmit<T> {
+    type Item = T;
+
+    fn emit<S: Subscriber<T>>(
+        &mut self,
+        subscriber: &mut S,
+        demand: u64,
+        core: &SubscriptionCore,
+    ) -> Emitted {
+        let shared = &*self.shared;
+        let mut accepted = 0;
+        loop {
+            if core.is_cancelled() {
+                return Emitted::Items(accepted);
+            }
+            let want = (demand - accepted).min(TAKE_BATCH as u64).min(CANCEL_CHECK_EVERY) as usize;
+            {
+                let mut queue = shared.queue.lock().unwrap();
+                if queue.items.is_empty() && queue.closed {
+                    return Emitted::Done(accepted, Ok(()));
+                }
+                if want == 0 {
+                    return Emitted::Items(accepted);
+                }
+                let take = want.min(queue.items.len());
+                self.batch
+                    .extend(queue.items.drain(..take).map(|(_, item)| item));
+                shared.after_change(&queue, 0, take as u64);
+            }
+            if self.batch.is_empty() {
+                return Emitted::Items(accepted);
+            }
+            if shared.blocked.load(Ordering::Acquire) > 0 {
+                shared.space.notify_waiters();
+            }
+            while let Some(item) = self.batch.pop_front() {
+                accepted += u64::from(subscriber.try_on_next(item));
+            }
+        }
+    }
+}
+
+impl<T> Drop for IngressEmit<T> {
+    /// The subscription ended (cancel, or a failure downstream): whatever is still queued will never be
+    /// emitted. Close the ingress so pushes fail loudly, and count what is dropped.
+    fn drop(&mut self) {
+        let left = {
+            let mut queue = self.shared.queue.lock().unwrap();
+            queue.closed = true;
+            let left = queue.items.len() + self.batch.len();
+            queue.items.clear();
+            self.shared.metrics.set_oldest(None);
+            left
+        };
+        self.batch.clear();
+        self.shared
+            .metrics
+            .record_shed_n(Reason::Cancelled, left as u64);
+        self.shared.space.notify_waiters();
+    }
+}

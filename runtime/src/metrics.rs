@@ -1,0 +1,292 @@
+//! The metrics core: atomic counters and gauges per boundary and ingress, read as a plain,
+//! serde-serialisable [`BoundarySnapshot`].
+//!
+//! Hot paths never touch these per item. Boundaries derive items in / out and depth from the ring's own
+//! positions when a snapshot is taken; ingresses update them under the lock they already hold. Every
+//! rejected or dropped item is counted here by [`Reason`] and logged at warn level, at most once per
+//! second per stage.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use weir_sync::ring::Occupancy;
+
+/// Why an item did not take the happy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Rejected: the queue was full and the policy was `Reject`.
+    Full,
+    /// Rejected: the queue stayed full until the `Block` deadline.
+    Timeout,
+    /// Rejected: the ingress was closed.
+    Closed,
+    /// Dropped: evicted by a newer item under `DropOldest`.
+    DroppedOldest,
+    /// Dropped: refused because the queue was full under `DropNewest`.
+    DroppedNewest,
+    /// Dropped: still queued when the downstream cancelled.
+    Cancelled,
+}
+
+impl Reason {
+    const ALL: [Reason; 6] = [
+        Reason::Full,
+        Reason::Timeout,
+        Reason::Closed,
+        Reason::DroppedOldest,
+        Reason::DroppedNewest,
+        Reason::Cancelled,
+    ];
+
+    /// The label used in snapshots and exported metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Full => "full",
+            Reason::Timeout => "timeout",
+            Reason::Closed => "closed",
+            Reason::DroppedOldest => "dropped_oldest",
+            Reason::DroppedNewest => "dropped_newest",
+            Reason::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the item was handed back to its caller (a rejection) rather than discarded (a drop).
+    pub fn is_rejection(self) -> bool {
+        matches!(self, Reason::Full | Reason::Timeout | Reason::Closed)
+    }
+}
+
+/// What kind of stage the metrics belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// An async boundary between two segments.
+    Boundary,
+    /// A push ingress.
+    Ingress,
+}
+
+const AGE_SAMPLES: usize = 16;
+
+/// Live counters of one boundary or ingress. Shared (`Arc`) between the stage and whoever reads it.
+#[derive(Debug)]
+pub struct BoundaryMetrics {
+    name: Arc<str>,
+    kind: StageKind,
+    capacity: u64,
+    epoch: Instant,
+    occupancy: OnceLock<Arc<dyn Occupancy>>,
+    items_in: AtomicU64,
+    items_out: AtomicU64,
+    demand: AtomicU64,
+    shed: [AtomicU64; Reason::ALL.len()],
+    wait_nanos: AtomicU64,
+    waits: AtomicU64,
+    /// Front-of-queue enqueue time in nanoseconds since `epoch`, plus one; 0 when empty (ingress).
+    oldest_enqueued: AtomicU64,
+    /// (position, nanoseconds since epoch) samples of a boundary's producer.
+    sample_positions: [AtomicU64; AGE_SAMPLES],
+    sample_times: [AtomicU64; AGE_SAMPLES],
+    next_sample: AtomicUsize,
+    last_warn: AtomicU64,
+}
+
+impl BoundaryMetrics {
+    /// Fresh counters for a stage.
+    pub fn new(name: impl Into<Arc<str>>, kind: StageKind, capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            kind,
+            capacity: capacity as u64,
+            epoch: Instant::now(),
+            occupancy: OnceLock::new(),
+            items_in: AtomicU64::new(0),
+            items_out: AtomicU64::new(0),
+            demand: AtomicU64::new(0),
+            shed: Default::default(),
+            wait_nanos: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            oldest_enqueued: AtomicU64::new(0),
+            sample_positions: Default::default(),
+            sample_times: Default::default(),
+            next_sample: AtomicUsize::new(0),
+            last_warn: AtomicU64::new(0),
+        })
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn attach_ring(&self, occupancy: Arc<dyn Occupancy>) {
+        let _ = self.occupancy.set(occupancy);
+    }
+
+    pub(crate) fn now_nanos(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn add_in(&self, n: u64) {
+        self.items_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_out(&self, n: u64) {
+        self.items_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_demand(&self, demand: u64) {
+        self.demand.store(demand, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_oldest(&self, enqueued_nanos: Option<u64>) {
+        self.oldest_enqueued
+            .store(enqueued_nanos.map_or(0, |t| t + 1), Ordering::Relaxed);
+    }
+
+    /// Records that a producer was held back by pressure for `waited`.
+    pub(crate) fn record_wait(&self, waited: Duration) {
+        self.wait_nanos
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        self.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the time at which the item at `position` was written (boundary age sampling).
+    pub(crate) fn sample_position(&self, position: usize) {
+        let slot = self.next_sample.fetch_add(1, Ordering::Relaxed) % AGE_SAMPLES;
+        self.sample_times[slot].store(self.now_nanos(), Ordering::Relaxed);
+        self.sample_positions[slot].store(position as u64, Ordering::Release);
+    }
+
+    /// Counts one item that was rejected or dropped, and warns (at most once a second per stage).
+    pub fn record_shed(&self, reason: Reason) {
+        self.record_shed_n(reason, 1);
+    }
+
+    /// Counts `n` items that were rejected or dropped for the same reason.
+    pub fn record_shed_n(&self, reason: Reason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let total = self.shed[reason as usize].fetch_add(n, Ordering::Relaxed) + n;
+        let now = self.now_nanos().max(1);
+        let last = self.last_warn.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= 1_000_000_000)
+            && self
+                .last_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                stage = %self.name,
+                reason = reason.as_str(),
+                total,
+                "items are being {} under overload",
+                if reason.is_rejection() { "rejected" } else { "dropped" }
+            );
+        }
+    }
+
+    /// How many items were shed for `reason`.
+    pub fn shed(&self, reason: Reason) -> u64 {
+        self.shed[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// A consistent-enough copy of every counter (each is read atomically; together they are a
+    /// moment's approximation).
+    pub fn snapshot(&self) -> BoundarySnapshot {
+        let now = self.now_nanos();
+        let (items_in, items_out, oldest) = match self.occupancy.get() {
+            Some(ring) => {
+                let released = ring.released();
+                let published = ring.published();
+                let oldest = (published > released)
+                    .then(|| self.sampled_time_of(released))
+                    .flatten();
+                (published as u64, released as u64, oldest)
+            }
+            None => {
+                let oldest = self.oldest_enqueued.load(Ordering::Relaxed);
+                (
+                    self.items_in.load(Ordering::Relaxed),
+                    self.items_out.load(Ordering::Relaxed),
+                    oldest.checked_sub(1),
+                )
+            }
+        };
+        let mut rejected = BTreeMap::new();
+        let mut dropped = BTreeMap::new();
+        for reason in Reason::ALL {
+            let count = self.shed(reason);
+            if reason.is_rejection() {
+                rejected.insert(reason.as_str().to_owned(), count);
+            } else {
+                dropped.insert(reason.as_str().to_owned(), count);
+            }
+        }
+        // Evicted and cancelled items left the queue without going downstream.
+        let evicted = self.shed(Reason::DroppedOldest) + self.shed(Reason::Cancelled);
+        BoundarySnapshot {
+            name: self.name.to_string(),
+            kind: self.kind,
+            capacity: self.capacity,
+            depth: items_in.saturating_sub(items_out.saturating_add(evicted)),
+            items_in,
+            items_out,
+            demand: self.demand.load(Ordering::Relaxed),
+            rejected,
+            dropped,
+            oldest_item_age_ms: oldest.map(|t| now.saturating_sub(t) as f64 / 1e6),
+            producer_wait_ms: self.wait_nanos.load(Ordering::Relaxed) as f64 / 1e6,
+            producer_waits: self.waits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The write time of the newest sample at or before `position`: the item at `position` was
+    /// written no earlier, so `now - time` bounds its age from above.
+    fn sampled_time_of(&self, position: usize) -> Option<u64> {
+        let position = position as u64;
+        (0..AGE_SAMPLES)
+            .filter_map(|i| {
+                let at = self.sample_positions[i].load(Ordering::Acquire);
+                let time = self.sample_times[i].load(Ordering::Relaxed);
+                (time != 0 && at <= position).then_some((at, time))
+            })
+            .max_by_key(|&(at, _)| at)
+            .map(|(_, time)| time)
+    }
+}
+
+/// A copy of one stage's counters, for tests, UIs and exporters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BoundarySnapshot {
+    /// The stage's name.
+    pub name: String,
+    /// Boundary or ingress.
+    pub kind: StageKind,
+    /// The most items the stage may hold.
+    pub capacity: u64,
+    /// Items held now (`items_in - items_out - dropped_oldest - cancelled`).
+    pub depth: u64,
+    /// Items accepted so far.
+    pub items_in: u64,
+    /// Items handed downstream (or dropped from the queue) so far.
+    pub items_out: u64,
+    /// Outstanding downstream demand as last seen by the stage.
+    pub demand: u64,
+    /// Items handed back to their caller, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Items discarded, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Age of the oldest held item in milliseconds (an upper bound for boundaries, whose write times
+    /// are sampled every `capacity / 8` items), `None` when empty.
+    pub oldest_item_age_ms: Option<f64>,
+    /// Total time producers were held back by pressure (no credit, or a full `Block` queue).
+    pub producer_wait_ms: f64,
+    /// How many times producers were held back.
+    pub producer_waits: u64,
+}

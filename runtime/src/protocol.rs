@@ -1,0 +1,232 @@
+//! The Reactive Streams protocol in Rust form.
+//!
+//! A [`Publisher`] emits to one [`Subscriber`] per subscription, never more items than the subscriber
+//! asked for through its [`Subscription`]. The shape follows the Reactive Streams specification §1-§3
+//! (<https://www.reactive-streams.org>), with these Rust-specific points:
+//!
+//! - Subscriber methods take `&mut self`: signals to one subscriber are serialised (rule 1.3), so a
+//!   subscriber needs no locks. Publishers own their subscriber and hand it back (drop it) after a
+//!   terminal signal or a cancel (rules 1.8, 3.13).
+//! - [`Publisher::subscribe`] consumes the publisher, like `IntoIterator`. A publisher that can serve
+//!   several subscribers is `Clone`; one that is a handle to a single resource (an ingress, the output
+//!   of a boundary) answers a second subscriber with `on_subscribe` followed by
+//!   [`ErrorKind::AlreadySubscribed`](crate::ErrorKind::AlreadySubscribed) (rules 1.9, 1.11).
+//! - Rules that guard against `null` (1.9 for a null subscriber, 2.13 for null elements) cannot be
+//!   broken in safe Rust: there is no null reference, and items are moved, never shared.
+//! - Rule 2.13's "must return normally" is matched by "must not panic": weir's sinks and operators catch
+//!   panics from user closures and turn them into [`ErrorKind::Panicked`](crate::ErrorKind::Panicked).
+//! - Two weir extensions, both optional to implement: [`Subscriber::try_on_next`] lets a filtering
+//!   subscriber decline an item so that the demand unit is reused instead of re-requested (Reactor's
+//!   "conditional subscriber"), and [`Subscriber::on_flush`] tells a subscriber that the publisher paused
+//!   emitting, so batched hand-offs (async boundaries) publish what they hold.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::Error;
+
+/// Receives the signals of one subscription.
+///
+/// The order is `on_subscribe (on_next)* (on_error | on_complete)?`, never concurrent (rule 1.3).
+///
+/// ```
+/// use weir_runtime::{Error, Publisher, Subscriber, Subscription, source};
+///
+/// struct Print(Option<Subscription>);
+/// impl Subscriber<u32> for Print {
+///     fn on_subscribe(&mut self, subscription: Subscription) {
+///         subscription.request(2);
+///         self.0 = Some(subscription);
+///     }
+///     fn on_next(&mut self, item: u32) {
+///         println!("{item}");
+///     }
+///     fn on_error(&mut self, error: Error) {
+///         eprintln!("{error}");
+///     }
+///     fn on_complete(&mut self) {}
+/// }
+/// source::from_iter(1..=5).subscribe(Print(None)); // prints 1 and 2
+/// ```
+pub trait Subscriber<T>: Send + 'static {
+    /// The first signal: the handle to request items and to cancel. Call `request` here (or later) to
+    /// receive anything.
+    fn on_subscribe(&mut self, subscription: Subscription);
+
+    /// One item, only ever in response to demand.
+    fn on_next(&mut self, item: T);
+
+    /// One item, where the subscriber may decline it: return `false` if the item did not use up a unit
+    /// of demand (a filter dropped it), and the publisher emits one more in its place without a new
+    /// `request`. Publishers in weir call this; the default accepts every item.
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.on_next(item);
+        true
+    }
+
+    /// The stream failed; no other signal follows.
+    fn on_error(&mut self, error: Error);
+
+    /// The stream ended; no other signal follows.
+    fn on_complete(&mut self);
+
+    /// The publisher paused: it will not call `on_next` until something changes (new demand, new
+    /// input). Subscribers that batch their hand-off downstream must make held items visible now.
+    /// Operators forward it. Not a request to emit partial batches.
+    #[inline]
+    fn on_flush(&mut self) {}
+}
+
+impl<T, S: Subscriber<T> + ?Sized> Subscriber<T> for Box<S> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        (**self).on_subscribe(subscription)
+    }
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        (**self).on_next(item)
+    }
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        (**self).try_on_next(item)
+    }
+    fn on_error(&mut self, error: Error) {
+        (**self).on_error(error)
+    }
+    fn on_complete(&mut self) {
+        (**self).on_complete()
+    }
+    fn on_flush(&mut self) {
+        (**self).on_flush()
+    }
+}
+
+/// What a [`Subscription`] does: implemented by publishers, called through the cheap handle.
+pub trait RawSubscription: Send + Sync + 'static {
+    /// Adds `n` to the demand (see [`Subscription::request`]).
+    fn request(&self, n: u64);
+    /// Stops the subscription (see [`Subscription::cancel`]).
+    fn cancel(&self);
+}
+
+/// The link between one publisher and one subscriber: `request(n)` and `cancel()`.
+///
+/// Cheap to clone, `Send + Sync`, callable from any thread and from inside `on_next` (the call is
+/// trampolined, never recursive: rule 3.3).
+#[derive(Clone)]
+pub struct Subscription(Arc<dyn RawSubscription>);
+
+impl Subscription {
+    /// Wraps a publisher's subscription state.
+    pub fn new(raw: Arc<dyn RawSubscription>) -> Self {
+        Self(raw)
+    }
+
+    /// A subscription that ignores every call: for publishers that fail or complete at once.
+    pub fn noop() -> Self {
+        struct Noop;
+        impl RawSubscription for Noop {
+            fn request(&self, _: u64) {}
+            fn cancel(&self) {}
+        }
+        Self(Arc::new(Noop))
+    }
+
+    /// Asks for `n` more items. Demand adds up and saturates at `u64::MAX`, which means unbounded
+    /// (rule 3.17). `request(0)` fails the stream with
+    /// [`ErrorKind::RequestZero`](crate::ErrorKind::RequestZero) (rule 3.9). After cancel or a terminal
+    /// signal it does nothing (rule 3.6).
+    #[inline]
+    pub fn request(&self, n: u64) {
+        self.0.request(n)
+    }
+
+    /// Stops the stream: idempotent (rule 3.7), signals stop eventually (rule 3.12) and the publisher
+    /// drops its reference to the subscriber (rule 3.13).
+    pub fn cancel(&self) {
+        self.0.cancel()
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subscription")
+    }
+}
+
+/// A source of items that emits on demand.
+///
+/// Operators are generic over their upstream so that chains compile to static dispatch, like
+/// iterators; [`BoxPublisher`] erases the type where a graph needs it.
+pub trait Publisher<T>: Send + 'static {
+    /// Starts a subscription: `on_subscribe` is called first (rule 1.9), then items as requested.
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S);
+
+    /// Erases the publisher's type (one allocation, at a graph edge).
+    fn boxed(self) -> BoxPublisher<T>
+    where
+        Self: Sized,
+        T: 'static,
+    {
+        BoxPublisher(Box::new(self))
+    }
+}
+
+trait ErasedPublisher<T>: Send + 'static {
+    fn subscribe_boxed(self: Box<Self>, subscriber: Box<dyn Subscriber<T>>);
+}
+
+impl<T: 'static, P: Publisher<T>> ErasedPublisher<T> for P {
+    fn subscribe_boxed(self: Box<Self>, subscriber: Box<dyn Subscriber<T>>) {
+        (*self).subscribe(subscriber)
+    }
+}
+
+/// A type-erased publisher.
+pub struct BoxPublisher<T>(Box<dyn ErasedPublisher<T>>);
+
+impl<T: 'static> Publisher<T> for BoxPublisher<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        self.0.subscribe_boxed(Box::new(subscriber))
+    }
+
+    fn boxed(self) -> BoxPublisher<T>
+    where
+        T: 'static,
+    {
+        self
+    }
+}
+
+impl<T> fmt::Debug for BoxPublisher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxPublisher")
+    }
+}
+
+/// Both a subscriber (of `In`) and a publisher (of `Out`): a stage that can sit between any
+/// upstream and any downstream. Because subscribing moves a value, a processor is a pair of ends
+/// that share state; `(subscriber, publisher)` tuples are processors.
+pub trait Processor<In, Out> {
+    /// The end that subscribes to the upstream.
+    type Subscriber: Subscriber<In>;
+    /// The end that downstream subscribes to.
+    type Publisher: Publisher<Out>;
+    /// Splits the processor into its two ends.
+    fn into_parts(self) -> (Self::Subscriber, Self::Publisher);
+}
+
+impl<In, Out, S: Subscriber<In>, P: Publisher<Out>> Processor<In, Out> for (S, P) {
+    type Subscriber = S;
+    type Publisher = P;
+    fn into_parts(self) -> (S, P) {
+        self
+    }
+}
+
+/// Answers a subscriber that cannot be served: `on_subscribe` with a no-op subscription, then
+/// `on_error` (rule 1.9 requires `on_subscribe` first).
+pub fn reject<T, S: Subscriber<T>>(mut subscriber: S, error: Error) {
+    subscriber.on_subscribe(Subscription::noop());
+    subscriber.on_error(error);
+}

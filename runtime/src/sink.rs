@@ -1,0 +1,238 @@
+//! Sinks: subscribers that end a stream, and the way back to `futures::Stream`.
+//!
+//! [`fold`], [`for_each`] and [`collect`] run their closure inside `on_next`, so they request unbounded
+//! demand (nothing is buffered: the work happens as items arrive) and resolve when the stream ends. A
+//! panic in the closure cancels the upstream and resolves to [`ErrorKind::Panicked`](crate::ErrorKind::Panicked). [`into_stream`]
+//! buffers at most `prefetch` items and requests more only as the stream is polled.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use tokio::sync::oneshot;
+use weir_sync::ring::{Consumer, Credit, Readable};
+
+use crate::boundary::{Channel, Grant, channel};
+use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::{Error, Publisher, Subscriber, Subscription};
+
+/// Folds every item into `init` with `f`, resolving to the final value when the stream completes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{sink, source};
+/// let sum = sink::fold(source::from_iter(1..=10u64), 0, |sum, x| *sum += x).await.unwrap();
+/// assert_eq!(sum, 55);
+/// # }
+/// ```
+pub async fn fold<T, P, A, F>(publisher: P, init: A, f: F) -> Result<A, Error>
+where
+    P: Publisher<T>,
+    A: Send + 'static,
+    F: FnMut(&mut A, T) + Send + 'static,
+{
+    let (done, result) = oneshot::channel();
+    publisher.subscribe(Fold {
+        acc: Some(init),
+        f,
+        subscription: None,
+        done: Some(done),
+    });
+    result.await.unwrap_or_else(|_| {
+        Err(Error::msg(
+            "the publisher dropped its subscriber without a terminal signal",
+        ))
+    })
+}
+
+/// Runs `f` on every item, resolving when the stream ends.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{sink, source};
+/// sink::for_each(source::from_iter(["a", "b"]), |item| println!("{item}")).await.unwrap();
+/// # }
+/// ```
+pub async fn for_each<T, P, F>(publisher: P, mut f: F) -> Result<(), Error>
+where
+    P: Publisher<T>,
+    F: FnMut(T) + Send + 'static,
+{
+    fold(publisher, (), move |(), item| f(item)).await
+}
+
+/// Collects every item into a `Vec`.
+pub async fn collect<T, P>(publisher: P) -> Result<Vec<T>, Error>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
+    fold(publisher, Vec::new(), |items, item| items.push(item)).await
+}
+
+struct Fold<A, F> {
+    acc: Option<A>,
+    f: F,
+    subscription: Option<Subscription>,
+    done: Option<oneshot::Sender<Result<A, Error>>>,
+}
+
+impl<A, F> Fold<A, F> {
+    fn finish(&mut self, result: Result<(), Error>) {
+        self.subscription = None;
+        if let Some(done) = self.done.take() {
+            let result = result.and_then(|()| {
+                self.acc
+                    .take()
+                    .ok_or_else(|| Error::msg("fold finished twice"))
+            });
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl<T, A, F> Subscriber<T> for Fold<A, F>
+where
+    A: Send + 'static,
+    F: FnMut(&mut A, T) + Send + 'static,
+{
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        if self.subscription.is_some() || self.done.is_none() {
+            subscription.cancel(); // rule 2.5
+            return;
+        }
+        subscription.request(u64::MAX);
+        self.subscription = Some(subscription);
+    }
+
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        let Some(acc) = self.acc.as_mut() else { return };
+        let f = &mut self.f;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(acc, item))) {
+            if let Some(subscription) = &self.subscription {
+                subscription.cancel();
+            }
+            self.finish(Err(Error::panicked(payload.as_ref())));
+        }
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.finish(Err(error));
+    }
+
+    fn on_complete(&mut self) {
+        self.finish(Ok(()));
+    }
+}
+
+/// Turns a publisher into a [`futures_core::Stream`] of `Result<T, Error>`: at most `prefetch` items are
+/// buffered, more are requested only as the stream is polled (75% refill), an error arrives as one
+/// `Err` item before the end, and dropping the stream cancels the subscription.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use futures::StreamExt;
+/// use weir_runtime::{sink, source};
+/// let mut stream = sink::into_stream(source::from_iter(1..=3), 2);
+/// let mut items = Vec::new();
+/// while let Some(item) = stream.next().await {
+///     items.push(item.unwrap());
+/// }
+/// assert_eq!(items, vec![1, 2, 3]);
+/// # }
+/// ```
+pub fn into_stream<T, P>(publisher: P, prefetch: usize) -> IntoStream<T>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
+    let prefetch = prefetch.max(1);
+    let metrics = BoundaryMetrics::new("into_stream", StageKind::Boundary, prefetch);
+    let (inlet, consumer, credit, channel) = channel(metrics.name().into(), prefetch, metrics);
+    publisher.subscribe(inlet);
+    IntoStream {
+        consumer,
+        credit,
+        channel,
+        upstream: None,
+        grant: Grant::new(prefetch),
+        done: false,
+    }
+}
+
+/// See [`into_stream`].
+pub struct IntoStream<T> {
+    consumer: Consumer<T>,
+    credit: Credit<T>,
+    channel: Arc<Channel>,
+    upstream: Option<Subscription>,
+    grant: Grant,
+    done: bool,
+}
+
+impl<T> std::fmt::Debug for IntoStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntoStream")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T> IntoStream<T> {
+    /// The stream's buffer counters.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.channel.metrics.clone()
+    }
+}
+
+impl<T: Send + 'static> Stream for IntoStream<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(item) = this.consumer.pop() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            let upstream = match &this.upstream {
+                Some(upstream) => upstream,
+                None => match this.channel.poll_upstream(cx) {
+                    Poll::Ready(upstream) => this.upstream.insert(upstream),
+                    // The publisher may also end before subscribing properly: look at the ring.
+                    Poll::Pending if !this.consumer.is_producer_closed() => return Poll::Pending,
+                    Poll::Pending => {
+                        this.done = true;
+                        return Poll::Ready(this.channel.take_terminal().err().map(Err));
+                    }
+                },
+            };
+            this.consumer.release();
+            if this.grant.grant(this.credit.head(), &this.channel, upstream) {
+                continue; // a synchronous upstream has filled the ring already
+            }
+            match this.consumer.poll_readable(cx) {
+                Poll::Ready(Readable::Items) => continue,
+                Poll::Ready(Readable::Closed) => {
+                    this.done = true;
+                    this.upstream = None;
+                    return Poll::Ready(this.channel.take_terminal().err().map(Err));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T> Drop for IntoStream<T> {
+    fn drop(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Sources: publishers made from iterators, streams, single values and failures.
+//!
+//! Synchronous sources ([`from_iter`], [`once`], [`empty`], [`error`]) emit in the thread that calls
+//! `request`, inside a trampolined drain loop. [`from_stream`] polls its stream in a tokio task of its own,
+//! only while there is demand.
+
+mod emitter;
+mod stream;
+
+pub(crate) use emitter::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
+pub use stream::{FromStream, from_stream};
+
+use weir_sync::SubscriptionCore;
+
+use crate::{Error, Publisher, Subscriber};
+
+/// A publisher of the items of an iterator. `Clone` (and so reusable) when the iterator is.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{sink, source};
+/// let items = sink::collect(source::from_iter(1..=3)).await.unwrap();
+/// assert_eq!(items, vec![1, 2, 3]);
+/// # }
+/// ```
+pub fn from_iter<I>(items: I) -> FromIter<I::IntoIter>
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'static,
+{
+    FromIter(items.into_iter())
+}
+
+/// See [`from_iter`].
+#[derive(Debug, Clone)]
+pub struct FromIter<I>(I);
+
+impl<I> Publisher<I::Item> for FromIter<I>
+where
+    I: Iterator + Send + 'static,
+{
+    fn subscribe<S: Subscriber<I::Item>>(self, subscriber: S) {
+        Emitter::start(IterEmit(self.0), subscriber);
+    }
+}
+
+struct IterEmit<I>(I);
+
+impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
+    type Item = I::Item;
+
+    #[inline]
+    fn emit<S: Subscriber<I::Item>>(
+        &mut self,
+        subscriber: &mut S,
+        demand: u64,
+        core: &SubscriptionCore,
+    ) -> Emitted {
+        let mut accepted = 0;
+        while accepted < demand {
+            // A slice of the demand between two looks at the cancel flag: keeps the inner loop tight.
+            let slice_end = accepted.saturating_add(CANCEL_CHECK_EVERY).min(demand);
+            while accepted < slice_end {
+                match self.0.next() {
+                    Some(item) => accepted += u64::from(subscriber.try_on_next(item)),
+                    None => return Emitted::Done(accepted, Ok(())),
+                }
+            }
+            if core.is_cancelled() {
+                return Emitted::Items(accepted);
+            }
+        }
+        Emitted::Items(accepted)
+    }
+}
+
+/// A publisher of nothing: `on_subscribe` then `on_complete`.
+pub fn empty<T: Send + 'static>() -> Once<T> {
+    Once(None)
+}
+
+/// A publisher of one item.
+pub fn once<T: Send + 'static>(item: T) -> Once<T> {
+    Once(Some(item))
+}
+
+/// See [`once`] and [`empty`].
+#[derive(Debug, Clone)]
+pub struct Once<T>(Option<T>);
+
+impl<T: Send + 'static> Publisher<T> for Once<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        Emitter::start(self, subscriber);
+    }
+}
+
+impl<T: Send + 'static> Emit for Once<T> {
+    type Item = T;
+
+    fn emit<S: Subscriber<T>>(&mut self, subscriber: &mut S, demand: u64, _: &SubscriptionCore) -> Emitted {
+        match self.0.take() {
+            None => Emitted::Done(0, Ok(())),
+            Some(item) if demand > 0 => {
+                let accepted = u64::from(subscriber.try_on_next(item));
+                Emitted::Done(accepted, Ok(()))
+            }
+            Some(item) => {
+                self.0 = Some(item);
+                Emitted::Items(0)
+            }
+        }
+    }
+}
+
+/// A publisher that fails at once: `on_subscribe` then `on_error`.
+pub fn error<T: Send + 'static>(error: Error) -> Fail<T> {
+    Fail(error, std::marker::PhantomData)
+}
+
+/// See [`error`].
+pub struct Fail<T>(Error, std::marker::PhantomData<fn() -> T>);
+
+impl<T> Clone for Fail<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone(), std::marker::PhantomData)
+    }
+}
+
+impl<T> std::fmt::Debug for Fail<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Fail").field(&self.0).finish()
+    }
+}
+
+impl<T: Send + 'static> Publisher<T> for Fail<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        Emitter::start(self, subscriber);
+    }
+}
+
+impl<T: Send + 'static> Emit for Fail<T> {
+    type Item = T;
+
+    fn emit<S: Subscriber<T>>(&mut self, _: &mut S, _: u64, _: &SubscriptionCore) -> Emitted {
+        Emitted::Done(0, Err(self.0.clone()))
+    }
+}

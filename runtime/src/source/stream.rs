@@ -1,0 +1,145 @@
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::task::{Next, TaskSubscription};
+use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+/// How many items a stream task pulls before it yields to the tokio scheduler.
+const POLL_BUDGET: u64 = 4096;
+
+/// A publisher of the items of a [`futures_core::Stream`]. The stream is polled in a tokio task of its
+/// own, and only while there is demand: a slow subscriber pauses the stream (backpressure), it never
+/// buffers. A panic inside the stream fails the subscription with
+/// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked).
+///
+/// Subscribing outside a tokio runtime fails the subscription with
+/// [`ErrorKind::NoRuntime`](crate::ErrorKind::NoRuntime).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{sink, source};
+/// let stream = futures::stream::iter(vec!["a", "b"]);
+/// assert_eq!(sink::collect(source::from_stream(stream)).await.unwrap(), vec!["a", "b"]);
+/// # }
+/// ```
+pub fn from_stream<St>(stream: St) -> FromStream<St>
+where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
+    FromStream(stream)
+}
+
+/// See [`from_stream`].
+#[derive(Debug, Clone)]
+pub struct FromStream<St>(St);
+
+impl<St> Publisher<St::Item> for FromStream<St>
+where
+    St: Stream + Send + 'static,
+    St::Item: Send + 'static,
+{
+    fn subscribe<S: Subscriber<St::Item>>(self, mut subscriber: S) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            reject(subscriber, Error::new(ErrorKind::NoRuntime));
+            return;
+        };
+        let shared = Arc::new(TaskSubscription::default());
+        subscriber.on_subscribe(Subscription::new(shared.clone()));
+        runtime.spawn(StreamTask {
+            stream: Box::pin(self.0),
+            subscriber,
+            shared,
+        });
+    }
+}
+
+struct StreamTask<St, S> {
+    stream: Pin<Box<St>>,
+    subscriber: S,
+    shared: Arc<TaskSubscription>,
+}
+
+// No field is structurally pinned (the stream is boxed), so moving the task is fine.
+impl<St, S> Unpin for StreamTask<St, S> {}
+
+impl<St, S> Future for StreamTask<St, S>
+where
+    St: Stream,
+    S: Subscriber<St::Item>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let demand = match this.shared.poll_next(cx) {
+                Next::Emit(n) => n,
+                Next::Wait => return Poll::Pending,
+                Next::Cancelled => return Poll::Ready(()),
+                Next::BadRequest => {
+                    this.subscriber
+                        .on_error(Error::new(ErrorKind::RequestZero));
+                    return Poll::Ready(());
+                }
+            };
+            let mut accepted = 0;
+            let mut pulled = 0;
+            while accepted < demand {
+                if pulled == POLL_BUDGET {
+                    this.finish_burst(accepted);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let polled = catch_unwind(AssertUnwindSafe(|| this.stream.as_mut().poll_next(cx)));
+                match polled {
+                    Ok(Poll::Ready(Some(item))) => {
+                        pulled += 1;
+                        accepted += u64::from(this.subscriber.try_on_next(item));
+                    }
+                    Ok(Poll::Ready(None)) => {
+                        this.shared.demand().consume(accepted);
+                        this.subscriber.on_complete();
+                        return Poll::Ready(());
+                    }
+                    Ok(Poll::Pending) => {
+                        this.finish_burst(accepted);
+                        return match this.shared.watch(cx) {
+                            Next::Cancelled | Next::BadRequest => continue_later(cx),
+                            _ => Poll::Pending,
+                        };
+                    }
+                    Err(payload) => {
+                        this.subscriber.on_error(Error::panicked(payload.as_ref()));
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            this.finish_burst(accepted);
+        }
+    }
+}
+
+/// Asks to be polled again at once (the next poll handles the cancel or bad request).
+fn continue_later(cx: &mut Context<'_>) -> Poll<()> {
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+impl<St, S> StreamTask<St, S>
+where
+    St: Stream,
+    S: Subscriber<St::Item>,
+{
+    fn finish_burst(&mut self, accepted: u64) {
+        self.shared.demand().consume(accepted);
+        if accepted > 0 {
+            self.subscriber.on_flush();
+        }
+    }
+}
