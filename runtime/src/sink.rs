@@ -33,18 +33,9 @@ where
     A: Send + 'static,
     F: FnMut(&mut A, T) + Send + 'static,
 {
-    let (done, result) = oneshot::channel();
-    publisher.subscribe(Fold {
-        acc: Some(init),
-        f,
-        subscription: None,
-        done: Some(done),
-    });
-    result.await.unwrap_or_else(|_| {
-        Err(Error::msg(
-            "the publisher dropped its subscriber without a terminal signal",
-        ))
-    })
+    let (subscriber, outcome) = Fold::new(init, f);
+    publisher.subscribe(subscriber);
+    outcome.await
 }
 
 /// Runs `f` on every item, resolving when the stream ends.
@@ -72,14 +63,67 @@ where
     fold(publisher, Vec::new(), |items, item| items.push(item)).await
 }
 
-struct Fold<A, F> {
+/// The subscriber behind [`fold`], [`for_each`] and [`collect`], for when you subscribe by hand: it
+/// requests unbounded demand, folds every item with `f`, and resolves its [`FoldOutcome`] when the
+/// stream ends.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{Publisher, sink::Fold, source};
+/// let (subscriber, outcome) = Fold::new(0u64, |sum, x: u64| *sum += x);
+/// source::from_iter(1..=3u64).subscribe(subscriber);
+/// assert_eq!(outcome.await.unwrap(), 6);
+/// # }
+/// ```
+pub struct Fold<A, F> {
     acc: Option<A>,
     f: F,
     subscription: Option<Subscription>,
     done: Option<oneshot::Sender<Result<A, Error>>>,
 }
 
+impl<A, F> std::fmt::Debug for Fold<A, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fold")
+            .field("subscribed", &self.subscription.is_some())
+            .field("done", &self.done.is_none())
+            .finish()
+    }
+}
+
+/// Resolves to the folded value when the stream completes, or to its error.
+#[derive(Debug)]
+pub struct FoldOutcome<A>(oneshot::Receiver<Result<A, Error>>);
+
+impl<A> std::future::Future for FoldOutcome<A> {
+    type Output = Result<A, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|received| {
+            received.unwrap_or_else(|_| {
+                Err(Error::msg(
+                    "the publisher dropped its subscriber without a terminal signal",
+                ))
+            })
+        })
+    }
+}
+
 impl<A, F> Fold<A, F> {
+    /// A subscriber that folds into `init` with `f`, and the outcome to await.
+    pub fn new(init: A, f: F) -> (Self, FoldOutcome<A>) {
+        let (done, outcome) = oneshot::channel();
+        (
+            Self {
+                acc: Some(init),
+                f,
+                subscription: None,
+                done: Some(done),
+            },
+            FoldOutcome(outcome),
+        )
+    }
+
     fn finish(&mut self, result: Result<(), Error>) {
         self.subscription = None;
         if let Some(done) = self.done.take() {
