@@ -1,1 +1,26 @@
-//! weir
+#![doc = include_str!("../README.md")]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+pub use weir_dsl as dsl;
+pub use weir_operators as operators;
+pub use weir_runtime as runtime;
+#[cfg(feature = "tck")]
+pub use weir_tck as tck;
+
+pub use weir_runtime::{
+    BoxPublisher, Error, ErrorKind, Processor, Publisher, Subscriber, Subscription, boundary,
+    ingress, metrics, sink, source,
+};
+
+/// The names most programs need: `use weir::prelude::*;`.
+pub mod prelude {
+    pub use weir_operators::PublisherExt;
+    pub use weir_runtime::boundary::BoundaryConfig;
+    pub use weir_runtime::ingress::{IngressConfig, Overflow, PushError, Pushed, ingress};
+    pub use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, sink, source};
+}

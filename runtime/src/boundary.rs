@@ -13,8 +13,8 @@
 //! demand -> demand) and each wake drains a burst. The producer side publishes in chunks and on
 //! [`Subscriber::on_flush`], which is why publishers must call it when they pause.
 
-use std::future::poll_fn;
 use std::future::Future;
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,7 +140,12 @@ impl Grant {
     }
 
     /// Requests what is due from `upstream`; returns whether it requested anything.
-    pub(crate) fn grant(&mut self, head: usize, channel: &Channel, upstream: &Subscription) -> bool {
+    pub(crate) fn grant(
+        &mut self,
+        head: usize,
+        channel: &Channel,
+        upstream: &Subscription,
+    ) -> bool {
         match self.due(head) {
             Some(n) => {
                 self.granted += n;
@@ -371,7 +376,11 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
         };
         let downstream = Arc::new(TaskSubscription::default());
         subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(grant_credit(parts.credit, parts.channel.clone(), parts.capacity));
+        runtime.spawn(grant_credit(
+            parts.credit,
+            parts.channel.clone(),
+            parts.capacity,
+        ));
         runtime.spawn(OutletTask {
             consumer: parts.consumer,
             subscriber,
@@ -382,7 +391,11 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
 }
 
 /// The credit task: waits for the upstream's subscription, then grants demand as slots free up.
-async fn grant_credit<T: Send + 'static>(credit: Credit<T>, channel: Arc<Channel>, capacity: usize) {
+async fn grant_credit<T: Send + 'static>(
+    credit: Credit<T>,
+    channel: Arc<Channel>,
+    capacity: usize,
+) {
     let upstream = poll_fn(|cx| match channel.poll_upstream(cx) {
         Poll::Ready(subscription) => Poll::Ready(Some(subscription)),
         // A far-away position: ready only if an end closed first.

@@ -56,7 +56,11 @@ pub struct IngressConfig {
 
 impl IngressConfig {
     /// An ingress named `name` that queues at most `capacity` items. A capacity of zero is an error.
-    pub fn new(name: impl Into<Arc<str>>, capacity: usize, overflow: Overflow) -> Result<Self, Error> {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> Result<Self, Error> {
         let name = name.into();
         if capacity == 0 {
             return Err(Error::msg("an ingress needs a capacity of at least 1").in_stage(name));
@@ -195,7 +199,10 @@ impl<T> Shared<T> {
         if queue.closed {
             drop(queue);
             self.metrics.record_shed(Reason::Closed);
-            return Offer::Refused(PushError::Closed { item, stage: stage() });
+            return Offer::Refused(PushError::Closed {
+                item,
+                stage: stage(),
+            });
         }
         let now = self.metrics.now_nanos();
         if queue.items.len() < self.capacity {
@@ -205,13 +212,19 @@ impl<T> Shared<T> {
         }
         let refused = match self.overflow {
             Overflow::Block { .. } if may_wait => return Offer::MustWait(item),
-            Overflow::Block { .. } => PushError::Full { item, stage: stage() },
+            Overflow::Block { .. } => PushError::Full {
+                item,
+                stage: stage(),
+            },
             Overflow::Reject { retry_after } => PushError::Rejected {
                 item,
                 retry_after,
                 stage: stage(),
             },
-            Overflow::DropNewest => PushError::Dropped { item, stage: stage() },
+            Overflow::DropNewest => PushError::Dropped {
+                item,
+                stage: stage(),
+            },
             Overflow::DropOldest => {
                 let evicted = queue.items.pop_front();
                 queue.items.push_back((now, item));
@@ -269,7 +282,9 @@ impl<T> Shared<T> {
 /// assert_eq!(sink::collect(publisher).await.unwrap(), vec![1, 2]);
 /// # }
 /// ```
-pub fn ingress<T: Send + 'static>(config: IngressConfig) -> (IngressHandle<T>, IngressPublisher<T>) {
+pub fn ingress<T: Send + 'static>(
+    config: IngressConfig,
+) -> (IngressHandle<T>, IngressPublisher<T>) {
     let metrics = BoundaryMetrics::new(config.name.clone(), StageKind::Ingress, config.capacity);
     let shared = Arc::new(Shared {
         name: config.name,
@@ -486,7 +501,9 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
             if core.is_cancelled() {
                 return Emitted::Items(accepted);
             }
-            let want = (demand - accepted).min(TAKE_BATCH as u64).min(CANCEL_CHECK_EVERY) as usize;
+            let want = (demand - accepted)
+                .min(TAKE_BATCH as u64)
+                .min(CANCEL_CHECK_EVERY) as usize;
             {
                 let mut queue = shared.queue.lock().unwrap();
                 if queue.items.is_empty() && queue.closed {

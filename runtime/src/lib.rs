@@ -17,7 +17,12 @@
 //! assert_eq!(sink::fold(handed_over, 0, |sum, x| *sum += x).await.unwrap(), 500_500);
 //! # }
 //! ```
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod boundary;
 mod error;
@@ -29,4 +34,6 @@ pub mod source;
 mod task;
 
 pub use error::{Error, ErrorKind};
-pub use protocol::{BoxPublisher, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject};
+pub use protocol::{
+    BoxPublisher, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject,
+};

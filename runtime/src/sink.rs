@@ -257,7 +257,10 @@ impl<T: Send + 'static> Stream for IntoStream<T> {
                 },
             };
             this.consumer.release();
-            if this.grant.grant(this.credit.head(), &this.channel, upstream) {
+            if this
+                .grant
+                .grant(this.credit.head(), &this.channel, upstream)
+            {
                 continue; // a synchronous upstream has filled the ring already
             }
             match this.consumer.poll_readable(cx) {

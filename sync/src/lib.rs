@@ -9,7 +9,12 @@
 //! - [`ring`]: the single-producer, single-consumer credit ring used by async boundaries.
 //!
 //! Every type here has a loom model in `tests/loom.rs` (`RUSTFLAGS="--cfg loom"`).
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 mod demand;
 mod loom;

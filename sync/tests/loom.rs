@@ -126,7 +126,9 @@ fn subscription_cancel_races_stop_and_release() {
         // requests are no-ops.
         source.request(5);
         assert_eq!(source.emitted.load(Ordering::Relaxed), emitted);
-        source.state.with_mut(|state| assert!(unsafe { (*state).2 }));
+        source
+            .state
+            .with_mut(|state| assert!(unsafe { (*state).2 }));
     });
 }
 

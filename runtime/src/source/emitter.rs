@@ -77,25 +77,27 @@ impl<E, S> Emitter<E, S> {
     {
         // SAFETY: only the owner of the serialiser runs passes.
         let state = unsafe { &mut *self.state.get() };
-        let Some((source, subscriber)) = state.as_mut() else {
+        // Work on local copies: the compiler keeps the source's and the subscriber's state in
+        // registers instead of storing every item's effect to the shared cell. Nothing else touches
+        // the cell during a pass (re-entrant `request` / `cancel` only signal the serialiser).
+        let Some((mut source, mut subscriber)) = state.take() else {
             return;
         };
         if self.core.is_cancelled() {
-            *state = None;
-            return;
+            return; // dropped: the subscriber is released (rule 3.13)
         }
         if self.core.has_bad_request() {
             subscriber.on_error(Error::new(ErrorKind::RequestZero));
-            *state = None;
             return;
         }
         let demand = self.core.demand().get();
-        match source.emit(subscriber, demand, &self.core) {
+        match source.emit(&mut subscriber, demand, &self.core) {
             Emitted::Items(n) => {
                 self.core.demand().consume(n);
                 if n > 0 {
                     subscriber.on_flush();
                 }
+                *state = Some((source, subscriber));
             }
             Emitted::Done(n, result) => {
                 self.core.demand().consume(n);
@@ -105,7 +107,6 @@ impl<E, S> Emitter<E, S> {
                         Err(error) => subscriber.on_error(error),
                     }
                 }
-                *state = None;
             }
         }
     }

@@ -10,7 +10,7 @@ mod stream;
 pub(crate) use emitter::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
 pub use stream::{FromStream, from_stream};
 
-use weir_sync::SubscriptionCore;
+use weir_sync::{Demand, SubscriptionCore};
 
 use crate::{Error, Publisher, Subscriber};
 
@@ -56,12 +56,43 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
         demand: u64,
         core: &SubscriptionCore,
     ) -> Emitted {
+        let items = &mut self.0;
+        if demand == Demand::UNBOUNDED {
+            // Nothing to count. Emit in slices whose length the iterator guarantees (its size
+            // hint's lower bound), so each slice is a counted loop the compiler can unroll and
+            // vectorise; look at the cancel flag between slices.
+            loop {
+                let guaranteed = items.size_hint().0.min(CANCEL_CHECK_EVERY as usize);
+                if guaranteed > 0 {
+                    for _ in 0..guaranteed {
+                        if let Some(item) = items.next() {
+                            subscriber.try_on_next(item);
+                        }
+                    }
+                } else {
+                    let mut pulled = 0;
+                    items
+                        .by_ref()
+                        .take(CANCEL_CHECK_EVERY as usize)
+                        .for_each(|item| {
+                            pulled += 1;
+                            subscriber.try_on_next(item);
+                        });
+                    if pulled < CANCEL_CHECK_EVERY {
+                        return Emitted::Done(0, Ok(()));
+                    }
+                }
+                if core.is_cancelled() {
+                    return Emitted::Items(0);
+                }
+            }
+        }
         let mut accepted = 0;
         while accepted < demand {
             // A slice of the demand between two looks at the cancel flag: keeps the inner loop tight.
             let slice_end = accepted.saturating_add(CANCEL_CHECK_EVERY).min(demand);
             while accepted < slice_end {
-                match self.0.next() {
+                match items.next() {
                     Some(item) => accepted += u64::from(subscriber.try_on_next(item)),
                     None => return Emitted::Done(accepted, Ok(())),
                 }
@@ -97,7 +128,12 @@ impl<T: Send + 'static> Publisher<T> for Once<T> {
 impl<T: Send + 'static> Emit for Once<T> {
     type Item = T;
 
-    fn emit<S: Subscriber<T>>(&mut self, subscriber: &mut S, demand: u64, _: &SubscriptionCore) -> Emitted {
+    fn emit<S: Subscriber<T>>(
+        &mut self,
+        subscriber: &mut S,
+        demand: u64,
+        _: &SubscriptionCore,
+    ) -> Emitted {
         match self.0.take() {
             None => Emitted::Done(0, Ok(())),
             Some(item) if demand > 0 => {

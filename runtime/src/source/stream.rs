@@ -83,8 +83,7 @@ where
                 Next::Wait => return Poll::Pending,
                 Next::Cancelled => return Poll::Ready(()),
                 Next::BadRequest => {
-                    this.subscriber
-                        .on_error(Error::new(ErrorKind::RequestZero));
+                    this.subscriber.on_error(Error::new(ErrorKind::RequestZero));
                     return Poll::Ready(());
                 }
             };

@@ -1,0 +1,104 @@
+use std::future::Future;
+
+use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
+use weir_runtime::sink::{self, IntoStream};
+use weir_runtime::{Error, Publisher};
+
+use crate::{Filter, Inspect, Map};
+
+/// Operators and sinks as methods on every [`Publisher`].
+pub trait PublisherExt<T>: Publisher<T> + Sized {
+    /// Transforms every item with `f` (fused: runs in the upstream's call chain).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let doubled = weir_runtime::source::from_iter([1, 2]).map(|x| x * 2).collect().await.unwrap();
+    /// assert_eq!(doubled, vec![2, 4]);
+    /// # }
+    /// ```
+    fn map<U, F>(self, f: F) -> Map<Self, F, T>
+    where
+        F: FnMut(T) -> U + Send + 'static,
+    {
+        Map::new(self, f)
+    }
+
+    /// Keeps the items for which `predicate` returns `true`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let even = weir_runtime::source::from_iter(1..=6).filter(|x| x % 2 == 0).collect().await.unwrap();
+    /// assert_eq!(even, vec![2, 4, 6]);
+    /// # }
+    /// ```
+    fn filter<F>(self, predicate: F) -> Filter<Self, F>
+    where
+        F: FnMut(&T) -> bool + Send + 'static,
+    {
+        Filter::new(self, predicate)
+    }
+
+    /// Calls `f` with each item on its way through.
+    fn inspect<F>(self, f: F) -> Inspect<Self, F>
+    where
+        F: FnMut(&T) + Send + 'static,
+    {
+        Inspect::new(self, f)
+    }
+
+    /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// use weir_runtime::boundary::BoundaryConfig;
+    /// let items = weir_runtime::source::from_iter(0..100u32)
+    ///     .boundary(BoundaryConfig::new("hop", 16).unwrap())
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(items.len(), 100);
+    /// # }
+    /// ```
+    fn boundary(self, config: BoundaryConfig) -> Boundary<Self> {
+        boundary(self, config)
+    }
+
+    /// Folds every item into `init`; see [`sink::fold`].
+    fn fold<A, F>(self, init: A, f: F) -> impl Future<Output = Result<A, Error>> + Send
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, T) + Send + 'static,
+    {
+        sink::fold(self, init, f)
+    }
+
+    /// Runs `f` on every item; see [`sink::for_each`].
+    fn for_each<F>(self, f: F) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnMut(T) + Send + 'static,
+    {
+        sink::for_each(self, f)
+    }
+
+    /// Collects every item; see [`sink::collect`].
+    fn collect(self) -> impl Future<Output = Result<Vec<T>, Error>> + Send
+    where
+        T: Send + 'static,
+    {
+        sink::collect(self)
+    }
+
+    /// Turns the publisher into a `futures::Stream` with at most `prefetch` buffered items; see
+    /// [`sink::into_stream`].
+    fn into_stream(self, prefetch: usize) -> IntoStream<T>
+    where
+        T: Send + 'static,
+    {
+        sink::into_stream(self, prefetch)
+    }
+}
+
+impl<T, P: Publisher<T>> PublisherExt<T> for P {}

@@ -1,0 +1,120 @@
+//! What every closure-running operator shares: the downstream, the upstream subscription and the
+//! panic-to-error path.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use weir_runtime::{Error, Subscriber, Subscription};
+
+/// The downstream half of an operator's subscriber.
+pub(crate) struct Stage<S> {
+    pub(crate) downstream: S,
+    name: &'static str,
+    upstream: Option<Subscription>,
+    /// Set after a failure of this stage: later upstream signals are ignored.
+    failed: bool,
+}
+
+impl<S> Stage<S> {
+    pub(crate) fn new(name: &'static str, downstream: S) -> Self {
+        Self {
+            downstream,
+            name,
+            upstream: None,
+            failed: false,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Runs a user closure; a panic fails the stage (cancel upstream, error downstream) and gives
+    /// `None`.
+    #[inline]
+    pub(crate) fn guard<T, R>(&mut self, f: impl FnOnce() -> R) -> Option<R>
+    where
+        S: Subscriber<T>,
+    {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                self.fail(Error::panicked(payload.as_ref()));
+                None
+            }
+        }
+    }
+
+    #[cold]
+    fn fail<T>(&mut self, error: Error)
+    where
+        S: Subscriber<T>,
+    {
+        self.failed = true;
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
+        }
+        self.downstream.on_error(error.in_stage(self.name));
+    }
+
+    pub(crate) fn request_one(&self) {
+        if let Some(upstream) = &self.upstream {
+            upstream.request(1);
+        }
+    }
+
+    pub(crate) fn on_subscribe<T>(&mut self, subscription: Subscription)
+    where
+        S: Subscriber<T>,
+    {
+        if self.upstream.is_some() {
+            subscription.cancel(); // rule 2.5
+            return;
+        }
+        self.upstream = Some(subscription.clone());
+        self.downstream.on_subscribe(subscription);
+    }
+
+    pub(crate) fn on_error<T>(&mut self, error: Error)
+    where
+        S: Subscriber<T>,
+    {
+        if !self.failed {
+            self.upstream = None;
+            self.downstream.on_error(error);
+        }
+    }
+
+    pub(crate) fn on_complete<T>(&mut self)
+    where
+        S: Subscriber<T>,
+    {
+        if !self.failed {
+            self.upstream = None;
+            self.downstream.on_complete();
+        }
+    }
+}
+
+/// Implements the signals every closure operator forwards unchanged.
+macro_rules! forward_signals {
+    ($item:ty) => {
+        fn on_subscribe(&mut self, subscription: weir_runtime::Subscription) {
+            self.stage.on_subscribe::<$item>(subscription)
+        }
+
+        fn on_error(&mut self, error: weir_runtime::Error) {
+            self.stage.on_error::<$item>(error)
+        }
+
+        fn on_complete(&mut self) {
+            self.stage.on_complete::<$item>()
+        }
+
+        #[inline]
+        fn on_flush(&mut self) {
+            self.stage.downstream.on_flush()
+        }
+    };
+}
+pub(crate) use forward_signals;

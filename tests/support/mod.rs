@@ -1,0 +1,150 @@
+//! Shared test doubles: a subscriber that records every signal and lets the test request and cancel.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use weir::{Error, Subscriber, Subscription};
+
+/// One recorded signal.
+#[derive(Debug, Clone)]
+pub enum Signal<T> {
+    Next(T),
+    Error(Error),
+    Complete,
+}
+
+struct Log<T> {
+    subscription: Option<Subscription>,
+    signals: Vec<Signal<T>>,
+}
+
+/// A subscriber that records what it receives; the test drives demand through [`Recorder`].
+pub struct Probe<T> {
+    shared: Arc<(Mutex<Log<T>>, Condvar)>,
+}
+
+/// The test's side of a [`Probe`].
+#[derive(Clone)]
+pub struct Recorder<T> {
+    shared: Arc<(Mutex<Log<T>>, Condvar)>,
+}
+
+pub fn probe<T>() -> (Probe<T>, Recorder<T>) {
+    let shared = Arc::new((
+        Mutex::new(Log {
+            subscription: None,
+            signals: Vec::new(),
+        }),
+        Condvar::new(),
+    ));
+    (
+        Probe {
+            shared: shared.clone(),
+        },
+        Recorder { shared },
+    )
+}
+
+impl<T: Send + 'static> Subscriber<T> for Probe<T> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        self.shared.0.lock().unwrap().subscription = Some(subscription);
+        self.shared.1.notify_all();
+    }
+    fn on_next(&mut self, item: T) {
+        self.push(Signal::Next(item));
+    }
+    fn on_error(&mut self, error: Error) {
+        self.push(Signal::Error(error));
+    }
+    fn on_complete(&mut self) {
+        self.push(Signal::Complete);
+    }
+}
+
+impl<T> Probe<T> {
+    fn push(&self, signal: Signal<T>) {
+        self.shared.0.lock().unwrap().signals.push(signal);
+        self.shared.1.notify_all();
+    }
+}
+
+impl<T: Clone> Recorder<T> {
+    fn wait_until<R>(&self, within: Duration, mut check: impl FnMut(&Log<T>) -> Option<R>) -> Option<R> {
+        let deadline = Instant::now() + within;
+        let mut log = self.shared.0.lock().unwrap();
+        loop {
+            if let Some(found) = check(&log) {
+                return Some(found);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            log = self.shared.1.wait_timeout(log, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn subscription(&self) -> Subscription {
+        self.wait_until(Duration::from_secs(5), |log| log.subscription.clone())
+            .expect("on_subscribe within 5 s")
+    }
+
+    pub fn request(&self, n: u64) {
+        self.subscription().request(n);
+    }
+
+    pub fn cancel(&self) {
+        self.subscription().cancel();
+    }
+
+    /// All items received so far.
+    pub fn items(&self) -> Vec<T> {
+        let log = self.shared.0.lock().unwrap();
+        log.signals
+            .iter()
+            .filter_map(|s| match s {
+                Signal::Next(item) => Some(item.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn signals(&self) -> Vec<Signal<T>> {
+        self.shared.0.lock().unwrap().signals.clone()
+    }
+
+    /// Waits until `n` items have arrived in total.
+    pub fn expect_items(&self, n: usize) -> Vec<T> {
+        self.wait_until(Duration::from_secs(5), |log| {
+            let items = log
+                .signals
+                .iter()
+                .filter(|s| matches!(s, Signal::Next(_)))
+                .count();
+            (items >= n).then_some(())
+        })
+        .unwrap_or_else(|| panic!("expected {n} items, got {}", self.items().len()));
+        self.items()
+    }
+
+    /// Waits for the terminal signal.
+    pub fn expect_terminal(&self) -> Result<(), Error> {
+        self.wait_until(Duration::from_secs(5), |log| {
+            log.signals.iter().find_map(|s| match s {
+                Signal::Error(error) => Some(Err(error.clone())),
+                Signal::Complete => Some(Ok(())),
+                Signal::Next(_) => None,
+            })
+        })
+        .expect("a terminal signal within 5 s")
+    }
+
+    /// Asserts no new signal arrives within `within`.
+    pub fn expect_quiet(&self, within: Duration) {
+        let before = self.shared.0.lock().unwrap().signals.len();
+        std::thread::sleep(within);
+        let after = self.shared.0.lock().unwrap().signals.len();
+        assert_eq!(before, after, "unexpected signals while quiet");
+    }
+}
