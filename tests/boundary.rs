@@ -73,9 +73,11 @@ fn cancel_reaches_the_upstream_and_releases_it() {
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = Flag(dropped.clone());
     // An endless stream that records when it is dropped.
-    let endless = futures::stream::unfold((0u64, flag), |(n, flag)| async move {
-        Some((n, (n + 1, flag)))
-    });
+    let endless =
+        futures::stream::unfold(
+            (0u64, flag),
+            |(n, flag)| async move { Some((n, (n + 1, flag))) },
+        );
     let (subscriber, recorder) = probe::<u64>();
     source::from_stream(endless)
         .boundary(BoundaryConfig::new("hop", 8).unwrap())
@@ -172,7 +174,10 @@ fn metrics_show_depth_waits_and_age_under_pressure() {
     recorder.expect_terminal().unwrap();
     assert_eq!(recorder.items(), (0..1_000).collect::<Vec<_>>());
     let snapshot = metrics.snapshot();
-    assert_eq!((snapshot.items_in, snapshot.items_out, snapshot.depth), (1_000, 1_000, 0));
+    assert_eq!(
+        (snapshot.items_in, snapshot.items_out, snapshot.depth),
+        (1_000, 1_000, 0)
+    );
     assert!(snapshot.producer_waits >= 1, "{snapshot:?}");
     assert!(snapshot.producer_wait_ms >= 40.0, "{snapshot:?}");
     assert_eq!(snapshot.oldest_item_age_ms, None);
