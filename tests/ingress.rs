@@ -22,14 +22,20 @@ async fn reject_hands_the_item_back_with_a_retry_hint_and_counts_it() {
     let error = handle.push(3).await.unwrap_err();
     assert_eq!(error.retry_after(), Some(retry_after));
     assert_eq!(error.reason(), Reason::Full);
-    assert_eq!(error.to_string(), "ingress `checkout` is full: retry after 250ms");
+    assert_eq!(
+        error.to_string(),
+        "ingress `checkout` is full: retry after 250ms"
+    );
     assert_eq!(error.into_inner(), 3);
     let metrics = handle.metrics();
     drop(handle);
     assert_eq!(publisher.collect().await.unwrap(), vec![1, 2]);
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.rejected["full"], 1);
-    assert_eq!((snapshot.items_in, snapshot.items_out, snapshot.depth), (2, 2, 0));
+    assert_eq!(
+        (snapshot.items_in, snapshot.items_out, snapshot.depth),
+        (2, 2, 0)
+    );
 }
 
 #[tokio::test]
@@ -143,9 +149,12 @@ fn zero_capacity_is_refused_with_the_stage_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_producers_every_item_is_delivered_or_counted() {
-    let (handle, publisher) = ingress::<u64>(config(64, Overflow::Reject {
-        retry_after: Duration::from_millis(1),
-    }));
+    let (handle, publisher) = ingress::<u64>(config(
+        64,
+        Overflow::Reject {
+            retry_after: Duration::from_millis(1),
+        },
+    ));
     let metrics = handle.metrics();
     let consumer = tokio::spawn(
         publisher

@@ -54,7 +54,10 @@ fn demand_adds_up_and_never_more_is_emitted() {
     // Saturates at u64::MAX = unbounded: everything else arrives.
     recorder.request(u64::MAX);
     recorder.request(u64::MAX);
-    assert_eq!(recorder.expect_terminal().map_err(|e| e.to_string()), Ok(()));
+    assert_eq!(
+        recorder.expect_terminal().map_err(|e| e.to_string()),
+        Ok(())
+    );
     assert_eq!(recorder.items().len(), 100);
 }
 
@@ -82,9 +85,14 @@ fn cancel_is_idempotent_and_stops_emission() {
 
 #[test]
 fn once_empty_and_error_sources() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     assert_eq!(rt.block_on(source::once(7).collect()).unwrap(), vec![7]);
-    assert_eq!(rt.block_on(source::empty::<u8>().collect()).unwrap(), vec![]);
+    assert_eq!(
+        rt.block_on(source::empty::<u8>().collect()).unwrap(),
+        vec![]
+    );
     let error = rt
         .block_on(source::error::<u8>(weir::Error::msg("no")).collect())
         .unwrap_err();
@@ -116,7 +124,11 @@ async fn into_stream_prefetches_at_most_its_bound_and_cancels_on_drop() {
             counter.fetch_add(1, Ordering::SeqCst);
         })
         .into_stream(8);
-    assert_eq!(emitted.load(Ordering::SeqCst), 0, "nothing before the first poll");
+    assert_eq!(
+        emitted.load(Ordering::SeqCst),
+        0,
+        "nothing before the first poll"
+    );
     for expected in 0..20u64 {
         assert_eq!(stream.next().await.unwrap().unwrap(), expected);
         let ahead = emitted.load(Ordering::SeqCst) - (expected + 1);
@@ -130,7 +142,10 @@ async fn into_stream_prefetches_at_most_its_bound_and_cancels_on_drop() {
 #[tokio::test]
 async fn into_stream_ends_with_the_error() {
     let mut stream = source::error::<u8>(weir::Error::msg("boom")).into_stream(4);
-    assert_eq!(stream.next().await.unwrap().unwrap_err().to_string(), "boom");
+    assert_eq!(
+        stream.next().await.unwrap().unwrap_err().to_string(),
+        "boom"
+    );
     assert!(stream.next().await.is_none());
 }
 
@@ -147,7 +162,10 @@ async fn a_panicking_sink_closure_fails_the_stream_and_cancels_upstream() {
         .unwrap_err();
     assert!(matches!(error.kind(), ErrorKind::Panicked(_)));
     assert!(error.to_string().contains("item 10 is too big"), "{error}");
-    assert!(emitted.load(Ordering::SeqCst) < 2_000, "upstream kept going");
+    assert!(
+        emitted.load(Ordering::SeqCst) < 2_000,
+        "upstream kept going"
+    );
 }
 
 #[tokio::test]

@@ -70,7 +70,11 @@ impl<T> Probe<T> {
 }
 
 impl<T: Clone> Recorder<T> {
-    fn wait_until<R>(&self, within: Duration, mut check: impl FnMut(&Log<T>) -> Option<R>) -> Option<R> {
+    fn wait_until<R>(
+        &self,
+        within: Duration,
+        mut check: impl FnMut(&Log<T>) -> Option<R>,
+    ) -> Option<R> {
         let deadline = Instant::now() + within;
         let mut log = self.shared.0.lock().unwrap();
         loop {
