@@ -109,6 +109,11 @@ impl Channel {
         }
     }
 
+    #[inline(never)]
+    fn set_terminal(&self, result: Result<(), Error>) {
+        *self.terminal.lock().unwrap() = Some(result);
+    }
+
     /// The inlet's terminal signal, once the ring is closed and empty.
     pub(crate) fn take_terminal(&self) -> Result<(), Error> {
         self.terminal.lock().unwrap().take().unwrap_or(Ok(()))
@@ -187,6 +192,8 @@ pub(crate) fn channel<T: Send + 'static>(
         checkpoint: 0,
         next_sample: 0,
         sample_stride,
+        next_announce_check: 0,
+        announced_at: Instant::now(),
         subscribed: false,
         done: false,
     };
@@ -201,9 +208,17 @@ pub struct Inlet<T> {
     checkpoint: usize,
     next_sample: usize,
     sample_stride: usize,
+    /// The push count at which to check whether a long burst should wake the consumer early.
+    next_announce_check: usize,
+    /// When the consumer was last told about new items.
+    announced_at: Instant,
     subscribed: bool,
     done: bool,
 }
+
+/// How long a burst may run before a waiting consumer is woken without waiting for its end. Short
+/// bursts are handed over whole (same core, no cache-line fight); long ones still pipeline.
+const ANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
 
 impl<T> std::fmt::Debug for Inlet<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +230,9 @@ impl<T> std::fmt::Debug for Inlet<T> {
 }
 
 impl<T> Inlet<T> {
-    #[cold]
+    // Inlined (not `#[cold]`): an out-of-line call taking `&mut self` would make the compiler keep the
+    // inlet's counters in memory instead of registers for the whole emission loop.
+    #[inline(always)]
     fn checkpoint_reached(&mut self) {
         let pushed = self.producer.pushed();
         if pushed >= self.next_sample {
@@ -224,18 +241,35 @@ impl<T> Inlet<T> {
         }
         let granted = self.channel.granted.load(Ordering::Acquire);
         if pushed >= granted {
-            // The grant is used up: the upstream must wait for credit, so show it everything now.
-            self.producer.publish();
+            // The grant is used up: the upstream must wait for credit, so hand everything over now.
+            self.announce();
+        } else if pushed >= self.next_announce_check {
+            self.next_announce_check = pushed + ring::PUBLISH_EVERY;
+            if self.announced_at.elapsed() >= ANNOUNCE_AFTER {
+                self.announce();
+            }
         }
-        self.checkpoint = self.next_sample.min(granted.max(pushed + 1));
+        self.checkpoint = self
+            .next_sample
+            .min(self.next_announce_check)
+            .min(granted.max(pushed + 1));
     }
 
+    /// Publishes every pushed item and wakes the consumer if it waits.
+    #[inline]
+    fn announce(&mut self) {
+        self.producer.publish();
+        self.announced_at = Instant::now();
+        self.next_announce_check = self.producer.pushed() + ring::PUBLISH_EVERY;
+    }
+
+    #[inline]
     fn finish(&mut self, result: Result<(), Error>) {
         if self.done {
             return;
         }
         self.done = true;
-        *self.channel.terminal.lock().unwrap() = Some(result);
+        self.channel.set_terminal(result);
         self.producer.close();
     }
 }
@@ -251,7 +285,47 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
         self.channel.subscribed.notify();
     }
 
+    #[inline(always)]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.on_next(item);
+        true
+    }
+
     #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let mut accepted = 0u64;
+        while accepted < limit && !self.done {
+            let pushed = self.producer.pushed();
+            let until_checkpoint = self.checkpoint.saturating_sub(pushed).max(1);
+            let want = ((limit - accepted) as usize).min(until_checkpoint);
+            let (written, ran_out) = self.producer.push_from(items, want);
+            accepted += written as u64;
+            if self.producer.pushed() >= self.checkpoint {
+                self.checkpoint_reached();
+            }
+            if ran_out {
+                return accepted;
+            }
+            if written < want {
+                // The ring is full although the upstream was granted room: it ignored demand.
+                match items.next() {
+                    Some(item) => self.on_next(item), // fails the stream with DemandExceeded
+                    None => return accepted,
+                }
+                accepted += 1;
+            }
+        }
+        if self.done {
+            // Failed: swallow the rest of this slice as the upstream is being cancelled.
+            return limit;
+        }
+        accepted
+    }
+
+    #[inline(always)]
     fn on_next(&mut self, item: T) {
         if self.done {
             return;
@@ -275,7 +349,7 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
     }
 
     fn on_flush(&mut self) {
-        self.producer.publish();
+        self.announce();
     }
 }
 
@@ -486,22 +560,15 @@ impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
                     return Poll::Ready(());
                 }
             };
-            let mut accepted = 0;
-            let mut popped = 0;
-            while accepted < demand && popped < POLL_BUDGET {
-                match this.consumer.pop() {
-                    Some(item) => {
-                        popped += 1;
-                        accepted += u64::from(this.subscriber.try_on_next(item));
-                    }
-                    None => break,
-                }
-            }
+            let subscriber = &mut this.subscriber;
+            let (popped, accepted) = this
+                .consumer
+                .pop_each(demand.min(POLL_BUDGET), |item| subscriber.try_on_next(item));
             let left = this.downstream.demand().consume(accepted);
             this.channel.metrics.set_demand(left);
             this.subscriber.on_flush();
             this.consumer.release();
-            if popped == POLL_BUDGET {
+            if popped as u64 >= POLL_BUDGET {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }

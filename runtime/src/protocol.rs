@@ -15,10 +15,11 @@
 //!   broken in safe Rust: there is no null reference, and items are moved, never shared.
 //! - Rule 2.13's "must return normally" is matched by "must not panic": weir's sinks and operators catch
 //!   panics from user closures and turn them into [`ErrorKind::Panicked`](crate::ErrorKind::Panicked).
-//! - Two weir extensions, both optional to implement: [`Subscriber::try_on_next`] lets a filtering
+//! - Three weir extensions, all optional to implement: [`Subscriber::try_on_next`] lets a filtering
 //!   subscriber decline an item so that the demand unit is reused instead of re-requested (Reactor's
-//!   "conditional subscriber"), and [`Subscriber::on_flush`] tells a subscriber that the publisher paused
-//!   emitting, so batched hand-offs (async boundaries) publish what they hold.
+//!   "conditional subscriber"); [`Subscriber::try_on_next_iter`] hands over a burst of items at once;
+//!   and [`Subscriber::on_flush`] tells a subscriber that the publisher paused emitting, so batched
+//!   hand-offs (async boundaries) publish what they hold.
 
 use std::fmt;
 use std::sync::Arc;
@@ -63,6 +64,28 @@ pub trait Subscriber<T>: Send + 'static {
     fn try_on_next(&mut self, item: T) -> bool {
         self.on_next(item);
         true
+    }
+
+    /// Many items at once: pulls from `items` until `limit` of them were accepted (as by
+    /// [`try_on_next`](Subscriber::try_on_next)) or `items` runs out, and returns how many were
+    /// accepted. It returns less than `limit` only when `items` ran out (it never pulls after a
+    /// `None`). Publishers that hold items call it instead of a loop of `try_on_next`, so that a
+    /// subscriber can move a burst with its state in registers (a boundary writes its ring this way);
+    /// operators wrap `items` in an adapter and pass the call on. The default is the plain loop.
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+        Self: Sized,
+    {
+        let mut accepted = 0;
+        while accepted < limit {
+            match items.next() {
+                Some(item) => accepted += u64::from(self.try_on_next(item)),
+                None => break,
+            }
+        }
+        accepted
     }
 
     /// The stream failed; no other signal follows.

@@ -25,6 +25,7 @@ impl Demand {
     pub const UNBOUNDED: u64 = u64::MAX;
 
     /// No demand yet.
+    #[inline]
     pub fn new() -> Self {
         Self {
             value: AtomicU64::new(0),
@@ -33,6 +34,7 @@ impl Demand {
 
     /// Adds `n` (saturating) and returns the demand *before* the addition, so the caller can tell a
     /// transition from zero.
+    #[inline]
     pub fn add(&self, n: u64) -> u64 {
         let mut current = self.value.load(Ordering::Relaxed);
         loop {
@@ -53,12 +55,14 @@ impl Demand {
     }
 
     /// The current outstanding demand.
+    #[inline]
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Acquire)
     }
 
     /// Takes `n` units that were just used up by emitted items and returns what remains. Unbounded
     /// demand stays unbounded. `n` must not exceed the demand the caller observed.
+    #[inline]
     pub fn consume(&self, n: u64) -> u64 {
         if n == 0 {
             return self.get();

@@ -1,9 +1,12 @@
 //! The single-producer, single-consumer credit ring behind every async boundary.
 //!
 //! Three handles share one fixed array of `capacity` slots (a power of two):
-//! - [`Producer`] writes items. It publishes its tail every [`PUBLISH_EVERY`] items and on
-//!   [`Producer::publish`], never per item: an atomic read-modify-write per item costs 8-9x the
-//!   throughput (see ENVIRONMENT.md).
+//! - [`Producer`] writes items. It exposes its tail every [`PUBLISH_EVERY`] items (a plain release
+//!   store: a running consumer sees them) and on [`Producer::publish`], which also wakes a waiting
+//!   consumer. Never per item: an atomic read-modify-write per item costs 8-9x the throughput (see
+//!   ENVIRONMENT.md). Leaving the wake to `publish` lets the owner hand a whole burst over at once, so
+//!   the woken consumer runs after the producer on the same core instead of fighting it for the
+//!   ring's cache lines from another one.
 //! - [`Consumer`] reads items and publishes its head in the same batched way.
 //! - [`Credit`] lets a task wait until the head reaches a position, i.e. until enough slots are free to
 //!   grant more demand upstream.
@@ -25,7 +28,7 @@ use crate::{CachePadded, WakeSlot};
 
 /// How many items a side moves before it publishes its position without being asked to.
 #[cfg(not(loom))]
-pub const PUBLISH_EVERY: usize = 64;
+pub const PUBLISH_EVERY: usize = 256;
 /// How many items a side moves before it publishes its position without being asked to.
 #[cfg(loom)]
 pub const PUBLISH_EVERY: usize = 2;
@@ -37,9 +40,11 @@ struct Shared<T> {
     tail: CachePadded<AtomicUsize>,
     /// Written by the consumer only.
     head: CachePadded<AtomicUsize>,
-    consumer: WakeSlot,
-    /// 0 when no credit waiter; otherwise the head position it waits for, plus one.
-    credit_wanted: AtomicUsize,
+    /// Written by the producer's publications and the consumer's waits.
+    consumer: CachePadded<WakeSlot>,
+    /// 0 when no credit waiter; otherwise the head position it waits for, plus one. Written by the
+    /// consumer's releases and the credit waiter.
+    credit_wanted: CachePadded<AtomicUsize>,
     credit_waker: AtomicWaker,
     producer_closed: AtomicBool,
     consumer_closed: AtomicBool,
@@ -48,6 +53,14 @@ struct Shared<T> {
 // SAFETY: slots are only accessed by the single producer (writes to free slots) and the single consumer
 // (reads of published slots); positions are handed over with release/acquire.
 unsafe impl<T: Send> Send for Shared<T> {}
+
+impl<T> Shared<T> {
+    #[inline(always)]
+    fn slot(&self, position: usize) -> &UnsafeCell<MaybeUninit<T>> {
+        // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two.
+        unsafe { self.slots.get_unchecked(position & self.mask) }
+    }
+}
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
@@ -100,6 +113,7 @@ impl<T: Send + 'static> Occupancy for Shared<T> {
 /// assert_eq!(consumer.pop(), Some(2));
 /// assert_eq!(consumer.pop(), None);
 /// ```
+#[inline]
 pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
     let capacity = capacity.max(2).next_power_of_two();
     let slots = (0..capacity)
@@ -110,8 +124,8 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
         mask: capacity - 1,
         tail: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
-        consumer: WakeSlot::new(),
-        credit_wanted: AtomicUsize::new(0),
+        consumer: CachePadded(WakeSlot::new()),
+        credit_wanted: CachePadded(AtomicUsize::new(0)),
         credit_waker: AtomicWaker::new(),
         producer_closed: AtomicBool::new(false),
         consumer_closed: AtomicBool::new(false),
@@ -121,6 +135,7 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
             shared: shared.clone(),
             tail: 0,
             published: 0,
+            woken_at: 0,
             head_seen: 0,
             capacity,
         },
@@ -139,6 +154,8 @@ pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     tail: usize,
     published: usize,
+    /// The tail as of the last wake check: items up to here were announced to a waiting consumer.
+    woken_at: usize,
     head_seen: usize,
     capacity: usize,
 }
@@ -154,8 +171,9 @@ impl<T> fmt::Debug for Producer<T> {
 }
 
 impl<T> Producer<T> {
-    /// Writes `item`, or gives it back if all slots are taken. The item becomes visible to the
-    /// consumer at the next publication (every [`PUBLISH_EVERY`] items or [`publish`](Self::publish)).
+    /// Writes `item`, or gives it back if all slots are taken. The item becomes visible to a running
+    /// consumer within [`PUBLISH_EVERY`] items; a waiting consumer is woken by
+    /// [`publish`](Self::publish).
     #[inline]
     pub fn push(&mut self, item: T) -> Result<(), T> {
         if self.tail.wrapping_sub(self.head_seen) == self.capacity {
@@ -164,28 +182,72 @@ impl<T> Producer<T> {
                 return Err(item);
             }
         }
-        self.shared.slots[self.tail & self.shared.mask].with_mut(|slot| {
+        self.shared.slot(self.tail).with_mut(|slot| {
             // SAFETY: the slot is free (the consumer released it) and only the producer writes.
             unsafe { (*slot).write(item) };
         });
         self.tail = self.tail.wrapping_add(1);
         if self.tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
-            self.publish();
+            self.expose();
         }
         Ok(())
     }
 
-    /// Makes every pushed item visible and wakes the consumer if it was waiting.
-    pub fn publish(&mut self) {
-        if self.tail == self.published {
-            return;
+    /// Writes items pulled from `items` until `max` were written, the ring is full or `items` runs out
+    /// (it never pulls after a `None`, nor an item it cannot store). Returns how many were written
+    /// and whether `items` ran out. The loop keeps the positions in registers: the fast path for
+    /// bursts.
+    #[inline]
+    pub fn push_from<I: Iterator<Item = T>>(&mut self, items: &mut I, max: usize) -> (usize, bool) {
+        let mut free = self.capacity - self.tail.wrapping_sub(self.head_seen);
+        if free < max {
+            self.head_seen = self.shared.head.load(Ordering::Acquire);
+            free = self.capacity - self.tail.wrapping_sub(self.head_seen);
         }
+        let start = self.tail;
+        let end = start.wrapping_add(free.min(max));
+        let shared = &*self.shared;
+        let mut tail = start;
+        let mut ran_out = false;
+        while tail != end {
+            let Some(item) = items.next() else {
+                ran_out = true;
+                break;
+            };
+            shared.slot(tail).with_mut(|slot| {
+                // SAFETY: the slot is free (checked against the consumer's head above).
+                unsafe { (*slot).write(item) };
+            });
+            tail = tail.wrapping_add(1);
+        }
+        self.tail = tail;
+        if tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
+            self.expose();
+        }
+        (tail.wrapping_sub(start), ran_out)
+    }
+
+    /// Makes every pushed item visible to a running consumer, without waking a waiting one.
+    #[inline]
+    fn expose(&mut self) {
         self.shared.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
-        self.shared.consumer.notify();
+    }
+
+    /// Makes every pushed item visible and wakes the consumer if it was waiting.
+    #[inline]
+    pub fn publish(&mut self) {
+        if self.tail != self.published {
+            self.expose();
+        }
+        if self.tail != self.woken_at {
+            self.woken_at = self.tail;
+            self.shared.consumer.notify();
+        }
     }
 
     /// Publishes, then tells the consumer no more items will come. Dropping the producer does the same.
+    #[inline]
     pub fn close(&mut self) {
         self.publish();
         if self.shared.producer_closed.swap(true, Ordering::AcqRel) {
@@ -198,22 +260,26 @@ impl<T> Producer<T> {
     }
 
     /// Whether the consumer has gone away (items pushed now are dropped with the ring).
+    #[inline]
     pub fn is_consumer_closed(&self) -> bool {
         self.shared.consumer_closed.load(Ordering::Acquire)
     }
 
     /// Pushed but not yet consumed, as far as this producer knows.
+    #[inline]
     pub fn len(&self) -> usize {
         self.tail
             .wrapping_sub(self.shared.head.load(Ordering::Acquire))
     }
 
     /// Whether nothing is waiting to be consumed.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Total items pushed so far.
+    #[inline]
     pub fn pushed(&self) -> usize {
         self.tail
     }
@@ -261,7 +327,7 @@ impl<T> Consumer<T> {
                 return None;
             }
         }
-        let item = self.shared.slots[self.head & self.shared.mask].with_mut(|slot| {
+        let item = self.shared.slot(self.head).with_mut(|slot| {
             // SAFETY: the slot was published by the producer and is read exactly once.
             unsafe { (*slot).assume_init_read() }
         });
@@ -272,13 +338,41 @@ impl<T> Consumer<T> {
         Some(item)
     }
 
+    /// Pops published items and hands each to `f` until `f` has returned `true` `max` times or no
+    /// item is left; returns `(popped, accepted)`. The positions stay in registers for the burst and
+    /// the head is published once at the end.
+    #[inline]
+    pub fn pop_each(&mut self, max: u64, mut f: impl FnMut(T) -> bool) -> (usize, u64) {
+        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        let shared = &*self.shared;
+        let start = self.head;
+        let end = self.tail_seen;
+        let mut head = start;
+        let mut accepted = 0;
+        while head != end && accepted < max {
+            let item = shared.slot(head).with_mut(|slot| {
+                // SAFETY: published by the producer, read exactly once.
+                unsafe { (*slot).assume_init_read() }
+            });
+            head = head.wrapping_add(1);
+            accepted += u64::from(f(item));
+        }
+        self.head = head;
+        if head.wrapping_sub(self.released) >= PUBLISH_EVERY {
+            self.release();
+        }
+        (head.wrapping_sub(start), accepted)
+    }
+
     /// Published items not yet popped (as of the last look at the tail, refreshed now).
+    #[inline]
     pub fn available(&mut self) -> usize {
         self.tail_seen = self.shared.tail.load(Ordering::Acquire);
         self.tail_seen.wrapping_sub(self.head)
     }
 
     /// Frees the slots of every popped item and wakes the credit waiter if its position was reached.
+    #[inline]
     pub fn release(&mut self) {
         if self.head == self.released {
             return;
@@ -302,6 +396,7 @@ impl<T> Consumer<T> {
 
     /// Ready when an item can be popped or the producer has closed and all items were read; otherwise
     /// registers the task to be woken by the producer's next publication.
+    #[inline]
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Readable> {
         if let Some(ready) = self.readable() {
             return Poll::Ready(ready);
@@ -333,11 +428,13 @@ impl<T> Consumer<T> {
     }
 
     /// Whether the producer has closed (items may still be left to pop).
+    #[inline]
     pub fn is_producer_closed(&self) -> bool {
         self.shared.producer_closed.load(Ordering::Acquire)
     }
 
     /// Total items popped so far.
+    #[inline]
     pub fn popped(&self) -> usize {
         self.head
     }
@@ -369,26 +466,33 @@ impl<T> fmt::Debug for Credit<T> {
 
 impl<T> Credit<T> {
     /// The ring's capacity (a power of two).
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The consumer's published head: total items released so far.
+    #[inline]
     pub fn head(&self) -> usize {
         self.shared.head.load(Ordering::Acquire)
     }
 
     /// The producer's published tail: total items made visible so far.
+    #[inline]
     pub fn tail(&self) -> usize {
         self.shared.tail.load(Ordering::Acquire)
     }
 
     /// Whether the consumer has gone away.
+    #[inline]
     pub fn is_consumer_closed(&self) -> bool {
         self.shared.consumer_closed.load(Ordering::Acquire)
     }
 
-    /// A read-only view of the ring's positions, for metrics.
+    /// A read-only view of the ring's positions, for metrics. (Not in loom builds: loom's `Arc` does
+    /// not coerce to a trait object.)
+    #[cfg(not(loom))]
+    #[inline]
     pub fn occupancy(&self) -> Arc<dyn Occupancy>
     where
         T: Send + 'static,
@@ -397,12 +501,14 @@ impl<T> Credit<T> {
     }
 
     /// Whether either end has closed: no more credit is needed.
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.is_consumer_closed() || self.shared.producer_closed.load(Ordering::Acquire)
     }
 
     /// Ready with the current head once the consumer has released up to `position`, or once either
     /// end has closed; otherwise registers the task to be woken when one of these happens.
+    #[inline]
     pub fn poll_head(&self, cx: &mut Context<'_>, position: usize) -> Poll<usize> {
         let head = self.head();
         if head.wrapping_sub(position) as isize >= 0 || self.is_closed() {

@@ -22,6 +22,7 @@ pub struct Serial {
 
 impl Serial {
     /// Nobody owns the work.
+    #[inline]
     pub fn new() -> Self {
         Self {
             wip: AtomicUsize::new(0),
@@ -30,6 +31,7 @@ impl Serial {
 
     /// Signals that work is wanted. Returns `true` if the caller now owns the work and must run passes
     /// with [`finish_pass`](Serial::finish_pass) until it returns 0.
+    #[inline]
     pub fn signal(&self) -> bool {
         self.wip.fetch_add(1, Ordering::AcqRel) == 0
     }
@@ -37,11 +39,13 @@ impl Serial {
     /// Called by the owner after a pass that covered `covered` signals (1 for the first pass, then what
     /// the previous call returned). Returns how many signals arrived meanwhile: 0 means ownership is
     /// released.
+    #[inline]
     pub fn finish_pass(&self, covered: usize) -> usize {
         self.wip.fetch_sub(covered, Ordering::AcqRel) - covered
     }
 
     /// Signals, and if that made the caller the owner, runs `pass` until no signal is left.
+    #[inline]
     pub fn run(&self, pass: impl FnMut()) {
         if self.signal() {
             self.drain(pass);
@@ -50,6 +54,7 @@ impl Serial {
 
     /// For the owner (after [`signal`](Serial::signal) returned `true`): runs `pass` until no signal is
     /// left, then releases ownership.
+    #[inline]
     pub fn drain(&self, mut pass: impl FnMut()) {
         let mut covered = 1;
         loop {

@@ -32,6 +32,7 @@ pub struct SubscriptionCore {
 
 impl SubscriptionCore {
     /// A fresh subscription: no demand, not cancelled.
+    #[inline]
     pub fn new() -> Self {
         Self {
             demand: Demand::new(),
@@ -43,6 +44,7 @@ impl SubscriptionCore {
 
     /// Records `request(n)`. `n == 0` is remembered as a bad request (rule 3.9) for the emitter to turn
     /// into an error. Returns `true` if the caller must now [`drain`](SubscriptionCore::drain).
+    #[inline]
     pub fn request(&self, n: u64) -> bool {
         if self.is_cancelled() {
             return false; // rule 3.6: a no-op after cancel
@@ -57,6 +59,7 @@ impl SubscriptionCore {
 
     /// Records `cancel()` (idempotent, rule 3.5/3.7). Returns `true` if the caller must now
     /// [`drain`](SubscriptionCore::drain) so the emitter can release its resources.
+    #[inline]
     pub fn cancel(&self) -> bool {
         if self.cancelled.swap(true, Ordering::AcqRel) {
             return false;
@@ -65,31 +68,45 @@ impl SubscriptionCore {
     }
 
     /// Makes the caller the emitter if nobody is, e.g. when a source gained items to emit.
+    #[inline]
     pub fn signal(&self) -> bool {
         self.serial.signal()
     }
 
     /// For the emitter: runs `pass` until no signal is left.
+    #[inline]
     pub fn drain(&self, pass: impl FnMut()) {
         self.serial.drain(pass)
     }
 
     /// Signals and, if the caller became the emitter, drains with `pass`.
+    #[inline]
     pub fn run(&self, pass: impl FnMut()) {
         self.serial.run(pass)
     }
 
     /// Whether `cancel()` was called.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
     }
 
+    /// [`is_cancelled`](SubscriptionCore::is_cancelled) for hot emission loops: a relaxed load, which
+    /// does not stop the compiler from keeping the loop's state in registers. A cancel is seen soon
+    /// enough (rule 3.12 asks for "eventually"); what happens after it is ordered by the serialiser.
+    #[inline]
+    pub fn is_cancelled_relaxed(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
     /// Whether a `request(0)` was seen and not yet reported.
+    #[inline]
     pub fn has_bad_request(&self) -> bool {
         self.bad_request.load(Ordering::Acquire)
     }
 
     /// The outstanding demand.
+    #[inline]
     pub fn demand(&self) -> &Demand {
         &self.demand
     }

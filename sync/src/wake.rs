@@ -32,6 +32,7 @@ impl Default for WakeSlot {
 
 impl WakeSlot {
     /// Nobody waiting.
+    #[inline]
     pub fn new() -> Self {
         Self {
             waiting: AtomicBool::new(false),
@@ -41,17 +42,20 @@ impl WakeSlot {
 
     /// Registers the task and marks it waiting. Re-check the condition afterwards; if it already holds,
     /// call [`clear`](WakeSlot::clear) and go on instead of returning `Pending`.
+    #[inline]
     pub fn prepare(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
         self.waiting.swap(true, Ordering::AcqRel);
     }
 
     /// Withdraws a [`prepare`](WakeSlot::prepare) whose condition turned out to hold.
+    #[inline]
     pub fn clear(&self) {
         self.waiting.swap(false, Ordering::AcqRel);
     }
 
     /// Wakes the task if it was waiting; returns whether it was.
+    #[inline]
     pub fn notify(&self) -> bool {
         if self.waiting.swap(false, Ordering::AcqRel) {
             self.waker.wake();

@@ -190,3 +190,42 @@ fn ring_credit_waiter_is_woken_when_slots_free() {
         assert_eq!(reader.join().unwrap(), vec![0, 1, 2]);
     });
 }
+
+#[test]
+fn ring_burst_hand_over_with_push_from_and_pop_each() {
+    loom::model(|| {
+        let (mut producer, mut consumer, credit) = ring::<u64>(2);
+        let writer = thread::spawn(move || {
+            let mut items = 0..3u64;
+            let mut written = 0usize;
+            while written < 3 {
+                // Wait for a free slot, then write as many as fit.
+                let head = loom::future::block_on(poll_fn(|cx| {
+                    credit.poll_head(cx, written.saturating_sub(1))
+                }));
+                assert!(head + 2 >= written);
+                let (n, _) = producer.push_from(&mut items, 3 - written);
+                written += n;
+                producer.publish();
+            }
+            producer.close();
+        });
+        let mut got = Vec::new();
+        loom::future::block_on(async {
+            loop {
+                match poll_fn(|cx| consumer.poll_readable(cx)).await {
+                    Readable::Items => {
+                        consumer.pop_each(u64::MAX, |item| {
+                            got.push(item);
+                            true
+                        });
+                        consumer.release();
+                    }
+                    Readable::Closed => break,
+                }
+            }
+        });
+        writer.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2]);
+    });
+}

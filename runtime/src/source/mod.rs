@@ -59,8 +59,8 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
         let items = &mut self.0;
         if demand == Demand::UNBOUNDED {
             // Nothing to count. Emit in slices whose length the iterator guarantees (its size
-            // hint's lower bound), so each slice is a counted loop the compiler can unroll and
-            // vectorise; look at the cancel flag between slices.
+            // hint's lower bound), so each slice is a counted loop the compiler can unroll; look at
+            // the cancel flag between slices.
             loop {
                 let guaranteed = items.size_hint().0.min(CANCEL_CHECK_EVERY as usize);
                 if guaranteed > 0 {
@@ -82,22 +82,21 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
                         return Emitted::Done(0, Ok(()));
                     }
                 }
-                if core.is_cancelled() {
+                if core.is_cancelled_relaxed() {
                     return Emitted::Items(0);
                 }
             }
         }
         let mut accepted = 0;
         while accepted < demand {
-            // A slice of the demand between two looks at the cancel flag: keeps the inner loop tight.
-            let slice_end = accepted.saturating_add(CANCEL_CHECK_EVERY).min(demand);
-            while accepted < slice_end {
-                match items.next() {
-                    Some(item) => accepted += u64::from(subscriber.try_on_next(item)),
-                    None => return Emitted::Done(accepted, Ok(())),
-                }
+            // A slice of the demand between two looks at the cancel flag.
+            let slice = (demand - accepted).min(CANCEL_CHECK_EVERY);
+            let taken = subscriber.try_on_next_iter(items, slice);
+            accepted += taken;
+            if taken < slice {
+                return Emitted::Done(accepted, Ok(()));
             }
-            if core.is_cancelled() {
+            if core.is_cancelled_relaxed() {
                 return Emitted::Items(accepted);
             }
         }
