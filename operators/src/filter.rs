@@ -80,5 +80,15 @@ where
         }
     }
 
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let predicate = &mut self.predicate;
+        self.stage
+            .forward_iter(items, limit, |item| predicate(&item).then_some(item))
+    }
+
     forward_signals!(T);
 }

@@ -66,5 +66,17 @@ where
         self.stage.downstream.try_on_next(item)
     }
 
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let f = &mut self.f;
+        self.stage.forward_iter(items, limit, |item| {
+            f(&item);
+            Some(item)
+        })
+    }
+
     forward_signals!(T);
 }

@@ -87,5 +87,14 @@ where
         }
     }
 
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let f = &mut self.f;
+        self.stage.forward_iter(items, limit, |item| Some(f(item)))
+    }
+
     forward_signals!(U);
 }

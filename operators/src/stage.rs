@@ -1,6 +1,7 @@
 //! What every closure-running operator shares: the downstream, the upstream subscription and the
 //! panic-to-error path.
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use weir_runtime::{Error, Subscriber, Subscription};
@@ -42,6 +43,34 @@ impl<S> Stage<S> {
                 self.fail(Error::panicked(payload.as_ref()));
                 None
             }
+        }
+    }
+
+    /// Passes a burst on through `step` (`None` drops an item, like a filter): the downstream pulls
+    /// from an adapter, so the whole fused chain moves the burst in one loop. A panic in `step` ends
+    /// the adapter and fails the stage.
+    #[inline]
+    pub(crate) fn forward_iter<T, U, I, F>(&mut self, items: &mut I, limit: u64, step: F) -> u64
+    where
+        S: Subscriber<U>,
+        I: Iterator<Item = T>,
+        F: FnMut(T) -> Option<U>,
+    {
+        if self.failed {
+            return limit; // the upstream is cancelled; whatever it still sends is ignored
+        }
+        let mut guarded = Guarded {
+            items,
+            step,
+            panic: None,
+        };
+        let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
+        match guarded.panic {
+            Some(payload) => {
+                self.fail(Error::panicked(payload.as_ref()));
+                limit
+            }
+            None => accepted,
         }
     }
 
@@ -118,3 +147,32 @@ macro_rules! forward_signals {
     };
 }
 pub(crate) use forward_signals;
+
+/// An iterator adapter that applies an operator's step under `catch_unwind` and stops at a panic.
+struct Guarded<'a, I, F> {
+    items: &'a mut I,
+    step: F,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+impl<I, U, F> Iterator for Guarded<'_, I, F>
+where
+    I: Iterator,
+    F: FnMut(I::Item) -> Option<U>,
+{
+    type Item = U;
+
+    #[inline]
+    fn next(&mut self) -> Option<U> {
+        while self.panic.is_none() {
+            let item = self.items.next()?;
+            let step = &mut self.step;
+            match catch_unwind(AssertUnwindSafe(|| step(item))) {
+                Ok(Some(out)) => return Some(out),
+                Ok(None) => continue,
+                Err(payload) => self.panic = Some(payload),
+            }
+        }
+        None
+    }
+}
