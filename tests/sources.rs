@@ -205,3 +205,41 @@ async fn boxed_publishers_erase_the_chain_type() {
     }
     assert_eq!(all, vec![0, 1, 2, 0, 10, 20]);
 }
+
+#[test]
+fn a_panic_inside_a_burst_fails_the_stream_and_stops_the_upstream() {
+    // Bounded demand makes the source hand bursts through `try_on_next_iter`.
+    let emitted = Arc::new(AtomicU64::new(0));
+    let counter = emitted.clone();
+    let (subscriber, recorder) = probe::<u32>();
+    source::from_iter(0..10_000u32)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .filter(|x| x % 2 == 0)
+        .map(|x| if x == 500 { panic!("bad item {x}") } else { x })
+        .subscribe(subscriber);
+    recorder.request(5_000);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(error.stage(), Some("map"));
+    assert_eq!(error.to_string(), "stage `map`: panicked: bad item 500");
+    assert_eq!(recorder.items(), (0..500).step_by(2).collect::<Vec<_>>());
+    assert!(
+        emitted.load(Ordering::SeqCst) <= 2_000,
+        "the upstream kept going"
+    );
+}
+
+#[test]
+fn bursts_through_a_filter_honour_demand_exactly() {
+    let (subscriber, recorder) = probe::<u32>();
+    source::from_iter(0..100_000u32)
+        .filter(|x| x % 7 == 0)
+        .map(|x| x / 7)
+        .subscribe(subscriber);
+    for round in 1..=10u64 {
+        recorder.request(333);
+        assert_eq!(recorder.items().len() as u64, round * 333);
+    }
+    assert_eq!(recorder.items(), (0..3_330).collect::<Vec<_>>());
+}
