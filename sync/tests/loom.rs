@@ -41,6 +41,8 @@ struct Source {
     state: UnsafeCell<(u64, u64, bool)>,
     emitted: AtomicUsize,
     requested: AtomicUsize,
+    /// How many terminal signals were sent (must end at most 1).
+    terminals: AtomicUsize,
     items: u64,
 }
 
@@ -54,6 +56,7 @@ impl Source {
             state: UnsafeCell::new((0, 0, false)),
             emitted: AtomicUsize::new(0),
             requested: AtomicUsize::new(0),
+            terminals: AtomicUsize::new(0),
             items,
         }
     }
@@ -76,6 +79,11 @@ impl Source {
                 self.emitted.fetch_add(1, Ordering::Relaxed);
             }
             self.core.demand().consume(sent);
+            if state.0 == self.items {
+                // Completion needs no demand; then the subscriber is released.
+                self.terminals.fetch_add(1, Ordering::Relaxed);
+                state.2 = true;
+            }
         });
     }
 
@@ -227,5 +235,28 @@ fn ring_burst_hand_over_with_push_from_and_pop_each() {
         });
         writer.join().unwrap();
         assert_eq!(got, vec![0, 1, 2]);
+    });
+}
+
+#[test]
+fn subscription_terminal_signal_at_most_once_under_request_and_cancel_races() {
+    loom::model(|| {
+        let source = Arc::new(Source::new(2));
+        let requester = {
+            let source = source.clone();
+            thread::spawn(move || source.request(1))
+        };
+        let canceller = {
+            let source = source.clone();
+            thread::spawn(move || source.cancel())
+        };
+        source.request(1);
+        requester.join().unwrap();
+        canceller.join().unwrap();
+        source.request(1);
+        // Completed once, or cancelled first: never twice, never more items than requested.
+        assert!(source.terminals.load(Ordering::Relaxed) <= 1);
+        assert!(source.emitted.load(Ordering::Relaxed) <= 2);
+        source.state.with_mut(|state| assert!(unsafe { (*state).2 }));
     });
 }
