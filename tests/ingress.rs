@@ -114,16 +114,18 @@ async fn cancel_closes_the_ingress_and_counts_what_was_still_queued() {
     }
     let (subscriber, recorder) = probe::<u32>();
     publisher.subscribe(subscriber);
-    recorder.request(2);
-    recorder.expect_items(2);
+    recorder.request(3);
+    recorder.expect_items(3);
+    assert_eq!(handle.metrics().snapshot().demand, 0);
+    assert_eq!(handle.metrics().snapshot().depth, 3);
     recorder.cancel();
     let error = handle.push(99).await.unwrap_err();
     assert!(matches!(error, PushError::Closed { .. }));
     let snapshot = handle.metrics().snapshot();
-    assert_eq!(snapshot.dropped["cancelled"], 4);
+    assert_eq!(snapshot.dropped["cancelled"], 3);
     assert_eq!(snapshot.rejected["closed"], 1);
     assert_eq!(snapshot.depth, 0);
-    // Every pushed item is accounted for: 2 delivered + 4 dropped on cancel.
+    // Every pushed item is accounted for: 3 delivered + 3 dropped on cancel.
     assert_eq!(snapshot.items_in, 6);
 }
 

@@ -497,20 +497,21 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
     ) -> Emitted {
         let shared = &*self.shared;
         let mut accepted = 0;
-        loop {
+        let emitted = loop {
             if core.is_cancelled() {
-                return Emitted::Items(accepted);
+                break Emitted::Items(accepted);
             }
-            let want = (demand - accepted)
+            let room = (demand - accepted)
                 .min(TAKE_BATCH as u64)
                 .min(CANCEL_CHECK_EVERY) as usize;
+            let want = room.saturating_sub(self.batch.len());
             {
                 let mut queue = shared.queue.lock().unwrap();
-                if queue.items.is_empty() && queue.closed {
-                    return Emitted::Done(accepted, Ok(()));
+                if queue.items.is_empty() && self.batch.is_empty() && queue.closed {
+                    break Emitted::Done(accepted, Ok(()));
                 }
-                if want == 0 {
-                    return Emitted::Items(accepted);
+                if room == 0 {
+                    break Emitted::Items(accepted);
                 }
                 let take = want.min(queue.items.len());
                 self.batch
@@ -518,15 +519,28 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
                 shared.after_change(&queue, 0, take as u64);
             }
             if self.batch.is_empty() {
-                return Emitted::Items(accepted);
+                break Emitted::Items(accepted);
+            }
+            if accepted >= demand {
+                break Emitted::Items(accepted);
             }
             if shared.blocked.load(Ordering::Acquire) > 0 {
                 shared.space.notify_waiters();
             }
-            while let Some(item) = self.batch.pop_front() {
-                accepted += u64::from(subscriber.try_on_next(item));
-            }
-        }
+            // Items the subscriber does not take stay in the batch: emitted next time, or counted
+            // as dropped if the subscription ends first.
+            let batch = &mut self.batch;
+            let mut from_batch = std::iter::from_fn(|| batch.pop_front());
+            accepted += subscriber.try_on_next_iter(&mut from_batch, demand - accepted);
+        };
+        // Outstanding demand as the ingress leaves it (unbounded stays unbounded).
+        let left = if demand == u64::MAX {
+            demand
+        } else {
+            demand - accepted
+        };
+        shared.metrics.set_demand(left);
+        emitted
     }
 }
 
