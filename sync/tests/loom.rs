@@ -257,6 +257,8 @@ fn subscription_terminal_signal_at_most_once_under_request_and_cancel_races() {
         // Completed once, or cancelled first: never twice, never more items than requested.
         assert!(source.terminals.load(Ordering::Relaxed) <= 1);
         assert!(source.emitted.load(Ordering::Relaxed) <= 2);
-        source.state.with_mut(|state| assert!(unsafe { (*state).2 }));
+        source
+            .state
+            .with_mut(|state| assert!(unsafe { (*state).2 }));
     });
 }
