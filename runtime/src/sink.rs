@@ -70,7 +70,7 @@ where
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use weir_runtime::{Publisher, sink::Fold, source};
-/// let (subscriber, outcome) = Fold::new(0u64, |sum, x: u64| *sum += x);
+/// let (subscriber, outcome) = Fold::new(0u64, |sum: &mut u64, x: u64| *sum += x);
 /// source::from_iter(1..=3u64).subscribe(subscriber);
 /// assert_eq!(outcome.await.unwrap(), 6);
 /// # }
