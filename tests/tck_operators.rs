@@ -1,0 +1,56 @@
+//! The Reactive Streams TCK (weir-tck) over the operators: each fused chain is a publisher, so it runs
+//! the publisher rules; a chain ending at a boundary also runs them across the task hand-off.
+
+use weir::prelude::*;
+use weir_runtime::boundary;
+
+const CAPACITY: usize = 16;
+
+fn failed() -> source::Fail<u64> {
+    source::error(weir::Error::msg("failed publisher"))
+}
+
+weir_tck::publisher_verification!(
+    map,
+    |n: u64| source::from_iter(0..n).map(|x| x.wrapping_mul(3)),
+    failed = Some(|| failed().map(|x| x + 1)),
+);
+
+weir_tck::publisher_verification!(
+    filter,
+    // Every other item is dropped, so the source holds twice the elements asked for.
+    |n: u64| source::from_iter(0..n.saturating_mul(2)).filter(|x| x % 2 == 0),
+    failed = Some(|| failed().filter(|_| true)),
+);
+
+weir_tck::publisher_verification!(
+    inspect,
+    |n: u64| source::from_iter(0..n).inspect(|_| {}),
+    failed = Some(|| failed().inspect(|_| {})),
+);
+
+weir_tck::publisher_verification!(
+    map_filter_through_boundary,
+    |n: u64| {
+        source::from_iter(0..n.saturating_mul(2))
+            .filter(|x| x % 2 == 1)
+            .map(|x| x / 2)
+            .boundary(BoundaryConfig::new("tck", CAPACITY).unwrap())
+    },
+    failed = Some(|| boundary::boundary(
+        failed().map(|x| x),
+        BoundaryConfig::new("tck", CAPACITY).unwrap()
+    )),
+);
+
+#[test]
+fn every_rule_is_generated() {
+    for generated in [
+        map::RULES,
+        filter::RULES,
+        inspect::RULES,
+        map_filter_through_boundary::RULES,
+    ] {
+        assert_eq!(generated, weir_tck::publisher::RULES);
+    }
+}
