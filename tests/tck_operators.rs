@@ -3,6 +3,7 @@
 
 use weir::prelude::*;
 use weir_runtime::boundary;
+use weir_runtime::processor::{RelayPublisher, from_chain};
 
 const CAPACITY: usize = 16;
 
@@ -43,6 +44,28 @@ weir_tck::publisher_verification!(
     )),
 );
 
+// Operators as processors: a relay in front of the chain (identity functions, as the TCK requires).
+
+weir_tck::identity_processor_verification!(map_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| relay.map(|x| x))
+});
+
+weir_tck::identity_processor_verification!(filter_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| relay.filter(|_| true))
+});
+
+weir_tck::identity_processor_verification!(inspect_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| relay.inspect(|_| {}))
+});
+
+weir_tck::identity_processor_verification!(map_boundary_processor, |buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| {
+        relay
+            .map(|x| x)
+            .boundary(BoundaryConfig::new("tck", buffer.max(1)).unwrap())
+    })
+});
+
 #[test]
 fn every_rule_is_generated() {
     for generated in [
@@ -52,5 +75,14 @@ fn every_rule_is_generated() {
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);
+    }
+    let processor_rules = weir_tck::processor::rules();
+    for generated in [
+        map_processor::RULES,
+        filter_processor::RULES,
+        inspect_processor::RULES,
+        map_boundary_processor::RULES,
+    ] {
+        assert_eq!(generated, processor_rules.as_slice());
     }
 }

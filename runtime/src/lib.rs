@@ -7,7 +7,8 @@
 //!   turn a publisher back into a `futures::Stream`;
 //! - [`boundary`]: the bounded, credit-based hand-off between two tokio tasks;
 //! - [`ingress`]: where callers that cannot be slowed push in, with an explicit overflow policy;
-//! - [`metrics`]: counters per boundary and ingress, as serde snapshots.
+//! - [`metrics`]: counters per boundary and ingress, as serde snapshots;
+//! - [`processor`]: operator chains as processors, through a [`processor::relay`].
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -28,6 +29,7 @@ pub mod boundary;
 mod error;
 pub mod ingress;
 pub mod metrics;
+pub mod processor;
 pub mod protocol;
 pub mod sink;
 pub mod source;
