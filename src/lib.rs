@@ -9,6 +9,7 @@
 pub use weir_dsl as dsl;
 pub use weir_operators as operators;
 pub use weir_runtime as runtime;
+pub use weir_spill as spill;
 #[cfg(feature = "tck")]
 pub use weir_tck as tck;
 

@@ -1,0 +1,173 @@
+//! spill: write then read back 1 GiB of 256-byte records through the spill log, with fsync every
+//! batch of 1,000 records and with no fsync, against the raw device in the same run: a sequential
+//! write of the same bytes with one fdatasync per 256 KiB, and a sequential read.
+//!
+//! `cargo bench --bench spill` (set `WEIR_SPILL_BENCH_MIB` to use less than 1,024 MiB). Reads come
+//! from the page cache for both the log and the raw file (the machine has far more RAM than 1 GiB),
+//! so the read ratio compares the log's decode path with a plain read of the same bytes.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use weir_spill::{FsyncPolicy, SpillConfig, SpillLog};
+
+/// A record: 254 bytes of data, which postcard frames as exactly 256 bytes (2-byte length).
+#[derive(Clone)]
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
+}
+
+const RECORD: usize = 256;
+const RAW_SYNC_EVERY: usize = 256 << 10;
+
+fn total_bytes() -> u64 {
+    let mib: u64 = std::env::var("WEIR_SPILL_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    mib << 20
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-spill-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(fsync: FsyncPolicy) -> SpillConfig {
+    SpillConfig::new()
+        .fsync(fsync)
+        .batch_records(1_000)
+        .batch_bytes(4 << 20)
+        .budget_bytes(8 << 30)
+}
+
+fn write_log(dir: &Path, fsync: FsyncPolicy, records: u64) -> Duration {
+    let blob = Blob(vec![0x5A; RECORD - 2]);
+    let log = SpillLog::<Blob>::open(dir, config(fsync)).unwrap();
+    let started = Instant::now();
+    for _ in 0..records {
+        log.append(&blob).unwrap();
+    }
+    log.flush().unwrap();
+    let elapsed = started.elapsed();
+    drop(log);
+    elapsed
+}
+
+fn read_log(dir: &Path, records: u64) -> Duration {
+    let log = SpillLog::<Blob>::open(dir, config(FsyncPolicy::Never)).unwrap();
+    let started = Instant::now();
+    let mut seen = 0u64;
+    while let Some(record) = log.read().unwrap() {
+        seen += record.item.0.len() as u64;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(seen, records * (RECORD as u64 - 2));
+    elapsed
+}
+
+fn raw_write(path: &Path, bytes: u64) -> Duration {
+    let chunk = vec![0x5Au8; RAW_SYNC_EVERY];
+    let mut file = std::fs::File::create(path).unwrap();
+    let started = Instant::now();
+    let mut written = 0;
+    while written < bytes {
+        file.write_all(&chunk).unwrap();
+        file.sync_data().unwrap();
+        written += chunk.len() as u64;
+    }
+    started.elapsed()
+}
+
+fn raw_read(path: &Path) -> Duration {
+    let mut chunk = vec![0u8; RAW_SYNC_EVERY];
+    let mut file = std::fs::File::open(path).unwrap();
+    let started = Instant::now();
+    let mut sum = 0u64;
+    loop {
+        let n = file.read(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        sum += u64::from(chunk[n - 1]);
+    }
+    std::hint::black_box(sum);
+    started.elapsed()
+}
+
+fn spill(c: &mut Criterion) {
+    let bytes = total_bytes();
+    let records = bytes / RECORD as u64;
+    let mut group = c.benchmark_group("spill");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.warm_up_time(Duration::from_millis(1));
+    group.throughput(Throughput::Bytes(bytes));
+
+    let raw_dir = scratch("raw");
+    let raw_file = raw_dir.join("raw");
+    group.bench_function("raw_write_fsync_256k", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| raw_write(&raw_file, bytes)).sum())
+    });
+    group.bench_function("raw_read", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| raw_read(&raw_file)).sum())
+    });
+    let _ = std::fs::remove_dir_all(&raw_dir);
+
+    for (name, fsync) in [
+        ("every_batch", FsyncPolicy::EveryBatch),
+        ("never", FsyncPolicy::Never),
+    ] {
+        group.bench_function(format!("log_write_{name}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let dir = scratch(name);
+                        let elapsed = write_log(&dir, fsync, records);
+                        let _ = std::fs::remove_dir_all(&dir);
+                        elapsed
+                    })
+                    .sum()
+            })
+        });
+    }
+    let dir = scratch("read");
+    write_log(&dir, FsyncPolicy::Never, records);
+    group.bench_function("log_read_back", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| read_log(&dir, records)).sum())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    group.finish();
+}
+
+criterion_group!(benches, spill);
+criterion_main!(benches);

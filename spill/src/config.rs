@@ -1,0 +1,214 @@
+//! Settings of a spill log: segment size, batching, fsync policy, disk budget, what to do with
+//! corrupt records, and the filesystem seam.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::SpillError;
+use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::fs::{Filesystem, StdFilesystem};
+
+/// When a writer makes written batches durable (`fdatasync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every batch write: a record acknowledged as written survives a crash of the process
+    /// and of the machine. Costs one device flush per batch (~200 µs here), so batch generously.
+    EveryBatch,
+    /// At the first batch write after `d` has passed since the last sync (and on close): the loss
+    /// window on a machine crash is about `d` plus the gap to the next write. A process crash loses
+    /// nothing written (the page cache survives it).
+    Interval(Duration),
+    /// Never (except on close): the OS decides. Survives process crashes, not machine crashes.
+    Never,
+}
+
+/// What an append does when the disk budget is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Fail at once with [`SpillError::BudgetFull`].
+    Reject,
+    /// Wait (blocking the calling thread) for acknowledgements to free whole segments, up to
+    /// `timeout`, then fail with [`SpillError::BudgetTimeout`]. Only useful when another thread
+    /// acknowledges (a replay source or consumer on another task); [`crate::SpillQueue`] never waits.
+    Block {
+        /// The longest an append waits.
+        timeout: Duration,
+    },
+}
+
+/// What a reader does with a record that fails its CRC (or garbage where a record should be) in
+/// the middle of a segment. A torn tail (the unsynced end of the last segment after a crash) is
+/// always truncated and counted, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCorruption {
+    /// Fail the read with [`SpillError::Corrupt`] naming file and offset. The default: bad data is
+    /// never silent.
+    Fail,
+    /// Skip it, count it in `corruptions` and warn. A record whose length is intact but whose CRC
+    /// fails is skipped alone; a bad length loses the framing, so the rest of that segment is skipped.
+    Skip,
+}
+
+/// Settings of one [`SpillLog`](crate::SpillLog).
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_spill::{FsyncPolicy, SpillConfig, WhenFull};
+/// let config = SpillConfig::new()
+///     .fsync(FsyncPolicy::EveryBatch)
+///     .budget_bytes(1 << 30)
+///     .when_full(WhenFull::Block { timeout: Duration::from_secs(1) });
+/// assert_eq!(config.segment_size(), 64 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpillConfig {
+    pub(crate) segment_bytes: u64,
+    pub(crate) max_record_bytes: u32,
+    pub(crate) batch_records: usize,
+    pub(crate) batch_bytes: usize,
+    pub(crate) fsync: FsyncPolicy,
+    pub(crate) budget_bytes: u64,
+    pub(crate) when_full: WhenFull,
+    pub(crate) on_corruption: OnCorruption,
+    pub(crate) ledger_every: u64,
+    pub(crate) ledger_interval: Duration,
+    pub(crate) fs: Arc<dyn Filesystem>,
+}
+
+/// 64 MiB segments: large enough that rollover (one file create + directory fsync) is rare, small
+/// enough that a fully acknowledged segment frees budget promptly.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+/// 1,000 records or 1 MiB per batch write, whichever comes first: one fsync amortised over a batch.
+pub const DEFAULT_BATCH_RECORDS: usize = 1_000;
+/// See [`DEFAULT_BATCH_RECORDS`].
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+/// 8 GiB of disk by default.
+pub const DEFAULT_BUDGET_BYTES: u64 = 8 << 30;
+/// 8 MiB per encoded item: a length above this is garbage, never an allocation.
+pub const DEFAULT_MAX_RECORD_BYTES: u32 = 8 << 20;
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpillConfig {
+    /// The defaults: 64 MiB segments, batches of 1,000 records / 1 MiB, fsync every batch, an 8 GiB
+    /// budget that rejects when full, corrupt records fail the read.
+    pub fn new() -> Self {
+        Self {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            batch_records: DEFAULT_BATCH_RECORDS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            fsync: FsyncPolicy::EveryBatch,
+            budget_bytes: DEFAULT_BUDGET_BYTES,
+            when_full: WhenFull::Reject,
+            on_corruption: OnCorruption::Fail,
+            ledger_every: 4_096,
+            ledger_interval: Duration::from_millis(500),
+            fs: Arc::new(StdFilesystem),
+        }
+    }
+
+    /// The size at which a segment is sealed and a new one started (a record never spans two).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// The configured segment size.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The largest encoded item accepted (and believed when reading).
+    pub fn max_record_bytes(mut self, bytes: u32) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// A batch is written when it holds this many records (or [`batch_bytes`](Self::batch_bytes)).
+    pub fn batch_records(mut self, records: usize) -> Self {
+        self.batch_records = records;
+        self
+    }
+
+    /// A batch is written when it holds this many bytes (or [`batch_records`](Self::batch_records)).
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes;
+        self
+    }
+
+    /// The fsync policy.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The most bytes the log's segments may take on disk. At least two segments.
+    pub fn budget_bytes(mut self, bytes: u64) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// What an append does when the budget is full.
+    pub fn when_full(mut self, policy: WhenFull) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// What a read does with corrupt data in the middle of a segment.
+    pub fn on_corruption(mut self, policy: OnCorruption) -> Self {
+        self.on_corruption = policy;
+        self
+    }
+
+    /// The ledger (acknowledged position) is persisted after this many acknowledged records, after
+    /// [`ledger_interval`](Self::ledger_interval), whenever a segment is deleted, and on close.
+    /// Records acknowledged since the last persist are replayed after a crash (at-least-once).
+    pub fn ledger_every(mut self, records: u64) -> Self {
+        self.ledger_every = records;
+        self
+    }
+
+    /// See [`ledger_every`](Self::ledger_every).
+    pub fn ledger_interval(mut self, interval: Duration) -> Self {
+        self.ledger_interval = interval;
+        self
+    }
+
+    /// The filesystem seam (tests inject faults through it).
+    pub fn filesystem(mut self, fs: Arc<dyn Filesystem>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SpillError> {
+        let min_segment = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 1;
+        if self.segment_bytes < min_segment {
+            return Err(SpillError::Config(format!(
+                "segment_bytes must be at least {min_segment}, got {}",
+                self.segment_bytes
+            )));
+        }
+        if self.max_record_bytes == 0 {
+            return Err(SpillError::Config(
+                "max_record_bytes must be positive".into(),
+            ));
+        }
+        if self.batch_records == 0 || self.batch_bytes == 0 {
+            return Err(SpillError::Config(
+                "batch_records and batch_bytes must be positive".into(),
+            ));
+        }
+        if self.budget_bytes < 2 * self.segment_bytes {
+            return Err(SpillError::Config(format!(
+                "budget_bytes ({}) must hold at least two segments ({} each): space is freed a whole segment at a time",
+                self.budget_bytes, self.segment_bytes
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed errors of the spill log: each names the file, the offset or the stage it came from.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a spill log operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpillError {
+    /// An I/O call failed; `stage` says what the log was doing.
+    #[error("spill log: {stage} `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the log was doing ("create directory", "write batch", "fsync segment", ...).
+        stage: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory cannot be written to (permissions, read-only filesystem).
+    #[error("spill directory `{}` is not writable ({stage}): {source}", path.display())]
+    NotWritable {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the log was doing.
+        stage: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The device is full.
+    #[error("disk full under `{}` ({stage}): {source}", path.display())]
+    DiskFull {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the log was doing.
+        stage: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (or another log in this process) holds the directory's lock.
+    #[error("spill directory `{}` is already opened by another process or log (lock `{}` is held)", dir.display(), dir.join(crate::format::LOCK_FILE).display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A record, segment header or ledger failed its checks.
+    #[error("corrupt spill data in `{}` at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The file.
+        file: PathBuf,
+        /// The byte offset of the bad record or header.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record passed its CRC but does not decode as the log's item type.
+    #[error("record {seq} in `{}` at offset {offset} does not decode: {source}", file.display())]
+    Decode {
+        /// The file.
+        file: PathBuf,
+        /// The byte offset of the record.
+        offset: u64,
+        /// The record's sequence number.
+        seq: u64,
+        /// The serde error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// An item could not be encoded.
+    #[error("spill log: encoding an item failed: {0}")]
+    Encode(#[source] postcard::Error),
+    /// An encoded item is larger than the configured maximum record size.
+    #[error("spill log: a record of {size} bytes exceeds the maximum of {max} bytes")]
+    RecordTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// The disk budget is full and the policy is to reject.
+    #[error("spill budget full: {used} of {budget} bytes used, the record needs {needed} more")]
+    BudgetFull {
+        /// The budget in bytes.
+        budget: u64,
+        /// Bytes used when the append was refused.
+        used: u64,
+        /// The size of the refused record (with its frame).
+        needed: u64,
+    },
+    /// The disk budget stayed full until the block deadline.
+    #[error("spill budget stayed full for {waited:?} ({used} of {budget} bytes used)")]
+    BudgetTimeout {
+        /// How long the append waited.
+        waited: Duration,
+        /// The budget in bytes.
+        budget: u64,
+        /// Bytes used at the deadline.
+        used: u64,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid spill config: {0}")]
+    Config(String),
+    /// The log was closed.
+    #[error("spill log is closed")]
+    Closed,
+}
+
+impl SpillError {
+    /// An I/O error, classified: a full device and a write refusal get their own variants.
+    pub(crate) fn io(path: impl Into<PathBuf>, stage: &'static str, source: io::Error) -> Self {
+        let path = path.into();
+        match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => SpillError::DiskFull {
+                path,
+                stage,
+                source,
+            },
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                SpillError::NotWritable {
+                    path,
+                    stage,
+                    source,
+                }
+            }
+            _ => SpillError::Io {
+                path,
+                stage,
+                source,
+            },
+        }
+    }
+
+    /// Whether this is a budget refusal ([`SpillError::BudgetFull`] or [`SpillError::BudgetTimeout`]).
+    pub fn is_budget(&self) -> bool {
+        matches!(
+            self,
+            SpillError::BudgetFull { .. } | SpillError::BudgetTimeout { .. }
+        )
+    }
+
+    /// Whether this reports bad data on disk ([`SpillError::Corrupt`] or [`SpillError::Decode`]).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, SpillError::Corrupt { .. } | SpillError::Decode { .. })
+    }
+}
+
+impl From<SpillError> for weir_runtime::Error {
+    fn from(error: SpillError) -> Self {
+        weir_runtime::Error::failed(error)
+    }
+}

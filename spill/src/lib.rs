@@ -1,0 +1,70 @@
+//! weir's durable spill-to-disk log: when memory is full and the work must not be lost, overflow
+//! goes to disk and drains back, in order, when pressure eases.
+//!
+//! One log, three faces:
+//! - [`spill_to_disk`]: a weir `Subscriber` that writes a stream into the log;
+//! - [`SpillQueue`]: a bounded in-memory FIFO whose overflow goes to the log and comes back in FIFO
+//!   order, the engine of `Overflow::Spill` for an ingress or a buffer;
+//! - [`replay`] / [`replay_with_acker`]: a weir `Publisher` that reads the log back on demand, e.g.
+//!   after a restart.
+//!
+//! The log ([`SpillLog`]) is a directory of append-only segment files of bounded size; each record is
+//! length-prefixed, carries a CRC-32C and the postcard (serde) encoding of the item ([`format`]
+//! documents the bytes and why postcard). A small ledger records the acknowledged and read positions.
+//! Writers batch records and fsync per [`FsyncPolicy`]; segments are deleted once every record in them
+//! is acknowledged; a disk budget bounds the total, and [`WhenFull`] decides what happens at the
+//! ceiling. Delivery is at-least-once: after a crash every record acknowledged as written
+//! ([`Written`]) and not acknowledged downstream is replayed; consumers dedupe by key if needed.
+//!
+//! Recovery: opening creates a missing directory, takes an exclusive lock (a second opener gets
+//! [`SpillError::Locked`]), writes the ledger back (so an unwritable directory or a full disk fails
+//! at open), and scans the last segment: a torn tail is truncated, counted (`truncations`) and logged;
+//! a bad record followed by good ones, or any bad record in a sealed segment, is corruption:
+//! [`SpillError::Corrupt`] naming file and offset, or skipped and counted under
+//! [`OnCorruption::Skip`]. No file content makes it panic (the fuzz target in `fuzz/` checks the
+//! segment reader). Every file operation goes through the [`fs::Filesystem`] seam.
+//!
+//! Threads: the writer, the reader and the acknowledger may run on different threads; they share
+//! one small state under a `Mutex` (plus a `Condvar` for budget waits). There is no lock-free
+//! hand-off, so there is no loom model: the std mutex is the whole protocol.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use weir_runtime::{Publisher, sink, source};
+//! use weir_spill::{SpillConfig, SpillLog, replay, spill_to_disk};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! // Face 1: a sink.
+//! let (sink, outcome) = spill_to_disk::<String>(dir.path(), SpillConfig::new()).unwrap();
+//! source::from_iter(["a", "b", "c"].map(String::from)).subscribe(sink);
+//! assert_eq!(outcome.await.unwrap().records, 3); // the sink closes the log when dropped
+//!
+//! // Face 3: replay after a "restart".
+//! let log = SpillLog::<String>::open(dir.path(), SpillConfig::new()).unwrap();
+//! assert_eq!(sink::collect(replay(log)).await.unwrap(), ["a", "b", "c"]);
+//! # }
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod fs;
+mod log;
+pub mod metrics;
+mod queue;
+mod sink;
+mod source;
+
+pub use config::{FsyncPolicy, OnCorruption, SpillConfig, WhenFull};
+pub use error::SpillError;
+pub use log::{SpillLog, Spilled, Written};
+pub use metrics::{SpillMetrics, SpillSnapshot};
+pub use queue::{Placement, SpillPushError, SpillQueue};
+pub use sink::{SinkOutcome, SinkReport, SpillSink, spill_to_disk};
+pub use source::{Acker, Replay, replay, replay_with_acker};

@@ -1,0 +1,1127 @@
+//! [`SpillLog`]: the segmented, append-only, crash-safe log that the sink, the overflow queue and the
+//! replay source share.
+//!
+//! Invariants:
+//! - sequence numbers are dense and increase by one per record, across segments and restarts;
+//! - a reader never sees a byte the writer has not finished writing (it reads up to the segment's
+//!   written length, published under the state lock after each batch write);
+//! - a segment is deleted only when every record in it is acknowledged (`acked_seq` reached the next
+//!   segment's first record), and never while it is the active (last) segment;
+//! - the ledger is replaced atomically; acknowledgements newer than the ledger are replayed after a
+//!   crash (at-least-once), never skipped.
+//!
+//! Locks: `writer` and `reader` are independent; each may take `state` briefly (never the other way
+//! round). Writers wait for budget on the `space` condvar of `state`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::{self, BufReader, Read};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{FsyncPolicy, OnCorruption, SpillConfig, WhenFull};
+use crate::error::SpillError;
+use crate::format::{
+    FRAME_HEADER_LEN, Frame, LEDGER_FILE, LOCK_FILE, Ledger, SEGMENT_HEADER_LEN, SegmentHeader,
+    encode_record, now_ms, parse_segment_name, read_frame, segment_name,
+};
+use crate::fs::{AppendFile, DirLock, Filesystem, ReadFile};
+use crate::metrics::SpillMetrics;
+
+/// Read-ahead of a segment reader: reads come from disk in chunks this large.
+const READ_BUFFER: usize = 256 << 10;
+
+/// How far the writer has got, returned by [`SpillLog::flush`] and [`SpillLog::sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Every record below this sequence number is written to its segment file (readable, and safe
+    /// from a crash of this process).
+    pub written: u64,
+    /// Every record below this sequence number is also fsynced (safe from a machine crash).
+    pub durable: u64,
+}
+
+/// One record read back: its sequence number and the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spilled<T> {
+    /// The record's sequence number (acknowledge with [`SpillLog::ack_through`]`(seq + 1)`).
+    pub seq: u64,
+    /// The item.
+    pub item: T,
+}
+
+/// A durable, segmented log of `T`, shared by cheap clones (`Arc`).
+///
+/// Writing: [`append`](Self::append) buffers a record into the current batch and returns its
+/// sequence number; the batch is written (and fsynced per [`FsyncPolicy`]) when it is full or on
+/// [`flush`](Self::flush). A record is *acknowledged as written* once a returned [`Written`] covers it.
+/// Reading: [`read`](Self::read) returns records in order, from the acknowledged position after a
+/// restart. Acknowledging: [`ack_through`](Self::ack_through) moves the acknowledged position; whole
+/// acknowledged segments are deleted, which frees budget.
+///
+/// ```
+/// use weir_spill::{SpillConfig, SpillLog};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = SpillLog::<String>::open(dir.path(), SpillConfig::new()).unwrap();
+/// log.append(&"order 1".to_string()).unwrap();
+/// log.append(&"order 2".to_string()).unwrap();
+/// assert_eq!(log.flush().unwrap().durable, 2);
+/// let first = log.read().unwrap().unwrap();
+/// assert_eq!((first.seq, first.item.as_str()), (0, "order 1"));
+/// log.ack_through(first.seq + 1).unwrap();
+/// drop(log);
+/// // After a restart only the unacknowledged record is replayed.
+/// let log = SpillLog::<String>::open(dir.path(), SpillConfig::new()).unwrap();
+/// assert_eq!(log.read().unwrap().unwrap().item, "order 2");
+/// assert!(log.read().unwrap().is_none());
+/// ```
+pub struct SpillLog<T> {
+    inner: Arc<Inner>,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for SpillLog<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _item: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SpillLog<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpillLog")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: SpillConfig,
+    fs: Arc<dyn Filesystem>,
+    writer: Mutex<Writer>,
+    reader: Mutex<Reader>,
+    state: Mutex<State>,
+    space: Condvar,
+    metrics: Arc<SpillMetrics>,
+    _lock: Box<dyn DirLock>,
+}
+
+struct SegmentInfo {
+    path: PathBuf,
+    /// Bytes written (and visible to readers).
+    bytes: u64,
+}
+
+struct State {
+    /// Segments by first sequence number; the last one is the writer's.
+    segments: BTreeMap<u64, SegmentInfo>,
+    written_seq: u64,
+    durable_seq: u64,
+    acked_seq: u64,
+    read_seq: u64,
+    disk_bytes: u64,
+    ledger: Ledger,
+    ledger_at: Instant,
+    /// (first sequence number of a batch or segment, its written time in ms).
+    samples: VecDeque<(u64, u64)>,
+    closed: bool,
+}
+
+struct Writer {
+    file: Box<dyn AppendFile>,
+    active_first: u64,
+    active_path: PathBuf,
+    /// Bytes in the active segment file.
+    active_len: u64,
+    next_seq: u64,
+    batch: Vec<u8>,
+    batch_records: u64,
+    batch_first_ms: u64,
+    scratch: Vec<u8>,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+struct Cursor {
+    first_seq: u64,
+    path: PathBuf,
+    file: BufReader<Box<dyn ReadFile>>,
+    offset: u64,
+    /// Visible bytes of the segment when last looked at.
+    limit: u64,
+    /// The sequence number of the record at `offset`.
+    seq: u64,
+    /// The framing was lost (skip mode): read nothing more from this segment.
+    dead: bool,
+}
+
+struct Reader {
+    /// The next sequence number to deliver.
+    next_seq: u64,
+    current: Option<Cursor>,
+    payload: Vec<u8>,
+    /// A corruption the reader stopped at (fail mode): reported again on every read.
+    poisoned: Option<(PathBuf, u64, String)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the log inconsistent on disk; keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<T> SpillLog<T> {
+    /// Opens (or creates) the log in `dir`: creates the directory, locks it, reads the ledger, scans
+    /// the last segment (a torn tail is truncated, counted and logged) and writes the ledger back,
+    /// which proves the directory writable. Errors name the directory or file and what failed.
+    pub fn open(dir: impl AsRef<Path>, config: SpillConfig) -> Result<Self, SpillError> {
+        Ok(Self {
+            inner: Arc::new(Inner::open(dir.as_ref(), config)?),
+            _item: PhantomData,
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's settings.
+    pub fn config(&self) -> &SpillConfig {
+        &self.inner.config
+    }
+
+    /// The live counters.
+    pub fn metrics(&self) -> Arc<SpillMetrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Writes the current batch (fsync per policy) and reports how far the log is written.
+    pub fn flush(&self) -> Result<Written, SpillError> {
+        let mut writer = lock(&self.inner.writer);
+        self.inner.write_batch(&mut writer, false)
+    }
+
+    /// Writes the current batch and fsyncs, whatever the policy.
+    pub fn sync(&self) -> Result<Written, SpillError> {
+        let mut writer = lock(&self.inner.writer);
+        self.inner.write_batch(&mut writer, true)
+    }
+
+    /// Acknowledges every record below `seq`: they will not be replayed after a restart (once the
+    /// ledger is persisted; see [`SpillConfig::ledger_every`]) and their segments are deleted once
+    /// wholly acknowledged. Only records already read can be acknowledged (`seq` is capped there).
+    pub fn ack_through(&self, seq: u64) -> Result<(), SpillError> {
+        self.inner.ack_through(seq)
+    }
+
+    /// Records appended but not yet read.
+    pub fn unread(&self) -> u64 {
+        let next = lock(&self.inner.writer).next_seq;
+        next.saturating_sub(lock(&self.inner.reader).next_seq)
+    }
+
+    /// Records written but not yet acknowledged.
+    pub fn unacked(&self) -> u64 {
+        let state = lock(&self.inner.state);
+        state.written_seq.saturating_sub(state.acked_seq)
+    }
+
+    /// The acknowledged position: every record below it is acknowledged.
+    pub fn acked(&self) -> u64 {
+        lock(&self.inner.state).acked_seq
+    }
+
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner.writer).next_seq
+    }
+
+    /// Flushes, fsyncs and persists the ledger. Appends afterwards fail with [`SpillError::Closed`].
+    /// Dropping the last clone does the same, logging instead of returning errors.
+    pub fn close(&self) -> Result<Written, SpillError> {
+        self.inner.close()
+    }
+}
+
+impl<T: Serialize> SpillLog<T> {
+    /// Appends `item` to the current batch and returns its sequence number; when the budget is
+    /// full, [`WhenFull`] decides (block with a timeout, or reject). The record is acknowledged as
+    /// written once [`flush`](Self::flush) (or a full batch) reports it in [`Written`].
+    pub fn append(&self, item: &T) -> Result<u64, SpillError> {
+        let wait = match self.inner.config.when_full {
+            WhenFull::Reject => None,
+            WhenFull::Block { timeout } => Some(timeout),
+        };
+        self.inner.append(item, wait)
+    }
+
+    /// Like [`append`](Self::append) but never waits: a full budget is [`SpillError::BudgetFull`].
+    pub fn try_append(&self, item: &T) -> Result<u64, SpillError> {
+        self.inner.append(item, None)
+    }
+}
+
+impl<T: DeserializeOwned> SpillLog<T> {
+    /// The next unread record, or `None` when the reader has caught up with what is written
+    /// (call [`flush`](Self::flush) first to read your own recent appends). Corrupt data in the
+    /// middle of a segment fails with [`SpillError::Corrupt`] (naming file and offset), or is skipped
+    /// and counted under [`OnCorruption::Skip`].
+    pub fn read(&self) -> Result<Option<Spilled<T>>, SpillError> {
+        let inner = &*self.inner;
+        let mut reader = lock(&inner.reader);
+        loop {
+            let Some((seq, offset, path)) = inner.next_frame(&mut reader)? else {
+                return Ok(None);
+            };
+            match postcard::from_bytes::<T>(&reader.payload) {
+                Ok(item) => {
+                    reader.next_seq = seq + 1;
+                    drop(reader);
+                    SpillMetrics::add(&inner.metrics.replayed_records, 1);
+                    let mut state = lock(&inner.state);
+                    state.read_seq = state.read_seq.max(seq + 1);
+                    return Ok(Some(Spilled { seq, item }));
+                }
+                Err(source) => {
+                    SpillMetrics::add(&inner.metrics.corruptions, 1);
+                    tracing::warn!(file = %path.display(), offset, seq, %source, "spill record does not decode");
+                    reader.next_seq = seq + 1;
+                    if inner.config.on_corruption == OnCorruption::Fail {
+                        return Err(SpillError::Decode {
+                            file: path,
+                            offset,
+                            seq,
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::warn!(dir = %self.dir.display(), %error, "closing the spill log failed");
+        }
+    }
+}
+
+impl Inner {
+    fn open(dir: &Path, config: SpillConfig) -> Result<Self, SpillError> {
+        config.validate()?;
+        let fs = config.fs.clone();
+        let metrics = Arc::new(SpillMetrics::default());
+        SpillMetrics::set(&metrics.budget_bytes, config.budget_bytes);
+        fs.create_dir_all(dir)
+            .map_err(|e| SpillError::io(dir, "create directory", e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let dir_lock = match fs.try_lock(&lock_path) {
+            Ok(held) => held,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(SpillError::Locked { dir: dir.into() });
+            }
+            Err(e) => return Err(SpillError::io(lock_path, "lock directory", e)),
+        };
+
+        // The ledger.
+        let ledger_path = dir.join(LEDGER_FILE);
+        let ledger = match fs.read(&ledger_path) {
+            Ok(bytes) => match Ledger::decode(&bytes) {
+                Ok(ledger) => ledger,
+                Err(reason) => {
+                    SpillMetrics::add(&metrics.corruptions, 1);
+                    if config.on_corruption == OnCorruption::Fail {
+                        return Err(SpillError::Corrupt {
+                            file: ledger_path,
+                            offset: 0,
+                            reason,
+                        });
+                    }
+                    tracing::warn!(file = %ledger_path.display(), %reason, "corrupt spill ledger: replaying every segment");
+                    Ledger::default()
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ledger::default(),
+            Err(e) => return Err(SpillError::io(ledger_path, "read ledger", e)),
+        };
+
+        // The segments.
+        let mut segments = BTreeMap::new();
+        for path in fs
+            .list(dir)
+            .map_err(|e| SpillError::io(dir, "list directory", e))?
+        {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(first_seq) = parse_segment_name(name) {
+                let bytes = fs
+                    .len(&path)
+                    .map_err(|e| SpillError::io(&path, "stat segment", e))?;
+                segments.insert(first_seq, SegmentInfo { path, bytes });
+            }
+        }
+
+        // Recover the last segment: its valid records give the next sequence number.
+        let mut samples = VecDeque::new();
+        let mut next_seq = ledger.next_seq.max(ledger.acked_seq);
+        if let Some((&first_seq, info)) = segments.iter_mut().next_back() {
+            let recovered = recover_last(&*fs, &config, &metrics, first_seq, info)?;
+            next_seq = first_seq + recovered.records;
+            if let Some(ms) = recovered.first_written_ms {
+                samples.push_back((first_seq, ms));
+            }
+        }
+        for (&first_seq, info) in segments.iter().rev().skip(1) {
+            if let Ok(header) = read_header(&*fs, &info.path) {
+                samples.push_front((first_seq, header.created_ms));
+            }
+        }
+        let acked_seq = ledger.acked_seq.min(next_seq);
+
+        let mut state = State {
+            segments,
+            written_seq: next_seq,
+            durable_seq: next_seq,
+            acked_seq,
+            read_seq: acked_seq,
+            disk_bytes: 0,
+            ledger,
+            ledger_at: Instant::now(),
+            samples,
+            closed: false,
+        };
+
+        // The writer: append to the last segment, or start one.
+        let (active_first, active_path, active_len, file) = match state.segments.iter().next_back()
+        {
+            Some((&first, info)) if info.bytes >= SEGMENT_HEADER_LEN => {
+                let file = fs
+                    .open_append(&info.path)
+                    .map_err(|e| SpillError::io(&info.path, "open segment for append", e))?;
+                (first, info.path.clone(), info.bytes, file)
+            }
+            _ => {
+                let (path, file) = create_segment(&*fs, dir, next_seq, config.fsync)?;
+                state.segments.insert(
+                    next_seq,
+                    SegmentInfo {
+                        path: path.clone(),
+                        bytes: SEGMENT_HEADER_LEN,
+                    },
+                );
+                (next_seq, path, SEGMENT_HEADER_LEN, file)
+            }
+        };
+        state.disk_bytes = state.segments.values().map(|s| s.bytes).sum();
+
+        let inner = Inner {
+            dir: dir.into(),
+            fs,
+            writer: Mutex::new(Writer {
+                file,
+                active_first,
+                active_path,
+                active_len,
+                next_seq,
+                batch: Vec::with_capacity(config.batch_bytes.min(4 << 20) + 4096),
+                batch_records: 0,
+                batch_first_ms: 0,
+                scratch: Vec::new(),
+                last_sync: Instant::now(),
+                unsynced: false,
+            }),
+            reader: Mutex::new(Reader {
+                next_seq: acked_seq,
+                current: None,
+                payload: Vec::new(),
+                poisoned: None,
+            }),
+            config,
+            state: Mutex::new(state),
+            space: Condvar::new(),
+            metrics,
+            _lock: dir_lock,
+        };
+        {
+            // Delete what the ledger says is acknowledged, then persist the ledger: this also proves
+            // that the directory is writable and the disk not full, at open time.
+            let mut state = lock(&inner.state);
+            inner.delete_acked_segments(&mut state);
+            inner.persist_ledger(&mut state, next_seq)?;
+            inner.publish_gauges(&mut state);
+        }
+        Ok(inner)
+    }
+
+    fn append<T: Serialize>(&self, item: &T, wait: Option<Duration>) -> Result<u64, SpillError> {
+        let mut writer = lock(&self.writer);
+        let w = &mut *writer;
+        w.scratch.clear();
+        let payload = postcard::to_extend(item, std::mem::take(&mut w.scratch))
+            .map_err(SpillError::Encode)?;
+        let result = self.append_encoded(w, &payload, wait);
+        w.scratch = payload;
+        result
+    }
+
+    fn append_encoded(
+        &self,
+        w: &mut Writer,
+        payload: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<u64, SpillError> {
+        if payload.len() > self.config.max_record_bytes as usize {
+            return Err(SpillError::RecordTooLarge {
+                size: payload.len(),
+                max: self.config.max_record_bytes,
+            });
+        }
+        let frame = FRAME_HEADER_LEN + payload.len() as u64;
+        let roll = w.active_len + w.batch.len() as u64 > SEGMENT_HEADER_LEN
+            && w.active_len + w.batch.len() as u64 + frame > self.config.segment_bytes;
+        let needed = frame + if roll { SEGMENT_HEADER_LEN } else { 0 };
+        self.reserve(w, needed, wait)?;
+        if roll {
+            self.roll(w)?;
+        }
+        let ms = now_ms();
+        if w.batch_records == 0 {
+            w.batch_first_ms = ms;
+        }
+        encode_record(&mut w.batch, payload, ms);
+        w.batch_records += 1;
+        let seq = w.next_seq;
+        w.next_seq += 1;
+        if w.batch_records >= self.config.batch_records as u64
+            || w.batch.len() >= self.config.batch_bytes
+        {
+            self.write_batch(w, false)?;
+        }
+        Ok(seq)
+    }
+
+    /// Waits (or refuses) until `needed` more bytes fit in the budget.
+    fn reserve(
+        &self,
+        w: &mut Writer,
+        needed: u64,
+        wait: Option<Duration>,
+    ) -> Result<(), SpillError> {
+        let budget = self.config.budget_bytes;
+        {
+            let state = lock(&self.state);
+            if state.closed {
+                return Err(SpillError::Closed);
+            }
+            if state.disk_bytes + w.batch.len() as u64 + needed <= budget {
+                return Ok(());
+            }
+        }
+        // Make what is batched readable, so that readers can consume and acknowledge it.
+        self.write_batch(w, false)?;
+        let started = Instant::now();
+        let mut state = lock(&self.state);
+        loop {
+            if state.disk_bytes + needed <= budget {
+                return Ok(());
+            }
+            let left = wait.and_then(|timeout| timeout.checked_sub(started.elapsed()));
+            match left {
+                Some(left) if !left.is_zero() && !state.closed => {
+                    state = self
+                        .space
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                _ => {
+                    SpillMetrics::add(&self.metrics.budget_rejections, 1);
+                    let used = state.disk_bytes;
+                    drop(state);
+                    tracing::warn!(dir = %self.dir.display(), used, budget, "spill budget full");
+                    return Err(match wait {
+                        None => SpillError::BudgetFull {
+                            budget,
+                            used,
+                            needed,
+                        },
+                        Some(_) => SpillError::BudgetTimeout {
+                            waited: started.elapsed(),
+                            budget,
+                            used,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the next sequence number.
+    fn roll(&self, w: &mut Writer) -> Result<(), SpillError> {
+        let sync_sealed = self.config.fsync != FsyncPolicy::Never;
+        self.write_batch(w, sync_sealed)?;
+        let (path, file) = create_segment(&*self.fs, &self.dir, w.next_seq, self.config.fsync)?;
+        w.file = file;
+        w.active_first = w.next_seq;
+        w.active_path = path.clone();
+        w.active_len = SEGMENT_HEADER_LEN;
+        w.unsynced = false;
+        let mut state = lock(&self.state);
+        state.segments.insert(
+            w.next_seq,
+            SegmentInfo {
+                path,
+                bytes: SEGMENT_HEADER_LEN,
+            },
+        );
+        state.disk_bytes += SEGMENT_HEADER_LEN;
+        state.samples.push_back((w.next_seq, now_ms()));
+        self.publish_gauges(&mut state);
+        Ok(())
+    }
+
+    /// Writes the batch, fsyncs per policy (or if `force_sync`), and publishes the new positions.
+    fn write_batch(&self, w: &mut Writer, force_sync: bool) -> Result<Written, SpillError> {
+        let written_bytes = w.batch.len() as u64;
+        let records = w.batch_records;
+        if written_bytes > 0 {
+            if let Err(error) = w.file.write_all(&w.batch) {
+                // Forget the batch: none of its records was acknowledged as written. Cut off any
+                // partial write so that the file ends at a record boundary.
+                w.next_seq -= w.batch_records;
+                w.batch.clear();
+                w.batch_records = 0;
+                if let Err(cut) = self.fs.truncate(&w.active_path, w.active_len) {
+                    tracing::warn!(file = %w.active_path.display(), %cut, "could not cut a failed batch write");
+                }
+                return Err(SpillError::io(&w.active_path, "write batch", error));
+            }
+            w.active_len += written_bytes;
+            w.unsynced = true;
+        }
+        let sync = w.unsynced
+            && (force_sync
+                || match self.config.fsync {
+                    FsyncPolicy::EveryBatch => true,
+                    FsyncPolicy::Interval(every) => w.last_sync.elapsed() >= every,
+                    FsyncPolicy::Never => false,
+                });
+        let first_seq = w.next_seq - records;
+        let first_ms = w.batch_first_ms;
+        w.batch.clear();
+        w.batch_records = 0;
+        let synced = if sync {
+            w.file
+                .sync_data()
+                .map_err(|e| SpillError::io(&w.active_path, "fsync segment", e))
+        } else {
+            Ok(())
+        };
+        if sync && synced.is_ok() {
+            w.last_sync = Instant::now();
+            w.unsynced = false;
+        }
+        let mut state = lock(&self.state);
+        if let Some(info) = state.segments.get_mut(&w.active_first) {
+            info.bytes = w.active_len;
+        }
+        state.disk_bytes += written_bytes;
+        state.written_seq = w.next_seq;
+        if sync && synced.is_ok() {
+            state.durable_seq = w.next_seq;
+        }
+        if records > 0 {
+            state.samples.push_back((first_seq, first_ms));
+            SpillMetrics::add(&self.metrics.spilled_records, records);
+            SpillMetrics::add(&self.metrics.spilled_bytes, written_bytes);
+        }
+        self.publish_gauges(&mut state);
+        let written = Written {
+            written: state.written_seq,
+            durable: state.durable_seq,
+        };
+        drop(state);
+        synced.map(|()| written)
+    }
+
+    fn ack_through(&self, seq: u64) -> Result<(), SpillError> {
+        let mut state = lock(&self.state);
+        let seq = seq.min(state.read_seq);
+        if seq <= state.acked_seq {
+            return Ok(());
+        }
+        SpillMetrics::add(&self.metrics.acked_records, seq - state.acked_seq);
+        state.acked_seq = seq;
+        let deleted = self.delete_acked_segments(&mut state);
+        let due = deleted
+            || state.acked_seq - state.ledger.acked_seq >= self.config.ledger_every
+            || state.ledger_at.elapsed() >= self.config.ledger_interval;
+        let result = if due {
+            let next = state.written_seq;
+            self.persist_ledger(&mut state, next)
+        } else {
+            Ok(())
+        };
+        self.publish_gauges(&mut state);
+        if deleted {
+            self.space.notify_all();
+        }
+        result
+    }
+
+    /// Deletes sealed segments whose every record is acknowledged. Returns whether any went.
+    fn delete_acked_segments(&self, state: &mut State) -> bool {
+        let mut deleted = false;
+        loop {
+            let mut firsts = state.segments.keys();
+            let (Some(_), Some(&second)) = (firsts.next(), firsts.next()) else {
+                break;
+            };
+            if second > state.acked_seq {
+                break;
+            }
+            let Some((_, info)) = state.segments.pop_first() else {
+                break;
+            };
+            if let Err(error) = self.fs.remove(&info.path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %info.path.display(), %error, "could not delete an acknowledged spill segment");
+            }
+            state.disk_bytes -= info.bytes.min(state.disk_bytes);
+            deleted = true;
+        }
+        deleted
+    }
+
+    fn persist_ledger(&self, state: &mut State, next_seq: u64) -> Result<(), SpillError> {
+        let ledger = Ledger {
+            acked_seq: state.acked_seq,
+            read_seq: state.read_seq,
+            next_seq,
+        };
+        let path = self.dir.join(LEDGER_FILE);
+        self.fs
+            .write_atomic(&path, &ledger.encode())
+            .map_err(|e| SpillError::io(path, "write ledger", e))?;
+        state.ledger = ledger;
+        state.ledger_at = Instant::now();
+        Ok(())
+    }
+
+    fn publish_gauges(&self, state: &mut State) {
+        while state.samples.len() >= 2 && state.samples[1].0 <= state.acked_seq {
+            state.samples.pop_front();
+        }
+        let oldest = if state.acked_seq >= state.written_seq {
+            0
+        } else {
+            state.samples.front().map_or(0, |&(_, ms)| ms + 1)
+        };
+        let m = &self.metrics;
+        SpillMetrics::set(&m.oldest_ms, oldest);
+        SpillMetrics::set(&m.disk_bytes, state.disk_bytes);
+        SpillMetrics::set(&m.segments, state.segments.len() as u64);
+    }
+
+    fn close(&self) -> Result<Written, SpillError> {
+        let mut writer = lock(&self.writer);
+        if lock(&self.state).closed {
+            let state = lock(&self.state);
+            return Ok(Written {
+                written: state.written_seq,
+                durable: state.durable_seq,
+            });
+        }
+        let written = self.write_batch(&mut writer, true);
+        let mut state = lock(&self.state);
+        state.closed = true;
+        let next = writer.next_seq;
+        let ledger = self.persist_ledger(&mut state, next);
+        self.space.notify_all();
+        let written = written?;
+        ledger?;
+        Ok(written)
+    }
+
+    /// Finds the next whole record for `reader`: its payload is left in `reader.payload`. Returns
+    /// (sequence number, offset, file).
+    fn next_frame(&self, reader: &mut Reader) -> Result<Option<(u64, u64, PathBuf)>, SpillError> {
+        if let Some((file, offset, reason)) = &reader.poisoned {
+            return Err(SpillError::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            });
+        }
+        let max_record = self.config.max_record_bytes;
+        loop {
+            if reader.current.is_none() {
+                let target = {
+                    let state = lock(&self.state);
+                    if reader.next_seq >= state.written_seq {
+                        return Ok(None);
+                    }
+                    let found = state
+                        .segments
+                        .range(..=reader.next_seq)
+                        .next_back()
+                        .or_else(|| state.segments.iter().next());
+                    match found {
+                        None => return Ok(None),
+                        Some((&first, info)) => (first, info.path.clone(), info.bytes),
+                    }
+                };
+                let (first, path, limit) = target;
+                reader.next_seq = reader.next_seq.max(first);
+                match self.open_cursor(first, path, limit) {
+                    Ok(cursor) => reader.current = Some(cursor),
+                    Err(OpenCursor::Gone) => continue,
+                    Err(OpenCursor::Failed(error)) => return Err(error),
+                    Err(OpenCursor::BadHeader(path, reason)) => {
+                        SpillMetrics::add(&self.metrics.corruptions, 1);
+                        tracing::warn!(file = %path.display(), %reason, "corrupt spill segment header");
+                        if self.config.on_corruption == OnCorruption::Fail {
+                            reader.poisoned = Some((path.clone(), 0, reason.clone()));
+                            return Err(SpillError::Corrupt {
+                                file: path,
+                                offset: 0,
+                                reason,
+                            });
+                        }
+                        match self.next_segment_after(first) {
+                            Some(next) => reader.next_seq = reader.next_seq.max(next),
+                            None => return Ok(None),
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(cursor) = reader.current.as_mut() else {
+                continue;
+            };
+            if cursor.dead || cursor.offset >= cursor.limit {
+                // Look again: the writer may have written more, or moved on.
+                let state = lock(&self.state);
+                let is_last = state.segments.keys().next_back() == Some(&cursor.first_seq);
+                match state.segments.get(&cursor.first_seq) {
+                    Some(info) if !cursor.dead && info.bytes > cursor.offset => {
+                        cursor.limit = info.bytes;
+                    }
+                    Some(_) if is_last => return Ok(None),
+                    _ => {
+                        let next = state
+                            .segments
+                            .range(cursor.first_seq + 1..)
+                            .next()
+                            .map(|(&first, _)| first);
+                        drop(state);
+                        if let Some(next) = next {
+                            reader.next_seq = reader.next_seq.max(next);
+                        }
+                        reader.current = None;
+                        continue;
+                    }
+                }
+            }
+            let offset = cursor.offset;
+            let remaining = cursor.limit - offset;
+            let frame = read_frame(&mut cursor.file, remaining, max_record, &mut reader.payload)
+                .map_err(|e| SpillError::io(&cursor.path, "read segment", e))?;
+            let reason = match frame {
+                Frame::Record { frame_len, .. } => {
+                    cursor.offset += frame_len;
+                    let seq = cursor.seq;
+                    cursor.seq += 1;
+                    if seq < reader.next_seq {
+                        continue; // acknowledged before the restart
+                    }
+                    return Ok(Some((seq, offset, cursor.path.clone())));
+                }
+                Frame::End => continue,
+                Frame::BadCrc {
+                    stored,
+                    computed,
+                    frame_len,
+                } => {
+                    let reason = format!(
+                        "record crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                    );
+                    if self.config.on_corruption == OnCorruption::Skip {
+                        SpillMetrics::add(&self.metrics.corruptions, 1);
+                        tracing::warn!(file = %cursor.path.display(), offset, %reason, "skipping a corrupt spill record");
+                        cursor.offset += frame_len;
+                        cursor.seq += 1;
+                        reader.next_seq = reader.next_seq.max(cursor.seq);
+                        continue;
+                    }
+                    reason
+                }
+                Frame::BadLength { len } => {
+                    format!("record length {len} exceeds the maximum {max_record}")
+                }
+                Frame::Torn { remaining } => {
+                    format!("record cut short: {remaining} bytes before the end of written data")
+                }
+            };
+            // The framing is lost (or the policy is to fail).
+            SpillMetrics::add(&self.metrics.corruptions, 1);
+            tracing::warn!(file = %cursor.path.display(), offset, %reason, "corrupt spill segment");
+            if self.config.on_corruption == OnCorruption::Fail {
+                reader.poisoned = Some((cursor.path.clone(), offset, reason.clone()));
+                return Err(SpillError::Corrupt {
+                    file: cursor.path.clone(),
+                    offset,
+                    reason,
+                });
+            }
+            cursor.dead = true;
+        }
+    }
+
+    fn next_segment_after(&self, first: u64) -> Option<u64> {
+        lock(&self.state)
+            .segments
+            .range(first + 1..)
+            .next()
+            .map(|(&f, _)| f)
+    }
+
+    fn open_cursor(&self, first: u64, path: PathBuf, limit: u64) -> Result<Cursor, OpenCursor> {
+        let file = match self.fs.open_read(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone),
+            Err(e) => {
+                return Err(OpenCursor::Failed(SpillError::io(
+                    path,
+                    "open segment for reading",
+                    e,
+                )));
+            }
+        };
+        let mut file = BufReader::with_capacity(READ_BUFFER, file);
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        if limit < SEGMENT_HEADER_LEN {
+            return Err(OpenCursor::BadHeader(
+                path,
+                format!("segment is {limit} bytes, shorter than its header"),
+            ));
+        }
+        if let Err(e) = file.read_exact(&mut header) {
+            return Err(OpenCursor::Failed(SpillError::io(
+                path,
+                "read segment header",
+                e,
+            )));
+        }
+        match SegmentHeader::decode(&header) {
+            Ok(decoded) if decoded.first_seq == first => Ok(Cursor {
+                first_seq: first,
+                path,
+                file,
+                offset: SEGMENT_HEADER_LEN,
+                limit,
+                seq: first,
+                dead: false,
+            }),
+            Ok(decoded) => Err(OpenCursor::BadHeader(
+                path,
+                format!(
+                    "header says the first record is {}, the file name says {first}",
+                    decoded.first_seq
+                ),
+            )),
+            Err(reason) => Err(OpenCursor::BadHeader(path, reason)),
+        }
+    }
+}
+
+enum OpenCursor {
+    Gone,
+    Failed(SpillError),
+    BadHeader(PathBuf, String),
+}
+
+fn read_header(fs: &dyn Filesystem, path: &Path) -> io::Result<SegmentHeader> {
+    let mut file = fs.open_read(path)?;
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact(&mut header)?;
+    SegmentHeader::decode(&header).map_err(io::Error::other)
+}
+
+fn create_segment(
+    fs: &dyn Filesystem,
+    dir: &Path,
+    first_seq: u64,
+    fsync: FsyncPolicy,
+) -> Result<(PathBuf, Box<dyn AppendFile>), SpillError> {
+    let path = dir.join(segment_name(first_seq));
+    // A leftover empty or torn file of the same name holds no record: start it over.
+    if fs.len(&path).is_ok() {
+        fs.truncate(&path, 0)
+            .map_err(|e| SpillError::io(&path, "reset segment", e))?;
+    }
+    let mut file = fs
+        .open_append(&path)
+        .map_err(|e| SpillError::io(&path, "create segment", e))?;
+    let header = SegmentHeader {
+        first_seq,
+        created_ms: now_ms(),
+    };
+    file.write_all(&header.encode())
+        .map_err(|e| SpillError::io(&path, "write segment header", e))?;
+    if fsync != FsyncPolicy::Never {
+        // The file's existence must be durable before any record in it is acknowledged.
+        file.sync_data()
+            .map_err(|e| SpillError::io(&path, "fsync segment", e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| SpillError::io(dir, "fsync directory", e))?;
+    }
+    Ok((path, file))
+}
+
+struct Recovered {
+    records: u64,
+    first_written_ms: Option<u64>,
+}
+
+/// Scans the last segment. A torn tail (a partial or garbled last record, with no good record after
+/// it) is truncated, counted and logged; a bad record followed by good ones is corruption in the
+/// middle, handled by [`OnCorruption`].
+fn recover_last(
+    fs: &dyn Filesystem,
+    config: &SpillConfig,
+    metrics: &SpillMetrics,
+    first_seq: u64,
+    info: &mut SegmentInfo,
+) -> Result<Recovered, SpillError> {
+    let path = info.path.clone();
+    let len = info.bytes;
+    let truncate = |to: u64, reason: &str| -> Result<(), SpillError> {
+        tracing::warn!(file = %path.display(), offset = to, dropped_bytes = len - to, reason, "truncating the torn tail of a spill segment");
+        SpillMetrics::add(&metrics.truncations, 1);
+        SpillMetrics::add(&metrics.truncated_bytes, len - to);
+        fs.truncate(&path, to)
+            .map_err(|e| SpillError::io(&path, "truncate torn tail", e))
+    };
+    let mut recovered = Recovered {
+        records: 0,
+        first_written_ms: None,
+    };
+    if len < SEGMENT_HEADER_LEN {
+        // Crashed while creating the segment: it holds nothing. It is started over at open.
+        truncate(0, "segment header cut short")?;
+        info.bytes = 0;
+        return Ok(recovered);
+    }
+    let file = fs
+        .open_read(&path)
+        .map_err(|e| SpillError::io(&path, "open segment for recovery", e))?;
+    let mut file = BufReader::with_capacity(READ_BUFFER, file);
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| SpillError::io(&path, "read segment header", e))?;
+    match SegmentHeader::decode(&header) {
+        Ok(h) if h.first_seq == first_seq => {}
+        Ok(h) => {
+            return Err(SpillError::Corrupt {
+                file: path.clone(),
+                offset: 0,
+                reason: format!(
+                    "header says the first record is {}, the file name says {first_seq}",
+                    h.first_seq
+                ),
+            });
+        }
+        Err(reason) => {
+            SpillMetrics::add(&metrics.corruptions, 1);
+            if config.on_corruption == OnCorruption::Fail || len > SEGMENT_HEADER_LEN {
+                return Err(SpillError::Corrupt {
+                    file: path.clone(),
+                    offset: 0,
+                    reason,
+                });
+            }
+            truncate(0, "segment header garbled and no record follows")?;
+            info.bytes = 0;
+            return Ok(recovered);
+        }
+    }
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut valid_len = offset;
+    let mut valid_records = 0;
+    // The first bad record seen since the last good one: (offset, reason).
+    let mut bad: Option<(u64, String)> = None;
+    let mut payload = Vec::new();
+    loop {
+        let frame = read_frame(
+            &mut file,
+            len - offset,
+            config.max_record_bytes,
+            &mut payload,
+        )
+        .map_err(|e| SpillError::io(&path, "scan segment", e))?;
+        match frame {
+            Frame::Record {
+                written_ms,
+                frame_len,
+            } => {
+                if let Some((bad_offset, reason)) = bad.take() {
+                    // A good record after a bad one: not a torn tail.
+                    SpillMetrics::add(&metrics.corruptions, 1);
+                    if config.on_corruption == OnCorruption::Fail {
+                        return Err(SpillError::Corrupt {
+                            file: path.clone(),
+                            offset: bad_offset,
+                            reason,
+                        });
+                    }
+                    tracing::warn!(file = %path.display(), offset = bad_offset, %reason, "corrupt spill record in the middle of the last segment: it will be skipped");
+                }
+                recovered.first_written_ms.get_or_insert(written_ms);
+                offset += frame_len;
+                recovered.records += 1;
+                valid_len = offset;
+                valid_records = recovered.records;
+            }
+            Frame::End => break,
+            Frame::BadCrc {
+                stored,
+                computed,
+                frame_len,
+            } => {
+                bad.get_or_insert((
+                    offset,
+                    format!(
+                        "record crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                    ),
+                ));
+                offset += frame_len;
+                recovered.records += 1;
+            }
+            Frame::BadLength { .. } | Frame::Torn { .. } => break,
+        }
+    }
+    recovered.records = valid_records;
+    if valid_len < len {
+        truncate(
+            valid_len,
+            "partial or garbled records after the last good one",
+        )?;
+        info.bytes = valid_len;
+    }
+    Ok(recovered)
+}

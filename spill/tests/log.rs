@@ -1,0 +1,449 @@
+//! The spill log against its invariants: round trip, rollover and deletion, budget, restart,
+//! locking, torn tails, corruption and injected I/O faults.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use weir_spill::fs::{AppendFile, DirLock, Filesystem, ReadFile, StdFilesystem};
+use weir_spill::{
+    FsyncPolicy, OnCorruption, Placement, SpillConfig, SpillError, SpillLog, SpillQueue, WhenFull,
+};
+
+/// Small segments reach rollover quickly (a 40-byte item makes a ~57-byte frame).
+fn small() -> SpillConfig {
+    SpillConfig::new()
+        .segment_bytes(512)
+        .budget_bytes(64 << 10)
+        .batch_records(4)
+}
+
+fn item(i: u64) -> (u64, String) {
+    (i, format!("payload-{i:032}"))
+}
+
+fn read_all(log: &SpillLog<(u64, String)>) -> Vec<u64> {
+    let mut seen = Vec::new();
+    while let Some(record) = log.read().unwrap() {
+        assert_eq!(record.item, item(record.item.0));
+        seen.push(record.item.0);
+    }
+    seen
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn round_trip_rollover_and_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::open(dir.path(), small()).unwrap();
+    for i in 0..100 {
+        assert_eq!(log.append(&item(i)).unwrap(), i);
+    }
+    assert_eq!(log.flush().unwrap().durable, 100);
+    assert!(segments(dir.path()).len() > 5, "rolled over");
+    let before = log.metrics().snapshot();
+    assert_eq!(before.spilled_records, 100);
+    assert!(before.oldest_age_ms.is_some());
+    assert_eq!(read_all(&log), (0..100).collect::<Vec<_>>());
+    log.ack_through(100).unwrap();
+    let after = log.metrics().snapshot();
+    assert_eq!(after.segments, 1, "only the active segment stays");
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert!(after.disk_bytes < before.disk_bytes);
+    assert_eq!(after.oldest_age_ms, None);
+    assert_eq!(after.replayed_records, 100);
+}
+
+#[test]
+fn restart_replays_only_unacknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SpillLog::open(dir.path(), small()).unwrap();
+        for i in 0..50 {
+            log.append(&item(i)).unwrap();
+        }
+        log.flush().unwrap();
+        for _ in 0..20 {
+            log.read().unwrap().unwrap();
+        }
+        log.ack_through(20).unwrap();
+    }
+    let log = SpillLog::open(dir.path(), small()).unwrap();
+    assert_eq!(log.next_seq(), 50);
+    assert_eq!(read_all(&log), (20..50).collect::<Vec<_>>());
+    // New records continue the numbering.
+    assert_eq!(log.append(&item(50)).unwrap(), 50);
+}
+
+#[test]
+fn a_directory_is_locked_by_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::<u64>::open(dir.path(), small()).unwrap();
+    let second = SpillLog::<u64>::open(dir.path(), small()).unwrap_err();
+    assert!(matches!(second, SpillError::Locked { .. }), "{second}");
+    assert!(second.to_string().contains("already opened"));
+    drop(log);
+    SpillLog::<u64>::open(dir.path(), small()).unwrap();
+}
+
+#[test]
+fn a_missing_directory_is_created_and_bad_configs_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b/c");
+    SpillLog::<u64>::open(&nested, small()).unwrap();
+    assert!(nested.join("ledger").exists());
+    let tiny_budget = small().budget_bytes(600);
+    assert!(matches!(
+        SpillLog::<u64>::open(dir.path().join("x"), tiny_budget),
+        Err(SpillError::Config(_))
+    ));
+}
+
+#[test]
+fn budget_rejects_then_frees_on_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small().budget_bytes(1024).when_full(WhenFull::Reject);
+    let log = SpillLog::open(dir.path(), config).unwrap();
+    let mut accepted = 0;
+    let error = loop {
+        match log.append(&item(accepted)) {
+            Ok(_) => accepted += 1,
+            Err(error) => break error,
+        }
+    };
+    assert!(error.is_budget(), "{error}");
+    assert!(log.metrics().snapshot().budget_rejections >= 1);
+    assert!(log.metrics().snapshot().disk_bytes <= 1024);
+    log.flush().unwrap();
+    for _ in 0..accepted {
+        log.read().unwrap().unwrap();
+    }
+    log.ack_through(accepted).unwrap();
+    log.append(&item(accepted)).unwrap();
+}
+
+#[test]
+fn budget_blocks_until_a_reader_acknowledges() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small().budget_bytes(1024).when_full(WhenFull::Block {
+        timeout: Duration::from_secs(5),
+    });
+    let log = SpillLog::<(u64, String)>::open(dir.path(), config).unwrap();
+    let reader = log.clone();
+    let consumer = std::thread::spawn(move || {
+        let mut next = 0;
+        while next < 200 {
+            match reader.read().unwrap() {
+                Some(record) => {
+                    assert_eq!(record.item.0, next);
+                    next += 1;
+                    reader.ack_through(record.seq + 1).unwrap();
+                }
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    for i in 0..200 {
+        log.append(&item(i)).unwrap();
+    }
+    log.flush().unwrap();
+    consumer.join().unwrap();
+    // With nobody reading, a block times out with a clear error.
+    let config = small().budget_bytes(1024).when_full(WhenFull::Block {
+        timeout: Duration::from_millis(50),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::open(dir.path(), config).unwrap();
+    let error = (0..100).find_map(|i| log.append(&item(i)).err()).unwrap();
+    assert!(matches!(error, SpillError::BudgetTimeout { .. }), "{error}");
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SpillLog::open(dir.path(), small()).unwrap();
+        for i in 0..5 {
+            log.append(&item(i)).unwrap();
+        }
+        log.flush().unwrap();
+    }
+    let last = segments(dir.path()).pop().unwrap();
+    let good = std::fs::metadata(&last).unwrap().len();
+    // A crash mid-write: half a frame of garbage after the last good record.
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(&[0xAB; 30]);
+    std::fs::write(&last, &bytes).unwrap();
+    let log = SpillLog::open(dir.path(), small()).unwrap();
+    let snapshot = log.metrics().snapshot();
+    assert_eq!(snapshot.truncations, 1);
+    assert_eq!(snapshot.truncated_bytes, 30);
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), good);
+    assert_eq!(read_all(&log), (0..5).collect::<Vec<_>>());
+    assert_eq!(log.append(&item(5)).unwrap(), 5);
+}
+
+fn corrupt_first_segment(dir: &Path) -> (PathBuf, u64) {
+    {
+        let log = SpillLog::open(dir, small()).unwrap();
+        for i in 0..40 {
+            log.append(&item(i)).unwrap();
+        }
+        log.flush().unwrap();
+    }
+    let first = segments(dir).remove(0);
+    let mut bytes = std::fs::read(&first).unwrap();
+    // Flip a payload byte of the second record (36-byte header, 16-byte frame header).
+    let frame = (bytes.len() as u64 - 36) / 8; // 8 records of equal size per 512-byte segment
+    let second = 36 + frame;
+    bytes[(second + 20) as usize] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+    (first, second)
+}
+
+#[test]
+fn corruption_in_the_middle_fails_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, offset) = corrupt_first_segment(dir.path());
+    let log = SpillLog::<(u64, String)>::open(dir.path(), small()).unwrap();
+    assert_eq!(log.read().unwrap().unwrap().item.0, 0);
+    let error = log.read().unwrap_err();
+    match &error {
+        SpillError::Corrupt {
+            file: f, offset: o, ..
+        } => {
+            assert_eq!(f, &file);
+            assert_eq!(*o, offset);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(error.to_string().contains("crc mismatch"), "{error}");
+    // It stays failed: the reader does not silently move on.
+    assert!(log.read().unwrap_err().is_corruption());
+}
+
+#[test]
+fn corruption_in_the_middle_can_be_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    corrupt_first_segment(dir.path());
+    let config = small().on_corruption(OnCorruption::Skip);
+    let log = SpillLog::<(u64, String)>::open(dir.path(), config).unwrap();
+    let seen = read_all(&log);
+    assert_eq!(seen.len(), 39);
+    assert!(!seen.contains(&1));
+    assert_eq!(log.metrics().snapshot().corruptions, 1);
+}
+
+/// A filesystem whose appends fail with "no space left" once `full` is set.
+#[derive(Debug, Default)]
+struct FullDisk {
+    full: Arc<AtomicBool>,
+}
+
+struct FullFile {
+    inner: Box<dyn AppendFile>,
+    full: Arc<AtomicBool>,
+}
+
+impl io::Write for FullFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.full.load(Ordering::SeqCst) {
+            // Half the batch lands before the device fills up.
+            let half = self.inner.write(&buf[..buf.len() / 2])?;
+            let _ = half;
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl AppendFile for FullFile {
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
+impl Filesystem for FullDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFilesystem.create_dir_all(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        StdFilesystem.list(dir)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
+        StdFilesystem.open_read(path)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
+        Ok(Box::new(FullFile {
+            inner: StdFilesystem.open_append(path)?,
+            full: self.full.clone(),
+        }))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        StdFilesystem.read(path)
+    }
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::StorageFull.into());
+        }
+        StdFilesystem.write_atomic(path, bytes)
+    }
+    fn len(&self, path: &Path) -> io::Result<u64> {
+        StdFilesystem.len(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        StdFilesystem.truncate(path, len)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFilesystem.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        StdFilesystem.sync_dir(dir)
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
+        StdFilesystem.try_lock(path)
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let fs = Arc::new(FullDisk { full: full.clone() });
+    let log = SpillLog::open(dir.path(), small().filesystem(fs.clone())).unwrap();
+    for i in 0..3 {
+        log.append(&item(i)).unwrap();
+    }
+    assert_eq!(log.flush().unwrap().durable, 3);
+    full.store(true, Ordering::SeqCst);
+    log.append(&item(3)).unwrap();
+    let error = log.flush().unwrap_err();
+    assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
+    assert!(error.to_string().contains("write batch"), "{error}");
+    full.store(false, Ordering::SeqCst);
+    // The failed batch was cut off: numbering continues from the last written record.
+    assert_eq!(log.append(&item(3)).unwrap(), 3);
+    log.flush().unwrap();
+    assert_eq!(read_all(&log), vec![0, 1, 2, 3]);
+    drop(log);
+    // At open, a full disk (the ledger cannot be written) is an error too.
+    full.store(true, Ordering::SeqCst);
+    let error = SpillLog::<u64>::open(dir.path(), small().filesystem(fs)).unwrap_err();
+    assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unwritable_directory_fails_at_open() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("ro");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // Root ignores permissions: only check when the directory really is read-only.
+    if std::fs::write(locked.join("probe"), b"x").is_err() {
+        let error = SpillLog::<u64>::open(&locked, small()).unwrap_err();
+        assert!(matches!(error, SpillError::NotWritable { .. }), "{error}");
+    }
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn every_fsync_policy_round_trips() {
+    for policy in [
+        FsyncPolicy::EveryBatch,
+        FsyncPolicy::Interval(Duration::from_millis(1)),
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = SpillLog::open(dir.path(), small().fsync(policy)).unwrap();
+            for i in 0..30 {
+                log.append(&item(i)).unwrap();
+            }
+        }
+        let log = SpillLog::open(dir.path(), small().fsync(policy)).unwrap();
+        assert_eq!(read_all(&log), (0..30).collect::<Vec<_>>(), "{policy:?}");
+    }
+}
+
+/// A tiny deterministic generator (xorshift), so the tests need no extra crate.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn queue_keeps_fifo_order_under_random_pushes_and_takes() {
+    for seed in 1..=5u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut queue = SpillQueue::open(dir.path(), 8, small().budget_bytes(1 << 20)).unwrap();
+        let mut rng = Rng(seed * 0x9E37_79B9);
+        let (mut pushed, mut taken) = (0u64, Vec::new());
+        let mut spilled = 0;
+        while taken.len() < 2_000 {
+            if pushed < 2_000 && rng.below(3) != 0 {
+                for _ in 0..rng.below(20) {
+                    if pushed < 2_000 {
+                        if let Placement::Spilled(_) = queue.push(item(pushed)).unwrap() {
+                            spilled += 1;
+                        }
+                        pushed += 1;
+                    }
+                }
+            } else {
+                let mut out = Vec::new();
+                queue
+                    .take_into(rng.below(16) as usize + 1, &mut out)
+                    .unwrap();
+                taken.extend(out.into_iter().map(|(i, s)| {
+                    assert_eq!(s, item(i).1);
+                    i
+                }));
+            }
+        }
+        assert_eq!(taken, (0..2_000).collect::<Vec<_>>(), "seed {seed}");
+        assert!(spilled > 100, "the disk path was exercised ({spilled})");
+        assert!(queue.is_empty());
+        assert_eq!(queue.log().unacked(), 0);
+    }
+}
+
+#[test]
+fn queue_recovers_spilled_items_first_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut queue = SpillQueue::open(dir.path(), 2, small()).unwrap();
+        for i in 0..10 {
+            queue.push(item(i)).unwrap();
+        }
+        assert_eq!(queue.on_disk(), 8);
+        // Memory items (0, 1) are lost in a "crash"; the 8 on disk survive.
+    }
+    let mut queue = SpillQueue::open(dir.path(), 2, small()).unwrap();
+    assert!(queue.is_spilling());
+    queue.push(item(100)).unwrap();
+    let mut out = Vec::new();
+    queue.take_into(100, &mut out).unwrap();
+    let order: Vec<u64> = out.into_iter().map(|(i, _)| i).collect();
+    assert_eq!(order, vec![2, 3, 4, 5, 6, 7, 8, 9, 100]);
+}
