@@ -95,8 +95,31 @@ weir_tck::publisher_verification!(
 
 weir_tck::subscriber_blackbox_verification!(spill_sink, sink);
 
+/// A spilling ingress pre-filled with `0..n` (memory for 4 of them, the rest on disk), then closed.
+fn spilling_ingress_of(n: u64) -> weir::ingress::IngressPublisher<u64> {
+    let store = weir_spill::SpillQueue::open(scratch(), 4, small()).expect("open the store");
+    let full = weir::ingress::SpillFull::Reject {
+        retry_after: std::time::Duration::from_millis(1),
+    };
+    let (handle, publisher) =
+        weir::ingress::ingress_spilling("tck", store, full).expect("a spilling ingress");
+    for x in 0..n {
+        handle.try_push(x).expect("room on disk");
+    }
+    handle.close();
+    publisher
+}
+
+weir_tck::publisher_verification!(
+    spilling_ingress,
+    spilling_ingress_of,
+    failed = Some(corrupt_replay),
+    max_elements = 4_096,
+);
+
 #[test]
 fn every_rule_is_generated() {
     assert_eq!(spill_replay::RULES, weir_tck::publisher::RULES);
     assert_eq!(spill_sink::RULES, weir_tck::blackbox::RULES);
+    assert_eq!(spilling_ingress::RULES, weir_tck::publisher::RULES);
 }

@@ -112,6 +112,16 @@ pub enum PushError<T> {
         /// The ingress.
         stage: Arc<str>,
     },
+    /// The spill store failed (a disk error); see [`ingress_spilling`].
+    #[error("ingress `{stage}` could not spill: {error}")]
+    Failed {
+        /// The item, handed back.
+        item: T,
+        /// What the store reported.
+        error: Error,
+        /// The ingress.
+        stage: Arc<str>,
+    },
     /// The ingress was closed (or its subscriber cancelled).
     #[error("ingress `{stage}` is closed")]
     Closed {
@@ -130,6 +140,7 @@ impl<T> PushError<T> {
             | PushError::Timeout { item, .. }
             | PushError::Full { item, .. }
             | PushError::Dropped { item, .. }
+            | PushError::Failed { item, .. }
             | PushError::Closed { item, .. } => item,
         }
     }
@@ -148,6 +159,7 @@ impl<T> PushError<T> {
             PushError::Rejected { .. } | PushError::Full { .. } => Reason::Full,
             PushError::Timeout { .. } => Reason::Timeout,
             PushError::Dropped { .. } => Reason::DroppedNewest,
+            PushError::Failed { .. } => Reason::SpillFailed,
             PushError::Closed { .. } => Reason::Closed,
         }
     }
@@ -166,18 +178,95 @@ pub enum Pushed {
     Enqueued,
     /// The item was queued and the oldest queued item was dropped for it ([`Overflow::DropOldest`]).
     EvictedOldest,
+    /// The item went to the spill store's durable part (see [`ingress_spilling`]).
+    Spilled,
+}
+
+/// What a spilling ingress does when its store refuses an item because its disk budget is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpillFull {
+    /// The caller waits up to `timeout` for the consumer to free budget, then gets the item back.
+    Block {
+        /// The longest a push may wait.
+        timeout: Duration,
+    },
+    /// The push fails at once with the item and a retry hint.
+    Reject {
+        /// The hint given to callers.
+        retry_after: Duration,
+    },
+}
+
+/// Why a [`SpillStore`] refused an item.
+#[derive(Debug)]
+pub enum StoreRefusal {
+    /// The store's budget is full; freeing happens as the consumer takes items.
+    Full,
+    /// The store failed (a disk error): the ingress hands the item back with this error.
+    Failed(Error),
+}
+
+/// A FIFO queue with a memory part and a durable overflow part, behind a spilling ingress.
+///
+/// The ingress holds it under its own lock and never calls it concurrently. The contract: items come
+/// out in the order they went in; once the memory part is full, new items go to the durable part and
+/// keep going there until it is empty (so order is kept); `take_into` hands items out (and may
+/// acknowledge durable records as handed out); items still in the durable part when the ingress ends
+/// are kept for the store's next run. `weir_spill::SpillQueue` is the implementation weir ships.
+pub trait SpillStore<T>: Send {
+    /// How many items the memory part holds (the ingress's capacity).
+    fn memory_capacity(&self) -> usize;
+    /// Queues `item`, returning whether it went to the durable part; a refusal hands it back.
+    fn push(&mut self, item: T) -> Result<bool, (T, StoreRefusal)>;
+    /// Moves up to `max` of the oldest items to the back of `out`, returning how many.
+    fn take_into(&mut self, max: usize, out: &mut VecDeque<T>) -> Result<usize, Error>;
+    /// Items queued, in memory and durable.
+    fn len(&self) -> u64;
+    /// Whether nothing is queued.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Items in the memory part (lost if the ingress ends before they are taken).
+    fn in_memory(&self) -> usize;
+    /// Makes what was spilled durable now (called when the ingress pauses and on close).
+    fn flush(&mut self) -> Result<(), Error>;
 }
 
 struct Queue<T> {
     /// Items with their enqueue time (nanoseconds since the metrics epoch).
     items: VecDeque<(u64, T)>,
+    /// A spilling ingress keeps everything in its store instead of `items`.
+    store: Option<Box<dyn SpillStore<T>>>,
     closed: bool,
+}
+
+impl<T> Queue<T> {
+    fn len(&self) -> u64 {
+        self.items.len() as u64 + self.store.as_ref().map_or(0, |store| store.len())
+    }
+}
+
+/// The overflow behaviour of one ingress.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Plain(Overflow),
+    Spill(SpillFull),
+}
+
+impl Policy {
+    fn block_timeout(self) -> Option<Duration> {
+        match self {
+            Policy::Plain(Overflow::Block { timeout })
+            | Policy::Spill(SpillFull::Block { timeout }) => Some(timeout),
+            _ => None,
+        }
+    }
 }
 
 struct Shared<T> {
     name: Arc<str>,
     capacity: usize,
-    overflow: Overflow,
+    policy: Policy,
     queue: Mutex<Queue<T>>,
     space: Notify,
     blocked: AtomicUsize,
@@ -204,13 +293,19 @@ impl<T> Shared<T> {
                 stage: stage(),
             });
         }
+        if queue.store.is_some() {
+            return self.offer_to_store(queue, item, may_wait);
+        }
         let now = self.metrics.now_nanos();
         if queue.items.len() < self.capacity {
             queue.items.push_back((now, item));
             self.after_change(&queue, 1, 0);
             return Offer::Accepted(Pushed::Enqueued);
         }
-        let refused = match self.overflow {
+        let Policy::Plain(overflow) = self.policy else {
+            unreachable!("a spilling ingress has a store")
+        };
+        let refused = match overflow {
             Overflow::Block { .. } if may_wait => return Offer::MustWait(item),
             Overflow::Block { .. } => PushError::Full {
                 item,
@@ -240,6 +335,46 @@ impl<T> Shared<T> {
         Offer::Refused(refused)
     }
 
+    fn offer_to_store(
+        &self,
+        mut queue: std::sync::MutexGuard<'_, Queue<T>>,
+        item: T,
+        may_wait: bool,
+    ) -> Offer<T> {
+        let stage = || self.name.clone();
+        let store = queue.store.as_mut().expect("checked by the caller");
+        let refused = match store.push(item) {
+            Ok(spilled) => {
+                self.metrics.add_in(1);
+                return Offer::Accepted(if spilled {
+                    Pushed::Spilled
+                } else {
+                    Pushed::Enqueued
+                });
+            }
+            Err((item, StoreRefusal::Full)) => match self.policy {
+                Policy::Spill(SpillFull::Block { .. }) if may_wait => return Offer::MustWait(item),
+                Policy::Spill(SpillFull::Reject { retry_after }) => PushError::Rejected {
+                    item,
+                    retry_after,
+                    stage: stage(),
+                },
+                _ => PushError::Full {
+                    item,
+                    stage: stage(),
+                },
+            },
+            Err((item, StoreRefusal::Failed(error))) => PushError::Failed {
+                item,
+                error: error.in_stage(stage()),
+                stage: stage(),
+            },
+        };
+        drop(queue);
+        self.metrics.record_shed(refused.reason());
+        Offer::Refused(refused)
+    }
+
     /// Updates the gauges after `added` items went in and `taken` went out (lock held).
     fn after_change(&self, queue: &Queue<T>, added: u64, taken: u64) {
         self.metrics.add_in(added);
@@ -255,7 +390,15 @@ impl<T> Shared<T> {
     }
 
     fn close(&self) {
-        self.queue.lock().unwrap().closed = true;
+        {
+            let mut queue = self.queue.lock().unwrap();
+            queue.closed = true;
+            if let Some(store) = queue.store.as_mut()
+                && let Err(error) = store.flush()
+            {
+                tracing::warn!(stage = %self.name, %error, "could not flush the spill store on close");
+            }
+        }
         self.space.notify_waiters();
         self.poke();
     }
@@ -285,13 +428,62 @@ impl<T> Shared<T> {
 pub fn ingress<T: Send + 'static>(
     config: IngressConfig,
 ) -> (IngressHandle<T>, IngressPublisher<T>) {
-    let metrics = BoundaryMetrics::new(config.name.clone(), StageKind::Ingress, config.capacity);
+    build(
+        config.name,
+        config.capacity,
+        Policy::Plain(config.overflow),
+        None,
+    )
+}
+
+/// Creates an ingress that spills instead of shedding: items that do not fit in the store's memory
+/// part go to its durable part and come back in FIFO order when the consumer catches up (once
+/// spilling starts, new items follow the spilled ones until the durable part is empty). When the
+/// store's disk budget is full, `when_full` decides: wait (with a deadline) or reject. Items taken
+/// from the store are acknowledged to it as they are handed downstream.
+///
+/// Spilling is a constructor rather than an [`Overflow`] variant because the store is an open
+/// resource (a directory, a lock, a budget), not a plain policy value: opening it can fail, and that
+/// failure belongs where it is opened. `weir_spill::SpillQueue` is the store weir ships.
+pub fn ingress_spilling<T: Send + 'static>(
+    name: impl Into<Arc<str>>,
+    store: impl SpillStore<T> + 'static,
+    when_full: SpillFull,
+) -> Result<(IngressHandle<T>, IngressPublisher<T>), Error> {
+    let name = name.into();
+    let capacity = store.memory_capacity();
+    if capacity == 0 {
+        return Err(
+            Error::msg("a spill store needs a memory capacity of at least 1").in_stage(name),
+        );
+    }
+    Ok(build(
+        name,
+        capacity,
+        Policy::Spill(when_full),
+        Some(Box::new(store)),
+    ))
+}
+
+fn build<T: Send + 'static>(
+    name: Arc<str>,
+    capacity: usize,
+    policy: Policy,
+    store: Option<Box<dyn SpillStore<T>>>,
+) -> (IngressHandle<T>, IngressPublisher<T>) {
+    let metrics = BoundaryMetrics::new(name.clone(), StageKind::Ingress, capacity);
+    let reserve = if store.is_some() {
+        0
+    } else {
+        capacity.min(4096)
+    };
     let shared = Arc::new(Shared {
-        name: config.name,
-        capacity: config.capacity,
-        overflow: config.overflow,
+        name,
+        capacity,
+        policy,
         queue: Mutex::new(Queue {
-            items: VecDeque::with_capacity(config.capacity.min(4096)),
+            items: VecDeque::with_capacity(reserve),
+            store,
             closed: false,
         }),
         space: Notify::new(),
@@ -355,7 +547,7 @@ impl<T> IngressHandle<T> {
             Offer::Refused(error) => return Err(error),
             Offer::MustWait(item) => item,
         };
-        let Overflow::Block { timeout } = shared.overflow else {
+        let Some(timeout) = shared.policy.block_timeout() else {
             unreachable!("only Block asks to wait")
         };
         let started = Instant::now();
@@ -418,9 +610,9 @@ impl<T> IngressHandle<T> {
         self.shared().queue.lock().unwrap().closed
     }
 
-    /// Items queued now.
+    /// Items queued now (for a spilling ingress: in memory and on disk).
     pub fn len(&self) -> usize {
-        self.shared().queue.lock().unwrap().items.len()
+        self.shared().queue.lock().unwrap().len() as usize
     }
 
     /// Whether nothing is queued.
@@ -507,16 +699,25 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
             let want = room.saturating_sub(self.batch.len());
             {
                 let mut queue = shared.queue.lock().unwrap();
-                if queue.items.is_empty() && self.batch.is_empty() && queue.closed {
+                if queue.len() == 0 && self.batch.is_empty() && queue.closed {
                     break Emitted::Done(accepted, Ok(()));
                 }
                 if room == 0 {
                     break Emitted::Items(accepted);
                 }
-                let take = want.min(queue.items.len());
-                self.batch
-                    .extend(queue.items.drain(..take).map(|(_, item)| item));
-                shared.after_change(&queue, 0, take as u64);
+                let taken = match queue.store.as_mut() {
+                    Some(store) => match store.take_into(want, &mut self.batch) {
+                        Ok(taken) => taken,
+                        Err(error) => break Emitted::Done(accepted, Err(error)),
+                    },
+                    None => {
+                        let take = want.min(queue.items.len());
+                        self.batch
+                            .extend(queue.items.drain(..take).map(|(_, item)| item));
+                        take
+                    }
+                };
+                shared.after_change(&queue, 0, taken as u64);
             }
             if self.batch.is_empty() {
                 break Emitted::Items(accepted);
@@ -551,7 +752,18 @@ impl<T> Drop for IngressEmit<T> {
         let left = {
             let mut queue = self.shared.queue.lock().unwrap();
             queue.closed = true;
-            let left = queue.items.len() + self.batch.len();
+            // Items in memory are lost with the subscription; a spill store keeps its durable part
+            // for its next run, so only its memory part counts as dropped.
+            let in_store = match queue.store.as_mut() {
+                Some(store) => {
+                    if let Err(error) = store.flush() {
+                        tracing::warn!(stage = %self.shared.name, %error, "could not flush the spill store");
+                    }
+                    store.in_memory()
+                }
+                None => 0,
+            };
+            let left = queue.items.len() + self.batch.len() + in_store;
             queue.items.clear();
             self.shared.metrics.set_oldest(None);
             left

@@ -30,16 +30,19 @@ pub enum Reason {
     DroppedNewest,
     /// Dropped: still queued when the downstream cancelled.
     Cancelled,
+    /// Rejected: the spill store failed (a disk error).
+    SpillFailed,
 }
 
 impl Reason {
-    const ALL: [Reason; 6] = [
+    const ALL: [Reason; 7] = [
         Reason::Full,
         Reason::Timeout,
         Reason::Closed,
         Reason::DroppedOldest,
         Reason::DroppedNewest,
         Reason::Cancelled,
+        Reason::SpillFailed,
     ];
 
     /// The label used in snapshots and exported metrics.
@@ -51,12 +54,16 @@ impl Reason {
             Reason::DroppedOldest => "dropped_oldest",
             Reason::DroppedNewest => "dropped_newest",
             Reason::Cancelled => "cancelled",
+            Reason::SpillFailed => "spill_failed",
         }
     }
 
     /// Whether the item was handed back to its caller (a rejection) rather than discarded (a drop).
     pub fn is_rejection(self) -> bool {
-        matches!(self, Reason::Full | Reason::Timeout | Reason::Closed)
+        matches!(
+            self,
+            Reason::Full | Reason::Timeout | Reason::Closed | Reason::SpillFailed
+        )
     }
 }
 

@@ -256,3 +256,63 @@ impl<T: Serialize + DeserializeOwned> SpillQueue<T> {
         Ok(())
     }
 }
+
+/// The spill queue as the store behind a spilling ingress
+/// ([`weir_runtime::ingress::ingress_spilling`]): memory first, then the log, FIFO.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use weir_runtime::ingress::{ingress_spilling, Pushed, SpillFull};
+/// use weir_spill::{SpillConfig, SpillQueue};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = SpillQueue::<u32>::open(dir.path(), 2, SpillConfig::new()).unwrap();
+/// let full = SpillFull::Reject { retry_after: Duration::from_millis(100) };
+/// let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+/// assert_eq!(handle.push(1).await.unwrap(), Pushed::Enqueued);
+/// assert_eq!(handle.push(2).await.unwrap(), Pushed::Enqueued);
+/// assert_eq!(handle.push(3).await.unwrap(), Pushed::Spilled); // memory full: to disk, in order
+/// drop(handle);
+/// assert_eq!(weir_runtime::sink::collect(publisher).await.unwrap(), vec![1, 2, 3]);
+/// # }
+/// ```
+impl<T> weir_runtime::ingress::SpillStore<T> for SpillQueue<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn memory_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn push(&mut self, item: T) -> Result<bool, (T, weir_runtime::ingress::StoreRefusal)> {
+        use weir_runtime::ingress::StoreRefusal;
+        match SpillQueue::push(self, item) {
+            Ok(placement) => Ok(matches!(placement, Placement::Spilled(_))),
+            Err(SpillPushError { item, error }) if error.is_budget() => {
+                Err((item, StoreRefusal::Full))
+            }
+            Err(SpillPushError { item, error }) => Err((item, StoreRefusal::Failed(error.into()))),
+        }
+    }
+
+    fn take_into(
+        &mut self,
+        max: usize,
+        out: &mut VecDeque<T>,
+    ) -> Result<usize, weir_runtime::Error> {
+        SpillQueue::take_into(self, max, out).map_err(Into::into)
+    }
+
+    fn len(&self) -> u64 {
+        SpillQueue::len(self)
+    }
+
+    fn in_memory(&self) -> usize {
+        SpillQueue::in_memory(self)
+    }
+
+    fn flush(&mut self) -> Result<(), weir_runtime::Error> {
+        SpillQueue::flush(self).map(|_| ()).map_err(Into::into)
+    }
+}

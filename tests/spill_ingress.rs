@@ -1,0 +1,155 @@
+//! `ingress_spilling`: overflow goes to the spill log and comes back in FIFO order; the disk budget
+//! is the ceiling, and what happens at the ceiling is the caller's choice.
+
+mod support;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use support::probe;
+use weir::ingress::{Pushed, SpillFull, ingress_spilling};
+use weir::metrics::Reason;
+use weir::prelude::*;
+use weir::spill::{SpillConfig, SpillQueue};
+
+fn small_segments() -> SpillConfig {
+    SpillConfig::new().segment_bytes(512).batch_records(8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Push everything (most of it spills), then drain with random requests: every item arrives
+    /// once, in order, never more than requested.
+    #[test]
+    fn spilled_items_come_back_in_fifo_order_under_random_demand(
+        capacity in 1usize..16,
+        items in 1u64..300,
+        requests in proptest::collection::vec(1u64..40, 1..30),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpillQueue::<u64>::open(dir.path(), capacity, small_segments()).unwrap();
+        let full = SpillFull::Reject { retry_after: Duration::from_millis(10) };
+        let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+        let mut spilled = 0;
+        for i in 0..items {
+            if handle.try_push(i).unwrap() == Pushed::Spilled {
+                spilled += 1;
+            }
+        }
+        prop_assert_eq!(spilled, items.saturating_sub(capacity as u64));
+        let metrics = handle.metrics();
+        let (subscriber, recorder) = probe::<u64>();
+        publisher.subscribe(subscriber);
+        let mut requested = 0;
+        for n in requests {
+            recorder.request(n);
+            requested = (requested + n).min(items);
+            prop_assert_eq!(recorder.items().len() as u64, requested);
+            // Pushes while draining keep following the spilled ones.
+        }
+        drop(handle);
+        recorder.request(u64::MAX);
+        prop_assert!(recorder.expect_terminal().is_ok());
+        prop_assert_eq!(recorder.items(), (0..items).collect::<Vec<_>>());
+        let snapshot = metrics.snapshot();
+        prop_assert_eq!((snapshot.items_in, snapshot.items_out), (items, items));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_during_spilling_follow_the_spilled_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpillQueue::<u32>::open(dir.path(), 4, small_segments()).unwrap();
+    let full = SpillFull::Block {
+        timeout: Duration::from_secs(5),
+    };
+    let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+    let consumer = tokio::spawn(
+        publisher
+            .boundary(BoundaryConfig::new("work", 8).unwrap())
+            .map(|x| {
+                std::thread::sleep(Duration::from_micros(20)); // a slow consumer
+                x
+            })
+            .collect(),
+    );
+    for i in 0..2_000u32 {
+        handle.push(i).await.unwrap();
+    }
+    drop(handle);
+    let delivered = consumer.await.unwrap().unwrap();
+    assert_eq!(delivered, (0..2_000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_full_budget_rejects_with_a_retry_hint_and_frees_as_the_consumer_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_segments().budget_bytes(2_048);
+    let store = SpillQueue::<u64>::open(dir.path(), 2, config).unwrap();
+    let retry_after = Duration::from_millis(25);
+    let (handle, publisher) =
+        ingress_spilling("orders", store, SpillFull::Reject { retry_after }).unwrap();
+    let mut accepted = 0u64;
+    let refused = loop {
+        match handle.push(accepted).await {
+            Ok(_) => accepted += 1,
+            Err(refused) => break refused,
+        }
+        assert!(accepted < 10_000, "the budget never filled");
+    };
+    assert_eq!(refused.retry_after(), Some(retry_after));
+    assert_eq!(refused.reason(), Reason::Full);
+    assert_eq!(refused.into_inner(), accepted);
+    assert_eq!(handle.metrics().shed(Reason::Full), 1);
+
+    // Drain everything: the log acknowledges and deletes segments, so pushes succeed again.
+    let (subscriber, recorder) = probe::<u64>();
+    publisher.subscribe(subscriber);
+    recorder.request(accepted);
+    assert_eq!(
+        recorder.expect_items(accepted as usize).len() as u64,
+        accepted
+    );
+    for extra in 0..50 {
+        handle.push(accepted + extra).await.unwrap();
+    }
+    drop(handle);
+    recorder.request(u64::MAX);
+    assert!(recorder.expect_terminal().is_ok());
+    assert_eq!(
+        recorder.items(),
+        (0..accepted + 50).collect::<Vec<_>>(),
+        "order kept across the full budget"
+    );
+}
+
+#[tokio::test]
+async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    {
+        let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
+        let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+        for i in 0..40 {
+            handle.push(i).await.unwrap();
+        }
+        // The consumer takes three items and goes away (cancel): the 2 others in memory are
+        // counted as dropped, the 35 on disk stay for the next run.
+        let (subscriber, recorder) = probe::<u32>();
+        publisher.subscribe(subscriber);
+        recorder.request(3);
+        assert_eq!(recorder.expect_items(3), vec![0, 1, 2]);
+        recorder.cancel();
+        assert_eq!(handle.metrics().shed(Reason::Cancelled), 2);
+    }
+    let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
+    let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+    handle.push(100).await.unwrap();
+    drop(handle);
+    let replayed = publisher.collect().await.unwrap();
+    let mut expected: Vec<u32> = (5..40).collect();
+    expected.push(100);
+    assert_eq!(replayed, expected);
+}
