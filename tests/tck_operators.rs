@@ -31,6 +31,40 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    filter_map,
+    |n: u64| source::from_iter(0..n.saturating_mul(2))
+        .filter_map(|x| (x % 2 == 0).then_some(x / 2)),
+    failed = Some(|| failed().filter_map(Some)),
+);
+
+weir_tck::publisher_verification!(
+    scan,
+    |n: u64| source::from_iter(0..n).scan(0u64, |total, x| {
+        *total = total.wrapping_add(x);
+        *total
+    }),
+    failed = Some(|| failed().scan((), |_, x| x)),
+);
+
+weir_tck::publisher_verification!(
+    take,
+    |n: u64| source::from_iter(0u64..).take(n),
+    failed = Some(|| failed().take(10)),
+);
+
+weir_tck::publisher_verification!(
+    take_while,
+    |n: u64| source::from_iter(0u64..).take_while(move |x| *x < n),
+    failed = Some(|| failed().take_while(|_| true)),
+);
+
+weir_tck::publisher_verification!(
+    skip,
+    |n: u64| source::from_iter(0..n.saturating_add(5)).skip(5),
+    failed = Some(|| failed().skip(1)),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -71,7 +105,12 @@ fn every_rule_is_generated() {
     for generated in [
         map::RULES,
         filter::RULES,
+        filter_map::RULES,
         inspect::RULES,
+        scan::RULES,
+        take::RULES,
+        take_while::RULES,
+        skip::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

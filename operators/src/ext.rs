@@ -4,7 +4,10 @@ use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 use weir_runtime::sink::{self, IntoStream};
 use weir_runtime::{Error, Publisher};
 
-use crate::{Filter, Inspect, Map};
+use crate::steps::{
+    FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
+};
+use crate::{Filter, FilterMap, Fused, Inspect, Map, Scan, Skip, Take, TakeWhile};
 
 /// Operators and sinks as methods on every [`Publisher`].
 pub trait PublisherExt<T>: Publisher<T> + Sized {
@@ -21,7 +24,7 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     where
         F: FnMut(T) -> U + Send + 'static,
     {
-        Map::new(self, f)
+        Fused::new(self, MapStep(f))
     }
 
     /// Keeps the items for which `predicate` returns `true`.
@@ -33,19 +36,86 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     /// assert_eq!(even, vec![2, 4, 6]);
     /// # }
     /// ```
-    fn filter<F>(self, predicate: F) -> Filter<Self, F>
+    fn filter<F>(self, predicate: F) -> Filter<Self, F, T>
     where
         F: FnMut(&T) -> bool + Send + 'static,
     {
-        Filter::new(self, predicate)
+        Fused::new(self, FilterStep(predicate))
+    }
+
+    /// Transforms and filters in one closure: `None` drops the item.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let parsed = weir_runtime::source::from_iter(["1", "x", "3"])
+    ///     .filter_map(|s| s.parse::<u32>().ok())
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(parsed, vec![1, 3]);
+    /// # }
+    /// ```
+    fn filter_map<U, F>(self, f: F) -> FilterMap<Self, F, T>
+    where
+        F: FnMut(T) -> Option<U> + Send + 'static,
+    {
+        Fused::new(self, FilterMapStep(f))
     }
 
     /// Calls `f` with each item on its way through.
-    fn inspect<F>(self, f: F) -> Inspect<Self, F>
+    fn inspect<F>(self, f: F) -> Inspect<Self, F, T>
     where
         F: FnMut(&T) + Send + 'static,
     {
-        Inspect::new(self, f)
+        Fused::new(self, InspectStep(f))
+    }
+
+    /// Threads a state through the items, emitting what `f` returns for each.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let running = weir_runtime::source::from_iter(1..=4u32)
+    ///     .scan(0, |total, x| { *total += x; *total })
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(running, vec![1, 3, 6, 10]);
+    /// # }
+    /// ```
+    fn scan<A, U, F>(self, init: A, f: F) -> Scan<Self, A, F, T>
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, T) -> U + Send + 'static,
+    {
+        Fused::new(self, ScanStep { state: init, f })
+    }
+
+    /// The first `n` items, then completes and cancels the upstream; never requests more than `n`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let first = weir_runtime::source::from_iter(0u64..).take(3).collect().await.unwrap();
+    /// assert_eq!(first, vec![0, 1, 2]);
+    /// # }
+    /// ```
+    fn take(self, n: u64) -> Take<Self, T> {
+        Fused::new(self, TakeStep { left: n })
+    }
+
+    /// Items while `predicate` holds; the first item that fails it completes the stream.
+    fn take_while<F>(self, predicate: F) -> TakeWhile<Self, F, T>
+    where
+        F: FnMut(&T) -> bool + Send + 'static,
+    {
+        Fused::new(self, TakeWhileStep(predicate))
+    }
+
+    /// Drops the first `n` items.
+    fn skip(self, n: u64) -> Skip<Self, T> {
+        Fused::new(self, SkipStep { left: n })
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

@@ -27,12 +27,29 @@
 )]
 
 mod ext;
-mod filter;
-mod inspect;
-mod map;
+mod fused;
 mod stage;
+mod steps;
 
 pub use ext::PublisherExt;
-pub use filter::Filter;
-pub use inspect::Inspect;
-pub use map::Map;
+pub use fused::{Fused, Step, StepFn};
+pub use steps::{
+    FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
+};
+
+/// See [`PublisherExt::map`].
+pub type Map<P, F, T> = Fused<P, MapStep<F>, T>;
+/// See [`PublisherExt::filter`].
+pub type Filter<P, F, T> = Fused<P, FilterStep<F>, T>;
+/// See [`PublisherExt::filter_map`].
+pub type FilterMap<P, F, T> = Fused<P, FilterMapStep<F>, T>;
+/// See [`PublisherExt::inspect`].
+pub type Inspect<P, F, T> = Fused<P, InspectStep<F>, T>;
+/// See [`PublisherExt::scan`].
+pub type Scan<P, A, F, T> = Fused<P, ScanStep<A, F>, T>;
+/// See [`PublisherExt::take`].
+pub type Take<P, T> = Fused<P, TakeStep, T>;
+/// See [`PublisherExt::take_while`].
+pub type TakeWhile<P, F, T> = Fused<P, TakeWhileStep<F>, T>;
+/// See [`PublisherExt::skip`].
+pub type Skip<P, T> = Fused<P, SkipStep, T>;

@@ -6,6 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use weir_runtime::{Error, Subscriber, Subscription};
 
+use crate::fused::Step;
+
 /// The downstream half of an operator's subscriber.
 pub(crate) struct Stage<S> {
     pub(crate) downstream: S,
@@ -46,31 +48,45 @@ impl<S> Stage<S> {
         }
     }
 
-    /// Passes a burst on through `step` (`None` drops an item, like a filter): the downstream pulls
-    /// from an adapter, so the whole fused chain moves the burst in one loop. A panic in `step` ends
-    /// the adapter and fails the stage.
+    /// Passes a burst on through `step`: the downstream pulls from an adapter, so the whole fused
+    /// chain moves the burst in one loop. A panic in `step` ends the adapter and fails the stage.
+    /// Returns how many items the downstream accepted and whether `step` ended the stream
+    /// ([`Step::EmitLast`] / [`Step::Stop`]).
     #[inline]
-    pub(crate) fn forward_iter<T, U, I, F>(&mut self, items: &mut I, limit: u64, step: F) -> u64
+    pub(crate) fn forward_iter<T, U, I, F>(
+        &mut self,
+        items: &mut I,
+        limit: u64,
+        step: F,
+    ) -> (u64, bool)
     where
         S: Subscriber<U>,
         I: Iterator<Item = T>,
-        F: FnMut(T) -> Option<U>,
+        F: FnMut(T) -> Step<U>,
     {
         if self.failed {
-            return limit; // the upstream is cancelled; whatever it still sends is ignored
+            return (limit, false); // the upstream is cancelled; whatever it still sends is ignored
         }
         let mut guarded = Guarded {
             items,
             step,
+            stopped: false,
             panic: None,
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
+        let stopped = guarded.stopped;
         match guarded.panic {
             Some(payload) => {
                 self.fail(Error::panicked(payload.as_ref()));
-                limit
+                (limit, false)
             }
-            None => accepted,
+            None => (accepted, stopped),
+        }
+    }
+
+    pub(crate) fn cancel_upstream(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
         }
     }
 
@@ -125,51 +141,35 @@ impl<S> Stage<S> {
     }
 }
 
-/// Implements the signals every closure operator forwards unchanged.
-macro_rules! forward_signals {
-    ($item:ty) => {
-        fn on_subscribe(&mut self, subscription: weir_runtime::Subscription) {
-            self.stage.on_subscribe::<$item>(subscription)
-        }
-
-        fn on_error(&mut self, error: weir_runtime::Error) {
-            self.stage.on_error::<$item>(error)
-        }
-
-        fn on_complete(&mut self) {
-            self.stage.on_complete::<$item>()
-        }
-
-        #[inline]
-        fn on_flush(&mut self) {
-            self.stage.downstream.on_flush()
-        }
-    };
-}
-pub(crate) use forward_signals;
-
-/// An iterator adapter that applies an operator's step under `catch_unwind` and stops at a panic.
+/// An iterator adapter that applies an operator's step under `catch_unwind`; it stops at a panic
+/// and at the end the step asks for.
 struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
+    stopped: bool,
     panic: Option<Box<dyn Any + Send>>,
 }
 
 impl<I, U, F> Iterator for Guarded<'_, I, F>
 where
     I: Iterator,
-    F: FnMut(I::Item) -> Option<U>,
+    F: FnMut(I::Item) -> Step<U>,
 {
     type Item = U;
 
     #[inline]
     fn next(&mut self) -> Option<U> {
-        while self.panic.is_none() {
+        while !self.stopped && self.panic.is_none() {
             let item = self.items.next()?;
             let step = &mut self.step;
             match catch_unwind(AssertUnwindSafe(|| step(item))) {
-                Ok(Some(out)) => return Some(out),
-                Ok(None) => continue,
+                Ok(Step::Emit(out)) => return Some(out),
+                Ok(Step::Skip) => continue,
+                Ok(Step::EmitLast(out)) => {
+                    self.stopped = true;
+                    return Some(out);
+                }
+                Ok(Step::Stop) => self.stopped = true,
                 Err(payload) => self.panic = Some(payload),
             }
         }

@@ -1,0 +1,241 @@
+//! The fused operators: each is a [`StepFn`] (what to do with one item) run by one shared subscriber,
+//! so every per-item operator gets the same demand handling, panic guard, burst path and termination
+//! rules from one place.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
+
+use crate::stage::Stage;
+
+/// What a fused operator does with one item.
+#[derive(Debug)]
+pub enum Step<U> {
+    /// Pass this on downstream.
+    Emit(U),
+    /// Drop the item (its unit of demand is reused).
+    Skip,
+    /// Pass this on, then complete (and cancel the upstream).
+    EmitLast(U),
+    /// Complete now (and cancel the upstream), dropping the item.
+    Stop,
+}
+
+/// One fused operator's per-item logic. Implement it to add an operator that runs inside the
+/// upstream's call chain; [`Fused`] does the rest.
+pub trait StepFn<T>: Send + 'static {
+    /// The items it emits.
+    type Out;
+    /// The stage name used in errors and metrics.
+    const NAME: &'static str;
+    /// Handles one item.
+    fn step(&mut self, item: T) -> Step<Self::Out>;
+    /// The most items this operator will ever want from upstream, if bounded (`take`).
+    fn request_cap(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A publisher that runs a [`StepFn`] on every item of its upstream, fused into its call chain.
+pub struct Fused<P, S, T> {
+    upstream: P,
+    step: S,
+    _input: PhantomData<fn(T)>,
+}
+
+impl<P, S, T> Fused<P, S, T> {
+    pub(crate) fn new(upstream: P, step: S) -> Self {
+        Self {
+            upstream,
+            step,
+            _input: PhantomData,
+        }
+    }
+}
+
+impl<P: Clone, S: Clone, T> Clone for Fused<P, S, T> {
+    fn clone(&self) -> Self {
+        Self::new(self.upstream.clone(), self.step.clone())
+    }
+}
+
+impl<P: std::fmt::Debug, S: StepFn<T>, T> std::fmt::Debug for Fused<P, S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(S::NAME)
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
+impl<T, P, S> Publisher<S::Out> for Fused<P, S, T>
+where
+    P: Publisher<T>,
+    S: StepFn<T>,
+    T: 'static,
+    S::Out: 'static,
+{
+    fn subscribe<D: Subscriber<S::Out>>(self, subscriber: D) {
+        let cap = self.step.request_cap();
+        self.upstream.subscribe(FusedSubscriber {
+            stage: Stage::new(S::NAME, subscriber),
+            step: self.step,
+            cap,
+            done: false,
+            _input: PhantomData,
+        });
+    }
+}
+
+struct FusedSubscriber<D, S, T> {
+    stage: Stage<D>,
+    step: S,
+    cap: Option<u64>,
+    /// Completed by the step (`EmitLast` / `Stop`): ignore the rest.
+    done: bool,
+    _input: PhantomData<fn(T)>,
+}
+
+impl<T, D, S> FusedSubscriber<D, S, T>
+where
+    S: StepFn<T>,
+    D: Subscriber<S::Out>,
+{
+    /// Runs the step under the panic guard; `None` when the stage is over (failed or done).
+    #[inline]
+    fn run(&mut self, item: T) -> Option<Step<S::Out>> {
+        if self.done || self.stage.is_failed() {
+            return None;
+        }
+        let step = &mut self.step;
+        self.stage.guard::<S::Out, _>(|| step.step(item))
+    }
+
+    #[cold]
+    fn finish(&mut self) {
+        self.done = true;
+        self.stage.cancel_upstream();
+        self.stage.downstream.on_complete();
+    }
+}
+
+impl<T, D, S> Subscriber<T> for FusedSubscriber<D, S, T>
+where
+    S: StepFn<T>,
+    D: Subscriber<S::Out>,
+    T: 'static,
+    S::Out: 'static,
+{
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        let subscription = match self.cap {
+            Some(cap) => Subscription::new(Arc::new(Capped {
+                upstream: subscription,
+                left: AtomicU64::new(cap),
+            })),
+            None => subscription,
+        };
+        self.stage.on_subscribe::<S::Out>(subscription);
+        if self.cap == Some(0) {
+            self.finish(); // take(0): nothing to wait for
+        }
+    }
+
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        match self.run(item) {
+            Some(Step::Emit(out)) => self.stage.downstream.on_next(out),
+            Some(Step::Skip) => self.stage.request_one(),
+            Some(Step::EmitLast(out)) => {
+                self.stage.downstream.on_next(out);
+                self.finish();
+            }
+            Some(Step::Stop) => self.finish(),
+            None => {}
+        }
+    }
+
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        match self.run(item) {
+            Some(Step::Emit(out)) => self.stage.downstream.try_on_next(out),
+            Some(Step::Skip) => false,
+            Some(Step::EmitLast(out)) => {
+                self.stage.downstream.try_on_next(out);
+                self.finish();
+                true
+            }
+            Some(Step::Stop) => {
+                self.finish();
+                true
+            }
+            None => true,
+        }
+    }
+
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        if self.done {
+            return limit;
+        }
+        let step = &mut self.step;
+        let (accepted, stopped) = self
+            .stage
+            .forward_iter(items, limit, |item| step.step(item));
+        if stopped {
+            self.finish();
+            return limit;
+        }
+        accepted
+    }
+
+    fn on_error(&mut self, error: Error) {
+        if !self.done {
+            self.stage.on_error::<S::Out>(error)
+        }
+    }
+
+    fn on_complete(&mut self) {
+        if !self.done {
+            self.stage.on_complete::<S::Out>()
+        }
+    }
+
+    #[inline]
+    fn on_flush(&mut self) {
+        if !self.done {
+            self.stage.downstream.on_flush()
+        }
+    }
+}
+
+/// A subscription that never asks the upstream for more than `left` items in total (`take`).
+struct Capped {
+    upstream: Subscription,
+    left: AtomicU64,
+}
+
+impl RawSubscription for Capped {
+    fn request(&self, n: u64) {
+        if n == 0 {
+            self.upstream.request(0); // let the upstream report the protocol error
+            return;
+        }
+        let granted = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left - left.min(n))
+            })
+            .map_or(0, |left| left.min(n));
+        if granted > 0 {
+            self.upstream.request(granted);
+        }
+    }
+
+    fn cancel(&self) {
+        self.upstream.cancel();
+    }
+}
