@@ -65,6 +65,18 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    map_async,
+    |n: u64| source::from_iter(0..n).map_async(4, |x| async move { x }),
+    failed = Some(|| failed().map_async(4, |x| async move { x })),
+);
+
+weir_tck::publisher_verification!(
+    map_async_unordered,
+    |n: u64| source::from_iter(0..n).map_async_unordered(4, |x| async move { x }),
+    failed = Some(|| failed().map_async_unordered(4, |x| async move { x })),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -111,6 +123,8 @@ fn every_rule_is_generated() {
         take::RULES,
         take_while::RULES,
         skip::RULES,
+        map_async::RULES,
+        map_async_unordered::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

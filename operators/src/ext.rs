@@ -7,7 +7,7 @@ use weir_runtime::{Error, Publisher};
 use crate::steps::{
     FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
 };
-use crate::{Filter, FilterMap, Fused, Inspect, Map, Scan, Skip, Take, TakeWhile};
+use crate::{Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile};
 
 /// Operators and sinks as methods on every [`Publisher`].
 pub trait PublisherExt<T>: Publisher<T> + Sized {
@@ -116,6 +116,38 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     /// Drops the first `n` items.
     fn skip(self, n: u64) -> Skip<Self, T> {
         Fused::new(self, SkipStep { left: n })
+    }
+
+    /// Runs `f`'s future for every item with at most `concurrency` in flight, emitting results in
+    /// input order. In-flight slots are the demand: the upstream is asked for more only as futures
+    /// finish. Needs a tokio runtime; a panic in `f` or its future fails the stream naming the stage.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let doubled = weir_runtime::source::from_iter(1..=5u64)
+    ///     .map_async(3, |x| async move { x * 2 })
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(doubled, vec![2, 4, 6, 8, 10]);
+    /// # }
+    /// ```
+    fn map_async<U, F, Fut>(self, concurrency: usize, f: F) -> MapAsync<Self, F, T>
+    where
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = U> + Send + 'static,
+    {
+        MapAsync::new(self, concurrency, f, true)
+    }
+
+    /// Like [`map_async`](PublisherExt::map_async), but emits results as they complete.
+    fn map_async_unordered<U, F, Fut>(self, concurrency: usize, f: F) -> MapAsync<Self, F, T>
+    where
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = U> + Send + 'static,
+    {
+        MapAsync::new(self, concurrency, f, false)
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

@@ -28,11 +28,13 @@
 
 mod ext;
 mod fused;
+mod map_async;
 mod stage;
 mod steps;
 
 pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};
+pub use map_async::MapAsync;
 pub use steps::{
     FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
 };

@@ -193,8 +193,17 @@ where
     T: Send + 'static,
     P: Publisher<T>,
 {
+    into_stream_named(publisher, prefetch, "into_stream")
+}
+
+/// [`into_stream`] with a stage name for its buffer's metrics (operators built on streams use it).
+pub fn into_stream_named<T, P>(publisher: P, prefetch: usize, name: &str) -> IntoStream<T>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
     let prefetch = prefetch.max(1);
-    let metrics = BoundaryMetrics::new("into_stream", StageKind::Boundary, prefetch);
+    let metrics = BoundaryMetrics::new(name, StageKind::Boundary, prefetch);
     let (inlet, consumer, credit, channel) = channel(metrics.name().into(), prefetch, metrics);
     publisher.subscribe(inlet);
     IntoStream {

@@ -8,7 +8,7 @@ mod emitter;
 mod stream;
 
 pub(crate) use emitter::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
-pub use stream::{FromStream, from_stream};
+pub use stream::{FromStream, FromTryStream, from_stream, from_try_stream};
 
 use weir_sync::{Demand, SubscriptionCore};
 

@@ -44,34 +44,90 @@ where
     St: Stream + Send + 'static,
     St::Item: Send + 'static,
 {
-    fn subscribe<S: Subscriber<St::Item>>(self, mut subscriber: S) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            reject(subscriber, Error::new(ErrorKind::NoRuntime));
-            return;
-        };
-        let shared = Arc::new(TaskSubscription::default());
-        subscriber.on_subscribe(Subscription::new(shared.clone()));
-        runtime.spawn(StreamTask {
-            stream: Box::pin(self.0),
-            subscriber,
-            shared,
-        });
+    fn subscribe<S: Subscriber<St::Item>>(self, subscriber: S) {
+        spawn_stream_task(self.0, subscriber, Ok, false);
     }
 }
 
-struct StreamTask<St, S> {
+/// A publisher of the `Ok` items of a stream of `Result<T, Error>`: the first `Err` fails the
+/// subscription (and drops the stream). Otherwise like [`from_stream`], except that while there is
+/// no demand it looks one item ahead, so that a failure or the end is signalled without waiting for
+/// a request (at most one item is held).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{Error, sink, source};
+/// let stream = futures::stream::iter(vec![Ok(1), Err(Error::msg("bad row")), Ok(3)]);
+/// let error = sink::collect(source::from_try_stream(stream)).await.unwrap_err();
+/// assert_eq!(error.to_string(), "bad row");
+/// # }
+/// ```
+pub fn from_try_stream<St, T>(stream: St) -> FromTryStream<St>
+where
+    St: Stream<Item = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    FromTryStream(stream)
+}
+
+/// See [`from_try_stream`].
+#[derive(Debug, Clone)]
+pub struct FromTryStream<St>(St);
+
+impl<St, T> Publisher<T> for FromTryStream<St>
+where
+    St: Stream<Item = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        spawn_stream_task(self.0, subscriber, |item| item, true);
+    }
+}
+
+fn spawn_stream_task<St, T, S, M>(stream: St, mut subscriber: S, unpack: M, look_ahead: bool)
+where
+    T: Send + 'static,
+    St: Stream + Send + 'static,
+    S: Subscriber<T>,
+    M: FnMut(St::Item) -> Result<T, Error> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        reject(subscriber, Error::new(ErrorKind::NoRuntime));
+        return;
+    };
+    let shared = Arc::new(TaskSubscription::default());
+    subscriber.on_subscribe(Subscription::new(shared.clone()));
+    runtime.spawn(StreamTask {
+        stream: Box::pin(stream),
+        subscriber,
+        shared,
+        unpack,
+        look_ahead,
+        held: None,
+    });
+}
+
+struct StreamTask<St, S, M, T> {
     stream: Pin<Box<St>>,
     subscriber: S,
     shared: Arc<TaskSubscription>,
+    /// Turns a stream item into an item or the stream's failure.
+    unpack: M,
+    /// Whether to look one item ahead while there is no demand, so that the end or a failure of
+    /// the stream is signalled without waiting for a request (terminal signals need no demand).
+    look_ahead: bool,
+    /// The item looked ahead at, emitted first when demand comes.
+    held: Option<T>,
 }
 
 // No field is structurally pinned (the stream is boxed), so moving the task is fine.
-impl<St, S> Unpin for StreamTask<St, S> {}
+impl<St, S, M, T> Unpin for StreamTask<St, S, M, T> {}
 
-impl<St, S> Future for StreamTask<St, S>
+impl<St, S, M, T> Future for StreamTask<St, S, M, T>
 where
     St: Stream,
-    S: Subscriber<St::Item>,
+    S: Subscriber<T>,
+    M: FnMut(St::Item) -> Result<T, Error>,
 {
     type Output = ();
 
@@ -80,6 +136,30 @@ where
         loop {
             let demand = match this.shared.poll_next(cx) {
                 Next::Emit(n) => n,
+                Next::Wait if this.look_ahead && this.held.is_none() => {
+                    let polled =
+                        catch_unwind(AssertUnwindSafe(|| this.stream.as_mut().poll_next(cx)));
+                    match polled {
+                        Ok(Poll::Ready(Some(item))) => match (this.unpack)(item) {
+                            Ok(item) => this.held = Some(item),
+                            Err(error) => {
+                                this.subscriber.on_error(error);
+                                return Poll::Ready(());
+                            }
+                        },
+                        Ok(Poll::Ready(None)) => {
+                            this.subscriber.on_complete();
+                            return Poll::Ready(());
+                        }
+                        Ok(Poll::Pending) => {}
+                        Err(payload) => {
+                            this.subscriber.on_error(Error::panicked(payload.as_ref()));
+                            return Poll::Ready(());
+                        }
+                    }
+                    // Registered for both demand and the stream: wait for either.
+                    return Poll::Pending;
+                }
                 Next::Wait => return Poll::Pending,
                 Next::Cancelled => return Poll::Ready(()),
                 Next::BadRequest => {
@@ -89,6 +169,9 @@ where
             };
             let mut accepted = 0;
             let mut pulled = 0;
+            if let Some(item) = this.held.take() {
+                accepted += u64::from(this.subscriber.try_on_next(item));
+            }
             while accepted < demand {
                 if pulled == POLL_BUDGET {
                     this.finish_burst(accepted);
@@ -99,7 +182,14 @@ where
                 match polled {
                     Ok(Poll::Ready(Some(item))) => {
                         pulled += 1;
-                        accepted += u64::from(this.subscriber.try_on_next(item));
+                        match (this.unpack)(item) {
+                            Ok(item) => accepted += u64::from(this.subscriber.try_on_next(item)),
+                            Err(error) => {
+                                this.shared.demand().consume(accepted);
+                                this.subscriber.on_error(error);
+                                return Poll::Ready(());
+                            }
+                        }
                     }
                     Ok(Poll::Ready(None)) => {
                         this.shared.demand().consume(accepted);
@@ -130,10 +220,10 @@ fn continue_later(cx: &mut Context<'_>) -> Poll<()> {
     Poll::Pending
 }
 
-impl<St, S> StreamTask<St, S>
+impl<St, S, M, T> StreamTask<St, S, M, T>
 where
     St: Stream,
-    S: Subscriber<St::Item>,
+    S: Subscriber<T>,
 {
     fn finish_burst(&mut self, accepted: u64) {
         self.shared.demand().consume(accepted);

@@ -1,0 +1,108 @@
+//! `map_async` and `map_async_unordered`: run a future per item with at most `concurrency` in flight.
+//!
+//! Built from pieces that already keep their bounds: the upstream is read through
+//! [`into_stream`](weir_runtime::sink::into_stream_named) with a prefetch of `concurrency` (so the
+//! upstream is asked for items only as in-flight slots free up), the futures run in
+//! `futures`' `buffered` / `buffer_unordered` (at most `concurrency` at a time), and the results are
+//! emitted by a stream task that polls only while the downstream has demand. Memory is bounded by
+//! `2 * concurrency` items. Each in-flight future costs one allocation (a task node), which is noise
+//! next to the I/O such a stage waits for.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use futures::future::{Either, FutureExt, ready};
+use futures::stream::StreamExt;
+use weir_runtime::sink::into_stream_named;
+use weir_runtime::source::from_try_stream;
+use weir_runtime::{Error, Publisher, Subscriber, reject};
+
+/// See [`PublisherExt::map_async`](crate::PublisherExt::map_async).
+pub struct MapAsync<P, F, T> {
+    upstream: P,
+    f: F,
+    concurrency: usize,
+    ordered: bool,
+    _input: std::marker::PhantomData<fn(T)>,
+}
+
+impl<P, F, T> MapAsync<P, F, T> {
+    pub(crate) fn new(upstream: P, concurrency: usize, f: F, ordered: bool) -> Self {
+        Self {
+            upstream,
+            f,
+            concurrency,
+            ordered,
+            _input: std::marker::PhantomData,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        if self.ordered {
+            "map_async"
+        } else {
+            "map_async_unordered"
+        }
+    }
+}
+
+impl<P: std::fmt::Debug, F, T> std::fmt::Debug for MapAsync<P, F, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(self.name())
+            .field("upstream", &self.upstream)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl<T, U, P, F, Fut> Publisher<U> for MapAsync<P, F, T>
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+    U: Send + 'static,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: Future<Output = U> + Send + 'static,
+{
+    fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
+        let name = self.name();
+        if self.concurrency == 0 {
+            let error = Error::msg("a concurrency of at least 1 is needed").in_stage(name);
+            reject(subscriber, error);
+            return;
+        }
+        let mut f = self.f;
+        let concurrency = self.concurrency;
+        let calls =
+            into_stream_named(self.upstream, concurrency, name).map(move |item| match item {
+                Ok(item) => Either::Left(call_guarded(&mut f, item, name)),
+                Err(error) => Either::Right(ready(Err(error))),
+            });
+        if self.ordered {
+            from_try_stream(calls.buffered(concurrency)).subscribe(subscriber);
+        } else {
+            from_try_stream(calls.buffer_unordered(concurrency)).subscribe(subscriber);
+        }
+    }
+}
+
+/// Calls `f` and polls its future under `catch_unwind`: a panic in either fails the stream with an
+/// error naming the stage.
+fn call_guarded<T, U, F, Fut>(
+    f: &mut F,
+    item: T,
+    stage: &'static str,
+) -> impl Future<Output = Result<U, Error>> + Send + 'static + use<T, U, F, Fut>
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = U> + Send + 'static,
+    U: Send + 'static,
+{
+    match catch_unwind(AssertUnwindSafe(|| f(item))) {
+        Ok(future) => Either::Left(AssertUnwindSafe(future).catch_unwind().map(move |result| {
+            result.map_err(|payload| Error::panicked(payload.as_ref()).in_stage(stage))
+        })),
+        Err(payload) => Either::Right(ready(
+            Err(Error::panicked(payload.as_ref()).in_stage(stage)),
+        )),
+    }
+}
