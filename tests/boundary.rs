@@ -212,3 +212,17 @@ proptest! {
         prop_assert_eq!(recorder.items(), (0..total).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn an_empty_upstream_handed_over_in_a_burst_completes() {
+    // A burst of zero items reaches the inlet's bookkeeping before any item was written.
+    let rt = runtime();
+    let _guard = rt.enter();
+    let (subscriber, recorder) = probe::<u64>();
+    source::from_iter(0..0u64)
+        .boundary(BoundaryConfig::new("hop", 4).unwrap())
+        .subscribe(subscriber);
+    recorder.request(3);
+    assert!(recorder.expect_terminal().is_ok());
+    assert!(recorder.items().is_empty());
+}

@@ -76,6 +76,45 @@ weir_tck::publisher_verification!(
     failed = Some(|| failed().map_async_unordered(4, |x| async move { x })),
 );
 
+/// `n` items split over three sources.
+fn three_sources(n: u64) -> Vec<source::FromIter<std::ops::Range<u64>>> {
+    let (a, b) = (n / 3, 2 * (n / 3));
+    vec![
+        source::from_iter(0..a),
+        source::from_iter(a..b),
+        source::from_iter(b..n),
+    ]
+}
+
+weir_tck::publisher_verification!(
+    merge,
+    |n: u64| weir::operators::merge(three_sources(n)),
+    failed = Some(|| weir::operators::merge(vec![failed(), failed()])),
+);
+
+weir_tck::publisher_verification!(
+    merge_delay_error,
+    |n: u64| weir::operators::merge_delay_error(three_sources(n)).lane_capacity(8),
+    failed = Some(|| weir::operators::merge_delay_error(vec![failed()])),
+);
+
+weir_tck::publisher_verification!(
+    priority_lanes,
+    |n: u64| {
+        weir::operators::PriorityLanes::new()
+            .lane("high", 8, 16, source::from_iter(0..n / 2))
+            .lane("low", 1, 64, source::from_iter(n / 2..n))
+            .build()
+            .unwrap()
+    },
+    failed = Some(|| {
+        weir::operators::PriorityLanes::new()
+            .lane("only", 1, 16, failed())
+            .build()
+            .unwrap()
+    }),
+);
+
 weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
@@ -125,6 +164,9 @@ fn every_rule_is_generated() {
         skip::RULES,
         map_async::RULES,
         map_async_unordered::RULES,
+        merge::RULES,
+        merge_delay_error::RULES,
+        priority_lanes::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

@@ -29,12 +29,14 @@
 mod ext;
 mod fused;
 mod map_async;
+pub mod merge;
 mod stage;
 mod steps;
 
 pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;
+pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
 pub use steps::{
     FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
 };

@@ -235,7 +235,7 @@ impl<T> Inlet<T> {
     #[inline(always)]
     fn checkpoint_reached(&mut self) {
         let pushed = self.producer.pushed();
-        if pushed >= self.next_sample {
+        if pushed > 0 && pushed >= self.next_sample {
             self.channel.metrics.sample_position(pushed - 1);
             self.next_sample = pushed + self.sample_stride;
         }

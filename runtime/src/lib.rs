@@ -6,6 +6,7 @@
 //! - [`source`] and [`sink`]: publishers from iterators and streams, subscribers that fold, collect or
 //!   turn a publisher back into a `futures::Stream`;
 //! - [`boundary`]: the bounded, credit-based hand-off between two tokio tasks;
+//! - [`lane`]: one upstream read through a bounded credit ring from a task of your own;
 //! - [`ingress`]: where callers that cannot be slowed push in, with an explicit overflow policy;
 //! - [`metrics`]: counters per boundary and ingress, as serde snapshots;
 //! - [`processor`]: operator chains as processors, through a [`processor::relay`].
@@ -28,14 +29,16 @@
 pub mod boundary;
 mod error;
 pub mod ingress;
+pub mod lane;
 pub mod metrics;
 pub mod processor;
 pub mod protocol;
 pub mod sink;
 pub mod source;
-mod task;
+pub mod task;
 
 pub use error::{Error, ErrorKind};
 pub use protocol::{
     BoxPublisher, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject,
 };
+pub use weir_sync::Demand;

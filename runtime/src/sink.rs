@@ -12,10 +12,9 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use tokio::sync::oneshot;
-use weir_sync::ring::{Consumer, Credit, Readable};
 
-use crate::boundary::{Channel, Grant, channel};
-use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::lane::{Lane, LaneEvent, lane};
+use crate::metrics::BoundaryMetrics;
 use crate::{Error, Publisher, Subscriber, Subscription};
 
 /// Folds every item into `init` with `f`, resolving to the final value when the stream completes.
@@ -202,27 +201,14 @@ where
     T: Send + 'static,
     P: Publisher<T>,
 {
-    let prefetch = prefetch.max(1);
-    let metrics = BoundaryMetrics::new(name, StageKind::Boundary, prefetch);
-    let (inlet, consumer, credit, channel) = channel(metrics.name().into(), prefetch, metrics);
+    let (inlet, lane) = lane(name, prefetch);
     publisher.subscribe(inlet);
-    IntoStream {
-        consumer,
-        credit,
-        channel,
-        upstream: None,
-        grant: Grant::new(prefetch),
-        done: false,
-    }
+    IntoStream { lane, done: false }
 }
 
 /// See [`into_stream`].
 pub struct IntoStream<T> {
-    consumer: Consumer<T>,
-    credit: Credit<T>,
-    channel: Arc<Channel>,
-    upstream: Option<Subscription>,
-    grant: Grant,
+    lane: Lane<T>,
     done: bool,
 }
 
@@ -234,10 +220,10 @@ impl<T> std::fmt::Debug for IntoStream<T> {
     }
 }
 
-impl<T> IntoStream<T> {
+impl<T: Send + 'static> IntoStream<T> {
     /// The stream's buffer counters.
     pub fn metrics(&self) -> Arc<BoundaryMetrics> {
-        self.channel.metrics.clone()
+        self.lane.metrics()
     }
 }
 
@@ -249,46 +235,20 @@ impl<T: Send + 'static> Stream for IntoStream<T> {
         if this.done {
             return Poll::Ready(None);
         }
-        loop {
-            if let Some(item) = this.consumer.pop() {
-                return Poll::Ready(Some(Ok(item)));
+        match this.lane.poll_lane(cx) {
+            Poll::Ready(LaneEvent::Items) => {
+                let mut next = None;
+                this.lane.pop_each(1, |item| {
+                    next = Some(item);
+                    true
+                });
+                Poll::Ready(next.map(Ok))
             }
-            let upstream = match &this.upstream {
-                Some(upstream) => upstream,
-                None => match this.channel.poll_upstream(cx) {
-                    Poll::Ready(upstream) => this.upstream.insert(upstream),
-                    // The publisher may also end before subscribing properly: look at the ring.
-                    Poll::Pending if !this.consumer.is_producer_closed() => return Poll::Pending,
-                    Poll::Pending => {
-                        this.done = true;
-                        return Poll::Ready(this.channel.take_terminal().err().map(Err));
-                    }
-                },
-            };
-            this.consumer.release();
-            if this
-                .grant
-                .grant(this.credit.head(), &this.channel, upstream)
-            {
-                continue; // a synchronous upstream has filled the ring already
+            Poll::Ready(LaneEvent::Ended(result)) => {
+                this.done = true;
+                Poll::Ready(result.err().map(Err))
             }
-            match this.consumer.poll_readable(cx) {
-                Poll::Ready(Readable::Items) => continue,
-                Poll::Ready(Readable::Closed) => {
-                    this.done = true;
-                    this.upstream = None;
-                    return Poll::Ready(this.channel.take_terminal().err().map(Err));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl<T> Drop for IntoStream<T> {
-    fn drop(&mut self) {
-        if let Some(upstream) = self.upstream.take() {
-            upstream.cancel();
+            Poll::Pending => Poll::Pending,
         }
     }
 }

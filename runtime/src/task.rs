@@ -1,6 +1,19 @@
-//! The subscription state of publishers that emit from a tokio task of their own (stream sources,
-//! boundary outlets): `request` and `cancel` record what they want and wake the task on transitions;
-//! the task does all the emitting.
+//! The subscription state of publishers that emit from a task (or poll function) of their own
+//! (stream sources, boundary outlets, merges): `request` and `cancel` record what they want and wake
+//! the task on transitions; the task does all the emitting.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::task::{Context, Waker};
+//! use weir_runtime::task::{Next, TaskSubscription};
+//! use weir_runtime::Subscription;
+//! let state = Arc::new(TaskSubscription::default());
+//! let subscription = Subscription::new(state.clone());
+//! let mut cx = Context::from_waker(Waker::noop());
+//! assert_eq!(state.poll_next(&mut cx), Next::Wait);
+//! subscription.request(3);
+//! assert_eq!(state.poll_next(&mut cx), Next::Emit(3));
+//! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Context;
@@ -9,8 +22,9 @@ use weir_sync::{Demand, WakeSlot};
 
 use crate::RawSubscription;
 
+/// See the [module documentation](self).
 #[derive(Debug, Default)]
-pub(crate) struct TaskSubscription {
+pub struct TaskSubscription {
     demand: Demand,
     cancelled: AtomicBool,
     bad_request: AtomicBool,
@@ -19,7 +33,7 @@ pub(crate) struct TaskSubscription {
 
 /// What the emitting task should do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
+pub enum Next {
     /// Emit up to this many items.
     Emit(u64),
     /// Nothing to do until woken.
@@ -31,7 +45,8 @@ pub(crate) enum Next {
 }
 
 impl TaskSubscription {
-    pub(crate) fn demand(&self) -> &Demand {
+    /// The outstanding demand (the task consumes what it emitted).
+    pub fn demand(&self) -> &Demand {
         &self.demand
     }
 
@@ -50,7 +65,7 @@ impl TaskSubscription {
 
     /// What to do now; when the answer is [`Next::Wait`], the task is registered to be woken by the
     /// next `request` or `cancel`.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Next {
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Next {
         match self.next() {
             Next::Wait => {}
             next => return next,
@@ -67,7 +82,7 @@ impl TaskSubscription {
 
     /// Registers the task to be woken by `request` / `cancel` while it waits for something else, and
     /// reports whether it was cancelled (or failed by `request(0)`) meanwhile.
-    pub(crate) fn watch(&self, cx: &mut Context<'_>) -> Next {
+    pub fn watch(&self, cx: &mut Context<'_>) -> Next {
         self.wake.prepare(cx);
         match self.next() {
             next @ (Next::Cancelled | Next::BadRequest) => {

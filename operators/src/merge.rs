@@ -1,0 +1,457 @@
+//! Fan-in: `merge` (fair across sources) and `priority_lanes` (weighted, starvation-bounded).
+//!
+//! Every source is read through its own [`Lane`]: a bounded credit ring, so a source is asked for
+//! items only as its lane drains (demand to each lane follows its share) and never holds more than
+//! its capacity. One task serves the lanes by deficit round-robin: each visit adds
+//! `QUANTUM x weight` to a busy lane's deficit and emits up to that many of its items, so over any
+//! stretch where all lanes are busy each gets `weight / total weight` of the output, and an item in
+//! a high lane waits at most one low-lane quantum behind a saturated low lane. Items move in bursts
+//! (`pop_each`), not one wake-up per item.
+//!
+//! Errors fail fast (cancelling the other sources) unless the merge delays them
+//! ([`merge_delay_error`]): then the other sources run to their end and the first error follows.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::metrics::BoundarySnapshot;
+use weir_runtime::task::{Next, TaskSubscription};
+use weir_runtime::{BoxPublisher, Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+/// Items a lane of weight 1 may emit per visit.
+pub const QUANTUM: u64 = 64;
+/// Items held per source by [`merge`] unless configured.
+pub const DEFAULT_LANE_CAPACITY: usize = 256;
+/// Items the merge task emits before it yields to the tokio scheduler.
+const POLL_BUDGET: u64 = 16 * 1024;
+
+/// One input of a merge: a source, its weight and its lane's capacity.
+struct Input<P> {
+    name: String,
+    weight: u64,
+    capacity: usize,
+    source: P,
+}
+
+/// A merge of several sources into one publisher; see [`merge`], [`merge_delay_error`] and
+/// [`PriorityLanes`].
+pub struct Merge<P> {
+    inputs: Vec<Input<P>>,
+    delay_error: bool,
+    stage: &'static str,
+}
+
+impl<P> std::fmt::Debug for Merge<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(self.stage)
+            .field(
+                "lanes",
+                &self.inputs.iter().map(|i| &i.name).collect::<Vec<_>>(),
+            )
+            .field("delay_error", &self.delay_error)
+            .finish()
+    }
+}
+
+/// Merges `sources` fairly: while all have items, each gets an equal share of the output. Completes
+/// when all complete; the first error fails the merge at once and cancels the other sources.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_operators::{PublisherExt, merge};
+/// use weir_runtime::source;
+/// let mut all = merge(vec![source::from_iter(0..3u32), source::from_iter(10..13u32)])
+///     .collect()
+///     .await
+///     .unwrap();
+/// all.sort_unstable();
+/// assert_eq!(all, vec![0, 1, 2, 10, 11, 12]);
+/// # }
+/// ```
+pub fn merge<P>(sources: impl IntoIterator<Item = P>) -> Merge<P> {
+    Merge::equal(sources, false, "merge")
+}
+
+/// Like [`merge`], but an error waits until the other sources end, then fails the merge.
+pub fn merge_delay_error<P>(sources: impl IntoIterator<Item = P>) -> Merge<P> {
+    Merge::equal(sources, true, "merge_delay_error")
+}
+
+impl<P> Merge<P> {
+    fn equal(sources: impl IntoIterator<Item = P>, delay_error: bool, stage: &'static str) -> Self {
+        let inputs = sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, source)| Input {
+                name: format!("{stage}.{i}"),
+                weight: 1,
+                capacity: DEFAULT_LANE_CAPACITY,
+                source,
+            })
+            .collect();
+        Self {
+            inputs,
+            delay_error,
+            stage,
+        }
+    }
+
+    /// Holds at most `capacity` items per source (at least 1).
+    pub fn lane_capacity(mut self, capacity: usize) -> Self {
+        for input in &mut self.inputs {
+            input.capacity = capacity.max(1);
+        }
+        self
+    }
+}
+
+/// Named lanes with weights and capacities, merged so that higher weights get proportionally more
+/// of the output while no lane starves: a saturated low lane delays a high lane by at most one
+/// low-lane quantum ([`QUANTUM`] x its weight items).
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_operators::{PriorityLanes, PublisherExt};
+/// use weir_runtime::source;
+/// let lanes = PriorityLanes::new()
+///     .lane("interactive", 8, 64, source::from_iter(0..10u32))
+///     .lane("batch", 1, 1024, source::from_iter(100..1100u32))
+///     .build()
+///     .unwrap();
+/// assert_eq!(lanes.collect().await.unwrap().len(), 1010);
+/// # }
+/// ```
+#[derive(Default)]
+pub struct PriorityLanes<T> {
+    inputs: Vec<Input<BoxPublisher<T>>>,
+}
+
+impl<T> std::fmt::Debug for PriorityLanes<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PriorityLanes")
+            .field(
+                "lanes",
+                &self
+                    .inputs
+                    .iter()
+                    .map(|i| (&i.name, i.weight))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> PriorityLanes<T> {
+    /// No lanes yet.
+    pub fn new() -> Self {
+        Self { inputs: Vec::new() }
+    }
+
+    /// Adds a lane `name` fed by `source`, with `weight` (its share) and `capacity` (its buffer).
+    pub fn lane(
+        mut self,
+        name: impl Into<String>,
+        weight: u64,
+        capacity: usize,
+        source: impl Publisher<T>,
+    ) -> Self {
+        self.inputs.push(Input {
+            name: name.into(),
+            weight,
+            capacity,
+            source: source.boxed(),
+        });
+        self
+    }
+
+    /// Checks the lanes (at least one, names unique and non-empty, weights and capacities of at
+    /// least 1) and builds the publisher; every problem is reported at once.
+    pub fn build(self) -> Result<Merge<BoxPublisher<T>>, Error> {
+        let mut problems = Vec::new();
+        if self.inputs.is_empty() {
+            problems.push("at least one lane is needed".to_owned());
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            if input.name.is_empty() {
+                problems.push(format!("lane {i} has an empty name"));
+            }
+            if self.inputs[..i]
+                .iter()
+                .any(|other| other.name == input.name)
+            {
+                problems.push(format!("lane name `{}` is used twice", input.name));
+            }
+            if input.weight == 0 {
+                problems.push(format!(
+                    "lane `{}` needs a weight of at least 1",
+                    input.name
+                ));
+            }
+            if input.capacity == 0 {
+                problems.push(format!(
+                    "lane `{}` needs a capacity of at least 1",
+                    input.name
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::msg(problems.join("; ")).in_stage("priority_lanes"));
+        }
+        Ok(Merge {
+            inputs: self.inputs,
+            delay_error: false,
+            stage: "priority_lanes",
+        })
+    }
+}
+
+/// Live counters of a running merge, one snapshot per lane.
+#[derive(Debug, Clone)]
+pub struct LaneMetrics(Arc<Vec<Arc<weir_runtime::metrics::BoundaryMetrics>>>);
+
+impl LaneMetrics {
+    /// A snapshot of every lane's buffer (depth, items in / out, oldest-item age...).
+    pub fn snapshot(&self) -> Vec<BoundarySnapshot> {
+        self.0.iter().map(|metrics| metrics.snapshot()).collect()
+    }
+}
+
+impl<P> Merge<P> {
+    /// Subscribes like [`Publisher::subscribe`] and returns the lanes' live counters.
+    pub fn subscribe_observed<T, S>(self, subscriber: S) -> LaneMetrics
+    where
+        P: Publisher<T>,
+        T: Send + 'static,
+        S: Subscriber<T>,
+    {
+        start(self, subscriber)
+    }
+}
+
+impl<T, P> Publisher<T> for Merge<P>
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+{
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        start(self, subscriber);
+    }
+}
+
+fn start<T, P, S>(merge: Merge<P>, mut subscriber: S) -> LaneMetrics
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+    S: Subscriber<T>,
+{
+    let stage = merge.stage;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(stage));
+        return LaneMetrics(Arc::new(Vec::new()));
+    };
+    let mut lanes = Vec::with_capacity(merge.inputs.len());
+    for input in merge.inputs {
+        let (inlet, reader) = lane(&input.name, input.capacity);
+        input.source.subscribe(inlet);
+        lanes.push(LaneState {
+            reader,
+            weight: input.weight.max(1),
+            deficit: 0,
+            ended: false,
+        });
+    }
+    let metrics = LaneMetrics(Arc::new(lanes.iter().map(|l| l.reader.metrics()).collect()));
+    let downstream = Arc::new(TaskSubscription::default());
+    subscriber.on_subscribe(Subscription::new(downstream.clone()));
+    let live = lanes.len();
+    runtime.spawn(MergeTask {
+        lanes,
+        subscriber,
+        downstream,
+        next: 0,
+        live,
+        delay_error: merge.delay_error,
+        first_error: None,
+    });
+    metrics
+}
+
+struct LaneState<T> {
+    reader: Lane<T>,
+    weight: u64,
+    deficit: u64,
+    ended: bool,
+}
+
+struct MergeTask<T, S> {
+    lanes: Vec<LaneState<T>>,
+    subscriber: S,
+    downstream: Arc<TaskSubscription>,
+    /// Where the next round starts (rotated for fairness).
+    next: usize,
+    /// Lanes not ended yet.
+    live: usize,
+    delay_error: bool,
+    first_error: Option<Error>,
+}
+
+// No field is structurally pinned.
+impl<T, S> Unpin for MergeTask<T, S> {}
+
+enum Round {
+    /// Moved items (this many accepted); go on.
+    Served(u64),
+    /// Nothing to emit now: every lane is waiting (wakers registered) or demand ran out.
+    Idle,
+    /// The merge is over (an error failed it, or every lane ended).
+    Over,
+}
+
+impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
+    fn cancel_all(&mut self) {
+        for lane in &mut self.lanes {
+            lane.reader.cancel();
+        }
+    }
+
+    /// A lane ended: count it, and fail fast on an error unless errors are delayed. Returns `true`
+    /// when the merge is over.
+    fn lane_ended(&mut self, index: usize, result: Result<(), Error>) -> bool {
+        self.lanes[index].ended = true;
+        self.live -= 1;
+        if let Err(error) = result {
+            if !self.delay_error {
+                self.cancel_all();
+                self.subscriber.on_error(error);
+                return true;
+            }
+            self.first_error.get_or_insert(error);
+        }
+        if self.live == 0 {
+            match self.first_error.take() {
+                Some(error) => self.subscriber.on_error(error),
+                None => self.subscriber.on_complete(),
+            }
+            return true;
+        }
+        false
+    }
+
+    /// One deficit round-robin round over the lanes with up to `demand` items.
+    fn round(&mut self, cx: &mut Context<'_>, demand: u64) -> Round {
+        let count = self.lanes.len();
+        let mut served = 0;
+        let mut moved = false;
+        for k in 0..count {
+            let index = (self.next + k) % count;
+            if self.lanes[index].ended {
+                continue;
+            }
+            match self.lanes[index].reader.poll_lane(cx) {
+                Poll::Pending => self.lanes[index].deficit = 0,
+                Poll::Ready(LaneEvent::Ended(result)) => {
+                    if self.lane_ended(index, result) {
+                        return Round::Over;
+                    }
+                }
+                Poll::Ready(LaneEvent::Items) => {
+                    if served >= demand {
+                        break;
+                    }
+                    let lane = &mut self.lanes[index];
+                    lane.deficit = lane.deficit.saturating_add(QUANTUM * lane.weight);
+                    let max = lane.deficit.min(demand - served);
+                    let subscriber = &mut self.subscriber;
+                    let (taken, accepted) = lane
+                        .reader
+                        .pop_each(max, |item| subscriber.try_on_next(item));
+                    lane.deficit = lane.deficit.saturating_sub(taken as u64);
+                    served += accepted;
+                    moved |= taken > 0;
+                }
+            }
+        }
+        self.next = (self.next + 1) % count.max(1);
+        // Items a filter downstream declined still count as progress: look again.
+        if moved {
+            Round::Served(served)
+        } else {
+            Round::Idle
+        }
+    }
+
+    /// Without demand, still notice lanes that end (an error needs no demand to be signalled).
+    fn watch_ends(&mut self, cx: &mut Context<'_>) -> bool {
+        for index in 0..self.lanes.len() {
+            if self.lanes[index].ended {
+                continue;
+            }
+            if let Poll::Ready(LaneEvent::Ended(result)) = self.lanes[index].reader.poll_lane(cx)
+                && self.lane_ended(index, result)
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl<T: Send + 'static, S: Subscriber<T>> Future for MergeTask<T, S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.live == 0 {
+            this.subscriber.on_complete(); // merge of no sources
+            return Poll::Ready(());
+        }
+        let mut emitted = 0;
+        loop {
+            let demand = match this.downstream.poll_next(cx) {
+                Next::Emit(n) => n,
+                Next::Wait => {
+                    return if this.watch_ends(cx) {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    };
+                }
+                Next::Cancelled => {
+                    this.cancel_all();
+                    return Poll::Ready(());
+                }
+                Next::BadRequest => {
+                    this.cancel_all();
+                    this.subscriber.on_error(Error::new(ErrorKind::RequestZero));
+                    return Poll::Ready(());
+                }
+            };
+            match this.round(cx, demand) {
+                Round::Over => return Poll::Ready(()),
+                Round::Idle => {
+                    // Every live lane is registered for wake-up; demand is registered below only
+                    // if it runs out, so also watch for cancel.
+                    return match this.downstream.watch(cx) {
+                        Next::Cancelled | Next::BadRequest => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        _ => Poll::Pending,
+                    };
+                }
+                Round::Served(n) => {
+                    this.downstream.demand().consume(n);
+                    this.subscriber.on_flush();
+                    emitted += n;
+                    if emitted >= POLL_BUDGET {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! A lane: one upstream read through a bounded credit ring by a task that also grants its credit.
+//!
+//! This is the consumer half of a boundary without its own tasks, for stages that read one or
+//! several upstreams from a single task or poll function: [`into_stream`](crate::sink::into_stream)
+//! reads one lane, a merge reads many. The lane asks its upstream for `capacity` items at first and
+//! then for 75% of the capacity each time that much has been taken, so at most `capacity` items are
+//! ever held.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use weir_sync::ring::{Consumer, Credit, Readable};
+
+use crate::boundary::{Channel, Grant, Inlet, channel};
+use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::{Error, Subscription};
+
+/// What [`Lane::poll_lane`] found.
+#[derive(Debug)]
+pub enum LaneEvent {
+    /// Items can be taken with [`Lane::pop_each`].
+    Items,
+    /// The upstream ended and every item was taken: its terminal signal.
+    Ended(Result<(), Error>),
+}
+
+/// Creates a lane named `name` holding at most `capacity` items (at least 1): subscribe the
+/// returned [`Inlet`] to the upstream and read the [`Lane`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::future::poll_fn;
+/// use weir_runtime::{Publisher, lane::{lane, LaneEvent}, source};
+/// let (inlet, mut lane) = lane::<u32>("numbers", 2);
+/// source::from_iter(1..=5).subscribe(inlet);
+/// let mut got = Vec::new();
+/// loop {
+///     match poll_fn(|cx| lane.poll_lane(cx)).await {
+///         LaneEvent::Items => { lane.pop_each(u64::MAX, |x| { got.push(x); true }); }
+///         LaneEvent::Ended(result) => { result.unwrap(); break; }
+///     }
+/// }
+/// assert_eq!(got, vec![1, 2, 3, 4, 5]);
+/// # }
+/// ```
+pub fn lane<T: Send + 'static>(name: &str, capacity: usize) -> (Inlet<T>, Lane<T>) {
+    let capacity = capacity.max(1);
+    let metrics = BoundaryMetrics::new(name, StageKind::Boundary, capacity);
+    let (inlet, consumer, credit, channel) = channel(metrics.name().into(), capacity, metrics);
+    (
+        inlet,
+        Lane {
+            consumer,
+            credit,
+            channel,
+            upstream: None,
+            grant: Grant::new(capacity),
+            ended: false,
+        },
+    )
+}
+
+/// The reading side of a [`lane`]. Dropping it cancels the upstream.
+pub struct Lane<T> {
+    consumer: Consumer<T>,
+    credit: Credit<T>,
+    channel: Arc<Channel>,
+    upstream: Option<Subscription>,
+    grant: Grant,
+    ended: bool,
+}
+
+impl<T> std::fmt::Debug for Lane<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("name", &self.channel.metrics.name())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Lane<T> {
+    /// Ready with [`LaneEvent::Items`] when items can be taken, or with [`LaneEvent::Ended`] once
+    /// (after the last item); otherwise the task is registered to be woken by new items, the
+    /// upstream's subscription or its end. Grants credit to the upstream as slots free up.
+    pub fn poll_lane(&mut self, cx: &mut Context<'_>) -> Poll<LaneEvent> {
+        if self.ended {
+            return Poll::Ready(LaneEvent::Ended(Ok(())));
+        }
+        loop {
+            if self.consumer.available() > 0 {
+                return Poll::Ready(LaneEvent::Items);
+            }
+            if self.upstream.is_none() {
+                match self.channel.poll_upstream(cx) {
+                    Poll::Ready(upstream) => self.upstream = Some(upstream),
+                    // The publisher may also end before subscribing properly: look at the ring.
+                    Poll::Pending if !self.consumer.is_producer_closed() => return Poll::Pending,
+                    Poll::Pending => return Poll::Ready(self.end()),
+                }
+            }
+            if self.grant_due() {
+                continue; // a synchronous upstream has filled the ring already
+            }
+            match self.consumer.poll_readable(cx) {
+                Poll::Ready(Readable::Items) => continue,
+                Poll::Ready(Readable::Closed) => return Poll::Ready(self.end()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Takes items and hands each to `f` until `f` accepted `max` of them or none is left; returns
+    /// `(taken, accepted)`. Then grants credit if enough slots are free.
+    pub fn pop_each(&mut self, max: u64, f: impl FnMut(T) -> bool) -> (usize, u64) {
+        let taken = self.consumer.pop_each(max, f);
+        self.grant_due();
+        taken
+    }
+
+    /// Cancels the upstream; the lane ends.
+    pub fn cancel(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
+        }
+        self.ended = true;
+    }
+
+    /// The lane's buffer counters.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.channel.metrics.clone()
+    }
+
+    fn grant_due(&mut self) -> bool {
+        let Some(upstream) = &self.upstream else {
+            return false;
+        };
+        self.consumer.release();
+        self.grant
+            .grant(self.credit.head(), &self.channel, upstream)
+    }
+
+    fn end(&mut self) -> LaneEvent {
+        self.ended = true;
+        self.upstream = None;
+        LaneEvent::Ended(self.channel.take_terminal())
+    }
+}
+
+impl<T> Drop for Lane<T> {
+    fn drop(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
+        }
+    }
+}
