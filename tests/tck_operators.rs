@@ -116,6 +116,13 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    batch,
+    // Two items per batch: `n` batches.
+    |n: u64| source::from_iter(0..n.saturating_mul(2)).batch(2, std::time::Duration::from_secs(1)),
+    failed = Some(|| failed().batch(2, std::time::Duration::from_secs(1))),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -167,6 +174,7 @@ fn every_rule_is_generated() {
         merge::RULES,
         merge_delay_error::RULES,
         priority_lanes::RULES,
+        batch::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

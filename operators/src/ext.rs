@@ -7,7 +7,7 @@ use weir_runtime::{Error, Publisher};
 use crate::steps::{
     FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
 };
-use crate::{Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile};
+use crate::{Batch, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile};
 
 /// Operators and sinks as methods on every [`Publisher`].
 pub trait PublisherExt<T>: Publisher<T> + Sized {
@@ -148,6 +148,27 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         Fut: Future<Output = U> + Send + 'static,
     {
         MapAsync::new(self, concurrency, f, false)
+    }
+
+    /// Groups items into batches of at most `max_items`, emitted when full or when the oldest item
+    /// has waited `max_wait`. Respects downstream demand: without it, at most one full batch and
+    /// one lane of `max_items` are held and the upstream is not asked for more. Needs a tokio
+    /// runtime; `max_items` of zero fails the subscription.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use std::time::Duration;
+    /// use weir_operators::PublisherExt;
+    /// let batches = weir_runtime::source::from_iter(0..10u32)
+    ///     .batch(4, Duration::from_millis(10))
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(batches, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    /// # }
+    /// ```
+    fn batch(self, max_items: usize, max_wait: std::time::Duration) -> Batch<Self> {
+        Batch::new(self, max_items, max_wait)
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

@@ -26,6 +26,7 @@
     rust_2018_idioms
 )]
 
+mod batch;
 mod ext;
 mod fused;
 mod map_async;
@@ -33,6 +34,7 @@ pub mod merge;
 mod stage;
 mod steps;
 
+pub use batch::Batch;
 pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;

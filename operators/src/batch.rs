@@ -1,0 +1,200 @@
+//! `batch(max_items, max_wait)`: groups items into `Vec`s, emitted when full or when the oldest item
+//! has waited `max_wait`, and never more batches than requested.
+//!
+//! The upstream is read through a [`Lane`] of `max_items` slots, so while the downstream has no
+//! demand the operator holds at most one full batch plus one lane: it stops asking the upstream for
+//! items instead of buffering without bound (a known pain point of time-or-size batching elsewhere).
+//! Batches are `Vec`s: they leave the operator by value and are usually hundreds of items, so inline
+//! storage (`SmallVec`) would either be huge or spill anyway; one allocation per batch is amortised
+//! over its items.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::task::{Next, TaskSubscription};
+use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+/// See [`PublisherExt::batch`](crate::PublisherExt::batch).
+#[derive(Debug)]
+pub struct Batch<P> {
+    upstream: P,
+    max_items: usize,
+    max_wait: Duration,
+}
+
+impl<P> Batch<P> {
+    pub(crate) fn new(upstream: P, max_items: usize, max_wait: Duration) -> Self {
+        Self {
+            upstream,
+            max_items,
+            max_wait,
+        }
+    }
+}
+
+impl<T, P> Publisher<Vec<T>> for Batch<P>
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+{
+    fn subscribe<S: Subscriber<Vec<T>>>(self, mut subscriber: S) {
+        if self.max_items == 0 {
+            let error = Error::msg("a batch needs max_items of at least 1").in_stage("batch");
+            reject(subscriber, error);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            reject(
+                subscriber,
+                Error::new(ErrorKind::NoRuntime).in_stage("batch"),
+            );
+            return;
+        };
+        let (inlet, reader) = lane("batch", self.max_items);
+        self.upstream.subscribe(inlet);
+        let downstream = Arc::new(TaskSubscription::default());
+        subscriber.on_subscribe(Subscription::new(downstream.clone()));
+        runtime.spawn(BatchTask {
+            lane: reader,
+            subscriber,
+            downstream,
+            max_items: self.max_items,
+            max_wait: self.max_wait,
+            batch: Vec::with_capacity(self.max_items),
+            timer: Box::pin(tokio::time::sleep(self.max_wait)),
+            timing: false,
+            ended: None,
+        });
+    }
+}
+
+struct BatchTask<T, S> {
+    lane: Lane<T>,
+    subscriber: S,
+    downstream: Arc<TaskSubscription>,
+    max_items: usize,
+    max_wait: Duration,
+    batch: Vec<T>,
+    /// Fires `max_wait` after the current batch's first item.
+    timer: Pin<Box<Sleep>>,
+    timing: bool,
+    /// The upstream's terminal signal, once it came.
+    ended: Option<Result<(), Error>>,
+}
+
+// Only the boxed timer is pinned, and it is boxed.
+impl<T, S> Unpin for BatchTask<T, S> {}
+
+impl<T: Send + 'static, S: Subscriber<Vec<T>>> BatchTask<T, S> {
+    /// Pulls items from the lane into the open batch; returns whether anything moved.
+    fn fill(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.ended.is_some() || self.batch.len() == self.max_items {
+            return false;
+        }
+        match self.lane.poll_lane(cx) {
+            Poll::Ready(LaneEvent::Items) => {
+                let room = (self.max_items - self.batch.len()) as u64;
+                let (batch, timing, timer, max_wait) = (
+                    &mut self.batch,
+                    &mut self.timing,
+                    &mut self.timer,
+                    self.max_wait,
+                );
+                let (taken, _) = self.lane.pop_each(room, |item| {
+                    if !*timing {
+                        *timing = true;
+                        timer.as_mut().reset(Instant::now() + max_wait);
+                    }
+                    batch.push(item);
+                    true
+                });
+                taken > 0
+            }
+            Poll::Ready(LaneEvent::Ended(result)) => {
+                self.ended = Some(result);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Whether the open batch should go now.
+    fn due(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.batch.is_empty() {
+            return false;
+        }
+        self.batch.len() == self.max_items
+            || self.ended.is_some()
+            || (self.timing && self.timer.as_mut().poll(cx).is_ready())
+    }
+
+    fn emit(&mut self) {
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_items));
+        self.timing = false;
+        self.downstream.demand().consume(1);
+        self.subscriber.on_next(full);
+        self.subscriber.on_flush();
+    }
+}
+
+impl<T: Send + 'static, S: Subscriber<Vec<T>>> Future for BatchTask<T, S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let moved = this.fill(cx);
+            if this.due(cx) {
+                match this.downstream.poll_next(cx) {
+                    Next::Emit(_) => {
+                        this.emit();
+                        continue;
+                    }
+                    Next::Wait => {
+                        // A full batch waits for demand: the lane fills, then the upstream stops.
+                        if let Some(Err(error)) = this.ended.take() {
+                            let dropped = this.batch.len();
+                            tracing::warn!(stage = "batch", dropped, %error, "upstream failed while a batch waited for demand");
+                            this.subscriber.on_error(error);
+                            return Poll::Ready(());
+                        }
+                        return Poll::Pending;
+                    }
+                    Next::Cancelled => return Poll::Ready(()),
+                    Next::BadRequest => {
+                        this.subscriber
+                            .on_error(Error::new(ErrorKind::RequestZero).in_stage("batch"));
+                        return Poll::Ready(());
+                    }
+                }
+            }
+            if this.batch.is_empty()
+                && let Some(result) = this.ended.take()
+            {
+                match result {
+                    Ok(()) => this.subscriber.on_complete(),
+                    Err(error) => this.subscriber.on_error(error),
+                }
+                return Poll::Ready(());
+            }
+            if moved {
+                continue;
+            }
+            // Waiting for items, the timer or nothing: also watch for cancel and request(0).
+            return match this.downstream.watch(cx) {
+                Next::Cancelled => Poll::Ready(()),
+                Next::BadRequest => {
+                    this.subscriber
+                        .on_error(Error::new(ErrorKind::RequestZero).in_stage("batch"));
+                    Poll::Ready(())
+                }
+                _ => Poll::Pending,
+            };
+        }
+    }
+}
