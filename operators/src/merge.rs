@@ -21,8 +21,12 @@ use weir_runtime::metrics::BoundarySnapshot;
 use weir_runtime::task::{Next, TaskSubscription};
 use weir_runtime::{BoxPublisher, Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
-/// Items a lane of weight 1 may emit per visit.
+/// Items a lane of weight 1 may emit per visit in a [`merge`]: large enough that serving a lane
+/// costs little per item.
 pub const QUANTUM: u64 = 64;
+/// Items a lane of weight 1 may emit per visit in [`PriorityLanes`]: one, so that an item in a high
+/// lane waits behind at most `weight` items of a saturated low lane (latency over throughput).
+pub const PRIORITY_QUANTUM: u64 = 1;
 /// Items held per source by [`merge`] unless configured.
 pub const DEFAULT_LANE_CAPACITY: usize = 256;
 /// Items the merge task emits before it yields to the tokio scheduler.
@@ -42,6 +46,7 @@ pub struct Merge<P> {
     inputs: Vec<Input<P>>,
     delay_error: bool,
     stage: &'static str,
+    quantum: u64,
 }
 
 impl<P> std::fmt::Debug for Merge<P> {
@@ -96,6 +101,7 @@ impl<P> Merge<P> {
             inputs,
             delay_error,
             stage,
+            quantum: QUANTUM,
         }
     }
 
@@ -110,7 +116,7 @@ impl<P> Merge<P> {
 
 /// Named lanes with weights and capacities, merged so that higher weights get proportionally more
 /// of the output while no lane starves: a saturated low lane delays a high lane by at most one
-/// low-lane quantum ([`QUANTUM`] x its weight items).
+/// low-lane quantum ([`PRIORITY_QUANTUM`] x its weight items).
 ///
 /// ```
 /// # #[tokio::main] async fn main() {
@@ -204,6 +210,7 @@ impl<T: Send + 'static> PriorityLanes<T> {
             inputs: self.inputs,
             delay_error: false,
             stage: "priority_lanes",
+            quantum: PRIORITY_QUANTUM,
         })
     }
 }
@@ -275,6 +282,7 @@ where
         live,
         delay_error: merge.delay_error,
         first_error: None,
+        quantum: merge.quantum,
     });
     metrics
 }
@@ -296,6 +304,8 @@ struct MergeTask<T, S> {
     live: usize,
     delay_error: bool,
     first_error: Option<Error>,
+    /// Items per visit for a lane of weight 1.
+    quantum: u64,
 }
 
 // No field is structurally pinned.
@@ -343,6 +353,7 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
     /// One deficit round-robin round over the lanes with up to `demand` items.
     fn round(&mut self, cx: &mut Context<'_>, demand: u64) -> Round {
         let count = self.lanes.len();
+        let quantum = self.quantum;
         let mut served = 0;
         let mut moved = false;
         for k in 0..count {
@@ -362,7 +373,7 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
                         break;
                     }
                     let lane = &mut self.lanes[index];
-                    lane.deficit = lane.deficit.saturating_add(QUANTUM * lane.weight);
+                    lane.deficit = lane.deficit.saturating_add(quantum * lane.weight);
                     let max = lane.deficit.min(demand - served);
                     let subscriber = &mut self.subscriber;
                     let (taken, accepted) = lane
