@@ -123,6 +123,36 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    buffer_drop_oldest,
+    // Capacity above every element count the TCK asks for: nothing is dropped.
+    |n: u64| source::from_iter(0..n).buffer("tck", 4_096, weir::ingress::Overflow::DropOldest),
+    failed = Some(|| failed().buffer("tck", 16, weir::ingress::Overflow::DropOldest)),
+    max_elements = 4_096,
+);
+
+weir_tck::publisher_verification!(
+    buffer_block,
+    |n: u64| {
+        source::from_iter(0..n).buffer(
+            "tck",
+            16,
+            weir::ingress::Overflow::Block {
+                timeout: std::time::Duration::from_secs(1),
+            },
+        )
+    },
+    failed = Some(|| {
+        failed().buffer(
+            "tck",
+            16,
+            weir::ingress::Overflow::Block {
+                timeout: std::time::Duration::from_secs(1),
+            },
+        )
+    }),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -175,6 +205,8 @@ fn every_rule_is_generated() {
         merge_delay_error::RULES,
         priority_lanes::RULES,
         batch::RULES,
+        buffer_drop_oldest::RULES,
+        buffer_block::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

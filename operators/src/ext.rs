@@ -7,7 +7,9 @@ use weir_runtime::{Error, Publisher};
 use crate::steps::{
     FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
 };
-use crate::{Batch, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile};
+use crate::{
+    Batch, Buffer, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile,
+};
 
 /// Operators and sinks as methods on every [`Publisher`].
 pub trait PublisherExt<T>: Publisher<T> + Sized {
@@ -169,6 +171,34 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     /// ```
     fn batch(self, max_items: usize, max_wait: std::time::Duration) -> Batch<Self> {
         Batch::new(self, max_items, max_wait)
+    }
+
+    /// An in-stream bounded buffer of `capacity` items named `name`, with the ingress's overflow
+    /// policies: `Block` is backpressure (an async boundary), `DropOldest` / `DropNewest` shed and
+    /// count, `Reject` fails the stream on overflow. See [`Buffer`] for details.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// use weir_runtime::ingress::Overflow;
+    /// let kept = weir_runtime::source::from_iter(0..10u32)
+    ///     .buffer("telemetry", 4, Overflow::DropOldest)
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(kept.len(), 10); // a fast consumer: nothing had to be dropped
+    /// # }
+    /// ```
+    fn buffer(
+        self,
+        name: &str,
+        capacity: usize,
+        overflow: weir_runtime::ingress::Overflow,
+    ) -> Buffer<Self, T>
+    where
+        T: Send + 'static,
+    {
+        Buffer::new(self, name, capacity, overflow)
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

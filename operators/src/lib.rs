@@ -27,6 +27,7 @@
 )]
 
 mod batch;
+mod buffer;
 mod ext;
 mod fused;
 mod map_async;
@@ -35,6 +36,7 @@ mod stage;
 mod steps;
 
 pub use batch::Batch;
+pub use buffer::Buffer;
 pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;

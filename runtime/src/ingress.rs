@@ -238,6 +238,8 @@ struct Queue<T> {
     /// A spilling ingress keeps everything in its store instead of `items`.
     store: Option<Box<dyn SpillStore<T>>>,
     closed: bool,
+    /// Set by [`IngressHandle::fail`]: the stream ends with it after the queued items.
+    failure: Option<Error>,
 }
 
 impl<T> Queue<T> {
@@ -485,6 +487,7 @@ fn build<T: Send + 'static>(
             items: VecDeque::with_capacity(reserve),
             store,
             closed: false,
+            failure: None,
         }),
         space: Notify::new(),
         blocked: AtomicUsize::new(0),
@@ -605,6 +608,14 @@ impl<T> IngressHandle<T> {
         self.shared().close();
     }
 
+    /// Stops accepting pushes; the publisher fails with `error` once the queued items are emitted
+    /// (for a producer that hit a fatal problem, or an in-stream buffer that overflowed).
+    pub fn fail(&self, error: Error) {
+        let shared = self.shared();
+        shared.queue.lock().unwrap().failure.get_or_insert(error);
+        shared.close();
+    }
+
     /// Whether the ingress no longer accepts pushes.
     pub fn is_closed(&self) -> bool {
         self.shared().queue.lock().unwrap().closed
@@ -700,7 +711,7 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
             {
                 let mut queue = shared.queue.lock().unwrap();
                 if queue.len() == 0 && self.batch.is_empty() && queue.closed {
-                    break Emitted::Done(accepted, Ok(()));
+                    break Emitted::Done(accepted, queue.failure.take().map_or(Ok(()), Err));
                 }
                 if room == 0 {
                     break Emitted::Items(accepted);

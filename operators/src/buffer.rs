@@ -1,0 +1,159 @@
+//! `buffer(capacity, overflow)`: an in-stream bounded buffer with the ingress's overflow policies.
+//!
+//! - [`Overflow::Block`]: inside a stream nobody needs to block: the upstream is simply granted no
+//!   more than the buffer can hold, so this is an async boundary of `capacity` (pure backpressure;
+//!   the timeout does not apply).
+//! - [`Overflow::DropOldest`] / [`Overflow::DropNewest`]: the upstream is asked for everything and
+//!   items that do not fit are dropped by the policy, each counted by reason in the buffer's
+//!   metrics: for sources that cannot slow down and telemetry where freshness beats completeness.
+//! - [`Overflow::Reject`]: an overflow fails the stream (after the buffered items) with an error
+//!   naming the buffer; the upstream is cancelled. For streams where loss is not acceptable and
+//!   overflow is a bug to surface.
+//!
+//! The non-blocking policies run in the upstream's task (the buffer is an ingress fed by a
+//! subscriber); put a boundary after it when the downstream is slow and should run elsewhere.
+
+use std::sync::Arc;
+
+use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
+use weir_runtime::ingress::{
+    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
+};
+use weir_runtime::metrics::BoundaryMetrics;
+use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
+
+/// See [`PublisherExt::buffer`](crate::PublisherExt::buffer).
+pub struct Buffer<P, T> {
+    inner: Result<Inner<P, T>, Error>,
+}
+
+enum Inner<P, T> {
+    Blocking(Boundary<P>),
+    Shedding {
+        upstream: P,
+        handle: IngressHandle<T>,
+        output: IngressPublisher<T>,
+        name: Arc<str>,
+        capacity: usize,
+    },
+}
+
+impl<P, T> std::fmt::Debug for Buffer<P, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("metrics", &self.metrics().map(|m| m.snapshot()))
+            .finish()
+    }
+}
+
+impl<P, T> Buffer<P, T> {
+    /// The buffer's live counters (depth, drops by reason...), once it is built; `None` if its
+    /// configuration was refused (the subscription then fails with the reason).
+    pub fn metrics(&self) -> Option<Arc<BoundaryMetrics>> {
+        match &self.inner {
+            Ok(Inner::Blocking(hop)) => Some(hop.metrics()),
+            Ok(Inner::Shedding { output, .. }) => Some(output.metrics()),
+            Err(_) => None,
+        }
+    }
+}
+
+impl<P, T: Send + 'static> Buffer<P, T> {
+    pub(crate) fn new(upstream: P, name: &str, capacity: usize, overflow: Overflow) -> Self {
+        let inner = match overflow {
+            Overflow::Block { .. } => BoundaryConfig::new(name, capacity)
+                .map(|config| Inner::Blocking(boundary(upstream, config))),
+            _ => IngressConfig::new(name, capacity, overflow).map(|config| {
+                let (handle, output) = ingress::<T>(config);
+                Inner::Shedding {
+                    upstream,
+                    handle,
+                    output,
+                    name: name.into(),
+                    capacity,
+                }
+            }),
+        };
+        Self { inner }
+    }
+}
+
+impl<T, P> Publisher<T> for Buffer<P, T>
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+{
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        match self.inner {
+            Err(error) => reject(subscriber, error),
+            Ok(Inner::Blocking(hop)) => hop.subscribe(subscriber),
+            Ok(Inner::Shedding {
+                upstream,
+                handle,
+                output,
+                name,
+                capacity,
+            }) => {
+                output.subscribe(subscriber);
+                upstream.subscribe(Feeder {
+                    handle,
+                    upstream: None,
+                    name,
+                    capacity,
+                });
+            }
+        }
+    }
+}
+
+/// Feeds the buffer: asks the upstream for everything and pushes without waiting.
+struct Feeder<T> {
+    handle: IngressHandle<T>,
+    upstream: Option<Subscription>,
+    name: Arc<str>,
+    capacity: usize,
+}
+
+impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        if self.upstream.is_some() || self.handle.is_closed() {
+            subscription.cancel();
+            return;
+        }
+        subscription.request(u64::MAX);
+        self.upstream = Some(subscription);
+    }
+
+    fn on_next(&mut self, item: T) {
+        match self.handle.try_push(item) {
+            Ok(_) | Err(PushError::Dropped { .. }) => {} // drops are counted by the ingress
+            Err(PushError::Rejected { .. }) => {
+                if let Some(upstream) = self.upstream.take() {
+                    upstream.cancel();
+                }
+                let error = Error::msg(format!(
+                    "buffer overflowed: more than {} items waiting",
+                    self.capacity
+                ))
+                .in_stage(self.name.clone());
+                self.handle.fail(error);
+            }
+            Err(_closed) => {
+                // The downstream went away: stop the upstream.
+                if let Some(upstream) = self.upstream.take() {
+                    upstream.cancel();
+                }
+            }
+        }
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.upstream = None;
+        self.handle.fail(error);
+    }
+
+    fn on_complete(&mut self) {
+        self.upstream = None;
+        self.handle.close();
+    }
+}

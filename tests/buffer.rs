@@ -1,0 +1,100 @@
+//! buffer(capacity, overflow): every policy inside a stream, with counted outcomes.
+
+mod support;
+
+use std::time::Duration;
+
+use support::probe;
+use weir::metrics::Reason;
+use weir::prelude::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn drop_oldest_keeps_the_freshest_and_counts_the_rest() {
+    let (subscriber, recorder) = probe::<u32>();
+    let buffered = source::from_iter(0..100u32).buffer("telemetry", 8, Overflow::DropOldest);
+    let metrics = buffered.metrics().unwrap();
+    buffered.subscribe(subscriber);
+    // Nothing requested yet: the whole upstream ran through the buffer, keeping the newest 8.
+    recorder.request(u64::MAX);
+    assert!(recorder.expect_terminal().is_ok());
+    assert_eq!(recorder.items(), (92..100).collect::<Vec<_>>());
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.dropped["dropped_oldest"], 92);
+    assert_eq!(
+        snapshot.items_out + metrics.shed(Reason::DroppedOldest),
+        100
+    );
+}
+
+#[test]
+fn drop_newest_keeps_the_first_and_counts_the_rest() {
+    let (subscriber, recorder) = probe::<u32>();
+    let buffered = source::from_iter(0..100u32).buffer("telemetry", 8, Overflow::DropNewest);
+    let metrics = buffered.metrics().unwrap();
+    buffered.subscribe(subscriber);
+    recorder.request(u64::MAX);
+    assert!(recorder.expect_terminal().is_ok());
+    assert_eq!(recorder.items(), (0..8).collect::<Vec<_>>());
+    assert_eq!(metrics.shed(Reason::DroppedNewest), 92);
+}
+
+#[test]
+fn reject_fails_the_stream_after_the_buffered_items() {
+    let (subscriber, recorder) = probe::<u32>();
+    source::from_iter(0..100u32)
+        .buffer(
+            "orders",
+            8,
+            Overflow::Reject {
+                retry_after: Duration::from_millis(1),
+            },
+        )
+        .subscribe(subscriber);
+    recorder.request(u64::MAX);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `orders`: buffer overflowed: more than 8 items waiting"
+    );
+    assert_eq!(recorder.items(), (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn block_is_backpressure_and_loses_nothing() {
+    let rt = runtime();
+    let items = rt
+        .block_on(
+            source::from_iter(0..10_000u32)
+                .buffer(
+                    "orders",
+                    16,
+                    Overflow::Block {
+                        timeout: Duration::from_secs(1),
+                    },
+                )
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(items, (0..10_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn zero_capacity_fails_the_subscription_with_the_stage_name() {
+    let (subscriber, recorder) = probe::<u32>();
+    source::from_iter(0..3u32)
+        .buffer("orders", 0, Overflow::DropNewest)
+        .subscribe(subscriber);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `orders`: an ingress needs a capacity of at least 1"
+    );
+}
