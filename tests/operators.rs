@@ -123,3 +123,16 @@ fn a_panicking_scan_names_its_stage() {
         .unwrap_err();
     assert_eq!(error.to_string(), "stage `scan`: panicked: boom");
 }
+
+#[test]
+fn dedupe_drops_repeats_within_its_window_and_counts_them() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Redelivered keys: 1 and 2 come back while remembered, 1 again after it left the window of 3.
+    let deduped = source::from_iter([1u64, 2, 1, 3, 2, 4, 5, 1]).dedupe(|x| *x, 3);
+    let duplicates = deduped.duplicates();
+    let out = rt.block_on(deduped.collect()).unwrap();
+    assert_eq!(out, vec![1, 2, 3, 4, 5, 1]);
+    assert_eq!(duplicates.load(Ordering::Relaxed), 2);
+}

@@ -153,6 +153,13 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    dedupe,
+    // Every item twice in a row: the duplicates are dropped, `n` remain.
+    |n: u64| source::from_iter((0..n.saturating_mul(2)).map(|x| x / 2)).dedupe(|x| *x, 16),
+    failed = Some(|| failed().dedupe(|x| *x, 16)),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -207,6 +214,7 @@ fn every_rule_is_generated() {
         batch::RULES,
         buffer_drop_oldest::RULES,
         buffer_block::RULES,
+        dedupe::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

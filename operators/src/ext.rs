@@ -5,10 +5,12 @@ use weir_runtime::sink::{self, IntoStream};
 use weir_runtime::{Error, Publisher};
 
 use crate::steps::{
-    FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
+    DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
+    TakeWhileStep,
 };
 use crate::{
-    Batch, Buffer, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take, TakeWhile,
+    Batch, Buffer, Dedupe, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take,
+    TakeWhile,
 };
 
 /// Operators and sinks as methods on every [`Publisher`].
@@ -113,6 +115,38 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         F: FnMut(&T) -> bool + Send + 'static,
     {
         Fused::new(self, TakeWhileStep(predicate))
+    }
+
+    /// Drops items whose idempotency key (from `key`) was seen among the last `window` distinct
+    /// keys: redelivery happens under pressure (at-least-once), so consumers dedupe. Memory is
+    /// bounded by `window` keys; dropped duplicates are counted ([`Dedupe::duplicates`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let once = weir_runtime::source::from_iter([1, 2, 1, 3, 2, 4])
+    ///     .dedupe(|x| *x, 100)
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(once, vec![1, 2, 3, 4]);
+    /// # }
+    /// ```
+    fn dedupe<K, F>(self, key: F, window: usize) -> Dedupe<Self, K, F, T>
+    where
+        K: std::hash::Hash + Eq + Clone + Send + 'static,
+        F: FnMut(&T) -> K + Send + 'static,
+    {
+        Fused::new(
+            self,
+            DedupeStep {
+                key,
+                window: window.max(1),
+                seen: Default::default(),
+                order: Default::default(),
+                duplicates: Default::default(),
+            },
+        )
     }
 
     /// Drops the first `n` items.

@@ -53,6 +53,10 @@ impl<P, S, T> Fused<P, S, T> {
             _input: PhantomData,
         }
     }
+
+    pub(crate) fn step(&self) -> &S {
+        &self.step
+    }
 }
 
 impl<P: Clone, S: Clone, T> Clone for Fused<P, S, T> {

@@ -42,7 +42,8 @@ pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;
 pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
 pub use steps::{
-    FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep, TakeWhileStep,
+    DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
+    TakeWhileStep,
 };
 
 /// See [`PublisherExt::map`].
@@ -61,3 +62,12 @@ pub type Take<P, T> = Fused<P, TakeStep, T>;
 pub type TakeWhile<P, F, T> = Fused<P, TakeWhileStep<F>, T>;
 /// See [`PublisherExt::skip`].
 pub type Skip<P, T> = Fused<P, SkipStep, T>;
+/// See [`PublisherExt::dedupe`].
+pub type Dedupe<P, K, F, T> = Fused<P, DedupeStep<K, F>, T>;
+
+impl<P, K, F, T> Dedupe<P, K, F, T> {
+    /// How many duplicates were dropped so far (shared, live).
+    pub fn duplicates(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.step().duplicates.clone()
+    }
+}
