@@ -160,6 +160,28 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    throttle,
+    |n: u64| source::from_iter(0..n).throttle(
+        1_000_000,
+        1_000_000,
+        weir::operators::ThrottleMode::Delay
+    ),
+    failed = Some(|| failed().throttle(10, 10, weir::operators::ThrottleMode::Delay)),
+);
+
+weir_tck::publisher_verification!(
+    timeout,
+    |n: u64| source::from_iter(0..n).timeout(
+        std::time::Duration::from_secs(5),
+        weir::operators::OnSilence::Fail
+    ),
+    failed = Some(|| failed().timeout(
+        std::time::Duration::from_secs(5),
+        weir::operators::OnSilence::Fail
+    )),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -215,6 +237,8 @@ fn every_rule_is_generated() {
         buffer_drop_oldest::RULES,
         buffer_block::RULES,
         dedupe::RULES,
+        throttle::RULES,
+        timeout::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

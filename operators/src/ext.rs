@@ -8,6 +8,7 @@ use crate::steps::{
     DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
     TakeWhileStep,
 };
+use crate::timing::{OnSilence, Throttle, ThrottleMode, Timeout};
 use crate::{
     Batch, Buffer, Dedupe, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take,
     TakeWhile,
@@ -233,6 +234,43 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         T: Send + 'static,
     {
         Buffer::new(self, name, capacity, overflow)
+    }
+
+    /// Token-bucket rate limiting: at most `per_second` items per second on average, bursts of up
+    /// to `burst`. [`ThrottleMode::Delay`] holds items back (backpressure reaches the upstream);
+    /// [`ThrottleMode::Shed`] drops items over the rate, counted in [`Throttle::metrics`].
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::{PublisherExt, ThrottleMode};
+    /// let started = std::time::Instant::now();
+    /// let items = weir_runtime::source::from_iter(0..20u32)
+    ///     .throttle(200, 10, ThrottleMode::Delay)
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(items.len(), 20);
+    /// assert!(started.elapsed() >= std::time::Duration::from_millis(40)); // 10 at once, then 200/s
+    /// # }
+    /// ```
+    fn throttle(self, per_second: u32, burst: u32, mode: ThrottleMode) -> Throttle<Self> {
+        Throttle::new(self, per_second, burst, mode)
+    }
+
+    /// Ends or fails the stream when the upstream is silent for `silence` while the downstream
+    /// waits for an item (a slow downstream is not the upstream's silence).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use std::time::Duration;
+    /// use weir_operators::{OnSilence, PublisherExt};
+    /// let endless = weir_runtime::source::from_stream(futures::stream::pending::<u32>());
+    /// let error = endless.timeout(Duration::from_millis(20), OnSilence::Fail).collect().await.unwrap_err();
+    /// assert_eq!(error.to_string(), "stage `timeout`: timed out after 20ms");
+    /// # }
+    /// ```
+    fn timeout(self, silence: std::time::Duration, on_silence: OnSilence) -> Timeout<Self> {
+        Timeout::new(self, silence, on_silence)
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

@@ -34,6 +34,7 @@ mod map_async;
 pub mod merge;
 mod stage;
 mod steps;
+mod timing;
 
 pub use batch::Batch;
 pub use buffer::Buffer;
@@ -45,6 +46,7 @@ pub use steps::{
     DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
     TakeWhileStep,
 };
+pub use timing::{OnSilence, Throttle, ThrottleMode, Timeout};
 
 /// See [`PublisherExt::map`].
 pub type Map<P, F, T> = Fused<P, MapStep<F>, T>;

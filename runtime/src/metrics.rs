@@ -32,10 +32,12 @@ pub enum Reason {
     Cancelled,
     /// Rejected: the spill store failed (a disk error).
     SpillFailed,
+    /// Dropped: over the rate of a shedding `throttle`.
+    Throttled,
 }
 
 impl Reason {
-    const ALL: [Reason; 7] = [
+    const ALL: [Reason; 8] = [
         Reason::Full,
         Reason::Timeout,
         Reason::Closed,
@@ -43,6 +45,7 @@ impl Reason {
         Reason::DroppedNewest,
         Reason::Cancelled,
         Reason::SpillFailed,
+        Reason::Throttled,
     ];
 
     /// The label used in snapshots and exported metrics.
@@ -55,6 +58,7 @@ impl Reason {
             Reason::DroppedNewest => "dropped_newest",
             Reason::Cancelled => "cancelled",
             Reason::SpillFailed => "spill_failed",
+            Reason::Throttled => "throttled",
         }
     }
 
