@@ -182,6 +182,19 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    retry,
+    |n: u64| weir::operators::retry(
+        move || source::from_iter(0..n),
+        weir::operators::RetryPolicy::new(3)
+    ),
+    failed = Some(|| {
+        let mut policy = weir::operators::RetryPolicy::new(2);
+        policy.base_delay = std::time::Duration::from_millis(1);
+        weir::operators::retry(failed, policy)
+    }),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -239,6 +252,7 @@ fn every_rule_is_generated() {
         dedupe::RULES,
         throttle::RULES,
         timeout::RULES,
+        retry::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

@@ -32,6 +32,7 @@ mod ext;
 mod fused;
 mod map_async;
 pub mod merge;
+mod retry;
 mod stage;
 mod steps;
 mod timing;
@@ -42,6 +43,7 @@ pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;
 pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
+pub use retry::{Retry, RetryPolicy, retry};
 pub use steps::{
     DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
     TakeWhileStep,

@@ -1,0 +1,231 @@
+//! `retry`: resubscribe a failed source, with exponential backoff and full jitter, a bounded number
+//! of times.
+//!
+//! The source is made by a factory, so each attempt is a fresh subscription (a consumer that
+//! resumes from a stored offset, a reconnecting client...). Items delivered before a failure are
+//! not repeated by the operator: where the new subscription starts is the factory's business.
+//! Downstream demand carries over: the new attempt is read through a new bounded lane.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::task::{Next, TaskSubscription};
+use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+const LANE_CAPACITY: usize = 256;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Subscriptions in total, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// The backoff before the first retry; it doubles per retry (before jitter).
+    pub base_delay: Duration,
+    /// The cap on the backoff.
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// `max_attempts` subscriptions with a backoff from 100 ms doubling up to 10 s.
+    pub fn new(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+
+    /// The backoff before retry number `retry` (0-based): uniformly random between zero and
+    /// `min(max_delay, base_delay * 2^retry)` ("full jitter", which spreads retrying clients apart).
+    pub fn backoff(&self, retry: u32, random: u64) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        let nanos = ceiling.as_nanos() as u64;
+        Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
+    }
+}
+
+/// See [`retry`].
+pub struct Retry<F> {
+    factory: F,
+    policy: RetryPolicy,
+}
+
+impl<F> std::fmt::Debug for Retry<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retry")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// A publisher that subscribes to `factory()` and, when that fails, waits a jittered exponential
+/// backoff and subscribes to a new `factory()`, up to `policy.max_attempts` subscriptions; then the
+/// last error fails the stream.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use weir_operators::{PublisherExt, RetryPolicy, retry};
+/// use weir_runtime::{Error, Publisher, source};
+/// let attempts = std::sync::Arc::new(AtomicU32::new(0));
+/// let counter = attempts.clone();
+/// let policy = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
+/// let flaky = retry(move || {
+///     // Fails twice, then works.
+///     if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+///         source::error::<u32>(Error::msg("connection reset")).boxed()
+///     } else {
+///         source::from_iter([1, 2, 3]).boxed()
+///     }
+/// }, policy);
+/// assert_eq!(flaky.collect().await.unwrap(), vec![1, 2, 3]);
+/// assert_eq!(attempts.load(Ordering::SeqCst), 3);
+/// # }
+/// ```
+pub fn retry<F, P>(factory: F, policy: RetryPolicy) -> Retry<F>
+where
+    F: FnMut() -> P + Send + 'static,
+{
+    Retry { factory, policy }
+}
+
+impl<T, F, P> Publisher<T> for Retry<F>
+where
+    T: Send + 'static,
+    F: FnMut() -> P + Send + 'static,
+    P: Publisher<T>,
+{
+    fn subscribe<S: Subscriber<T>>(mut self, mut subscriber: S) {
+        if self.policy.max_attempts == 0 {
+            let error = Error::msg("max_attempts must be at least 1").in_stage("retry");
+            return reject(subscriber, error);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            reject(
+                subscriber,
+                Error::new(ErrorKind::NoRuntime).in_stage("retry"),
+            );
+            return;
+        };
+        let current = attempt(&mut self.factory);
+        let downstream = Arc::new(TaskSubscription::default());
+        subscriber.on_subscribe(Subscription::new(downstream.clone()));
+        runtime.spawn(RetryTask {
+            factory: self.factory,
+            policy: self.policy,
+            current: Some(current),
+            attempts: 1,
+            subscriber,
+            downstream,
+            backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            random: seed(),
+        });
+    }
+}
+
+fn attempt<T: Send + 'static, P: Publisher<T>>(factory: &mut impl FnMut() -> P) -> Lane<T> {
+    let (inlet, reader) = lane("retry", LANE_CAPACITY);
+    factory().subscribe(inlet);
+    reader
+}
+
+/// A per-subscription seed for the jitter (no shared generator, no extra dependency).
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// splitmix64: plenty for spreading retries apart.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+struct RetryTask<T, F, S> {
+    factory: F,
+    policy: RetryPolicy,
+    /// The running attempt; `None` while backing off.
+    current: Option<Lane<T>>,
+    attempts: u32,
+    subscriber: S,
+    downstream: Arc<TaskSubscription>,
+    backoff: Pin<Box<Sleep>>,
+    random: u64,
+}
+
+impl<T, F, S> Unpin for RetryTask<T, F, S> {}
+
+impl<T, F, P, S> Future for RetryTask<T, F, S>
+where
+    T: Send + 'static,
+    F: FnMut() -> P,
+    P: Publisher<T>,
+    S: Subscriber<T>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let demand = match this.downstream.poll_next(cx) {
+                Next::Emit(n) => n,
+                Next::Wait => 0,
+                Next::Cancelled => return Poll::Ready(()),
+                Next::BadRequest => {
+                    let error = Error::new(ErrorKind::RequestZero).in_stage("retry");
+                    this.subscriber.on_error(error);
+                    return Poll::Ready(());
+                }
+            };
+            let Some(current) = this.current.as_mut() else {
+                // Backing off.
+                if this.backoff.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.attempts += 1;
+                tracing::info!(stage = "retry", attempt = this.attempts, "resubscribing");
+                this.current = Some(attempt(&mut this.factory));
+                continue;
+            };
+            match current.poll_lane(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(LaneEvent::Items) if demand == 0 => return Poll::Pending,
+                Poll::Ready(LaneEvent::Items) => {
+                    let subscriber = &mut this.subscriber;
+                    let (_, accepted) =
+                        current.pop_each(demand, |item| subscriber.try_on_next(item));
+                    this.downstream.demand().consume(accepted);
+                    this.subscriber.on_flush();
+                }
+                Poll::Ready(LaneEvent::Ended(Ok(()))) => {
+                    this.subscriber.on_complete();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(LaneEvent::Ended(Err(error))) => {
+                    if this.attempts >= this.policy.max_attempts {
+                        this.subscriber.on_error(error);
+                        return Poll::Ready(());
+                    }
+                    let wait = this
+                        .policy
+                        .backoff(this.attempts - 1, next_random(&mut this.random));
+                    tracing::warn!(stage = "retry", attempt = this.attempts, %error, ?wait, "source failed; retrying");
+                    this.current = None;
+                    this.backoff.as_mut().reset(Instant::now() + wait);
+                }
+            }
+        }
+    }
+}
