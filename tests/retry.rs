@@ -72,7 +72,7 @@ fn backoff_is_full_jitter_under_an_exponential_cap() {
 
 #[tokio::test]
 async fn zero_attempts_is_a_clear_error() {
-    let error = retry(|| source::empty::<u8>(), RetryPolicy::new(0))
+    let error = retry(source::empty::<u8>, RetryPolicy::new(0))
         .collect()
         .await
         .unwrap_err();
