@@ -195,6 +195,18 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    circuit_breaker,
+    |n: u64| {
+        let breaker = weir::operators::Breaker::new(weir::operators::BreakerConfig::default());
+        source::from_iter(0..n).circuit_breaker(4, breaker, |x| async move { Ok::<u64, ()>(x) })
+    },
+    failed = Some(|| {
+        let breaker = weir::operators::Breaker::new(weir::operators::BreakerConfig::default());
+        failed().circuit_breaker(4, breaker, |x| async move { Ok::<u64, ()>(x) })
+    }),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -253,6 +265,7 @@ fn every_rule_is_generated() {
         throttle::RULES,
         timeout::RULES,
         retry::RULES,
+        circuit_breaker::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

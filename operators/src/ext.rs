@@ -273,6 +273,43 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         Timeout::new(self, silence, on_silence)
     }
 
+    /// Calls `f` for every item through a circuit `breaker` (closed / open / half-open), at most
+    /// `concurrency` calls in flight, results in input order. While the breaker is open items are
+    /// not called but handed back at once as [`Rejected::Open`](crate::Rejected::Open) with a retry
+    /// hint; failed calls come out as [`Rejected::Failed`](crate::Rejected::Failed). Keep a clone of
+    /// the [`Breaker`](crate::Breaker) to read its state and counters.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::{Breaker, BreakerConfig, PublisherExt};
+    /// let breaker = Breaker::new(BreakerConfig { min_calls: 2, ..BreakerConfig::default() });
+    /// let out = weir_runtime::source::from_iter(0..5u32)
+    ///     .circuit_breaker(2, breaker.clone(), |x| async move {
+    ///         if x < 2 { Err("down") } else { Ok(x) }
+    ///     })
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert!(out[..2].iter().all(|r| r.is_err())); // two failures open the breaker...
+    /// assert_eq!(breaker.snapshot().rejected_open, 3); // ...and the rest are rejected fast
+    /// # }
+    /// ```
+    fn circuit_breaker<U, E, F, Fut>(
+        self,
+        concurrency: usize,
+        breaker: crate::Breaker,
+        f: F,
+    ) -> impl Publisher<Result<U, crate::Rejected<T, E>>>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        E: Send + 'static,
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<U, E>> + Send + 'static,
+    {
+        crate::breaker::through(self, concurrency, breaker, f)
+    }
+
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).
     ///
     /// ```

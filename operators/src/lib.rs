@@ -27,6 +27,7 @@
 )]
 
 mod batch;
+mod breaker;
 mod buffer;
 mod ext;
 mod fused;
@@ -38,6 +39,7 @@ mod steps;
 mod timing;
 
 pub use batch::Batch;
+pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Rejected};
 pub use buffer::Buffer;
 pub use ext::PublisherExt;
 pub use fused::{Fused, Step, StepFn};

@@ -1,0 +1,109 @@
+//! circuit_breaker: opens on a failure rate, rejects fast (handing items back), probes, closes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use weir::operators::{Breaker, BreakerConfig, BreakerState, Rejected};
+use weir::prelude::*;
+
+fn config() -> BreakerConfig {
+    BreakerConfig {
+        failure_rate: 0.5,
+        window: 4,
+        min_calls: 4,
+        open_for: Duration::from_secs(1),
+        probes: 2,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_rejects_fast_probes_and_closes() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let breaker = Breaker::new(config());
+    let service = {
+        let healthy = healthy.clone();
+        move |x: u32| {
+            let healthy = healthy.load(Ordering::SeqCst);
+            async move {
+                if healthy {
+                    Ok(x)
+                } else {
+                    Err(format!("call {x} failed"))
+                }
+            }
+        }
+    };
+    // Phase 1: the service is down. 4 failures open the breaker; the next 6 are rejected fast.
+    let out = source::from_iter(0..10u32)
+        .circuit_breaker(1, breaker.clone(), service.clone())
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        out[..4]
+            .iter()
+            .all(|r| matches!(r, Err(Rejected::Failed(_))))
+    );
+    for (i, r) in out[4..].iter().enumerate() {
+        match r {
+            Err(Rejected::Open { item, retry_after }) => {
+                assert_eq!(*item, 4 + i as u32, "the item is handed back");
+                assert!(*retry_after <= Duration::from_secs(1));
+            }
+            other => panic!("expected a fast rejection, got {other:?}"),
+        }
+    }
+    let snapshot = breaker.snapshot();
+    assert_eq!(snapshot.state, BreakerState::Open);
+    assert_eq!(
+        (
+            snapshot.calls,
+            snapshot.failures,
+            snapshot.rejected_open,
+            snapshot.opened
+        ),
+        (4, 4, 6, 1)
+    );
+
+    // Phase 2: after open_for, two probes succeed and the breaker closes.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let out = source::from_iter(100..105u32)
+        .circuit_breaker(1, breaker.clone(), service)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.into_iter().map(|r| r.unwrap()).collect::<Vec<_>>(),
+        vec![100, 101, 102, 103, 104]
+    );
+    assert_eq!(breaker.snapshot().state, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_opens_it_again() {
+    let breaker = Breaker::new(config());
+    let failing = |x: u32| async move { Err::<u32, _>(x) };
+    let _ = source::from_iter(0..4u32)
+        .circuit_breaker(1, breaker.clone(), failing)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(breaker.snapshot().state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let out = source::from_iter(0..3u32)
+        .circuit_breaker(1, breaker.clone(), failing)
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0], Err(Rejected::Failed(0))),
+        "the probe was called"
+    );
+    assert!(
+        matches!(out[1], Err(Rejected::Open { .. })),
+        "then it opened again"
+    );
+    assert_eq!(breaker.snapshot().opened, 2);
+}
