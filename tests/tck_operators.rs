@@ -206,6 +206,42 @@ weir_tck::publisher_verification!(
     }),
 );
 
+/// The single output of a fan-out built by `fan`.
+fn only_output<F>(fan: F) -> weir::operators::FanOutput<u64>
+where
+    F: FnOnce() -> Result<Vec<weir::operators::FanOutput<u64>>, weir::Error>,
+{
+    fan().expect("a fan-out").remove(0)
+}
+
+weir_tck::publisher_verification!(
+    broadcast_output,
+    |n: u64| only_output(|| weir::operators::broadcast(
+        source::from_iter(0..n),
+        1,
+        16,
+        weir::operators::Lagging::Wait
+    )),
+    failed = Some(|| only_output(|| weir::operators::broadcast(
+        failed(),
+        1,
+        16,
+        weir::operators::Lagging::Wait
+    ))),
+);
+
+weir_tck::publisher_verification!(
+    balance_output,
+    |n: u64| only_output(|| weir::operators::balance(source::from_iter(0..n), 1, 16)),
+    failed = Some(|| only_output(|| weir::operators::balance(failed(), 1, 16))),
+);
+
+weir_tck::publisher_verification!(
+    partition_output,
+    |n: u64| only_output(|| weir::operators::partition(source::from_iter(0..n), 1, 16, |x| *x)),
+    failed = Some(|| only_output(|| weir::operators::partition(failed(), 1, 16, |x| *x))),
+);
+
 weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
@@ -266,6 +302,9 @@ fn every_rule_is_generated() {
         timeout::RULES,
         retry::RULES,
         circuit_breaker::RULES,
+        broadcast_output::RULES,
+        balance_output::RULES,
+        partition_output::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

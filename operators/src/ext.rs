@@ -284,7 +284,7 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     /// use weir_operators::{Breaker, BreakerConfig, PublisherExt};
     /// let breaker = Breaker::new(BreakerConfig { min_calls: 2, ..BreakerConfig::default() });
     /// let out = weir_runtime::source::from_iter(0..5u32)
-    ///     .circuit_breaker(2, breaker.clone(), |x| async move {
+    ///     .circuit_breaker(1, breaker.clone(), |x| async move {
     ///         if x < 2 { Err("down") } else { Ok(x) }
     ///     })
     ///     .collect()

@@ -1,0 +1,365 @@
+//! Fan-out: `broadcast` (every output gets every item), `balance` (each item to the output with the
+//! most room) and `partition` (each item to the output its key picks).
+//!
+//! A hub task reads the upstream through a bounded prefetch and pushes into one bounded queue per
+//! output (an ingress: its metrics count depth and drops per output). Outputs are publishers to
+//! subscribe to. What a slow output does to the others is explicit ([`Lagging`]): by default the
+//! slowest output sets the pace (backpressure reaches the upstream); a broadcast can instead drop
+//! items for an output that is full (counted) or disconnect it, so one slow consumer is shed
+//! instead of stalling all. When every output has gone away, the upstream is cancelled.
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use weir_runtime::Subscriber;
+use weir_runtime::metrics::BoundaryMetrics;
+
+use futures::StreamExt;
+use weir_runtime::ingress::{
+    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
+};
+use weir_runtime::sink::into_stream_named;
+use weir_runtime::{Error, ErrorKind, Publisher};
+
+/// What a full output does to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lagging {
+    /// Wait for it: the slowest output sets the pace for all.
+    Wait,
+    /// Drop the item for that output only (counted as `dropped_newest` in its metrics).
+    Drop,
+    /// Fail that output ("too slow") and go on without it.
+    Disconnect,
+}
+
+/// Outputs that make the hub wait: one wait lasts an hour before the hub looks again (the wait
+/// itself has no deadline under [`Lagging::Wait`]).
+const WAIT: Overflow = Overflow::Block {
+    timeout: Duration::from_secs(3600),
+};
+
+struct BroadcastRoute(Lagging);
+/// `next`: where the scan for the roomiest output starts, rotated so that ties are shared.
+struct BalanceRoute {
+    next: usize,
+}
+struct PartitionRoute<K>(K);
+
+/// Every item to every output (items are cloned). See the module docs for [`Lagging`].
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_operators::{Lagging, PublisherExt, broadcast};
+/// use weir_runtime::source;
+/// let outputs = broadcast(source::from_iter(1..=3u32), 2, 16, Lagging::Wait).unwrap();
+/// let (a, b) = (outputs[0].clone(), outputs[1].clone());
+/// let (a, b) = tokio::join!(a.collect(), b.collect());
+/// assert_eq!((a.unwrap(), b.unwrap()), (vec![1, 2, 3], vec![1, 2, 3]));
+/// # }
+/// ```
+pub fn broadcast<T, P>(
+    upstream: P,
+    outputs: usize,
+    capacity: usize,
+    lagging: Lagging,
+) -> Result<Vec<FanOutput<T>>, Error>
+where
+    T: Clone + Send + 'static,
+    P: Publisher<T>,
+{
+    let overflow = match lagging {
+        Lagging::Wait => WAIT,
+        Lagging::Drop => Overflow::DropNewest,
+        Lagging::Disconnect => Overflow::Reject {
+            retry_after: Duration::ZERO,
+        },
+    };
+    start(
+        upstream,
+        "broadcast",
+        outputs,
+        capacity,
+        overflow,
+        BroadcastRoute(lagging),
+    )
+}
+
+/// Each item to the output with the most free room (ties taken in turn): spreads work over
+/// `outputs` subscribers by their free demand. Put a boundary after each output so that the
+/// subscribers work in parallel, each in its own task.
+pub fn balance<T, P>(
+    upstream: P,
+    outputs: usize,
+    capacity: usize,
+) -> Result<Vec<FanOutput<T>>, Error>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
+    start(
+        upstream,
+        "balance",
+        outputs,
+        capacity,
+        WAIT,
+        BalanceRoute { next: 0 },
+    )
+}
+
+/// Each item to output `hash(key(item)) % outputs`: items with the same key stay together and in
+/// order.
+pub fn partition<T, P, K, F>(
+    upstream: P,
+    outputs: usize,
+    capacity: usize,
+    key: F,
+) -> Result<Vec<FanOutput<T>>, Error>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+    K: Hash,
+    F: FnMut(&T) -> K + Send + 'static,
+{
+    let hasher = std::hash::RandomState::new();
+    let mut key = key;
+    start(
+        upstream,
+        "partition",
+        outputs,
+        capacity,
+        WAIT,
+        PartitionRoute(move |item: &T| hasher.hash_one(key(item))),
+    )
+}
+
+fn start<T, P, R>(
+    upstream: P,
+    stage: &'static str,
+    outputs: usize,
+    capacity: usize,
+    overflow: Overflow,
+    route: R,
+) -> Result<Vec<FanOutput<T>>, Error>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+    R: Dispatch<T> + Send + 'static,
+{
+    if outputs == 0 {
+        return Err(Error::msg("at least one output is needed").in_stage(stage));
+    }
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::new(ErrorKind::NoRuntime).in_stage(stage))?;
+    let waiting = Arc::new(Waiting {
+        left: AtomicUsize::new(outputs),
+        all_in: Notify::new(),
+    });
+    let mut handles = Vec::with_capacity(outputs);
+    let mut publishers = Vec::with_capacity(outputs);
+    for i in 0..outputs {
+        let config = IngressConfig::new(format!("{stage}.{i}"), capacity, overflow)?;
+        let (handle, publisher) = ingress::<T>(config);
+        handles.push(Some(handle));
+        publishers.push(FanOutput {
+            inner: publisher,
+            counted: Arc::new(AtomicBool::new(false)),
+            waiting: waiting.clone(),
+        });
+    }
+    let mut route = route;
+    runtime.spawn(async move {
+        // Nothing flows until every output has its subscriber: items pushed earlier would be
+        // shed (or would stall) for an output nobody reads yet.
+        let all_in = waiting.all_in.notified();
+        if waiting.left.load(Ordering::Acquire) > 0 {
+            all_in.await;
+        }
+        let mut items = into_stream_named(upstream, capacity, stage);
+        while let Some(item) = items.next().await {
+            match item {
+                Ok(item) => {
+                    if !route.dispatch(item, &mut handles, stage).await {
+                        return; // every output went away: dropping `items` cancels the upstream
+                    }
+                }
+                Err(error) => {
+                    for handle in handles.iter().flatten() {
+                        handle.fail(error.clone());
+                    }
+                    return;
+                }
+            }
+        }
+        for handle in handles.iter().flatten() {
+            handle.close();
+        }
+    });
+    Ok(publishers)
+}
+
+/// Counts outputs still waiting for their subscriber.
+struct Waiting {
+    left: AtomicUsize,
+    all_in: Notify,
+}
+
+/// One output of a fan-out: a publisher serving one subscriber (a second one gets
+/// `AlreadySubscribed`). Items start flowing once every output of the fan-out is subscribed.
+pub struct FanOutput<T> {
+    inner: IngressPublisher<T>,
+    counted: Arc<AtomicBool>,
+    waiting: Arc<Waiting>,
+}
+
+impl<T> Clone for FanOutput<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            counted: self.counted.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for FanOutput<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOutput")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<T> FanOutput<T> {
+    /// This output's queue counters (depth, drops by reason).
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.inner.metrics()
+    }
+}
+
+impl<T: Send + 'static> Publisher<T> for FanOutput<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        self.inner.subscribe(subscriber);
+        if !self.counted.swap(true, Ordering::AcqRel)
+            && self.waiting.left.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.waiting.all_in.notify_one();
+        }
+    }
+}
+
+/// Pushes into an output, waiting (in slices) while it is full. `false` if the output is gone.
+async fn push_waiting<T>(handle: &IngressHandle<T>, mut item: T) -> bool {
+    loop {
+        match handle.push(item).await {
+            Ok(_) => return true,
+            Err(PushError::Timeout { item: back, .. }) => item = back,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// How a route places one item; returns `false` when no output is left.
+trait Dispatch<T> {
+    fn dispatch(
+        &mut self,
+        item: T,
+        outputs: &mut [Option<IngressHandle<T>>],
+        stage: &'static str,
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
+    async fn dispatch(
+        &mut self,
+        item: T,
+        outputs: &mut [Option<IngressHandle<T>>],
+        stage: &'static str,
+    ) -> bool {
+        for (index, slot) in outputs.iter_mut().enumerate() {
+            let Some(handle) = slot.as_ref() else {
+                continue;
+            };
+            let keep = match self.0 {
+                Lagging::Wait => push_waiting(handle, item.clone()).await,
+                // A full output drops the item (counted by its ingress).
+                Lagging::Drop => {
+                    !matches!(handle.try_push(item.clone()), Err(PushError::Closed { .. }))
+                }
+                Lagging::Disconnect => match handle.try_push(item.clone()) {
+                    Ok(_) => true,
+                    Err(PushError::Closed { .. }) => false,
+                    Err(_) => {
+                        tracing::warn!(
+                            stage,
+                            output = index,
+                            "disconnecting a subscriber that fell behind"
+                        );
+                        handle.fail(
+                            Error::msg("disconnected: this subscriber fell too far behind")
+                                .in_stage(stage),
+                        );
+                        false
+                    }
+                },
+            };
+            if !keep {
+                *slot = None;
+            }
+        }
+        outputs.iter().any(Option::is_some)
+    }
+}
+
+impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
+    async fn dispatch(
+        &mut self,
+        item: T,
+        outputs: &mut [Option<IngressHandle<T>>],
+        _: &'static str,
+    ) -> bool {
+        let count = outputs.len();
+        let roomiest = (0..count)
+            .map(|k| (self.next + k) % count)
+            .filter_map(|i| outputs[i].as_ref().map(|h| (i, h.len())))
+            .min_by_key(|&(_, len)| len)
+            .map(|(i, _)| i);
+        self.next = (self.next + 1) % count;
+        let Some(index) = roomiest else { return false };
+        let handle = outputs[index].as_ref().expect("chosen among live outputs");
+        if !push_waiting(handle, item).await {
+            outputs[index] = None;
+        }
+        outputs.iter().any(Option::is_some)
+    }
+}
+
+impl<T, K> Dispatch<T> for PartitionRoute<K>
+where
+    T: Send + 'static,
+    K: FnMut(&T) -> u64 + Send,
+{
+    async fn dispatch(
+        &mut self,
+        item: T,
+        outputs: &mut [Option<IngressHandle<T>>],
+        stage: &'static str,
+    ) -> bool {
+        let index = ((self.0)(&item) % outputs.len() as u64) as usize;
+        let Some(handle) = outputs[index].as_ref() else {
+            // That partition's subscriber went away: its items cannot go anywhere else.
+            tracing::warn!(
+                stage,
+                output = index,
+                "dropping an item for a closed partition"
+            );
+            return outputs.iter().any(Option::is_some);
+        };
+        if !push_waiting(handle, item).await {
+            outputs[index] = None;
+        }
+        outputs.iter().any(Option::is_some)
+    }
+}

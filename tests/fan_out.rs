@@ -1,0 +1,117 @@
+//! broadcast, balance and partition.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::probe;
+use weir::metrics::Reason;
+use weir::operators::{Lagging, balance, broadcast, partition};
+use weir::prelude::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_waits_for_the_slowest_and_everyone_gets_everything() {
+    let outputs = broadcast(source::from_iter(0..2_000u32), 3, 16, Lagging::Wait).unwrap();
+    let mut tasks = Vec::new();
+    for (i, output) in outputs.into_iter().enumerate() {
+        tasks.push(tokio::spawn(output.fold(Vec::new(), move |seen, x| {
+            if i == 0 {
+                std::thread::sleep(Duration::from_micros(50)); // the slow one
+            }
+            seen.push(x);
+        })));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), (0..2_000).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn broadcast_can_shed_a_slow_subscriber_instead_of_stalling_all() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    // Drop: the subscriber that never requests loses items (counted); the other gets all.
+    let outputs = broadcast(source::from_iter(0..1_000u32), 2, 8, Lagging::Drop).unwrap();
+    let stalled_metrics = outputs[1].metrics();
+    let (stalled, _recorder) = probe::<u32>();
+    outputs[1].clone().subscribe(stalled);
+    let fast = rt.block_on(outputs[0].clone().collect()).unwrap();
+    assert_eq!(fast, (0..1_000).collect::<Vec<_>>());
+    assert_eq!(stalled_metrics.shed(Reason::DroppedNewest), 1_000 - 8);
+
+    // Disconnect: the stalled subscriber is failed with a clear error; the other gets all.
+    let outputs = broadcast(source::from_iter(0..1_000u32), 2, 8, Lagging::Disconnect).unwrap();
+    let (stalled, recorder) = probe::<u32>();
+    outputs[1].clone().subscribe(stalled);
+    let fast = rt.block_on(outputs[0].clone().collect()).unwrap();
+    assert_eq!(fast.len(), 1_000);
+    recorder.request(u64::MAX);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `broadcast`: disconnected: this subscriber fell too far behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_spreads_work_and_loses_nothing() {
+    let outputs = balance(source::from_iter(0..3_000u32), 3, 8).unwrap();
+    let mut tasks = Vec::new();
+    for output in outputs {
+        tasks.push(tokio::spawn(output.fold(Vec::new(), |seen, x| {
+            std::thread::sleep(Duration::from_micros(5));
+            seen.push(x);
+        })));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap().unwrap();
+        assert!(!mine.is_empty(), "an output got nothing");
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "order within an output"
+        );
+        all.extend(mine);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..3_000).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_keeps_each_key_on_one_output_in_order() {
+    let outputs = partition(source::from_iter(0..2_000u32), 4, 16, |x| x % 10).unwrap();
+    let mut tasks = Vec::new();
+    for output in outputs {
+        tasks.push(tokio::spawn(output.collect()));
+    }
+    let mut owner = HashMap::new();
+    let mut total = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let mine = task.await.unwrap().unwrap();
+        total += mine.len();
+        for x in &mine {
+            assert_eq!(
+                *owner.entry(x % 10).or_insert(i),
+                i,
+                "key {} on two outputs",
+                x % 10
+            );
+        }
+        assert!(mine.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert_eq!(total, 2_000);
+}
+
+#[tokio::test]
+async fn zero_outputs_is_a_clear_error() {
+    let error = balance(source::from_iter(0..3u8), 0, 4).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `balance`: at least one output is needed"
+    );
+}
