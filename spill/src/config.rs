@@ -14,9 +14,28 @@ pub enum FsyncPolicy {
     /// After every batch write: a record acknowledged as written survives a crash of the process
     /// and of the machine. Costs one device flush per batch (~200 µs here), so batch generously.
     EveryBatch,
-    /// At the first batch write after `d` has passed since the last sync (and on close): the loss
-    /// window on a machine crash is about `d` plus the gap to the next write. A process crash loses
-    /// nothing written (the page cache survives it).
+    /// At the first batch write that starts at least `d` after the last fsync, and always at a
+    /// segment roll (the sealed segment), on [`SpillLog::sync`](crate::SpillLog::sync) and on close.
+    /// There is no timer: an fsync only ever happens inside a write, so the loss window is bounded
+    /// by `d` only while writes keep coming.
+    ///
+    /// ```text
+    /// lost on a machine crash (power, kernel) = records with  Written.durable <= seq < Written.written
+    ///     = every batch written since the last fsync:
+    ///       writes keep coming -> the batches of at most `d` (the batch that crosses `d` is
+    ///                             synced, together with everything before it)
+    ///       writes stop        -> the batches written since the last fsync, for as long as no
+    ///                             batch write, sync, roll or close comes; the kernel's own
+    ///                             writeback (~30 s on Linux) usually saves them, but it is not
+    ///                             an fsync and nothing reports it (`durable` does not move)
+    /// lost on a process crash                 = nothing written (the page cache survives it)
+    /// lost under every policy                 = records appended but still in the batch (not
+    ///                                           yet in a Written): flush to write them
+    /// ```
+    ///
+    /// Why a constant and not a timer: `d` caps the fsync rate (at most one device flush per `d`
+    /// under load, ~200 µs each here) without a thread per log; a caller that needs a bound when idle
+    /// calls [`SpillLog::sync`](crate::SpillLog::sync) when its producer pauses.
     Interval(Duration),
     /// Never (except on close): the OS decides. Survives process crashes, not machine crashes.
     Never,

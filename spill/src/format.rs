@@ -161,12 +161,12 @@ impl Ledger {
 
 /// Appends one record frame (header and payload) to `out`.
 pub fn encode_record(out: &mut Vec<u8>, payload: &[u8], written_ms: u64) {
-    let len = (payload.len() as u32).to_le_bytes();
-    let ms = written_ms.to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&len), &ms), payload);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&ms);
+    let mut header = [0u8; FRAME_HEADER_LEN as usize];
+    header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&written_ms.to_le_bytes());
+    let crc = record_crc(&header, payload);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
 }
 
@@ -203,8 +203,85 @@ pub enum Frame {
     },
 }
 
+/// What [`parse_frame`] found at the start of a byte slice.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A verdict on the frame; for a [`Frame::Record`], the payload, borrowed from the slice (empty
+    /// otherwise).
+    Frame(Frame, &'a [u8]),
+    /// The frame is readable (it does not go past `remaining`) but continues past the end of the
+    /// slice: parse again with at least `needed` bytes from the frame's start.
+    Incomplete {
+        /// Bytes needed from the frame's start (at most `remaining`, at most the header plus
+        /// `max_record`).
+        needed: u64,
+    },
+}
+
+/// Parses the frame at the start of `bytes`, a prefix of the `remaining` readable bytes from the
+/// frame's start (bytes past `remaining` are ignored). No copy: a record's payload is borrowed. Never
+/// panics, whatever the bytes: this is the reader's hot path and, through [`scan_segment`], the fuzz
+/// target's entry point.
+pub fn parse_frame(bytes: &[u8], remaining: u64, max_record: u32) -> Parsed<'_> {
+    let bytes = &bytes[..bytes
+        .len()
+        .min(usize::try_from(remaining).unwrap_or(usize::MAX))];
+    if remaining == 0 {
+        return Parsed::Frame(Frame::End, &[]);
+    }
+    if remaining < FRAME_HEADER_LEN {
+        return Parsed::Frame(Frame::Torn { remaining }, &[]);
+    }
+    let Some(header) = bytes.first_chunk::<{ FRAME_HEADER_LEN as usize }>() else {
+        return Parsed::Incomplete {
+            needed: FRAME_HEADER_LEN,
+        };
+    };
+    let len = u32_at(header, 0);
+    if len > max_record {
+        return Parsed::Frame(Frame::BadLength { len }, &[]);
+    }
+    let frame_len = FRAME_HEADER_LEN + u64::from(len);
+    if frame_len > remaining {
+        return Parsed::Frame(Frame::Torn { remaining }, &[]);
+    }
+    let Some(payload) = bytes.get(FRAME_HEADER_LEN as usize..frame_len as usize) else {
+        return Parsed::Incomplete { needed: frame_len };
+    };
+    let stored = u32_at(header, 4);
+    let computed = record_crc(header, payload);
+    if computed != stored {
+        return Parsed::Frame(
+            Frame::BadCrc {
+                stored,
+                computed,
+                frame_len,
+            },
+            &[],
+        );
+    }
+    Parsed::Frame(
+        Frame::Record {
+            written_ms: u64_at(header, 8),
+            frame_len,
+        },
+        payload,
+    )
+}
+
+/// The CRC-32C a record's frame stores: of its `len`, `written_ms` (from the frame's header) and
+/// payload (hardware accelerated where the CPU has it, SSE 4.2 or ARMv8 CRC).
+pub fn record_crc(header: &[u8; FRAME_HEADER_LEN as usize], payload: &[u8]) -> u32 {
+    // `len` and `written_ms` as one 12-byte run: two calls per record instead of three.
+    let mut covered = [0u8; 12];
+    covered[..4].copy_from_slice(&header[0..4]);
+    covered[4..].copy_from_slice(&header[8..16]);
+    crc32c::crc32c_append(crc32c::crc32c(&covered), payload)
+}
+
 /// Reads one frame from `reader`, of which `remaining` bytes are readable, into `payload`. Never
-/// allocates more than `max_record` bytes and never panics, whatever the bytes.
+/// allocates more than `max_record` bytes and never panics, whatever the bytes. (The log's reader
+/// parses its own read-ahead buffer with [`parse_frame`] instead, without the copy.)
 pub fn read_frame<R: Read + ?Sized>(
     reader: &mut R,
     remaining: u64,
@@ -232,8 +309,7 @@ pub fn read_frame<R: Read + ?Sized>(
     payload.clear();
     payload.resize(len as usize, 0);
     reader.read_exact(payload)?;
-    let computed = crc32c::crc32c_append(crc32c::crc32c(&header[0..4]), &header[8..16]);
-    let computed = crc32c::crc32c_append(computed, payload);
+    let computed = record_crc(&header, payload);
     if computed != stored {
         return Ok(Frame::BadCrc {
             stored,
@@ -266,7 +342,7 @@ pub struct SegmentScan {
 
 /// Scans a whole segment held in memory: the header, then every frame. Stops at a torn tail or a
 /// lost framing; skips (and counts) records with a bad CRC when `skip_bad_crc`. Never panics: this is
-/// the fuzz target's entry point, and recovery uses the same [`read_frame`].
+/// the fuzz target's entry point, and the log's reader uses the same [`parse_frame`].
 pub fn scan_segment(bytes: &[u8], max_record: u32, skip_bad_crc: bool) -> SegmentScan {
     let mut scan = SegmentScan::default();
     match SegmentHeader::decode(bytes) {
@@ -278,26 +354,32 @@ pub fn scan_segment(bytes: &[u8], max_record: u32, skip_bad_crc: bool) -> Segmen
     }
     let mut offset = SEGMENT_HEADER_LEN;
     scan.valid_len = offset;
-    let mut reader = &bytes[offset as usize..];
-    let mut payload = Vec::new();
     loop {
-        let remaining = bytes.len() as u64 - offset;
-        match read_frame(&mut reader, remaining, max_record, &mut payload) {
-            Ok(Frame::End) => return scan,
-            Ok(Frame::Record {
+        let rest = bytes.get(offset as usize..).unwrap_or_default();
+        let frame = match parse_frame(rest, rest.len() as u64, max_record) {
+            Parsed::Frame(frame, _) => frame,
+            // Unreachable: the slice holds every readable byte. Stop rather than loop.
+            Parsed::Incomplete { needed } => {
+                scan.stopped = Some((offset, format!("frame needs {needed} bytes")));
+                return scan;
+            }
+        };
+        match frame {
+            Frame::End => return scan,
+            Frame::Record {
                 written_ms,
                 frame_len,
-            }) => {
+            } => {
                 scan.first_written_ms.get_or_insert(written_ms);
                 scan.records += 1;
                 offset += frame_len;
                 scan.valid_len = offset;
             }
-            Ok(Frame::BadCrc {
+            Frame::BadCrc {
                 stored,
                 computed,
                 frame_len,
-            }) => {
+            } => {
                 let reason = format!(
                     "record crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
                 );
@@ -308,19 +390,15 @@ pub fn scan_segment(bytes: &[u8], max_record: u32, skip_bad_crc: bool) -> Segmen
                 scan.bad_crc += 1;
                 offset += frame_len;
             }
-            Ok(Frame::BadLength { len }) => {
+            Frame::BadLength { len } => {
                 scan.stopped = Some((
                     offset,
                     format!("record length {len} exceeds the maximum {max_record}"),
                 ));
                 return scan;
             }
-            Ok(Frame::Torn { remaining }) => {
+            Frame::Torn { remaining } => {
                 scan.stopped = Some((offset, format!("torn record: only {remaining} bytes left")));
-                return scan;
-            }
-            Err(error) => {
-                scan.stopped = Some((offset, format!("read failed: {error}")));
                 return scan;
             }
         }

@@ -67,4 +67,4 @@ pub use log::{SpillLog, Spilled, Written};
 pub use metrics::{SpillMetrics, SpillSnapshot};
 pub use queue::{Placement, SpillPushError, SpillQueue};
 pub use sink::{SinkOutcome, SinkReport, SpillSink, spill_to_disk};
-pub use source::{Acker, Replay, replay, replay_with_acker};
+pub use source::{Acker, REPLAY_READ_AHEAD, Replay, replay, replay_with_acker};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{SpillConfig, SpillError, SpillLog, SpillMetrics, Written};
+use crate::{SpillConfig, SpillError, SpillLog, SpillMetrics, Spilled, Written};
 
 /// Where an accepted push went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,22 +238,36 @@ impl<T: Serialize + DeserializeOwned> SpillQueue<T> {
         }
     }
 
-    /// Reads up to `capacity` records from disk into (empty) memory.
+    /// Reads up to `capacity` records from disk into (empty) memory, in batches.
     fn refill(&mut self) -> Result<(), SpillError> {
         self.log.flush()?;
         while self.memory.len() < self.capacity && self.on_disk > 0 {
-            match self.log.read()? {
-                Some(record) => {
-                    self.memory.push_back((Some(record.seq), record.item));
-                    self.on_disk -= 1;
-                }
-                None => {
-                    // Fewer records than counted: corrupt ones were skipped (and counted by the log).
-                    self.on_disk = 0;
-                }
+            let before = self.memory.len();
+            let want = self.capacity - before;
+            let read = self.log.read_batch(want, &mut IntoMemory(&mut self.memory));
+            self.on_disk = self
+                .on_disk
+                .saturating_sub((self.memory.len() - before) as u64);
+            if read? < want {
+                // Caught up with fewer records than counted: corrupt ones were skipped (and counted
+                // by the log).
+                self.on_disk = 0;
             }
         }
         Ok(())
+    }
+}
+
+/// Records read back go to the memory part, tagged with their sequence number for the ack.
+struct IntoMemory<'a, T>(&'a mut VecDeque<(Option<u64>, T)>);
+
+impl<T> Extend<Spilled<T>> for IntoMemory<'_, T> {
+    fn extend<I: IntoIterator<Item = Spilled<T>>>(&mut self, records: I) {
+        self.0.extend(
+            records
+                .into_iter()
+                .map(|record| (Some(record.seq), record.item)),
+        );
     }
 }
 

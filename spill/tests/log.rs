@@ -134,6 +134,36 @@ fn budget_rejects_then_frees_on_ack() {
 }
 
 #[test]
+fn a_wholly_acknowledged_segment_is_freed_when_the_writer_rolls_over() {
+    // Budget: two 512-byte segments of eight ~58-byte frames each.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small().budget_bytes(1024).when_full(WhenFull::Reject);
+    let log = SpillLog::open(dir.path(), config).unwrap();
+    for i in 0..8 {
+        log.append(&item(i)).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "eight records fit in the first segment"
+    );
+    assert_eq!(read_all(&log), (0..8).collect::<Vec<_>>());
+    log.ack_through(8).unwrap();
+    // Everything written so far is acknowledged; the first segment is the active one, so it stays.
+    // Ten more records (fewer than two segments' worth) roll over twice: the first roll seals the
+    // wholly acknowledged segment, which must be freed then, or the second roll finds the budget
+    // full of acknowledged data.
+    for i in 8..18 {
+        log.append(&item(i))
+            .unwrap_or_else(|e| panic!("append {i}: {e}"));
+    }
+    log.flush().unwrap();
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(read_all(&log), (8..18).collect::<Vec<_>>());
+}
+
+#[test]
 fn budget_blocks_until_a_reader_acknowledges() {
     let dir = tempfile::tempdir().unwrap();
     let config = small().budget_bytes(1024).when_full(WhenFull::Block {
