@@ -1,8 +1,47 @@
 //! weir's pipeline DSL: named stages assembled into graphs, started on tokio, observed and stopped.
 //!
-//! This crate starts with the piece every later part depends on: [`StageName`], the validated name
-//! that appears in every metric label, log line and error of a pipeline. The builder, the running
-//! handle and the graph picture build on it (see DESIGN.md, "Pipelines").
+//! A [`PipelineBuilder`] adds stages with typed methods that return typed [`Port`]s; each port feeds
+//! one input, so the code reads like the graph it builds. [`PipelineBuilder::build`] validates the
+//! graph and reports every problem at once ([`BuildError`]); [`Pipeline::start`] runs it and returns
+//! a [`PipelineHandle`] to observe it ([`metrics`](PipelineHandle::metrics),
+//! [`ready`](PipelineHandle::ready), [`live`](PipelineHandle::live),
+//! [`describe`](PipelineHandle::describe)) and to stop it ([`drain`](PipelineHandle::drain),
+//! [`abort`](PipelineHandle::abort)); awaiting the handle yields the result, naming the failing
+//! stage on error.
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Duration;
+//! use weir_dsl::Pipeline;
+//! use weir_operators::PublisherExt;
+//! use weir_runtime::{ingress::Overflow, source};
+//!
+//! let mut p = Pipeline::builder("checkout");
+//! let (orders_in, orders) = p.ingress::<u64>("orders", 1_024, Overflow::Reject {
+//!     retry_after: Duration::from_millis(100),
+//! });
+//! let replays = p.source("replays", source::from_iter(1_000..1_003u64));
+//! let all = p.merge("all", [&orders, &replays]);
+//! let priced = p.stage("price", &all, |ids| ids.map(|id| id * 10));
+//! let hop = p.boundary("hop", &priced, 256);
+//! let stored = Arc::new(Mutex::new(Vec::new()));
+//! let store = stored.clone();
+//! p.sink("store", &hop, move |amount| store.lock().unwrap().push(amount));
+//! let pipeline = p.build().expect("a valid graph");
+//!
+//! let mut running = pipeline.start().unwrap();
+//! orders_in.push(7).await.unwrap();
+//! running.drain(Duration::from_secs(5)).await.unwrap();
+//! let mut got = stored.lock().unwrap().clone();
+//! got.sort_unstable();
+//! assert_eq!(got, vec![70, 10_000, 10_010, 10_020]);
+//! # }
+//! ```
+//!
+//! What is not here yet: fan-out (broadcast, partition) stages, spilling ingresses, export through
+//! the `metrics` facade. The graph model already rejects an output wired to two inputs, with a
+//! message that names the missing fan-out stage.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -10,102 +49,53 @@
     rust_2018_idioms
 )]
 
-use std::fmt;
+mod builder;
+mod describe;
+mod graph;
+mod inventory;
+mod name;
+mod observe;
+mod run;
+
 use std::sync::Arc;
 
-/// A stage name: 1 to 64 characters of ASCII letters, digits, `_`, `-` and `.`, starting with a letter.
-/// Names are used as metric labels, so they are kept to characters every exporter accepts.
-///
-/// ```
-/// use weir_dsl::StageName;
-/// assert_eq!(StageName::new("orders.parse").unwrap().as_str(), "orders.parse");
-/// let error = StageName::new("9 lives").unwrap_err();
-/// assert_eq!(error.to_string(), "invalid stage name `9 lives`: must start with an ASCII letter");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StageName(Arc<str>);
+pub use builder::{Feed, PipelineBuilder, Port};
+pub use describe::{Diagram, DiagramEdge, DiagramNode};
+pub use graph::{BuildError, Problem, StageKind};
+pub use inventory::{BufferKind, Inventory, InventoryEntry};
+pub use name::{InvalidStageName, StageName};
+pub use observe::{BufferSnapshot, EdgeSnapshot, PipelineSnapshot, Readiness, StageSnapshot};
+pub use run::{PipelineError, PipelineHandle};
 
-/// Why a stage name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid stage name `{name}`: {problem}")]
-pub struct InvalidStageName {
-    /// The refused name.
-    pub name: String,
-    /// What is wrong with it.
-    pub problem: &'static str,
+/// A validated pipeline graph, ready to [`start`](Pipeline::start).
+pub struct Pipeline {
+    name: String,
+    nodes: Arc<Vec<graph::Node>>,
+    builds: Vec<Option<builder::BuildFn>>,
+    closers: Vec<builder::Closer>,
+    settings: builder::Settings,
 }
 
-impl StageName {
-    /// The longest name accepted.
-    pub const MAX_LEN: usize = 64;
-
-    /// Validates `name`.
-    pub fn new(name: &str) -> Result<Self, InvalidStageName> {
-        let refuse = |problem| {
-            Err(InvalidStageName {
-                name: name.to_owned(),
-                problem,
-            })
-        };
-        if name.is_empty() {
-            return refuse("must not be empty");
-        }
-        if name.len() > Self::MAX_LEN {
-            return refuse("must be at most 64 characters");
-        }
-        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            return refuse("must start with an ASCII letter");
-        }
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return refuse("may contain only ASCII letters, digits, `_`, `-` and `.`");
-        }
-        Ok(Self(name.into()))
-    }
-
-    /// The name as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The name as the shared string the runtime's errors and metrics take.
-    pub fn to_shared(&self) -> Arc<str> {
-        self.0.clone()
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field(
+                "stages",
+                &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 
-impl fmt::Display for StageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl Pipeline {
+    /// Starts assembling a pipeline named `name` (a valid [`StageName`]: it labels metrics too).
+    pub fn builder(name: &str) -> PipelineBuilder {
+        PipelineBuilder::new(name)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::StageName;
-
-    #[test]
-    fn accepts_label_safe_names_and_explains_refusals() {
-        for good in ["a", "orders", "orders.parse-v2_x", &"a".repeat(64)] {
-            assert!(StageName::new(good).is_ok(), "{good}");
-        }
-        let cases = [
-            ("", "must not be empty"),
-            ("_x", "must start with an ASCII letter"),
-            (
-                "a b",
-                "may contain only ASCII letters, digits, `_`, `-` and `.`",
-            ),
-            ("é", "must start with an ASCII letter"),
-        ];
-        for (bad, problem) in cases {
-            assert_eq!(StageName::new(bad).unwrap_err().problem, problem, "{bad:?}");
-        }
-        assert_eq!(
-            StageName::new(&"a".repeat(65)).unwrap_err().problem,
-            "must be at most 64 characters"
-        );
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }

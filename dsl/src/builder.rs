@@ -1,0 +1,518 @@
+//! The builder: typed methods that add named stages and return typed [`Port`]s, recording the
+//! graph for validation, pictures and the inventory, and the code that runs each stage.
+//!
+//! Types are checked where the author connects stages: a `Port<Order>` only feeds inputs that take
+//! `Order`. Inside a stage the operator chain keeps static dispatch (it is built by the author's
+//! closure from the stage's input); between stages the items cross a type-erased
+//! [`BoxPublisher`], one virtual call per signal: the graph edge.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use weir_operators::{PriorityLanes, PublisherExt, merge::DEFAULT_LANE_CAPACITY};
+use weir_runtime::boundary::{BoundaryConfig, boundary};
+use weir_runtime::ingress::{IngressConfig, IngressHandle, Overflow, ingress};
+use weir_runtime::sink::Fold;
+use weir_runtime::{BoxPublisher, Publisher, source};
+
+use crate::graph::{self, Input, ItemType, LaneSpec, Node, Problem, StageKind};
+use crate::run::{BufferProbe, Observed, SinkRun, SinkSubscriber, Wiring};
+use crate::{BuildError, Pipeline};
+
+static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
+
+/// The output of a stage, carrying items of type `T`. Pass it (by reference) to the stage that
+/// consumes it; each output feeds exactly one input.
+pub struct Port<T> {
+    builder: u64,
+    node: usize,
+    _items: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Port<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Port<T> {}
+
+impl<T> std::fmt::Debug for Port<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Port")
+            .field("stage", &self.node)
+            .field("items", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+/// The input of a junction, to be connected once with [`PipelineBuilder::connect`].
+pub struct Feed<T> {
+    builder: u64,
+    node: usize,
+    _items: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for Feed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").field("stage", &self.node).finish()
+    }
+}
+
+/// What a running pipeline is judged by; see [`PipelineBuilder::recovery_budget`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) recovery_budget: Duration,
+    pub(crate) rate_window: Duration,
+}
+
+pub(crate) type BuildFn = Box<dyn FnOnce(&mut Wiring<'_>) + Send>;
+
+/// Closes one ingress (the pipeline keeps a handle until it drains).
+pub(crate) type Closer = Box<dyn Fn() + Send + Sync>;
+
+/// Assembles a pipeline; see [`Pipeline::builder`].
+///
+/// Problems (a zero capacity, a port from another builder...) are recorded, not raised, so that
+/// [`build`](PipelineBuilder::build) can report all of them at once.
+pub struct PipelineBuilder {
+    id: u64,
+    name: String,
+    nodes: Vec<Node>,
+    builds: Vec<Option<BuildFn>>,
+    early: Vec<Problem>,
+    closers: Vec<Closer>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for PipelineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder")
+            .field("name", &self.name)
+            .field(
+                "stages",
+                &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl PipelineBuilder {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            id: NEXT_BUILDER.fetch_add(1, Ordering::Relaxed),
+            name: name.to_owned(),
+            nodes: Vec::new(),
+            builds: Vec::new(),
+            early: Vec::new(),
+            closers: Vec::new(),
+            settings: Settings {
+                recovery_budget: Duration::from_secs(5),
+                rate_window: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn add(&mut self, node: Node, build: BuildFn) -> usize {
+        self.nodes.push(node);
+        self.builds.push(Some(build));
+        self.nodes.len() - 1
+    }
+
+    fn node(name: &str, kind: StageKind, item: ItemType) -> Node {
+        Node {
+            name: name.to_owned(),
+            kind,
+            capacity: None,
+            detail: None,
+            item,
+            input_item: None,
+            declared_size: None,
+            inputs: Vec::new(),
+            min_inputs: 0,
+        }
+    }
+
+    /// Resolves `port` as an input of the stage named `stage`, or records that it is foreign.
+    fn input_of<T>(&mut self, stage: &str, port: &Port<T>) -> Option<Input> {
+        if port.builder != self.id || port.node >= self.nodes.len() {
+            self.early.push(Problem::ForeignPort {
+                stage: stage.to_owned(),
+            });
+            return None;
+        }
+        Some(Input {
+            from: port.node,
+            lane: None,
+        })
+    }
+
+    fn port<T>(&self, node: usize) -> Port<T> {
+        Port {
+            builder: self.id,
+            node,
+            _items: PhantomData,
+        }
+    }
+
+    /// Adds an ingress: a bounded queue that callers push into through the returned
+    /// [`IngressHandle`], with an explicit [`Overflow`] policy. The pipeline holds a handle too,
+    /// so the ingress stays open until [`drain`](crate::PipelineHandle::drain) (or
+    /// [`IngressHandle::close`]). Items pushed before the pipeline starts wait in the queue.
+    pub fn ingress<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        capacity: usize,
+        overflow: Overflow,
+    ) -> (IngressHandle<T>, Port<T>) {
+        // A zero capacity is reported by `build`; meanwhile the handle needs a queue.
+        let config = IngressConfig::new(name, capacity.max(1), overflow)
+            .expect("a capacity of at least 1 is accepted");
+        let (handle, publisher) = ingress::<T>(config);
+        let kept = handle.clone();
+        self.closers.push(Box::new(move || kept.close()));
+        let mut node = Self::node(name, StageKind::Ingress, ItemType::of::<T>());
+        node.capacity = Some(capacity);
+        node.detail = Some(graph::overflow_label(&overflow));
+        let metrics = publisher.metrics();
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                w.buffer(BufferProbe::direct(me, None, metrics));
+                w.output(me, publisher);
+            }),
+        );
+        (handle, self.port(me))
+    }
+
+    /// Adds a source: any publisher (an iterator, a stream). It ends the pipeline's input when it
+    /// completes; [`drain`](crate::PipelineHandle::drain) closes ingresses only, so an endless
+    /// source is stopped by the drain deadline's abort.
+    pub fn source<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        publisher: impl Publisher<T>,
+    ) -> Port<T> {
+        let node = Self::node(name, StageKind::Source, ItemType::of::<T>());
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| w.output(me, publisher)),
+        );
+        self.port(me)
+    }
+
+    /// Adds an operator stage: `build` receives the input as a publisher and returns the chain
+    /// built on it (`|orders| orders.map(parse).filter(valid)`). The chain is fused into the
+    /// upstream's task: no queue, static dispatch between its operators. `build` runs when the
+    /// pipeline starts.
+    pub fn stage<In, Out, P, F>(&mut self, name: &str, input: &Port<In>, build: F) -> Port<Out>
+    where
+        In: Send + 'static,
+        Out: Send + 'static,
+        P: Publisher<Out>,
+        F: FnOnce(BoxPublisher<In>) -> P + Send + 'static,
+    {
+        let mut node = Self::node(name, StageKind::Stage, ItemType::of::<Out>());
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<In>(me, 0);
+                w.output(me, build(upstream));
+            }),
+        );
+        self.port(me)
+    }
+
+    /// Adds a stage that awaits `f`'s future for every item, at most `concurrency` at a time,
+    /// emitting results in input order (`map_async`). It runs in tasks of its own: an async
+    /// boundary whose free slots are its demand.
+    pub fn stage_async<In, Out, F, Fut>(
+        &mut self,
+        name: &str,
+        input: &Port<In>,
+        concurrency: usize,
+        f: F,
+    ) -> Port<Out>
+    where
+        In: Send + 'static,
+        Out: Send + 'static,
+        F: FnMut(In) -> Fut + Send + 'static,
+        Fut: Future<Output = Out> + Send + 'static,
+    {
+        let mut node = Self::node(name, StageKind::AsyncStage, ItemType::of::<Out>());
+        node.capacity = Some(concurrency);
+        node.input_item = Some(ItemType::of::<In>());
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<In>(me, 0);
+                w.output(me, upstream.map_async(concurrency, f));
+            }),
+        );
+        self.port(me)
+    }
+
+    /// Adds an async boundary of `capacity` items: what feeds it runs in one task, what follows
+    /// it in another.
+    pub fn boundary<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        capacity: usize,
+    ) -> Port<T> {
+        let mut node = Self::node(name, StageKind::Boundary, ItemType::of::<T>());
+        node.capacity = Some(capacity);
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        let me = self.nodes.len();
+        let name: Arc<str> = name.into();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<T>(me, 0);
+                let config = BoundaryConfig::new(name, capacity).expect("validated capacity");
+                let hop = boundary(upstream, config);
+                w.buffer(BufferProbe::direct(me, None, hop.metrics()));
+                w.output(me, hop);
+            }),
+        );
+        self.port(me)
+    }
+
+    /// Merges `inputs` fairly (each gets an equal share while all have items), each read through
+    /// a lane of 256 items. Completes when all inputs complete; the first error fails it.
+    pub fn merge<'a, T: Send + 'static>(
+        &mut self,
+        name: &str,
+        inputs: impl IntoIterator<Item = &'a Port<T>>,
+    ) -> Port<T> {
+        self.merge_with(name, DEFAULT_LANE_CAPACITY, inputs)
+    }
+
+    /// [`merge`](PipelineBuilder::merge) with lanes of `lane_capacity` items.
+    pub fn merge_with<'a, T: Send + 'static>(
+        &mut self,
+        name: &str,
+        lane_capacity: usize,
+        inputs: impl IntoIterator<Item = &'a Port<T>>,
+    ) -> Port<T> {
+        let lanes = inputs.into_iter().map(|port| (port, 1, lane_capacity));
+        self.fan_in(name, StageKind::Merge, lanes)
+    }
+
+    /// Merges `lanes` of `(input, weight, capacity)` by weight: over any stretch where all are
+    /// busy, each lane gets `weight / total` of the output, and a saturated low lane delays a high
+    /// lane by at most its weight in items.
+    pub fn priority_lanes<'a, T: Send + 'static>(
+        &mut self,
+        name: &str,
+        lanes: impl IntoIterator<Item = (&'a Port<T>, u64, usize)>,
+    ) -> Port<T> {
+        self.fan_in(name, StageKind::PriorityLanes, lanes)
+    }
+
+    fn fan_in<'a, T: Send + 'static>(
+        &mut self,
+        name: &str,
+        kind: StageKind,
+        lanes: impl IntoIterator<Item = (&'a Port<T>, u64, usize)>,
+    ) -> Port<T> {
+        let mut node = Self::node(name, kind, ItemType::of::<T>());
+        node.min_inputs = 1;
+        for (port, weight, capacity) in lanes {
+            if let Some(mut input) = self.input_of(name, port) {
+                input.lane = Some(LaneSpec { weight, capacity });
+                node.inputs.push(input);
+            }
+        }
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let count = w.input_count(me);
+                let observed = Observed::new();
+                for k in 0..count {
+                    let from = w.lane(me, k).0;
+                    w.buffer(BufferProbe::lane(me, k, from, &observed));
+                }
+                if kind == StageKind::Merge {
+                    let capacity = w.lane(me, 0).1.capacity;
+                    let sources: Vec<BoxPublisher<T>> =
+                        (0..count).map(|k| w.input::<T>(me, k)).collect();
+                    let merged = weir_operators::merge(sources).lane_capacity(capacity);
+                    w.output(me, observed.wrap(merged));
+                    return;
+                }
+                let mut lanes = PriorityLanes::new();
+                for k in 0..count {
+                    let (from, lane) = w.lane(me, k);
+                    let lane_name = w.name(from).to_owned();
+                    let upstream = w.input::<T>(me, k);
+                    lanes = lanes.lane(lane_name, lane.weight, lane.capacity, upstream);
+                }
+                match lanes.build() {
+                    Ok(built) => w.output(me, observed.wrap(built)),
+                    Err(error) => w.output(me, source::error::<T>(error)),
+                }
+            }),
+        );
+        self.port(me)
+    }
+
+    /// Adds a junction: a named stage whose input is connected later with
+    /// [`connect`](PipelineBuilder::connect), for graphs whose wiring is not a straight line of
+    /// declarations. An unconnected junction, and a cycle through one, are build errors.
+    pub fn junction<T: Send + 'static>(&mut self, name: &str) -> (Feed<T>, Port<T>) {
+        let mut node = Self::node(name, StageKind::Junction, ItemType::of::<T>());
+        node.min_inputs = 1;
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<T>(me, 0);
+                w.output(me, upstream);
+            }),
+        );
+        (
+            Feed {
+                builder: self.id,
+                node: me,
+                _items: PhantomData,
+            },
+            self.port(me),
+        )
+    }
+
+    /// Feeds the junction of `feed` from `from`.
+    pub fn connect<T: Send + 'static>(&mut self, from: &Port<T>, feed: Feed<T>) {
+        if feed.builder != self.id || feed.node >= self.nodes.len() {
+            self.early.push(Problem::ForeignPort {
+                stage: "(junction)".to_owned(),
+            });
+            return;
+        }
+        let stage = self.nodes[feed.node].name.clone();
+        if !self.nodes[feed.node].inputs.is_empty() {
+            self.early.push(Problem::AlreadyFed { stage });
+            return;
+        }
+        if let Some(input) = self.input_of(&stage, from) {
+            self.nodes[feed.node].inputs.push(input);
+        }
+    }
+
+    /// Adds a sink that runs `f` on every item, in the upstream's task. A panic in `f` fails the
+    /// pipeline, naming this stage.
+    pub fn sink<T, F>(&mut self, name: &str, input: &Port<T>, mut f: F)
+    where
+        T: Send + 'static,
+        F: FnMut(T) + Send + 'static,
+    {
+        let mut node = Self::node(name, StageKind::Sink, ItemType::of::<T>());
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<T>(me, 0);
+                sink_into(w, me, upstream, move |(), item| f(item));
+            }),
+        );
+    }
+
+    /// Adds a sink that awaits `f`'s future for every item, at most `concurrency` at a time (in
+    /// completion order): where a pipeline writes to a database or a broker.
+    pub fn sink_async<T, F, Fut>(&mut self, name: &str, input: &Port<T>, concurrency: usize, f: F)
+    where
+        T: Send + 'static,
+        F: FnMut(T) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut node = Self::node(name, StageKind::Sink, ItemType::of::<T>());
+        node.capacity = Some(concurrency);
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        let me = self.nodes.len();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<T>(me, 0);
+                let done = upstream.map_async_unordered(concurrency, f);
+                sink_into(w, me, done, |(), ()| {});
+            }),
+        );
+    }
+
+    /// Declares how many bytes an item on `port` takes, heap included (a `String` of about 200
+    /// bytes: 24 + 200), for the [`inventory`](crate::Pipeline::inventory). Stages that pass items
+    /// through unchanged (boundaries, merges, junctions) inherit it. Default: `size_of::<T>()`.
+    pub fn item_size<T>(&mut self, port: &Port<T>, bytes: usize) -> &mut Self {
+        if port.builder == self.id
+            && let Some(node) = self.nodes.get_mut(port.node)
+        {
+            node.declared_size = Some(bytes);
+        }
+        self
+    }
+
+    /// How long a stage's backlog may take to drain at its recent rate before the pipeline
+    /// reports itself not [`ready`](crate::PipelineHandle::ready). Default: 5 s.
+    pub fn recovery_budget(&mut self, budget: Duration) -> &mut Self {
+        self.settings.recovery_budget = budget;
+        self
+    }
+
+    /// Over how long rates (and "recent" rejections) are measured. Default: 1 s.
+    pub fn rate_window(&mut self, window: Duration) -> &mut Self {
+        self.settings.rate_window = window;
+        self
+    }
+
+    /// Validates the graph, reporting every problem at once (see [`Problem`]).
+    pub fn build(self) -> Result<Pipeline, BuildError> {
+        let problems = graph::validate(&self.name, &self.nodes, self.early);
+        if !problems.is_empty() {
+            return Err(BuildError {
+                pipeline: self.name,
+                problems,
+            });
+        }
+        Ok(Pipeline {
+            name: self.name,
+            nodes: Arc::new(self.nodes),
+            builds: self.builds,
+            closers: self.closers,
+            settings: self.settings,
+        })
+    }
+}
+
+/// Subscribes a folding sink (counted, cancellable) to `upstream` when the pipeline starts.
+fn sink_into<T, P, F>(w: &mut Wiring<'_>, me: usize, upstream: P, f: F)
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+    F: FnMut(&mut (), T) + Send + 'static,
+{
+    let (fold, outcome) = Fold::new((), f);
+    let subscriber = SinkSubscriber::new(fold, w.cell(me));
+    let subscription = subscriber.subscription_slot();
+    w.sink(SinkRun {
+        node: me,
+        subscribe: Box::new(move || upstream.subscribe(subscriber)),
+        outcome: Box::pin(outcome),
+        subscription,
+    });
+}

@@ -1,0 +1,596 @@
+//! weir dsl: pipelines built, validated, run, observed, drained and aborted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir::dsl::{BufferKind, Pipeline, PipelineError, Problem, StageKind};
+use weir::operators::PublisherExt;
+use weir::prelude::*;
+
+fn collector<T>() -> (Arc<Mutex<Vec<T>>>, impl FnMut(T) + Send + 'static)
+where
+    T: Send + 'static,
+{
+    let items = Arc::new(Mutex::new(Vec::new()));
+    let sink = items.clone();
+    (items, move |item| sink.lock().unwrap().push(item))
+}
+
+fn reject() -> Overflow {
+    Overflow::Reject {
+        retry_after: Duration::from_millis(10),
+    }
+}
+
+/// Builds and expects the build to fail; returns every problem's message.
+fn problems(p: weir::dsl::PipelineBuilder) -> Vec<String> {
+    let error = p.build().expect_err("the graph is invalid");
+    error.problems.iter().map(ToString::to_string).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running to completion
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_graph_runs_to_completion_with_the_exact_output() {
+    let mut p = Pipeline::builder("shop");
+    let (web_in, web) = p.ingress::<u64>(
+        "web",
+        64,
+        Overflow::Block {
+            timeout: Duration::from_secs(5),
+        },
+    );
+    let replay = p.source("replay", source::from_iter(1_000..1_100u64));
+    let batch = p.source("batch", source::from_iter(5_000..5_050u64));
+    let interactive = p.merge_with("interactive", 16, [&web, &replay]);
+    let lanes = p.priority_lanes("lanes", [(&interactive, 8, 32), (&batch, 1, 64)]);
+    let priced = p.stage("price", &lanes, |ids| {
+        ids.filter(|id| id % 10 != 3).map(|id| (id, id * 2))
+    });
+    let hop = p.boundary("hop", &priced, 32);
+    let checked = p.stage_async("check", &hop, 4, |(id, amount)| async move {
+        tokio::task::yield_now().await;
+        (id, amount + 1)
+    });
+    let (stored, store) = collector();
+    p.sink("store", &checked, store);
+    let pipeline = p.build().unwrap();
+
+    let mut running = pipeline.start().unwrap();
+    assert!(running.live());
+    for id in 0..200u64 {
+        web_in.push(id).await.unwrap();
+    }
+    running.drain(Duration::from_secs(10)).await.unwrap();
+    assert!(!running.live());
+
+    let got = stored.lock().unwrap().clone();
+    let expected = |ids: std::ops::Range<u64>| -> Vec<(u64, u64)> {
+        ids.filter(|id| id % 10 != 3)
+            .map(|id| (id, id * 2 + 1))
+            .collect()
+    };
+    // Every item exactly once, each input's items in their order (merges interleave inputs).
+    for (range, name) in [
+        (0..200, "web"),
+        (1_000..1_100, "replay"),
+        (5_000..5_050, "batch"),
+    ] {
+        let mine: Vec<(u64, u64)> = got
+            .iter()
+            .copied()
+            .filter(|(id, _)| range.contains(id))
+            .collect();
+        assert_eq!(mine, expected(range.clone()), "{name}");
+    }
+    assert_eq!(got.len(), 180 + 90 + 45);
+
+    let snapshot = running.metrics();
+    assert_eq!(snapshot.stage("price").unwrap().items, 315);
+    assert_eq!(snapshot.stage("store").unwrap().items, 315);
+    assert_eq!(snapshot.stage("web").unwrap().items, 200);
+    let web_buffer = snapshot.stage("web").unwrap().buffer.as_ref().unwrap();
+    assert_eq!(web_buffer.counters.items_in, 200);
+    assert_eq!(web_buffer.counters.capacity, 64);
+    let lane = snapshot
+        .edge("batch", "lanes")
+        .unwrap()
+        .buffer
+        .as_ref()
+        .unwrap();
+    assert_eq!(lane.counters.name, "lanes.batch");
+    assert_eq!(lane.counters.items_out, 50);
+    assert_eq!(lane.counters.capacity, 64);
+    let hop = snapshot.stage("hop").unwrap().buffer.as_ref().unwrap();
+    assert_eq!(hop.counters.items_out, 315);
+    assert_eq!(hop.counters.depth, 0);
+}
+
+#[tokio::test]
+async fn the_failing_stage_is_named() {
+    let mut p = Pipeline::builder("etl");
+    let numbers = p.source("numbers", source::from_iter(0..100u32));
+    let parsed = p.stage("parse", &numbers, |items| {
+        items.map(|x| {
+            assert!(x != 7, "bad record {x}");
+            x
+        })
+    });
+    let hop = p.boundary("hop", &parsed, 8);
+    p.sink("store", &hop, |_| {});
+    let error = p.build().unwrap().start().unwrap().await.unwrap_err();
+    assert_eq!(error.stage(), Some("parse"));
+    assert_eq!(
+        error.to_string(),
+        "pipeline `etl`: stage `parse` failed: panicked: bad record 7 (in `map`)"
+    );
+    assert!(matches!(error, PipelineError::Failed { .. }));
+
+    let mut p = Pipeline::builder("etl");
+    let numbers = p.source("numbers", source::from_iter(0..100u32));
+    p.sink("store", &numbers, |x| assert!(x < 3, "disk full"));
+    let error = p.build().unwrap().start().unwrap().await.unwrap_err();
+    assert_eq!(error.stage(), Some("store"));
+    assert_eq!(
+        error.to_string(),
+        "pipeline `etl`: stage `store` failed: panicked: disk full"
+    );
+}
+
+#[test]
+fn start_needs_a_runtime() {
+    let mut p = Pipeline::builder("offline");
+    let numbers = p.source("numbers", source::from_iter(0..3u32));
+    p.sink("store", &numbers, |_| {});
+    let error = p.build().unwrap().start().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "pipeline `offline`: no tokio runtime (start it within one, or use start_on)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: every problem at once, with stage names
+
+#[test]
+fn duplicate_names_are_reported() {
+    let mut p = Pipeline::builder("dup");
+    let a = p.source("read", source::from_iter(0..3u32));
+    let b = p.stage("read", &a, |x| x);
+    p.sink("read", &b, |_| {});
+    assert_eq!(problems(p), vec!["stage name `read` is used by 3 stages"]);
+}
+
+#[test]
+fn invalid_names_are_reported() {
+    let mut p = Pipeline::builder("bad name");
+    let a = p.source("9lives", source::from_iter(0..3u32));
+    p.sink("store", &a, |_| {});
+    assert_eq!(
+        problems(p),
+        vec![
+            "pipeline name: invalid stage name `bad name`: may contain only ASCII letters, digits, `_`, `-` and `.`",
+            "invalid stage name `9lives`: must start with an ASCII letter",
+        ]
+    );
+}
+
+#[test]
+fn outputs_connected_to_nothing_are_reported() {
+    let mut p = Pipeline::builder("loose");
+    let a = p.source("numbers", source::from_iter(0..3u32));
+    let _unused = p.stage("double", &a, |x| x.map(|x| x * 2));
+    assert_eq!(
+        problems(p),
+        vec!["stage `double`: output is connected to nothing"]
+    );
+}
+
+#[test]
+fn inputs_fed_by_nothing_are_reported() {
+    let mut p = Pipeline::builder("unfed");
+    let (_feed, retries) = p.junction::<u32>("retries");
+    p.sink("store", &retries, |_| {});
+    let empty: [&weir::dsl::Port<u32>; 0] = [];
+    let all = p.merge("all", empty);
+    p.sink("store2", &all, |_| {});
+    assert_eq!(
+        problems(p),
+        vec![
+            "stage `retries`: input is fed by nothing",
+            "stage `all`: input is fed by nothing",
+        ]
+    );
+}
+
+#[test]
+fn cycles_are_reported() {
+    let mut p = Pipeline::builder("loop");
+    let fresh = p.source("fresh", source::from_iter(0..3u32));
+    let (feed, retries) = p.junction::<u32>("retries");
+    let all = p.merge("all", [&fresh, &retries]);
+    let tried = p.stage("try", &all, |x| x);
+    p.connect(&tried, feed);
+    // Every output is connected (`try` feeds the junction): the cycle is the only problem.
+    let error = p.build().unwrap_err();
+    assert_eq!(error.problems.len(), 1);
+    assert_eq!(
+        error.problems[0].to_string(),
+        "cycle: `retries` -> `all` -> `try` -> `retries`"
+    );
+    assert!(matches!(&error.problems[0], Problem::Cycle { stages } if stages.len() == 4));
+}
+
+#[test]
+fn zero_capacities_are_reported() {
+    let mut p = Pipeline::builder("zero");
+    let (_handle, web) = p.ingress::<u32>("web", 0, reject());
+    let hop = p.boundary("hop", &web, 0);
+    let other = p.source("other", source::from_iter(0..3u32));
+    let lanes = p.priority_lanes("lanes", [(&hop, 0, 8), (&other, 1, 0)]);
+    let fetched = p.stage_async("fetch", &lanes, 0, |x| async move { x });
+    p.sink_async("store", &fetched, 0, |_| async {});
+    assert_eq!(
+        problems(p),
+        vec![
+            "stage `web`: capacity must be at least 1",
+            "stage `hop`: capacity must be at least 1",
+            "stage `lanes`: the weight of the lane from `hop` must be at least 1",
+            "stage `lanes`: the capacity of the lane from `other` must be at least 1",
+            "stage `fetch`: concurrency must be at least 1",
+            "stage `store`: concurrency must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn fan_out_without_a_fan_out_stage_is_reported() {
+    let mut p = Pipeline::builder("split");
+    let a = p.source("numbers", source::from_iter(0..3u32));
+    p.sink("left", &a, |_| {});
+    p.sink("right", &a, |_| {});
+    assert_eq!(
+        problems(p),
+        vec![
+            "stage `numbers`: output feeds 2 inputs (`left`, `right`); fan-out needs a broadcast or partition stage"
+        ]
+    );
+}
+
+#[test]
+fn ports_of_another_builder_are_reported() {
+    let mut other = Pipeline::builder("other");
+    let foreign = other.source("numbers", source::from_iter(0..3u32));
+    let mut p = Pipeline::builder("mine");
+    p.sink("store", &foreign, |_| {});
+    assert_eq!(
+        problems(p),
+        vec![
+            "stage `store`: input comes from another pipeline builder",
+            "stage `store`: input is fed by nothing",
+        ]
+    );
+    assert_eq!(
+        problems(Pipeline::builder("empty")),
+        vec!["the pipeline has no stages"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut p = Pipeline::builder("messy");
+    let (_handle, web) = p.ingress::<u32>("web", 0, reject());
+    let parsed = p.stage("parse", &web, |x| x);
+    let _dangling = p.stage("parse", &parsed, |x| x);
+    let error = p.build().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "pipeline `messy` is invalid (3 problems):\n\
+         - stage name `parse` is used by 2 stages\n\
+         - stage `web`: capacity must be at least 1\n\
+         - stage `parse`: output is connected to nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain and abort
+
+/// Producers push as fast as they can while the pipeline drains: every item offered is either
+/// processed by the sink or handed back to its producer (rejected while full, or closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_under_load_loses_nothing_accepted() {
+    let mut p = Pipeline::builder("load");
+    let (orders_in, orders) = p.ingress::<u64>("orders", 128, reject());
+    let parsed = p.stage("parse", &orders, |ids| ids.map(|id| id + 1));
+    let hop = p.boundary("hop", &parsed, 64);
+    let processed = Arc::new(AtomicU64::new(0));
+    let count = processed.clone();
+    p.sink_async("store", &hop, 8, move |_| {
+        let count = count.clone();
+        async move {
+            tokio::task::yield_now().await;
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+
+    let producers: Vec<_> = (0..4u64)
+        .map(|producer| {
+            let handle = orders_in.clone();
+            tokio::spawn(async move {
+                let (mut offered, mut refused, mut closed) = (0u64, 0u64, 0u64);
+                loop {
+                    offered += 1;
+                    match handle.push(producer * 1_000_000 + offered).await {
+                        Ok(_) => {}
+                        Err(error @ PushError::Closed { .. }) => {
+                            let _item: u64 = error.into_inner();
+                            closed += 1;
+                            break;
+                        }
+                        Err(error) => {
+                            let _item: u64 = error.into_inner();
+                            refused += 1;
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                (offered, refused, closed)
+            })
+        })
+        .collect();
+    drop(orders_in);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    running.drain(Duration::from_secs(10)).await.unwrap();
+
+    let (mut offered, mut handed_back) = (0, 0);
+    for producer in producers {
+        let (o, r, c) = producer.await.unwrap();
+        assert_eq!(c, 1, "each producer stops at its first closed push");
+        offered += o;
+        handed_back += r + c;
+    }
+    let processed = processed.load(Ordering::Relaxed);
+    assert!(processed > 0);
+    assert_eq!(offered, processed + handed_back);
+    let snapshot = running.metrics();
+    let orders = snapshot.stage("orders").unwrap().buffer.as_ref().unwrap();
+    assert_eq!(orders.counters.items_in, processed);
+    assert_eq!(orders.counters.depth, 0);
+    assert_eq!(snapshot.stage("store").unwrap().items, processed);
+    assert_eq!(
+        orders.counters.rejected["full"] + orders.counters.rejected["closed"],
+        handed_back
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_stops_an_endless_pipeline_and_drain_has_a_deadline() {
+    let mut p = Pipeline::builder("endless");
+    let ticks = p.source("ticks", source::from_iter(0u64..));
+    let hop = p.boundary("hop", &ticks, 16);
+    p.sink_async("store", &hop, 2, |_| {
+        tokio::time::sleep(Duration::from_millis(1))
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(running.live());
+    running.abort();
+    let error = (&mut running).await.unwrap_err();
+    assert_eq!(error.to_string(), "pipeline `endless` was aborted");
+    assert!(!running.live());
+
+    let mut p = Pipeline::builder("endless");
+    let ticks = p.source("ticks", source::from_iter(0u64..));
+    let hop = p.boundary("hop", &ticks, 16);
+    p.sink_async("store", &hop, 2, |_| {
+        tokio::time::sleep(Duration::from_millis(1))
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+    let error = running.drain(Duration::from_millis(50)).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "pipeline `endless` did not drain within 50ms and was aborted"
+    );
+    assert!(matches!(error, PipelineError::DrainTimedOut { .. }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness
+
+/// 2,000 items/s offered to a sink that takes 1,000/s: the ingress fills, rejects, and its
+/// backlog needs longer than the budget; when the load stops and the backlog drains, the
+/// pipeline is ready again.
+#[tokio::test(start_paused = true)]
+async fn ready_flips_under_sustained_overload_and_back() {
+    let mut p = Pipeline::builder("flash-sale");
+    p.recovery_budget(Duration::from_millis(50))
+        .rate_window(Duration::from_millis(100));
+    let (orders_in, orders) = p.ingress::<u64>("orders", 100, reject());
+    p.sink_async("store", &orders, 1, |_| {
+        tokio::time::sleep(Duration::from_millis(1))
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+    assert!(running.ready().ready, "{}", running.ready());
+
+    let producer = tokio::spawn(async move {
+        let mut rejected = 0;
+        for tick in 0..500u64 {
+            for k in 0..2 {
+                if orders_in.push(tick * 2 + k).await.is_err() {
+                    rejected += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        rejected
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readiness = running.ready();
+    assert!(!readiness.ready);
+    assert_eq!(readiness.reasons.len(), 2, "{readiness}");
+    assert!(
+        readiness.reasons[0].starts_with("ingress `orders` rejected "),
+        "{readiness}"
+    );
+    assert!(
+        readiness.reasons[1].starts_with("ingress `orders`: a backlog of "),
+        "{readiness}"
+    );
+    assert!(
+        readiness.reasons[1].ends_with("(budget 50ms)"),
+        "{readiness}"
+    );
+    let snapshot = running.metrics();
+    let orders = snapshot.stage("orders").unwrap().buffer.as_ref().unwrap();
+    let drain_rate = orders.out_per_sec.unwrap();
+    assert!((800.0..=1_200.0).contains(&drain_rate), "{drain_rate}");
+    assert!(orders.backlog_secs.unwrap() > 0.05);
+
+    assert!(producer.await.unwrap() > 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let readiness = running.ready();
+    assert!(readiness.ready, "{readiness}");
+    assert_eq!(readiness.to_string(), "ready");
+    running.drain(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(running.ready().reasons, vec!["the pipeline is not running"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures and inventory
+
+fn small_graph() -> weir::dsl::PipelineBuilder {
+    let mut p = Pipeline::builder("orders");
+    let (_web_in, web) = p.ingress::<u64>("web", 1_024, reject());
+    let parsed = p.stage("parse", &web, |ids| ids.map(|id| id.to_string()));
+    p.item_size(&parsed, 64);
+    let hop = p.boundary("hop", &parsed, 256);
+    let replay = p.source("replay", source::from_iter(["r1".to_string()]));
+    let lanes = p.priority_lanes("lanes", [(&hop, 8, 64), (&replay, 1, 16)]);
+    let enriched = p.stage_async("enrich", &lanes, 4, |order: String| async move {
+        order.len() as u32
+    });
+    p.sink("store", &enriched, |_| {});
+    p
+}
+
+#[test]
+fn dot_of_a_small_graph_matches_the_golden_file() {
+    let dot = small_graph().build().unwrap().describe().to_dot();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/dsl_small.dot");
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(path, &dot).unwrap();
+    }
+    let golden = std::fs::read_to_string(path).expect("golden file (WEIR_BLESS=1 writes it)");
+    assert_eq!(dot, golden);
+}
+
+#[test]
+fn mermaid_of_a_small_graph() {
+    let mermaid = small_graph().build().unwrap().describe().to_mermaid();
+    let lines: Vec<&str> = mermaid.lines().collect();
+    assert_eq!(lines[0], "flowchart LR");
+    assert_eq!(lines[1], "  s0[/\"web<br/>ingress 1024 (reject)\"/]");
+    assert!(
+        lines.contains(&"  s2 -->|\"String<br/>cap 256<br/>lane w8 cap 64\"| s4"),
+        "{mermaid}"
+    );
+    assert!(
+        lines.contains(&"  s0 -->|\"u64<br/>cap 1024\"| s1"),
+        "{mermaid}"
+    );
+}
+
+#[test]
+fn inventory_of_a_small_graph_states_capacities_and_memory() {
+    let inventory = small_graph().build().unwrap().inventory();
+    let rows: Vec<(&str, BufferKind, u64, u64, u64)> = inventory
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.name.as_str(),
+                e.kind,
+                e.capacity,
+                e.item_bytes,
+                e.max_bytes,
+            )
+        })
+        .collect();
+    let string = std::mem::size_of::<String>() as u64;
+    assert_eq!(
+        rows,
+        vec![
+            ("web", BufferKind::Ingress, 1_024, 8, 8_192),
+            ("hop", BufferKind::Boundary, 256, 64, 16_384),
+            ("lanes.hop", BufferKind::Lane, 64, 64, 4_096),
+            ("lanes.replay", BufferKind::Lane, 16, string, 16 * string),
+            ("enrich.prefetch", BufferKind::Prefetch, 4, 64, 256),
+            ("enrich.in_flight", BufferKind::InFlight, 4, 64, 256),
+        ]
+    );
+    assert_eq!(inventory.total_capacity, 1_024 + 256 + 64 + 16 + 4 + 4);
+    assert_eq!(
+        inventory.total_bytes,
+        8_192 + 16_384 + 4_096 + 16 * string + 256 + 256
+    );
+    let table = inventory.to_string();
+    assert!(
+        table.starts_with("inventory of pipeline `orders`\n"),
+        "{table}"
+    );
+    assert!(
+        table.lines().last().unwrap().starts_with("total"),
+        "{table}"
+    );
+}
+
+/// The picture of a running pipeline shows the live depth of each buffered edge, and the
+/// snapshot serialises (what a UI or an HTTP endpoint would serve).
+#[tokio::test(start_paused = true)]
+async fn live_picture_and_snapshot() {
+    let mut p = Pipeline::builder("live");
+    let (web_in, web) = p.ingress::<u64>("web", 8, reject());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let shut = gate.clone();
+    p.sink_async("store", &web, 1, move |_| {
+        let gate = shut.clone();
+        async move {
+            let _permit = gate.acquire().await;
+        }
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+    for id in 0..6 {
+        web_in.push(id).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let snapshot = running.metrics();
+    let depth = snapshot
+        .stage("web")
+        .unwrap()
+        .buffer
+        .as_ref()
+        .unwrap()
+        .counters
+        .depth;
+    assert!((4..=6).contains(&depth), "{depth}");
+    let dot = running.describe().to_dot();
+    assert!(
+        dot.contains(&format!(
+            "\"web\" -> \"store\" [label=\"u64\\n{depth}/8\"];"
+        )),
+        "{dot}"
+    );
+    let json = serde_json::to_value(&snapshot).unwrap();
+    assert_eq!(json["pipeline"], "live");
+    assert_eq!(json["stages"][0]["kind"], "ingress");
+    assert_eq!(json["stages"][0]["buffer"]["counters"]["capacity"], 8);
+    assert_eq!(json["edges"][0]["from"], "web");
+    assert_eq!(snapshot.stages[1].kind, StageKind::Sink);
+
+    gate.add_permits(100);
+    running.drain(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(running.metrics().stage("store").unwrap().items, 6);
+}
