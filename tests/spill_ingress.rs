@@ -153,3 +153,41 @@ async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
     expected.push(100);
     assert_eq!(replayed, expected);
 }
+
+#[test]
+fn an_in_stream_spilling_buffer_keeps_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpillQueue::<u64>::open(dir.path(), 8, small_segments()).unwrap();
+    let (subscriber, recorder) = probe::<u64>();
+    let buffered = source::from_iter(0..5_000u64).buffer_spilling("orders", store);
+    let metrics = buffered.metrics().unwrap();
+    buffered.subscribe(subscriber);
+    // Nothing requested yet: the upstream ran to its end, 8 items in memory, the rest on disk.
+    assert_eq!(metrics.snapshot().depth, 5_000);
+    recorder.request(u64::MAX);
+    assert!(recorder.expect_terminal().is_ok());
+    assert_eq!(recorder.items(), (0..5_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_in_stream_spilling_buffer_fails_clearly_when_the_budget_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        SpillQueue::<u64>::open(dir.path(), 2, small_segments().budget_bytes(2_048)).unwrap();
+    let (subscriber, recorder) = probe::<u64>();
+    source::from_iter(0..100_000u64)
+        .buffer_spilling("orders", store)
+        .subscribe(subscriber);
+    recorder.request(u64::MAX);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `orders`: buffer overflowed: more than 2 items waiting and the spill budget is full"
+    );
+    let got = recorder.items();
+    assert_eq!(
+        got,
+        (0..got.len() as u64).collect::<Vec<_>>(),
+        "what came out is in order"
+    );
+}

@@ -10,14 +10,23 @@
 //!   naming the buffer; the upstream is cancelled. For streams where loss is not acceptable and
 //!   overflow is a bug to surface.
 //!
+//! - Spilling ([`PublisherExt::buffer_spilling`](crate::PublisherExt::buffer_spilling)): what does
+//!   not fit in memory goes to a spill store (the durable log) and comes back in FIFO order; the
+//!   upstream is never slowed. When the store's disk budget is full the stream fails with an error
+//!   naming the buffer (a stream cannot wait there without blocking its thread: size the budget, or
+//!   put a blocking buffer in front).
+//!
 //! The non-blocking policies run in the upstream's task (the buffer is an ingress fed by a
 //! subscriber); put a boundary after it when the downstream is slow and should run elsewhere.
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
+
 use weir_runtime::ingress::{
-    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
+    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, SpillFull, SpillStore,
+    ingress, ingress_spilling,
 };
 use weir_runtime::metrics::BoundaryMetrics;
 use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
@@ -30,6 +39,7 @@ pub struct Buffer<P, T> {
 enum Inner<P, T> {
     Blocking(Boundary<P>),
     Shedding {
+        spilling: bool,
         upstream: P,
         handle: IngressHandle<T>,
         output: IngressPublisher<T>,
@@ -66,6 +76,7 @@ impl<P, T: Send + 'static> Buffer<P, T> {
             _ => IngressConfig::new(name, capacity, overflow).map(|config| {
                 let (handle, output) = ingress::<T>(config);
                 Inner::Shedding {
+                    spilling: false,
                     upstream,
                     handle,
                     output,
@@ -74,6 +85,22 @@ impl<P, T: Send + 'static> Buffer<P, T> {
                 }
             }),
         };
+        Self { inner }
+    }
+
+    pub(crate) fn spilling(upstream: P, name: &str, store: impl SpillStore<T> + 'static) -> Self {
+        let capacity = store.memory_capacity();
+        let full = SpillFull::Reject {
+            retry_after: Duration::ZERO,
+        };
+        let inner = ingress_spilling(name, store, full).map(|(handle, output)| Inner::Shedding {
+            spilling: true,
+            upstream,
+            handle,
+            output,
+            name: name.into(),
+            capacity,
+        });
         Self { inner }
     }
 }
@@ -88,6 +115,7 @@ where
             Err(error) => reject(subscriber, error),
             Ok(Inner::Blocking(hop)) => hop.subscribe(subscriber),
             Ok(Inner::Shedding {
+                spilling,
                 upstream,
                 handle,
                 output,
@@ -100,6 +128,7 @@ where
                     upstream: None,
                     name,
                     capacity,
+                    spilling,
                 });
             }
         }
@@ -112,6 +141,7 @@ struct Feeder<T> {
     upstream: Option<Subscription>,
     name: Arc<str>,
     capacity: usize,
+    spilling: bool,
 }
 
 impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
@@ -132,10 +162,21 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
                     upstream.cancel();
                 }
                 let error = Error::msg(format!(
-                    "buffer overflowed: more than {} items waiting",
-                    self.capacity
+                    "buffer overflowed: more than {} items waiting{}",
+                    self.capacity,
+                    if self.spilling {
+                        " and the spill budget is full"
+                    } else {
+                        ""
+                    }
                 ))
                 .in_stage(self.name.clone());
+                self.handle.fail(error);
+            }
+            Err(PushError::Failed { error, .. }) => {
+                if let Some(upstream) = self.upstream.take() {
+                    upstream.cancel();
+                }
                 self.handle.fail(error);
             }
             Err(_closed) => {

@@ -310,6 +310,20 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         crate::breaker::through(self, concurrency, breaker, f)
     }
 
+    /// An in-stream buffer that spills: items beyond the store's memory part go to its durable
+    /// part (e.g. `weir_spill::SpillQueue`) and come back in FIFO order; the upstream is never slowed.
+    /// A full disk budget fails the stream with an error naming the buffer. See [`Buffer`].
+    fn buffer_spilling(
+        self,
+        name: &str,
+        store: impl weir_runtime::ingress::SpillStore<T> + 'static,
+    ) -> Buffer<Self, T>
+    where
+        T: Send + 'static,
+    {
+        Buffer::spilling(self, name, store)
+    }
+
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).
     ///
     /// ```
