@@ -278,6 +278,41 @@ weir_tck::identity_processor_verification!(map_boundary_processor, |buffer: usiz
     })
 });
 
+weir_tck::identity_processor_verification!(map_async_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| relay.map_async(4, |x| async move { x }))
+});
+
+weir_tck::identity_processor_verification!(buffer_processor, |buffer: usize| {
+    from_chain(move |relay: RelayPublisher<u64>| {
+        relay.buffer(
+            "tck",
+            buffer.max(1),
+            weir::ingress::Overflow::Block {
+                timeout: std::time::Duration::from_secs(1),
+            },
+        )
+    })
+});
+
+weir_tck::identity_processor_verification!(throttle_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| {
+        relay.throttle(1_000_000, 1_000_000, weir::operators::ThrottleMode::Delay)
+    })
+});
+
+weir_tck::identity_processor_verification!(timeout_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| {
+        relay.timeout(
+            std::time::Duration::from_secs(5),
+            weir::operators::OnSilence::Fail,
+        )
+    })
+});
+
+weir_tck::identity_processor_verification!(merge_processor, |_buffer: usize| {
+    from_chain(|relay: RelayPublisher<u64>| weir::operators::merge(vec![relay]))
+});
+
 #[test]
 fn every_rule_is_generated() {
     for generated in [
@@ -315,6 +350,11 @@ fn every_rule_is_generated() {
         filter_processor::RULES,
         inspect_processor::RULES,
         map_boundary_processor::RULES,
+        map_async_processor::RULES,
+        buffer_processor::RULES,
+        throttle_processor::RULES,
+        timeout_processor::RULES,
+        merge_processor::RULES,
     ] {
         assert_eq!(generated, processor_rules.as_slice());
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 use weir_runtime::lane::{Lane, LaneEvent, lane};
-use weir_runtime::task::{Next, TaskSubscription};
+use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
 const LANE_CAPACITY: usize = 256;
@@ -179,15 +179,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         loop {
-            let demand = match this.downstream.poll_next(cx) {
-                Next::Emit(n) => n,
-                Next::Wait => 0,
-                Next::Cancelled => return Poll::Ready(()),
-                Next::BadRequest => {
-                    let error = Error::new(ErrorKind::RequestZero).in_stage("retry");
-                    this.subscriber.on_error(error);
-                    return Poll::Ready(());
-                }
+            let Some(demand) =
+                crate::timing::allowance(&this.downstream, &mut this.subscriber, cx, "retry")
+            else {
+                return Poll::Ready(());
             };
             let Some(current) = this.current.as_mut() else {
                 // Backing off.

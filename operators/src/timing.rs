@@ -57,13 +57,16 @@ where
     runtime.spawn(make(reader, subscriber, downstream));
 }
 
-/// What the downstream allows now, or `None` when the task must end (after signalling).
-fn allowance<T, S: Subscriber<T>>(
+/// What the downstream allows now, or `None` when the task must end (after signalling). The task is
+/// registered for the downstream's next `request` and for `cancel` in every case: it may go on to
+/// wait for its lane or a timer while demand is outstanding, and a cancel must still wake it.
+pub(crate) fn allowance<T, S: Subscriber<T>>(
     downstream: &TaskSubscription,
     subscriber: &mut S,
     cx: &mut Context<'_>,
     stage: &'static str,
 ) -> Option<u64> {
+    let _ = downstream.watch(cx);
     match downstream.poll_next(cx) {
         Next::Emit(n) => Some(n),
         Next::Wait => Some(0),

@@ -114,6 +114,11 @@ impl Channel {
         *self.terminal.lock().unwrap() = Some(result);
     }
 
+    /// The upstream's subscription if the inlet received it and nobody took it yet.
+    pub(crate) fn take_upstream(&self) -> Option<Subscription> {
+        self.upstream.lock().unwrap().take()
+    }
+
     /// The inlet's terminal signal, once the ring is closed and empty.
     pub(crate) fn take_terminal(&self) -> Result<(), Error> {
         self.terminal.lock().unwrap().take().unwrap_or(Ok(()))

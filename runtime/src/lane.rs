@@ -120,10 +120,19 @@ impl<T: Send + 'static> Lane<T> {
 
     /// Cancels the upstream; the lane ends.
     pub fn cancel(&mut self) {
-        if let Some(upstream) = self.upstream.take() {
+        self.cancel_upstream();
+        self.ended = true;
+    }
+
+    /// Cancels the upstream's subscription, also when the lane has not picked it up yet.
+    fn cancel_upstream(&mut self) {
+        if let Some(upstream) = self
+            .upstream
+            .take()
+            .or_else(|| self.channel.take_upstream())
+        {
             upstream.cancel();
         }
-        self.ended = true;
     }
 
     /// The lane's buffer counters.
@@ -149,7 +158,11 @@ impl<T: Send + 'static> Lane<T> {
 
 impl<T> Drop for Lane<T> {
     fn drop(&mut self) {
-        if let Some(upstream) = self.upstream.take() {
+        if let Some(upstream) = self
+            .upstream
+            .take()
+            .or_else(|| self.channel.take_upstream())
+        {
             upstream.cancel();
         }
     }
