@@ -136,3 +136,35 @@ fn dedupe_drops_repeats_within_its_window_and_counts_them() {
     assert_eq!(out, vec![1, 2, 3, 4, 5, 1]);
     assert_eq!(duplicates.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn try_map_fails_the_stream_on_the_first_error_in_either_path() {
+    // Unbounded demand (per-item path) and bounded demand (burst path) both stop at the error.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let error = rt
+        .block_on(
+            source::from_iter(["1", "2", "x", "4"])
+                .try_map(|s| s.parse::<u64>())
+                .collect(),
+        )
+        .unwrap_err();
+    assert_eq!(error.stage(), Some("try_map"));
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the parse error is kept"
+    );
+
+    let (subscriber, recorder) = probe::<u64>();
+    source::from_iter(0..100u64)
+        .try_map(|x| if x == 50 { Err(std::fmt::Error) } else { Ok(x) })
+        .subscribe(subscriber);
+    recorder.request(80);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `try_map`: an error occurred when formatting an argument"
+    );
+    assert_eq!(recorder.items(), (0..50).collect::<Vec<_>>());
+}

@@ -38,6 +38,12 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    try_map,
+    |n: u64| source::from_iter(0..n).try_map(Ok::<u64, std::fmt::Error>),
+    failed = Some(|| failed().try_map(Ok::<u64, std::fmt::Error>)),
+);
+
+weir_tck::publisher_verification!(
     scan,
     |n: u64| source::from_iter(0..n).scan(0u64, |total, x| {
         *total = total.wrapping_add(x);
@@ -321,6 +327,7 @@ fn every_rule_is_generated() {
         filter_map::RULES,
         inspect::RULES,
         scan::RULES,
+        try_map::RULES,
         take::RULES,
         take_while::RULES,
         skip::RULES,

@@ -6,12 +6,12 @@ use weir_runtime::{Error, Publisher};
 
 use crate::steps::{
     DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
-    TakeWhileStep,
+    TakeWhileStep, TryMapStep,
 };
 use crate::timing::{OnSilence, Throttle, ThrottleMode, Timeout};
 use crate::{
     Batch, Buffer, Dedupe, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take,
-    TakeWhile,
+    TakeWhile, TryMap,
 };
 
 /// Operators and sinks as methods on every [`Publisher`].
@@ -30,6 +30,28 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         F: FnMut(T) -> U + Send + 'static,
     {
         Fused::new(self, MapStep(f))
+    }
+
+    /// Transforms every item with a fallible `f`; the first `Err` fails the stream with an error
+    /// naming the stage (and keeping the original error as its source), cancelling the upstream.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let error = weir_runtime::source::from_iter(["1", "2", "x"])
+    ///     .try_map(|s| s.parse::<u32>())
+    ///     .collect()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(error.to_string(), "stage `try_map`: invalid digit found in string");
+    /// # }
+    /// ```
+    fn try_map<U, E, F>(self, f: F) -> TryMap<Self, F, T>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        F: FnMut(T) -> Result<U, E> + Send + 'static,
+    {
+        Fused::new(self, TryMapStep(f))
     }
 
     /// Keeps the items for which `predicate` returns `true`.

@@ -21,6 +21,8 @@ pub enum Step<U> {
     EmitLast(U),
     /// Complete now (and cancel the upstream), dropping the item.
     Stop,
+    /// Fail the stream with this error (named after the stage), cancelling the upstream.
+    Fail(Error),
 }
 
 /// One fused operator's per-item logic. Implement it to add an operator that runs inside the
@@ -155,6 +157,7 @@ where
                 self.finish();
             }
             Some(Step::Stop) => self.finish(),
+            Some(Step::Fail(error)) => self.stage.fail::<S::Out>(error),
             None => {}
         }
     }
@@ -171,6 +174,10 @@ where
             }
             Some(Step::Stop) => {
                 self.finish();
+                true
+            }
+            Some(Step::Fail(error)) => {
+                self.stage.fail::<S::Out>(error);
                 true
             }
             None => true,

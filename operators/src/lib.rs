@@ -50,7 +50,7 @@ pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
 pub use retry::{Retry, RetryPolicy, retry};
 pub use steps::{
     DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
-    TakeWhileStep,
+    TakeWhileStep, TryMapStep,
 };
 pub use timing::{OnSilence, Throttle, ThrottleMode, Timeout};
 
@@ -70,6 +70,8 @@ pub type Take<P, T> = Fused<P, TakeStep, T>;
 pub type TakeWhile<P, F, T> = Fused<P, TakeWhileStep<F>, T>;
 /// See [`PublisherExt::skip`].
 pub type Skip<P, T> = Fused<P, SkipStep, T>;
+/// See [`PublisherExt::try_map`].
+pub type TryMap<P, F, T> = Fused<P, TryMapStep<F>, T>;
 /// See [`PublisherExt::dedupe`].
 pub type Dedupe<P, K, F, T> = Fused<P, DedupeStep<K, F>, T>;
 

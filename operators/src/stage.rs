@@ -75,9 +75,14 @@ impl<S> Stage<S> {
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
         let stopped = guarded.stopped;
-        match guarded.panic {
-            Some(payload) => {
-                self.fail(Error::panicked(payload.as_ref()));
+        let failure = match guarded.panic {
+            Some(Halt::Panicked(payload)) => Some(Error::panicked(payload.as_ref())),
+            Some(Halt::Failed(error)) => Some(error),
+            None => None,
+        };
+        match failure {
+            Some(error) => {
+                self.fail(error);
                 (limit, false)
             }
             None => (accepted, stopped),
@@ -90,8 +95,9 @@ impl<S> Stage<S> {
         }
     }
 
+    /// Fails the stage: cancels the upstream and sends `error` (named after the stage) downstream.
     #[cold]
-    fn fail<T>(&mut self, error: Error)
+    pub(crate) fn fail<T>(&mut self, error: Error)
     where
         S: Subscriber<T>,
     {
@@ -147,7 +153,13 @@ struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
     stopped: bool,
-    panic: Option<Box<dyn Any + Send>>,
+    panic: Option<Halt>,
+}
+
+/// Why the adapter stopped early.
+enum Halt {
+    Panicked(Box<dyn Any + Send>),
+    Failed(Error),
 }
 
 impl<I, U, F> Iterator for Guarded<'_, I, F>
@@ -170,7 +182,8 @@ where
                     return Some(out);
                 }
                 Ok(Step::Stop) => self.stopped = true,
-                Err(payload) => self.panic = Some(payload),
+                Ok(Step::Fail(error)) => self.panic = Some(Halt::Failed(error)),
+                Err(payload) => self.panic = Some(Halt::Panicked(payload)),
             }
         }
         None
