@@ -249,6 +249,13 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    zip,
+    |n: u64| weir::operators::zip(source::from_iter(0..n), source::from_iter(0u64..))
+        .map(|(a, _)| a),
+    failed = Some(|| weir::operators::zip(failed(), source::from_iter(0u64..)).map(|(a, _)| a)),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -344,6 +351,7 @@ fn every_rule_is_generated() {
         timeout::RULES,
         retry::RULES,
         circuit_breaker::RULES,
+        zip::RULES,
         broadcast_output::RULES,
         balance_output::RULES,
         partition_output::RULES,

@@ -38,6 +38,7 @@ mod retry;
 mod stage;
 mod steps;
 mod timing;
+mod zip;
 
 pub use batch::Batch;
 pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Rejected};
@@ -53,6 +54,7 @@ pub use steps::{
     TakeWhileStep, TryMapStep,
 };
 pub use timing::{OnSilence, Throttle, ThrottleMode, Timeout};
+pub use zip::{Zip, zip};
 
 /// See [`PublisherExt::map`].
 pub type Map<P, F, T> = Fused<P, MapStep<F>, T>;
