@@ -256,6 +256,12 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    flat_map,
+    |n: u64| source::from_iter(0..n).flat_map(3, |x| source::from_iter([x])),
+    failed = Some(|| failed().flat_map(3, |x| source::from_iter([x]))),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -352,6 +358,7 @@ fn every_rule_is_generated() {
         retry::RULES,
         circuit_breaker::RULES,
         zip::RULES,
+        flat_map::RULES,
         broadcast_output::RULES,
         balance_output::RULES,
         partition_output::RULES,

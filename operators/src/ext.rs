@@ -200,6 +200,30 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         MapAsync::new(self, concurrency, f, true)
     }
 
+    /// Maps every item to a publisher and merges the items of up to `concurrency` of them as they
+    /// come (each inner publisher holds at most [`INNER_PREFETCH`](crate::INNER_PREFETCH) items).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// use weir_runtime::source;
+    /// let mut all = source::from_iter(1..=3u32)
+    ///     .flat_map(2, |n| source::from_iter(0..n))
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// all.sort_unstable();
+    /// assert_eq!(all, vec![0, 0, 0, 1, 1, 2]);
+    /// # }
+    /// ```
+    fn flat_map<U, F, Q>(self, concurrency: usize, f: F) -> crate::FlatMap<Self, F, T>
+    where
+        F: FnMut(T) -> Q + Send + 'static,
+        Q: Publisher<U>,
+    {
+        crate::FlatMap::new(self, concurrency, f)
+    }
+
     /// Like [`map_async`](PublisherExt::map_async), but emits results as they complete.
     fn map_async_unordered<U, F, Fut>(self, concurrency: usize, f: F) -> MapAsync<Self, F, T>
     where

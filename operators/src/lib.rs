@@ -31,6 +31,7 @@ mod breaker;
 mod buffer;
 mod ext;
 mod fan_out;
+mod flat_map;
 mod fused;
 mod map_async;
 pub mod merge;
@@ -45,6 +46,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Rejecte
 pub use buffer::Buffer;
 pub use ext::PublisherExt;
 pub use fan_out::{FanOutput, Lagging, balance, broadcast, partition};
+pub use flat_map::{FlatMap, INNER_PREFETCH};
 pub use fused::{Fused, Step, StepFn};
 pub use map_async::MapAsync;
 pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
