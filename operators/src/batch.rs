@@ -66,11 +66,18 @@ where
             max_items: self.max_items,
             max_wait: self.max_wait,
             batch: Vec::with_capacity(self.max_items),
-            timer: Box::pin(tokio::time::sleep(self.max_wait)),
+            timer: Box::pin(tokio::time::sleep_until(deadline(self.max_wait))),
             timing: false,
             ended: None,
         });
     }
+}
+
+/// `max_wait` from now, or a century away for waits too long to add (`Duration::MAX` = no timeout).
+fn deadline(max_wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(max_wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 struct BatchTask<T, S> {
@@ -108,7 +115,7 @@ impl<T: Send + 'static, S: Subscriber<Vec<T>>> BatchTask<T, S> {
                 let (taken, _) = self.lane.pop_each(room, |item| {
                     if !*timing {
                         *timing = true;
-                        timer.as_mut().reset(Instant::now() + max_wait);
+                        timer.as_mut().reset(deadline(max_wait));
                     }
                     batch.push(item);
                     true

@@ -370,6 +370,20 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         Buffer::spilling(self, name, store)
     }
 
+    /// Groups items into `Vec`s of `size` (the last one may be shorter): [`batch`](PublisherExt::batch)
+    /// without a time limit.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::PublisherExt;
+    /// let chunks = weir_runtime::source::from_iter(0..5u8).chunks(2).collect().await.unwrap();
+    /// assert_eq!(chunks, vec![vec![0, 1], vec![2, 3], vec![4]]);
+    /// # }
+    /// ```
+    fn chunks(self, size: usize) -> Batch<Self> {
+        Batch::new(self, size, std::time::Duration::MAX)
+    }
+
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).
     ///
     /// ```
