@@ -262,6 +262,18 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    group_by,
+    // Distinct keys, one item per group: `n` groups.
+    |n: u64| source::from_iter(0..n).group_by(
+        |x| *x,
+        4,
+        1,
+        weir::operators::GroupOverflow::EmitOldest
+    ),
+    failed = Some(|| failed().group_by(|x| *x, 4, 1, weir::operators::GroupOverflow::EmitOldest)),
+);
+
+weir_tck::publisher_verification!(
     map_filter_through_boundary,
     |n: u64| {
         source::from_iter(0..n.saturating_mul(2))
@@ -359,6 +371,7 @@ fn every_rule_is_generated() {
         circuit_breaker::RULES,
         zip::RULES,
         flat_map::RULES,
+        group_by::RULES,
         broadcast_output::RULES,
         balance_output::RULES,
         partition_output::RULES,

@@ -384,6 +384,35 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         Batch::new(self, size, std::time::Duration::MAX)
     }
 
+    /// Gathers items into per-key groups emitted as `(key, Vec<item>)`: a group goes when it holds
+    /// `max_items`, when a new key needs room among `max_groups` open groups (`overflow` picks which),
+    /// or at the end of the stream. Memory is bounded by `max_groups x max_items`.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_operators::{GroupOverflow, PublisherExt};
+    /// let groups = weir_runtime::source::from_iter(["a1", "b1", "a2", "b2", "a3"])
+    ///     .group_by(|s| s.as_bytes()[0], 8, 2, GroupOverflow::EmitOldest)
+    ///     .collect()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(groups, vec![(b'a', vec!["a1", "a2"]), (b'b', vec!["b1", "b2"]), (b'a', vec!["a3"])]);
+    /// # }
+    /// ```
+    fn group_by<K, F>(
+        self,
+        key: F,
+        max_groups: usize,
+        max_items: usize,
+        overflow: crate::GroupOverflow,
+    ) -> crate::GroupBy<Self, F, T>
+    where
+        K: std::hash::Hash + Eq + Clone + Send + 'static,
+        F: FnMut(&T) -> K + Send + 'static,
+    {
+        crate::GroupBy::new(self, key, max_groups, max_items, overflow)
+    }
+
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).
     ///
     /// ```

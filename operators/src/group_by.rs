@@ -1,0 +1,233 @@
+//! `group_by(key, max_groups, max_items, policy)`: gathers items into per-key groups and emits each
+//! group as `(key, Vec<item>)`.
+//!
+//! Memory is bounded by construction: at most `max_groups` groups are open and each holds at most
+//! `max_items` items. A group is emitted when it is full; when an item with a new key arrives while
+//! `max_groups` groups are open, the [`GroupOverflow`] policy picks a group to emit first to make
+//! room; at the end of the stream every open group is emitted. Groups go out only as the downstream
+//! requests them: while one waits, the upstream is not read (its lane fills, then it stops).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::task::TaskSubscription;
+use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+
+use crate::timing::allowance;
+
+/// Which open group to emit when a new key needs room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOverflow {
+    /// The group opened longest ago.
+    EmitOldest,
+    /// The group holding the most items.
+    EmitLargest,
+}
+
+/// See [`PublisherExt::group_by`](crate::PublisherExt::group_by).
+pub struct GroupBy<P, F, T> {
+    upstream: P,
+    key: F,
+    max_groups: usize,
+    max_items: usize,
+    overflow: GroupOverflow,
+    _input: std::marker::PhantomData<fn(T)>,
+}
+
+impl<P, F, T> GroupBy<P, F, T> {
+    pub(crate) fn new(
+        upstream: P,
+        key: F,
+        max_groups: usize,
+        max_items: usize,
+        overflow: GroupOverflow,
+    ) -> Self {
+        Self {
+            upstream,
+            key,
+            max_groups,
+            max_items,
+            overflow,
+            _input: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<P, F, T> std::fmt::Debug for GroupBy<P, F, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupBy")
+            .field("max_groups", &self.max_groups)
+            .field("max_items", &self.max_items)
+            .field("overflow", &self.overflow)
+            .finish()
+    }
+}
+
+impl<T, K, P, F> Publisher<(K, Vec<T>)> for GroupBy<P, F, T>
+where
+    P: Publisher<T>,
+    T: Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    F: FnMut(&T) -> K + Send + 'static,
+{
+    fn subscribe<S: Subscriber<(K, Vec<T>)>>(self, mut subscriber: S) {
+        if self.max_groups == 0 || self.max_items == 0 {
+            let error =
+                Error::msg("max_groups and max_items must be at least 1").in_stage("group_by");
+            return reject(subscriber, error);
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            reject(
+                subscriber,
+                Error::new(ErrorKind::NoRuntime).in_stage("group_by"),
+            );
+            return;
+        };
+        let (inlet, reader) = lane("group_by", self.max_items.min(1024));
+        self.upstream.subscribe(inlet);
+        let downstream = Arc::new(TaskSubscription::default());
+        subscriber.on_subscribe(Subscription::new(downstream.clone()));
+        runtime.spawn(GroupTask {
+            lane: reader,
+            key: self.key,
+            groups: HashMap::new(),
+            opened: 0,
+            max_groups: self.max_groups,
+            max_items: self.max_items,
+            overflow: self.overflow,
+            ready: Vec::new(),
+            pending: None,
+            ended: None,
+            subscriber,
+            downstream,
+        });
+    }
+}
+
+struct GroupTask<T, K, F, S> {
+    lane: Lane<T>,
+    key: F,
+    /// Open groups: items and the order in which they were opened.
+    groups: HashMap<K, (u64, Vec<T>)>,
+    opened: u64,
+    max_groups: usize,
+    max_items: usize,
+    overflow: GroupOverflow,
+    /// Groups to emit, in order.
+    ready: Vec<(K, Vec<T>)>,
+    /// An item whose new group waits for room.
+    pending: Option<(K, T)>,
+    ended: Option<Result<(), Error>>,
+    subscriber: S,
+    downstream: Arc<TaskSubscription>,
+}
+
+impl<T, K, F, S> Unpin for GroupTask<T, K, F, S> {}
+
+impl<T, K, F, S> GroupTask<T, K, F, S>
+where
+    T: Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    F: FnMut(&T) -> K,
+{
+    /// Files one item; returns `false` if it must wait for room (kept in `pending`).
+    fn file(&mut self, key: K, item: T) -> bool {
+        if let Some((_, items)) = self.groups.get_mut(&key) {
+            items.push(item);
+            if items.len() == self.max_items {
+                let (_, full) = self.groups.remove(&key).expect("just found");
+                self.ready.push((key, full));
+            }
+            return true;
+        }
+        if self.groups.len() == self.max_groups {
+            let victim = match self.overflow {
+                GroupOverflow::EmitOldest => self.groups.iter().min_by_key(|(_, (at, _))| *at),
+                GroupOverflow::EmitLargest => {
+                    self.groups.iter().max_by_key(|(_, (_, items))| items.len())
+                }
+            }
+            .map(|(k, _)| k.clone())
+            .expect("max_groups >= 1 groups are open");
+            let (_, items) = self.groups.remove(&victim).expect("just found");
+            self.ready.push((victim, items));
+        }
+        self.opened += 1;
+        let mut items = Vec::with_capacity(self.max_items.min(64));
+        items.push(item);
+        if self.max_items == 1 {
+            self.ready.push((key, items));
+        } else {
+            self.groups.insert(key, (self.opened, items));
+        }
+        true
+    }
+}
+
+impl<T, K, F, S> Future for GroupTask<T, K, F, S>
+where
+    T: Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    F: FnMut(&T) -> K,
+    S: Subscriber<(K, Vec<T>)>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let Some(demand) = allowance(&this.downstream, &mut this.subscriber, cx, "group_by")
+            else {
+                return Poll::Ready(());
+            };
+            // Emit what is ready, as far as demand goes.
+            if !this.ready.is_empty() {
+                if demand == 0 {
+                    return Poll::Pending;
+                }
+                let n = (demand as usize).min(this.ready.len());
+                for group in this.ready.drain(..n) {
+                    this.subscriber.on_next(group);
+                }
+                this.downstream.demand().consume(n as u64);
+                this.subscriber.on_flush();
+                continue;
+            }
+            if let Some(result) = this.ended.take() {
+                if result.is_ok() && !this.groups.is_empty() {
+                    let mut rest: Vec<_> = this.groups.drain().collect();
+                    rest.sort_by_key(|(_, (at, _))| *at);
+                    this.ready
+                        .extend(rest.into_iter().map(|(k, (_, items))| (k, items)));
+                    this.ended = Some(Ok(()));
+                    continue;
+                }
+                match result {
+                    Ok(()) => this.subscriber.on_complete(),
+                    Err(error) => this.subscriber.on_error(error),
+                }
+                return Poll::Ready(());
+            }
+            // Nothing ready: read more (the groups are bounded, so reading is bounded too).
+            match this.lane.poll_lane(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(LaneEvent::Ended(result)) => this.ended = Some(result),
+                Poll::Ready(LaneEvent::Items) => {
+                    let (key_fn, staged) = (&mut this.key, &mut this.pending);
+                    this.lane.pop_each(1, |item| {
+                        *staged = Some((key_fn(&item), item));
+                        true
+                    });
+                    if let Some((key, item)) = this.pending.take() {
+                        this.file(key, item);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! group_by: per-key groups, bounded open groups with an explicit overflow policy, demand.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use support::probe;
+use weir::operators::GroupOverflow;
+use weir::prelude::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_lands_in_its_group_in_order() {
+    let groups = source::from_iter(0..1_000u32)
+        .group_by(|x| x % 7, 7, 10, GroupOverflow::EmitOldest)
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        groups
+            .iter()
+            .all(|(k, items)| items.iter().all(|x| x % 7 == *k) && items.len() <= 10)
+    );
+    for k in 0..7 {
+        let mine: Vec<u32> = groups
+            .iter()
+            .filter(|(g, _)| *g == k)
+            .flat_map(|(_, i)| i.clone())
+            .collect();
+        assert_eq!(mine, (0..1_000).filter(|x| x % 7 == k).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_over_max_groups_emits_the_chosen_group() {
+    let items = ["a", "a", "a", "b", "c"];
+    let oldest = source::from_iter(items)
+        .group_by(|s| *s, 2, 100, GroupOverflow::EmitOldest)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        oldest[0],
+        ("a", vec!["a", "a", "a"]),
+        "`c` needed room: the oldest group went"
+    );
+    let largest = source::from_iter(["b", "a", "a", "c"])
+        .group_by(|s| *s, 2, 100, GroupOverflow::EmitLargest)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(largest[0], ("a", vec!["a", "a"]), "the largest group went");
+}
+
+#[test]
+fn without_demand_the_upstream_is_held_back() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let (subscriber, recorder) = probe::<(u64, Vec<u64>)>();
+    source::from_iter(0u64..)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .group_by(|x| x % 3, 3, 10, GroupOverflow::EmitLargest)
+        .subscribe(subscriber);
+    recorder.request(1);
+    recorder.expect_items(1);
+    std::thread::sleep(Duration::from_millis(30));
+    // One group out, ready groups waiting, at most 3 x 10 open and a lane of 10.
+    assert!(
+        pulled.load(Ordering::Relaxed) <= 100,
+        "pulled {}",
+        pulled.load(Ordering::Relaxed)
+    );
+    recorder.cancel();
+}
