@@ -112,3 +112,21 @@ async fn zero_max_items_is_a_clear_error() {
         "stage `batch`: a batch needs max_items of at least 1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_that_hold_items_report_them() {
+    let batched = source::from_iter(0..1_000u64).batch(64, Duration::from_secs(1));
+    let metrics = batched.metrics();
+    assert_eq!(batched.collect().await.unwrap().concat().len(), 1_000);
+    let snapshot = metrics.snapshot();
+    assert_eq!((snapshot.name.as_str(), snapshot.capacity), ("batch", 64));
+    assert_eq!(
+        (snapshot.items_in, snapshot.items_out, snapshot.depth),
+        (1_000, 1_000, 0)
+    );
+
+    let mapped = source::from_iter(0..500u64).map_async(4, |x| async move { x });
+    let metrics = mapped.metrics();
+    assert_eq!(mapped.collect().await.unwrap().len(), 500);
+    assert_eq!(metrics.snapshot().items_out, 500);
+}

@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::task::{Next, TaskSubscription};
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
@@ -25,6 +26,7 @@ pub struct Batch<P> {
     upstream: P,
     max_items: usize,
     max_wait: Duration,
+    metrics: Arc<BoundaryMetrics>,
 }
 
 impl<P> Batch<P> {
@@ -33,7 +35,13 @@ impl<P> Batch<P> {
             upstream,
             max_items,
             max_wait,
+            metrics: BoundaryMetrics::new("batch", StageKind::Boundary, max_items.max(1)),
         }
+    }
+
+    /// The counters of the batch's input lane (depth, items in / out, oldest-item age).
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
     }
 }
 
@@ -55,7 +63,7 @@ where
             );
             return;
         };
-        let (inlet, reader) = lane("batch", self.max_items);
+        let (inlet, reader) = lane_observed(self.metrics);
         self.upstream.subscribe(inlet);
         let downstream = Arc::new(TaskSubscription::default());
         subscriber.on_subscribe(Subscription::new(downstream.clone()));

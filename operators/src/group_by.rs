@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
@@ -36,6 +37,7 @@ pub struct GroupBy<P, F, T> {
     max_groups: usize,
     max_items: usize,
     overflow: GroupOverflow,
+    metrics: Arc<BoundaryMetrics>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
@@ -53,8 +55,18 @@ impl<P, F, T> GroupBy<P, F, T> {
             max_groups,
             max_items,
             overflow,
+            metrics: BoundaryMetrics::new(
+                "group_by",
+                StageKind::Boundary,
+                max_items.clamp(1, 1024),
+            ),
             _input: std::marker::PhantomData,
         }
+    }
+
+    /// The counters of the stage's input lane (the open groups are bounded separately).
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
     }
 }
 
@@ -88,7 +100,7 @@ where
             );
             return;
         };
-        let (inlet, reader) = lane("group_by", self.max_items.min(1024));
+        let (inlet, reader) = lane_observed(self.metrics);
         self.upstream.subscribe(inlet);
         let downstream = Arc::new(TaskSubscription::default());
         subscriber.on_subscribe(Subscription::new(downstream.clone()));

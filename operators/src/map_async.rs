@@ -13,7 +13,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use futures::future::{Either, FutureExt, ready};
 use futures::stream::StreamExt;
-use weir_runtime::sink::into_stream_named;
+use std::sync::Arc;
+
+use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
@@ -23,18 +26,30 @@ pub struct MapAsync<P, F, T> {
     f: F,
     concurrency: usize,
     ordered: bool,
+    metrics: Arc<BoundaryMetrics>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
 impl<P, F, T> MapAsync<P, F, T> {
     pub(crate) fn new(upstream: P, concurrency: usize, f: F, ordered: bool) -> Self {
+        let name = if ordered {
+            "map_async"
+        } else {
+            "map_async_unordered"
+        };
         Self {
             upstream,
             f,
             concurrency,
             ordered,
+            metrics: BoundaryMetrics::new(name, StageKind::Boundary, concurrency.max(1)),
             _input: std::marker::PhantomData,
         }
+    }
+
+    /// The counters of the stage's input buffer (items waiting for an in-flight slot).
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
     }
 
     fn name(&self) -> &'static str {
@@ -72,11 +87,10 @@ where
         }
         let mut f = self.f;
         let concurrency = self.concurrency;
-        let calls =
-            into_stream_named(self.upstream, concurrency, name).map(move |item| match item {
-                Ok(item) => Either::Left(call_guarded(&mut f, item, name)),
-                Err(error) => Either::Right(ready(Err(error))),
-            });
+        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| match item {
+            Ok(item) => Either::Left(call_guarded(&mut f, item, name)),
+            Err(error) => Either::Right(ready(Err(error))),
+        });
         if self.ordered {
             from_try_stream(calls.buffered(concurrency)).subscribe(subscriber);
         } else {

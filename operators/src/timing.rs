@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
 use weir_runtime::metrics::{BoundaryMetrics, Reason, StageKind};
 use weir_runtime::task::{Next, TaskSubscription};
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
@@ -38,8 +38,13 @@ pub enum OnSilence {
 
 /// Starts a lane-reading task for `upstream`; `make` builds the task from the lane, the subscriber
 /// and the downstream's subscription state.
-fn start<T, P, S, F, Fut>(upstream: P, mut subscriber: S, stage: &'static str, make: F)
-where
+fn start<T, P, S, F, Fut>(
+    upstream: P,
+    mut subscriber: S,
+    stage: &'static str,
+    metrics: Arc<BoundaryMetrics>,
+    make: F,
+) where
     T: Send + 'static,
     P: Publisher<T>,
     S: Subscriber<T>,
@@ -50,7 +55,7 @@ where
         reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(stage));
         return;
     };
-    let (inlet, reader) = lane(stage, LANE_CAPACITY);
+    let (inlet, reader) = lane_observed(metrics);
     upstream.subscribe(inlet);
     let downstream = Arc::new(TaskSubscription::default());
     subscriber.on_subscribe(Subscription::new(downstream.clone()));
@@ -115,7 +120,8 @@ impl<P> Throttle<P> {
         }
     }
 
-    /// The throttle's counters: shed items under [`Reason::Throttled`].
+    /// The throttle's counters: its input lane (depth, in / out) and shed items under
+    /// [`Reason::Throttled`].
     pub fn metrics(&self) -> Arc<BoundaryMetrics> {
         self.metrics.clone()
     }
@@ -134,6 +140,7 @@ impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Throttle<P> {
             self.upstream,
             subscriber,
             "throttle",
+            metrics.clone(),
             move |lane, subscriber, downstream| ThrottleTask {
                 lane,
                 subscriber,
@@ -229,6 +236,7 @@ pub struct Timeout<P> {
     upstream: P,
     silence: Duration,
     on_silence: OnSilence,
+    metrics: Arc<BoundaryMetrics>,
 }
 
 impl<P> Timeout<P> {
@@ -237,7 +245,13 @@ impl<P> Timeout<P> {
             upstream,
             silence,
             on_silence,
+            metrics: BoundaryMetrics::new("timeout", StageKind::Boundary, LANE_CAPACITY),
         }
+    }
+
+    /// The counters of the timeout's input lane.
+    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+        self.metrics.clone()
     }
 }
 
@@ -248,6 +262,7 @@ impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Timeout<P> {
             self.upstream,
             subscriber,
             "timeout",
+            self.metrics,
             move |lane, subscriber, downstream| TimeoutTask {
                 lane,
                 subscriber,

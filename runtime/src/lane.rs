@@ -45,7 +45,13 @@ pub enum LaneEvent {
 /// ```
 pub fn lane<T: Send + 'static>(name: &str, capacity: usize) -> (Inlet<T>, Lane<T>) {
     let capacity = capacity.max(1);
-    let metrics = BoundaryMetrics::new(name, StageKind::Boundary, capacity);
+    lane_observed(BoundaryMetrics::new(name, StageKind::Boundary, capacity))
+}
+
+/// A lane reporting into `metrics` (made beforehand, e.g. by an operator that hands them out before
+/// it is subscribed); its capacity is the metrics' capacity (at least 1).
+pub fn lane_observed<T: Send + 'static>(metrics: Arc<BoundaryMetrics>) -> (Inlet<T>, Lane<T>) {
+    let capacity = (metrics.snapshot().capacity as usize).max(1);
     let (inlet, consumer, credit, channel) = channel(metrics.name().into(), capacity, metrics);
     (
         inlet,

@@ -206,6 +206,17 @@ where
     IntoStream { lane, done: false }
 }
 
+/// [`into_stream`] reporting into `metrics` (made beforehand; its capacity is the prefetch).
+pub fn into_stream_observed<T, P>(publisher: P, metrics: Arc<BoundaryMetrics>) -> IntoStream<T>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
+    let (inlet, lane) = crate::lane::lane_observed(metrics);
+    publisher.subscribe(inlet);
+    IntoStream { lane, done: false }
+}
+
 /// See [`into_stream`].
 pub struct IntoStream<T> {
     lane: Lane<T>,
