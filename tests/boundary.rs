@@ -7,17 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use support::probe;
+use support::{probe, runtime};
 use weir::prelude::*;
 use weir::{ErrorKind, boundary};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn never_holds_more_than_its_capacity() {

@@ -4,17 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::probe;
+use support::{probe, runtime};
 use weir::metrics::Reason;
 use weir::prelude::*;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn drop_oldest_keeps_the_freshest_and_counts_the_rest() {

@@ -7,17 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use support::probe;
+use support::{probe, runtime};
 use weir::operators::{PriorityLanes, merge, merge_delay_error};
 use weir::prelude::*;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]

@@ -7,20 +7,12 @@ mod support;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use support::{Signal, probe};
+use support::{Signal, probe, runtime};
 use weir::operators::{
     Breaker, BreakerConfig, GroupOverflow, Lagging, OnSilence, PriorityLanes, RetryPolicy,
     ThrottleMode, balance, broadcast, merge, partition, retry, zip,
 };
 use weir::prelude::*;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Builds the operator under test over `0..len`.
 type Build = fn(u64) -> weir::BoxPublisher<u64>;

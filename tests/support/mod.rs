@@ -6,6 +6,15 @@ use std::time::{Duration, Instant};
 
 use weir::{Error, Subscriber, Subscription};
 
+/// The runtime most tests use: two workers (like CI's machine), timers enabled.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// One recorded signal.
 #[derive(Debug, Clone)]
 pub enum Signal<T> {
