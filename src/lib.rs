@@ -20,8 +20,12 @@ pub use weir_runtime::{
 
 /// The names most programs need: `use weir::prelude::*;`.
 pub mod prelude {
-    pub use weir_operators::PublisherExt;
+    pub use weir_dsl::Pipeline;
+    pub use weir_operators::{Lagging, PublisherExt};
     pub use weir_runtime::boundary::BoundaryConfig;
-    pub use weir_runtime::ingress::{IngressConfig, Overflow, PushError, Pushed, ingress};
+    pub use weir_runtime::ingress::{
+        IngressConfig, Overflow, PushError, Pushed, SpillFull, ingress,
+    };
     pub use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, sink, source};
+    pub use weir_spill::{SpillConfig, SpillQueue};
 }

@@ -97,8 +97,7 @@ async fn fan_in_graph_runs_to_completion_with_the_exact_output() {
     let lane = snapshot
         .edge("batch", "lanes")
         .unwrap()
-        .buffer
-        .as_ref()
+        .buffer(BufferKind::Lane)
         .unwrap();
     assert_eq!(lane.counters.name, "lanes.batch");
     assert_eq!(lane.counters.items_out, 50);
@@ -106,6 +105,204 @@ async fn fan_in_graph_runs_to_completion_with_the_exact_output() {
     let hop = snapshot.stage("hop").unwrap().buffer.as_ref().unwrap();
     assert_eq!(hop.counters.items_out, 315);
     assert_eq!(hop.counters.depth, 0);
+}
+
+/// Fan-out and fan-in in one graph: a broadcast copies every order to an audit sink and to a
+/// partition by shard; each shard runs behind its own boundary; a merge joins them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_and_fan_in_graph_runs_to_completion_with_the_exact_output() {
+    let mut p = Pipeline::builder("shards");
+    let orders = p.source("orders", source::from_iter(0..600u64));
+    let copies = p.broadcast("copy", &orders, 2, 32, Lagging::Wait);
+    let (audited, audit) = collector();
+    p.sink("audit", &copies[0], audit);
+    let shards = p.partition("shard", &copies[1], 3, 16, |id: &u64| id % 3);
+    let mut worked = Vec::new();
+    for (k, shard) in shards.iter().enumerate() {
+        let hop = p.boundary(&format!("hop{k}"), shard, 8);
+        worked.push(p.stage(&format!("work{k}"), &hop, move |ids| {
+            ids.map(move |id| (k, id * 10))
+        }));
+    }
+    let joined = p.merge("join", worked.iter());
+    let (stored, store) = collector();
+    p.sink("store", &joined, store);
+    let pipeline = p.build().unwrap();
+
+    let inventory = pipeline.inventory();
+    let fan_out: Vec<(&str, u64)> = inventory
+        .entries
+        .iter()
+        .filter(|e| e.kind == BufferKind::FanOut)
+        .map(|e| (e.name.as_str(), e.capacity))
+        .collect();
+    assert_eq!(
+        fan_out,
+        [
+            ("copy[0]", 32),
+            ("copy[1]", 32),
+            ("shard[0]", 16),
+            ("shard[1]", 16),
+            ("shard[2]", 16)
+        ]
+    );
+    let dot = pipeline.describe().to_dot();
+    assert!(
+        dot.contains("\"shard\" -> \"hop2\" [label=\"u64\\nout 2 cap 16\"];"),
+        "{dot}"
+    );
+
+    let mut running = pipeline.start().unwrap();
+    (&mut running).await.unwrap();
+
+    assert_eq!(*audited.lock().unwrap(), (0..600).collect::<Vec<u64>>());
+    let got = stored.lock().unwrap().clone();
+    assert_eq!(got.len(), 600);
+    // Every order once, on the shard its key picked, each shard's items in order.
+    let mut seen: Vec<u64> = got.iter().map(|&(_, amount)| amount / 10).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..600).collect::<Vec<u64>>());
+    let mut shard_of_key = [None; 3];
+    for shard in 0..3 {
+        let mine: Vec<u64> = got
+            .iter()
+            .filter(|&&(k, _)| k == shard)
+            .map(|&(_, amount)| amount / 10)
+            .collect();
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "shard {shard} in order"
+        );
+        for id in &mine {
+            let key = (id % 3) as usize;
+            assert_eq!(
+                *shard_of_key[key].get_or_insert(shard),
+                shard,
+                "one shard per key"
+            );
+        }
+    }
+
+    let snapshot = running.metrics();
+    assert_eq!(snapshot.stage("copy").unwrap().items, 600);
+    assert_eq!(snapshot.stage("shard").unwrap().items, 600);
+    assert_eq!(snapshot.stage("audit").unwrap().items, 600);
+    let edge = snapshot.edge("copy", "audit").unwrap();
+    assert_eq!(edge.output, 0);
+    let queue = edge.buffer(BufferKind::FanOut).unwrap();
+    assert_eq!(queue.counters.name, "copy[0]");
+    assert_eq!(
+        (queue.counters.items_out, queue.counters.capacity),
+        (600, 32)
+    );
+    let per_shard: u64 = (0..3)
+        .map(|k| {
+            let edge = snapshot.edge("shard", &format!("hop{k}")).unwrap();
+            assert_eq!(edge.output, k);
+            edge.buffer(BufferKind::FanOut).unwrap().counters.items_out
+        })
+        .sum();
+    assert_eq!(per_shard, 600);
+}
+
+/// Balance spreads work over two async workers; every item is processed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_spreads_work_and_loses_nothing() {
+    let mut p = Pipeline::builder("workers");
+    let (jobs_in, jobs) = p.ingress::<u64>(
+        "jobs",
+        64,
+        Overflow::Block {
+            timeout: Duration::from_secs(5),
+        },
+    );
+    let workers = p.balance("spread", &jobs, 2, 4);
+    let done: Vec<_> = workers
+        .iter()
+        .enumerate()
+        .map(|(k, worker)| {
+            p.stage_async(&format!("worker{k}"), worker, 2, move |id| async move {
+                tokio::task::yield_now().await;
+                (k, id)
+            })
+        })
+        .collect();
+    let joined = p.merge("join", done.iter());
+    let (stored, store) = collector();
+    p.sink("store", &joined, store);
+    let running = p.build().unwrap().start().unwrap();
+    for id in 0..500u64 {
+        jobs_in.push(id).await.unwrap();
+    }
+    // The pipeline does not keep the ingress open: dropping the last handle completes it.
+    drop(jobs_in);
+    running.await.unwrap();
+    let got = stored.lock().unwrap().clone();
+    let mut ids: Vec<u64> = got.iter().map(|&(_, id)| id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..500).collect::<Vec<u64>>());
+}
+
+/// A spilling ingress in front of a stalled sink: what does not fit in memory goes to disk, comes
+/// back in order when the sink resumes, and drain delivers all of it. Spill counters are in the
+/// stage's snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilling_ingress_drains_what_it_spilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpillQueue::<u64>::open(dir.path(), 8, SpillConfig::new()).unwrap();
+    let mut p = Pipeline::builder("durable");
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    let (orders_in, orders) = p.ingress_spilling("orders", store, full);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let shut = gate.clone();
+    let (stored, store) = collector();
+    let store = Arc::new(Mutex::new(store));
+    p.sink_async("store", &orders, 1, move |id| {
+        let gate = shut.clone();
+        let store = store.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+            (store.lock().unwrap())(id);
+        }
+    });
+    let pipeline = p.build().unwrap();
+    assert!(
+        pipeline
+            .describe()
+            .to_dot()
+            .contains("ingress 8 (spill, reject when full)")
+    );
+    let mut running = pipeline.start().unwrap();
+
+    let (mut enqueued, mut spilled) = (0, 0);
+    for id in 0..1_000u64 {
+        match orders_in.push(id).await.unwrap() {
+            Pushed::Spilled => spilled += 1,
+            _ => enqueued += 1,
+        }
+    }
+    assert_eq!(enqueued + spilled, 1_000);
+    assert!(spilled >= 900, "{spilled}");
+    let snapshot = running.metrics();
+    let orders = snapshot.stage("orders").unwrap();
+    // Written records are counted per batch written; the rest wait in the log's write batch.
+    assert!(orders.spill.as_ref().unwrap().spilled_records <= spilled);
+    assert!(orders.buffer.as_ref().unwrap().counters.depth >= spilled);
+
+    gate.add_permits(10_000);
+    running.drain(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(*stored.lock().unwrap(), (0..1_000).collect::<Vec<u64>>());
+    let snapshot = running.metrics();
+    let spill = snapshot.stage("orders").unwrap().spill.clone().unwrap();
+    assert_eq!(spill.spilled_records, spilled);
+    assert_eq!(spill.replayed_records, spilled);
+    assert_eq!(
+        spill.acked_records, spilled,
+        "every spilled record acknowledged"
+    );
+    assert_eq!(snapshot.stage("store").unwrap().items, 1_000);
 }
 
 #[tokio::test]
@@ -241,6 +438,24 @@ fn zero_capacities_are_reported() {
             "stage `lanes`: the capacity of the lane from `other` must be at least 1",
             "stage `fetch`: concurrency must be at least 1",
             "stage `store`: concurrency must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn fan_out_outputs_connected_to_nothing_are_reported() {
+    let mut p = Pipeline::builder("shop");
+    let orders = p.source("orders", source::from_iter(0..3u64));
+    let copies = p.broadcast("copy", &orders, 3, 8, Lagging::Wait);
+    p.sink("a", &copies[0], drop);
+    p.sink("b", &copies[2], drop);
+    let none = p.source("none", source::from_iter(0..3u64));
+    let _ = p.partition("split", &none, 0, 8, |id: &u64| *id);
+    assert_eq!(
+        problems(p),
+        [
+            "stage `copy`: output 1 of 3 is connected to nothing",
+            "stage `split`: the number of outputs must be at least 1",
         ]
     );
 }
@@ -415,6 +630,8 @@ async fn ready_flips_under_sustained_overload_and_back() {
     let mut running = p.build().unwrap().start().unwrap();
     assert!(running.ready().ready, "{}", running.ready());
 
+    // The pipeline does not keep an ingress open: hold a handle so that it runs until drained.
+    let _open = orders_in.clone();
     let producer = tokio::spawn(async move {
         let mut rejected = 0;
         for tick in 0..500u64 {

@@ -7,19 +7,29 @@
 //! [`BoxPublisher`], one virtual call per signal: the graph edge.
 
 use std::future::Future;
+use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use weir_operators::{PriorityLanes, PublisherExt, merge::DEFAULT_LANE_CAPACITY};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use weir_operators::{
+    FanOutput, Lagging, PriorityLanes, PublisherExt, balance, broadcast,
+    merge::DEFAULT_LANE_CAPACITY, partition,
+};
 use weir_runtime::boundary::{BoundaryConfig, boundary};
-use weir_runtime::ingress::{IngressConfig, IngressHandle, Overflow, ingress};
+use weir_runtime::ingress::{
+    IngressConfig, IngressHandle, IngressPublisher, Overflow, SpillFull, ingress, ingress_spilling,
+};
 use weir_runtime::sink::Fold;
-use weir_runtime::{BoxPublisher, Publisher, source};
+use weir_runtime::{BoxPublisher, Error, Publisher, source};
+use weir_spill::{SpillMetrics, SpillQueue};
 
 use crate::graph::{self, Input, ItemType, LaneSpec, Node, Problem, StageKind};
-use crate::run::{BufferProbe, Observed, SinkRun, SinkSubscriber, Wiring};
+use crate::inventory::BufferKind;
+use crate::run::{Observed, SinkRun, SinkSubscriber, Tap, Wiring};
 use crate::{BuildError, Pipeline};
 
 static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
@@ -29,6 +39,8 @@ static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
 pub struct Port<T> {
     builder: u64,
     node: usize,
+    /// Which output of the stage (0 unless it is a fan-out).
+    output: usize,
     _items: PhantomData<fn() -> T>,
 }
 
@@ -44,6 +56,7 @@ impl<T> std::fmt::Debug for Port<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Port")
             .field("stage", &self.node)
+            .field("output", &self.output)
             .field("items", &std::any::type_name::<T>())
             .finish()
     }
@@ -133,7 +146,22 @@ impl PipelineBuilder {
             declared_size: None,
             inputs: Vec::new(),
             min_inputs: 0,
+            outputs: usize::from(kind != StageKind::Sink),
         }
+    }
+
+    /// A node of `kind` with the single input `input`, and the index it gets when added.
+    fn fed_node<In>(
+        &mut self,
+        name: &str,
+        kind: StageKind,
+        item: ItemType,
+        input: &Port<In>,
+    ) -> (Node, usize) {
+        let mut node = Self::node(name, kind, item);
+        node.min_inputs = 1;
+        node.inputs.extend(self.input_of(name, input));
+        (node, self.nodes.len())
     }
 
     /// Resolves `port` as an input of the stage named `stage`, or records that it is foreign.
@@ -146,22 +174,29 @@ impl PipelineBuilder {
         }
         Some(Input {
             from: port.node,
+            output: port.output,
             lane: None,
         })
     }
 
     fn port<T>(&self, node: usize) -> Port<T> {
+        self.port_at(node, 0)
+    }
+
+    fn port_at<T>(&self, node: usize, output: usize) -> Port<T> {
         Port {
             builder: self.id,
             node,
+            output,
             _items: PhantomData,
         }
     }
 
     /// Adds an ingress: a bounded queue that callers push into through the returned
-    /// [`IngressHandle`], with an explicit [`Overflow`] policy. The pipeline holds a handle too,
-    /// so the ingress stays open until [`drain`](crate::PipelineHandle::drain) (or
-    /// [`IngressHandle::close`]). Items pushed before the pipeline starts wait in the queue.
+    /// [`IngressHandle`], with an explicit [`Overflow`] policy. Items pushed before the pipeline
+    /// starts wait in the queue. The ingress closes when [`drain`](crate::PipelineHandle::drain)
+    /// is called, or when every clone of the handle is dropped (the pipeline does not keep it
+    /// open: a pipeline whose producers are all gone completes).
     pub fn ingress<T: Send + 'static>(
         &mut self,
         name: &str,
@@ -172,21 +207,79 @@ impl PipelineBuilder {
         let config = IngressConfig::new(name, capacity.max(1), overflow)
             .expect("a capacity of at least 1 is accepted");
         let (handle, publisher) = ingress::<T>(config);
-        let kept = handle.clone();
-        self.closers.push(Box::new(move || kept.close()));
+        let port = self.add_ingress(
+            name,
+            capacity,
+            graph::overflow_label(&overflow),
+            &handle,
+            publisher,
+            None,
+        );
+        (handle, port)
+    }
+
+    /// Adds an ingress that spills to disk instead of shedding: items beyond the queue's memory
+    /// part go to `store`'s log and come back in FIFO order as the pipeline catches up (see
+    /// [`weir_runtime::ingress::ingress_spilling`]); when the disk budget is full too, `when_full`
+    /// decides. Open the store first (`SpillQueue::open(dir, config, memory_capacity)`): that is
+    /// where a bad directory fails. The stage's snapshot carries the spill counters;
+    /// [`drain`](crate::PipelineHandle::drain) delivers what was spilled before completing,
+    /// [`abort`](crate::PipelineHandle::abort) leaves it on disk for the next run.
+    pub fn ingress_spilling<T>(
+        &mut self,
+        name: &str,
+        store: SpillQueue<T>,
+        when_full: SpillFull,
+    ) -> (IngressHandle<T>, Port<T>)
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let capacity = store.capacity();
+        let spill = store.metrics();
+        let detail = match when_full {
+            SpillFull::Block { timeout } => format!("spill, block {timeout:?} when full"),
+            SpillFull::Reject { .. } => "spill, reject when full".to_owned(),
+        };
+        let (handle, publisher) = match ingress_spilling(name, store, when_full) {
+            Ok(pair) => pair,
+            Err(_) => {
+                // Only a zero memory capacity is refused; `build` reports it.
+                let config = IngressConfig::new(name, 1, Overflow::DropNewest)
+                    .expect("a capacity of 1 is accepted");
+                ingress::<T>(config)
+            }
+        };
+        let port = self.add_ingress(name, capacity, detail, &handle, publisher, Some(spill));
+        (handle, port)
+    }
+
+    fn add_ingress<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        capacity: usize,
+        detail: String,
+        handle: &IngressHandle<T>,
+        publisher: IngressPublisher<T>,
+        spill: Option<Arc<SpillMetrics>>,
+    ) -> Port<T> {
+        let closer = handle.closer();
+        self.closers.push(Box::new(move || closer.close()));
         let mut node = Self::node(name, StageKind::Ingress, ItemType::of::<T>());
         node.capacity = Some(capacity);
-        node.detail = Some(graph::overflow_label(&overflow));
+        node.detail = Some(detail);
         let metrics = publisher.metrics();
         let me = self.nodes.len();
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
-                w.buffer(BufferProbe::direct(me, None, metrics));
+                w.own_buffer(me, BufferKind::Ingress, metrics);
+                if let Some(spill) = spill {
+                    w.spill(me, spill);
+                }
                 w.output(me, publisher);
             }),
         );
-        (handle, self.port(me))
+        self.port(me)
     }
 
     /// Adds a source: any publisher (an iterator, a stream). It ends the pipeline's input when it
@@ -217,10 +310,7 @@ impl PipelineBuilder {
         P: Publisher<Out>,
         F: FnOnce(BoxPublisher<In>) -> P + Send + 'static,
     {
-        let mut node = Self::node(name, StageKind::Stage, ItemType::of::<Out>());
-        node.min_inputs = 1;
-        node.inputs.extend(self.input_of(name, input));
-        let me = self.nodes.len();
+        let (node, me) = self.fed_node(name, StageKind::Stage, ItemType::of::<Out>(), input);
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
@@ -247,12 +337,10 @@ impl PipelineBuilder {
         F: FnMut(In) -> Fut + Send + 'static,
         Fut: Future<Output = Out> + Send + 'static,
     {
-        let mut node = Self::node(name, StageKind::AsyncStage, ItemType::of::<Out>());
+        let (mut node, me) =
+            self.fed_node(name, StageKind::AsyncStage, ItemType::of::<Out>(), input);
         node.capacity = Some(concurrency);
         node.input_item = Some(ItemType::of::<In>());
-        node.min_inputs = 1;
-        node.inputs.extend(self.input_of(name, input));
-        let me = self.nodes.len();
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
@@ -271,11 +359,8 @@ impl PipelineBuilder {
         input: &Port<T>,
         capacity: usize,
     ) -> Port<T> {
-        let mut node = Self::node(name, StageKind::Boundary, ItemType::of::<T>());
+        let (mut node, me) = self.fed_node(name, StageKind::Boundary, ItemType::of::<T>(), input);
         node.capacity = Some(capacity);
-        node.min_inputs = 1;
-        node.inputs.extend(self.input_of(name, input));
-        let me = self.nodes.len();
         let name: Arc<str> = name.into();
         self.add(
             node,
@@ -283,7 +368,7 @@ impl PipelineBuilder {
                 let upstream = w.input::<T>(me, 0);
                 let config = BoundaryConfig::new(name, capacity).expect("validated capacity");
                 let hop = boundary(upstream, config);
-                w.buffer(BufferProbe::direct(me, None, hop.metrics()));
+                w.own_buffer(me, BufferKind::Boundary, hop.metrics());
                 w.output(me, hop);
             }),
         );
@@ -343,8 +428,7 @@ impl PipelineBuilder {
                 let count = w.input_count(me);
                 let observed = Observed::new();
                 for k in 0..count {
-                    let from = w.lane(me, k).0;
-                    w.buffer(BufferProbe::lane(me, k, from, &observed));
+                    w.lane_buffer(me, k, &observed);
                 }
                 if kind == StageKind::Merge {
                     let capacity = w.lane(me, 0).1.capacity;
@@ -368,6 +452,131 @@ impl PipelineBuilder {
             }),
         );
         self.port(me)
+    }
+
+    /// Adds a broadcast: every item to each of `outputs` outputs (cloned), each output a queue of
+    /// `capacity` items; `lagging` says what a full output does ([`Lagging::Wait`]: the slowest
+    /// sets the pace). Returns one port per output; each must feed one input. Items start flowing
+    /// once every output is subscribed (when the pipeline starts).
+    pub fn broadcast<T: Clone + Send + 'static>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        outputs: usize,
+        capacity: usize,
+        lagging: Lagging,
+    ) -> Vec<Port<T>> {
+        let detail = match lagging {
+            Lagging::Wait => "wait for the slowest",
+            Lagging::Drop => "drop for a full output",
+            Lagging::Disconnect => "disconnect a full output",
+        };
+        self.fan_out(
+            name,
+            StageKind::Broadcast,
+            input,
+            outputs,
+            capacity,
+            Some(detail),
+            move |upstream, n, capacity| broadcast(upstream, n, capacity, lagging),
+        )
+    }
+
+    /// Adds a balance: each item to the output with the most free room (work spread over
+    /// `outputs` consumers by their demand), each output a queue of `capacity` items. Put a
+    /// boundary or an async stage behind each output so that they work in parallel.
+    pub fn balance<T: Send + 'static>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        outputs: usize,
+        capacity: usize,
+    ) -> Vec<Port<T>> {
+        self.fan_out(
+            name,
+            StageKind::Balance,
+            input,
+            outputs,
+            capacity,
+            None,
+            balance,
+        )
+    }
+
+    /// Adds a partition: each item to output `hash(key(item)) % outputs` (items with one key stay
+    /// together and in order), each output a queue of `capacity` items. The slowest output sets
+    /// the pace.
+    pub fn partition<T, K, F>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        outputs: usize,
+        capacity: usize,
+        key: F,
+    ) -> Vec<Port<T>>
+    where
+        T: Send + 'static,
+        K: Hash,
+        F: FnMut(&T) -> K + Send + 'static,
+    {
+        self.fan_out(
+            name,
+            StageKind::Partition,
+            input,
+            outputs,
+            capacity,
+            None,
+            move |upstream, n, capacity| partition(upstream, n, capacity, key),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out<T, F>(
+        &mut self,
+        name: &str,
+        kind: StageKind,
+        input: &Port<T>,
+        outputs: usize,
+        capacity: usize,
+        detail: Option<&str>,
+        split: F,
+    ) -> Vec<Port<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Tap<BoxPublisher<T>>, usize, usize) -> Result<Vec<FanOutput<T>>, Error>
+            + Send
+            + 'static,
+    {
+        let (mut node, me) = self.fed_node(name, kind, ItemType::of::<T>(), input);
+        node.capacity = Some(capacity);
+        node.detail = detail.map(str::to_owned);
+        node.outputs = outputs;
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                // The fan-out counts what it takes in; its outputs only record errors.
+                let input = w.input::<T>(me, 0);
+                let upstream = w.tap(me, input);
+                match split(upstream, outputs, capacity) {
+                    Ok(branches) => {
+                        for (k, branch) in branches.into_iter().enumerate() {
+                            w.branch_buffer(me, k, branch.metrics());
+                            w.branch(me, k, branch);
+                        }
+                    }
+                    Err(error) => {
+                        for k in 0..outputs {
+                            w.branch(
+                                me,
+                                k,
+                                source::error::<T>(error.clone().in_stage(w.name(me).to_owned())),
+                            );
+                        }
+                    }
+                }
+            }),
+        );
+        (0..outputs).map(|k| self.port_at(me, k)).collect()
     }
 
     /// Adds a junction: a named stage whose input is connected later with
@@ -419,10 +628,7 @@ impl PipelineBuilder {
         T: Send + 'static,
         F: FnMut(T) + Send + 'static,
     {
-        let mut node = Self::node(name, StageKind::Sink, ItemType::of::<T>());
-        node.min_inputs = 1;
-        node.inputs.extend(self.input_of(name, input));
-        let me = self.nodes.len();
+        let (node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
@@ -440,11 +646,8 @@ impl PipelineBuilder {
         F: FnMut(T) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut node = Self::node(name, StageKind::Sink, ItemType::of::<T>());
+        let (mut node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         node.capacity = Some(concurrency);
-        node.min_inputs = 1;
-        node.inputs.extend(self.input_of(name, input));
-        let me = self.nodes.len();
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {

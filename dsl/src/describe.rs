@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::graph::{Node, StageKind};
+use crate::inventory::BufferKind;
 use crate::observe::PipelineSnapshot;
 use crate::{Pipeline, PipelineHandle};
 
@@ -75,6 +76,8 @@ impl Diagram {
         let mut edges = Vec::new();
         for (to, node) in nodes.iter().enumerate() {
             for input in &node.inputs {
+                // Snapshot edges come in the same order as these.
+                let live_edge = live.and_then(|s| s.edges.get(edges.len()));
                 let from = &nodes[input.from];
                 let mut buffers = Vec::new();
                 if has_own_queue(from.kind)
@@ -86,15 +89,22 @@ impl Diagram {
                         .map(|b| b.counters.depth);
                     buffers.push(depth(String::new(), capacity, live));
                 }
+                if from.kind.is_fan_out()
+                    && let Some(capacity) = from.capacity
+                {
+                    let live = live_edge
+                        .and_then(|e| e.buffer(BufferKind::FanOut))
+                        .map(|b| b.counters.depth);
+                    buffers.push(depth(format!("out {} ", input.output), capacity, live));
+                }
                 if let Some(lane) = input.lane {
                     let weight = if node.kind == StageKind::PriorityLanes {
                         format!("w{} ", lane.weight)
                     } else {
                         String::new()
                     };
-                    let live = live
-                        .and_then(|s| s.edge(&from.name, &node.name))
-                        .and_then(|e| e.buffer.as_ref())
+                    let live = live_edge
+                        .and_then(|e| e.buffer(BufferKind::Lane))
                         .map(|b| b.counters.depth);
                     buffers.push(depth(format!("lane {weight}"), lane.capacity, live));
                 }
@@ -141,6 +151,9 @@ impl Diagram {
                 StageKind::AsyncStage => "shape=box, peripheries=2",
                 StageKind::Boundary => "shape=box3d",
                 StageKind::Merge | StageKind::PriorityLanes => "shape=invtrapezium",
+                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => {
+                    "shape=trapezium"
+                }
                 StageKind::Junction => "shape=circle",
                 StageKind::Sink => "shape=cylinder",
             };
@@ -182,6 +195,7 @@ impl Diagram {
                 StageKind::AsyncStage => ("[[", "]]"),
                 StageKind::Boundary => ("{{", "}}"),
                 StageKind::Merge | StageKind::PriorityLanes => ("[\\", "/]"),
+                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => ("[/", "\\]"),
                 StageKind::Junction => ("((", "))"),
                 StageKind::Sink => ("[(", ")]"),
             };

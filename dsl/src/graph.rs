@@ -33,6 +33,12 @@ pub enum StageKind {
     PriorityLanes,
     /// A named pass-through whose input is connected later ([`crate::PipelineBuilder::connect`]).
     Junction,
+    /// Fan-out: every item to every output (items are cloned), each output a bounded queue.
+    Broadcast,
+    /// Fan-out: each item to the output with the most free room, each output a bounded queue.
+    Balance,
+    /// Fan-out: each item to the output its key hashes to, each output a bounded queue.
+    Partition,
     /// Where items leave the pipeline.
     Sink,
 }
@@ -49,21 +55,33 @@ impl StageKind {
             StageKind::Merge => "merge",
             StageKind::PriorityLanes => "priority_lanes",
             StageKind::Junction => "junction",
+            StageKind::Broadcast => "broadcast",
+            StageKind::Balance => "balance",
+            StageKind::Partition => "partition",
             StageKind::Sink => "sink",
         }
+    }
+
+    /// Whether the stage splits its input over several outputs, each with its own queue.
+    pub fn is_fan_out(self) -> bool {
+        matches!(
+            self,
+            StageKind::Broadcast | StageKind::Balance | StageKind::Partition
+        )
     }
 
     /// Whether the stage passes its input's items on unchanged (so it inherits their declared size).
     pub(crate) fn passes_items_through(self) -> bool {
         matches!(
             self,
-            StageKind::Boundary | StageKind::Merge | StageKind::PriorityLanes | StageKind::Junction
+            StageKind::Boundary
+                | StageKind::Merge
+                | StageKind::PriorityLanes
+                | StageKind::Junction
+                | StageKind::Broadcast
+                | StageKind::Balance
+                | StageKind::Partition
         )
-    }
-
-    /// Whether the stage's output must be connected.
-    pub(crate) fn has_output(self) -> bool {
-        self != StageKind::Sink
     }
 }
 
@@ -114,10 +132,13 @@ pub(crate) fn short_type_name(name: &str) -> String {
     out
 }
 
-/// One input of a stage: where it comes from and, for fan-in stages, its lane.
+/// One input of a stage: where it comes from (which output of which stage) and, for fan-in
+/// stages, its lane.
 #[derive(Debug, Clone)]
 pub(crate) struct Input {
     pub(crate) from: usize,
+    /// The output of `from` (0 unless `from` is a fan-out stage).
+    pub(crate) output: usize,
     pub(crate) lane: Option<LaneSpec>,
 }
 
@@ -146,6 +167,35 @@ pub(crate) struct Node {
     pub(crate) inputs: Vec<Input>,
     /// Inputs a fan-in stage expects at least.
     pub(crate) min_inputs: usize,
+    /// How many outputs the stage has: 0 for a sink, 1 for most, n for a fan-out.
+    pub(crate) outputs: usize,
+}
+
+/// How output `output` of stage `from` is named in buffers and metrics: the stage's name, or
+/// `fan[k]` for output `k` of a fan-out.
+pub(crate) fn output_name(nodes: &[Node], from: usize, output: usize) -> String {
+    let node = &nodes[from];
+    if node.kind.is_fan_out() {
+        format!("{}[{output}]", node.name)
+    } else {
+        node.name.clone()
+    }
+}
+
+impl Node {
+    /// The stage and input index fed by output `output` of stage `from`, if exactly one is.
+    pub(crate) fn consumer_of(
+        nodes: &[Node],
+        from: usize,
+        output: usize,
+    ) -> Option<(usize, usize)> {
+        nodes.iter().enumerate().find_map(|(to, node)| {
+            node.inputs
+                .iter()
+                .position(|i| i.from == from && i.output == output)
+                .map(|k| (to, k))
+        })
+    }
 }
 
 pub(crate) fn overflow_label(overflow: &Overflow) -> String {
@@ -176,6 +226,15 @@ pub enum Problem {
     UnconnectedOutput {
         /// The stage.
         stage: String,
+    },
+    /// One output of a fan-out stage goes nowhere.
+    UnconnectedBranch {
+        /// The fan-out stage.
+        stage: String,
+        /// Which of its outputs (from 0).
+        output: usize,
+        /// How many outputs it has.
+        outputs: usize,
     },
     /// A stage's input (a junction, or a fan-in stage without inputs) is fed by nothing.
     UnfedInput {
@@ -226,6 +285,14 @@ impl fmt::Display for Problem {
             Problem::UnconnectedOutput { stage } => {
                 write!(f, "stage `{stage}`: output is connected to nothing")
             }
+            Problem::UnconnectedBranch {
+                stage,
+                output,
+                outputs,
+            } => write!(
+                f,
+                "stage `{stage}`: output {output} of {outputs} is connected to nothing"
+            ),
             Problem::UnfedInput { stage } => write!(f, "stage `{stage}`: input is fed by nothing"),
             Problem::FanOutWithoutStage { stage, consumers } => {
                 let consumers: Vec<String> = consumers.iter().map(|c| format!("`{c}`")).collect();
@@ -323,10 +390,14 @@ pub(crate) fn validate(pipeline: &str, nodes: &[Node], early: Vec<Problem>) -> V
             });
         }
     }
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    // Consumers of every output of every stage.
+    let mut consumers: Vec<Vec<Vec<usize>>> =
+        nodes.iter().map(|n| vec![Vec::new(); n.outputs]).collect();
     for (index, node) in nodes.iter().enumerate() {
         for input in &node.inputs {
-            consumers[input.from].push(index);
+            if let Some(output) = consumers[input.from].get_mut(input.output) {
+                output.push(index);
+            }
         }
     }
     for (index, node) in nodes.iter().enumerate() {
@@ -339,6 +410,9 @@ pub(crate) fn validate(pipeline: &str, nodes: &[Node], early: Vec<Problem>) -> V
                 StageKind::AsyncStage | StageKind::Sink => "concurrency".to_owned(),
                 _ => "capacity".to_owned(),
             }));
+        }
+        if node.kind.is_fan_out() && node.outputs == 0 {
+            problems.push(zero("the number of outputs".to_owned()));
         }
         for input in &node.inputs {
             if let Some(lane) = input.lane {
@@ -356,18 +430,20 @@ pub(crate) fn validate(pipeline: &str, nodes: &[Node], early: Vec<Problem>) -> V
                 stage: node.name.clone(),
             });
         }
-        if node.kind.has_output() {
-            match consumers[index].len() {
+        for (output, fed) in consumers[index].iter().enumerate() {
+            match fed.len() {
+                0 if node.kind.is_fan_out() => problems.push(Problem::UnconnectedBranch {
+                    stage: node.name.clone(),
+                    output,
+                    outputs: node.outputs,
+                }),
                 0 => problems.push(Problem::UnconnectedOutput {
                     stage: node.name.clone(),
                 }),
                 1 => {}
                 _ => problems.push(Problem::FanOutWithoutStage {
                     stage: node.name.clone(),
-                    consumers: consumers[index]
-                        .iter()
-                        .map(|&c| nodes[c].name.clone())
-                        .collect(),
+                    consumers: fed.iter().map(|&c| nodes[c].name.clone()).collect(),
                 }),
             }
         }

@@ -23,6 +23,8 @@ pub enum BufferKind {
     Boundary,
     /// A fan-in lane (merge, priority lanes).
     Lane,
+    /// The queue of one output of a fan-out (broadcast, balance, partition).
+    FanOut,
     /// The read-ahead of an async stage or sink (`concurrency` input items).
     Prefetch,
     /// The futures in flight of an async stage or sink (each holds its item).
@@ -36,6 +38,7 @@ impl BufferKind {
             BufferKind::Ingress => "ingress",
             BufferKind::Boundary => "boundary",
             BufferKind::Lane => "lane",
+            BufferKind::FanOut => "fan_out",
             BufferKind::Prefetch => "prefetch",
             BufferKind::InFlight => "in_flight",
         }
@@ -45,7 +48,8 @@ impl BufferKind {
 /// One place that holds items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryEntry {
-    /// The buffer: the stage's name, `merge.upstream` for a lane, `stage.prefetch` /
+    /// The buffer: the stage's name, `merge.upstream` for a lane, `fan[k]` for output `k` of a
+    /// fan-out, `stage.prefetch` /
     /// `stage.in_flight` for an async stage.
     pub name: String,
     /// The stage it belongs to.
@@ -105,7 +109,8 @@ impl Inventory {
                 StageKind::Merge | StageKind::PriorityLanes => {
                     for input in &node.inputs {
                         let Some(lane) = input.lane else { continue };
-                        let name = format!("{}.{}", node.name, nodes[input.from].name);
+                        let upstream = graph::output_name(nodes, input.from, input.output);
+                        let name = format!("{}.{upstream}", node.name);
                         let bytes = sizes[input.from];
                         let item = nodes[input.from].item.short_name();
                         add(name, node, BufferKind::Lane, lane.capacity, item, bytes);
@@ -132,6 +137,14 @@ impl Inventory {
                     };
                     let name = format!("{}.in_flight", node.name);
                     add(name, node, BufferKind::InFlight, concurrency, item, bytes);
+                }
+                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => {
+                    let capacity = node.capacity.unwrap_or(0);
+                    for output in 0..node.outputs {
+                        let name = graph::output_name(nodes, index, output);
+                        let item = node.item.short_name();
+                        add(name, node, BufferKind::FanOut, capacity, item, sizes[index]);
+                    }
                 }
                 StageKind::Source | StageKind::Stage | StageKind::Junction => {}
             }

@@ -39,9 +39,11 @@
 //! # }
 //! ```
 //!
-//! What is not here yet: fan-out (broadcast, partition) stages, spilling ingresses, export through
-//! the `metrics` facade. The graph model already rejects an output wired to two inputs, with a
-//! message that names the missing fan-out stage.
+//! Fan-out stages ([`broadcast`](PipelineBuilder::broadcast),
+//! [`balance`](PipelineBuilder::balance), [`partition`](PipelineBuilder::partition)) return one
+//! port per output; a spilling ingress ([`ingress_spilling`](PipelineBuilder::ingress_spilling))
+//! overflows to a durable log. A running pipeline exports its counters through the `metrics`
+//! facade under the names in [`export`].
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -51,6 +53,7 @@
 
 mod builder;
 mod describe;
+pub mod export;
 mod graph;
 mod inventory;
 mod name;
@@ -65,7 +68,7 @@ pub use graph::{BuildError, Problem, StageKind};
 pub use inventory::{BufferKind, Inventory, InventoryEntry};
 pub use name::{InvalidStageName, StageName};
 pub use observe::{BufferSnapshot, EdgeSnapshot, PipelineSnapshot, Readiness, StageSnapshot};
-pub use run::{PipelineError, PipelineHandle};
+pub use run::{PipelineAbort, PipelineError, PipelineHandle};
 
 /// A validated pipeline graph, ready to [`start`](Pipeline::start).
 pub struct Pipeline {

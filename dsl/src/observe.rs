@@ -16,7 +16,10 @@ use tokio::time::Instant;
 use weir_runtime::metrics::{BoundarySnapshot, Reason};
 
 use crate::PipelineHandle;
+use weir_spill::SpillSnapshot;
+
 use crate::graph::StageKind;
+use crate::inventory::BufferKind;
 use crate::run::Running;
 
 /// Readings kept at most (older ones are thinned out).
@@ -71,12 +74,15 @@ fn overload_rejections(snapshot: &BoundarySnapshot) -> u64 {
         .sum()
 }
 
-/// The counters of one buffer (an ingress, a boundary, a fan-in lane) with its rates.
+/// The counters of one buffer (an ingress, a boundary, a fan-in lane, a fan-out output) with its
+/// rates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BufferSnapshot {
+    /// What the buffer is.
+    pub kind: BufferKind,
     /// Depth, capacity, items in / out, demand, rejects and drops by reason, oldest-item age and
-    /// producer wait, as the runtime counts them (`name` is the stage, or `merge.upstream` for a
-    /// lane).
+    /// producer wait, as the runtime counts them (`name` is the stage, `merge.upstream` for a
+    /// lane, `fan[k]` for output `k` of a fan-out).
     pub counters: BoundarySnapshot,
     /// Items accepted per second over the recent window.
     pub in_per_sec: Option<f64>,
@@ -102,6 +108,9 @@ pub struct StageSnapshot {
     pub items_per_sec: Option<f64>,
     /// The stage's own queue (ingress, boundary).
     pub buffer: Option<BufferSnapshot>,
+    /// The durable part of a spilling ingress: records and bytes spilled, replayed, disk used
+    /// against the budget, oldest spilled record's age, segments, truncations, corruptions.
+    pub spill: Option<SpillSnapshot>,
 }
 
 /// One edge of a running pipeline.
@@ -111,10 +120,19 @@ pub struct EdgeSnapshot {
     pub from: String,
     /// The stage they go to.
     pub to: String,
+    /// Which output of `from` (a fan-out has several; 0 otherwise).
+    pub output: usize,
     /// The items' type.
     pub item_type: String,
-    /// The lane on this edge (fan-in inputs).
-    pub buffer: Option<BufferSnapshot>,
+    /// The queues on this edge: the fan-out output it leaves, then the fan-in lane it enters.
+    pub buffers: Vec<BufferSnapshot>,
+}
+
+impl EdgeSnapshot {
+    /// The buffer of `kind` on this edge.
+    pub fn buffer(&self, kind: BufferKind) -> Option<&BufferSnapshot> {
+        self.buffers.iter().find(|b| b.kind == kind)
+    }
 }
 
 /// Everything counted in a running pipeline at one moment.
@@ -143,20 +161,13 @@ impl PipelineSnapshot {
         self.edges.iter().find(|e| e.from == from && e.to == to)
     }
 
-    /// Every buffer with the label readiness reasons use (`ingress `orders``, `lane `all.a``).
+    /// Every buffer with the label readiness reasons use (`ingress `orders``, `lane `all.a``,
+    /// `fan_out `split[0]``).
     pub fn buffers(&self) -> impl Iterator<Item = (String, &BufferSnapshot)> {
-        let own = self.stages.iter().filter_map(|stage| {
-            stage
-                .buffer
-                .as_ref()
-                .map(|b| (format!("{} `{}`", stage.kind, stage.name), b))
-        });
-        let lanes = self.edges.iter().filter_map(|edge| {
-            edge.buffer
-                .as_ref()
-                .map(|b| (format!("lane `{}`", b.counters.name), b))
-        });
-        own.chain(lanes)
+        let own = self.stages.iter().filter_map(|stage| stage.buffer.as_ref());
+        let on_edges = self.edges.iter().flat_map(|edge| edge.buffers.iter());
+        own.chain(on_edges)
+            .map(|b| (format!("{} `{}`", b.kind.as_str(), b.counters.name), b))
     }
 }
 
@@ -181,7 +192,7 @@ impl fmt::Display for Readiness {
 
 impl Running {
     fn read(&self) -> (Reading, Vec<Option<BoundarySnapshot>>) {
-        let snapshots: Vec<_> = self.buffers.iter().map(|b| b.read(&self.nodes)).collect();
+        let snapshots: Vec<_> = self.buffers.iter().map(|b| b.read()).collect();
         let reading = Reading {
             at: Instant::now(),
             stages: self
@@ -225,6 +236,7 @@ impl Running {
                 .filter(|&r| r > 0.0)
                 .map(|r| counters.depth as f64 / r);
             Some(BufferSnapshot {
+                kind: self.buffers[index].kind,
                 in_per_sec: rate(counters.items_in, then_in),
                 out_per_sec,
                 recently_rejected: overload_rejections(&counters).saturating_sub(then_rejected),
@@ -246,22 +258,27 @@ impl Running {
                 buffer: self
                     .buffers
                     .iter()
-                    .position(|b| b.stage == index && b.from.is_none())
+                    .position(|b| b.stage == index && b.edge.is_none())
                     .and_then(buffer),
+                spill: self
+                    .spills
+                    .iter()
+                    .find(|s| s.stage == index)
+                    .map(|s| s.metrics.snapshot()),
             })
             .collect();
         let mut edges = Vec::new();
         for (to, node) in nodes.iter().enumerate() {
-            for input in &node.inputs {
+            for (k, input) in node.inputs.iter().enumerate() {
                 edges.push(EdgeSnapshot {
                     from: nodes[input.from].name.clone(),
                     to: node.name.clone(),
+                    output: input.output,
                     item_type: nodes[input.from].item.short_name(),
-                    buffer: self
-                        .buffers
-                        .iter()
-                        .position(|b| b.stage == to && b.from == Some(input.from))
-                        .and_then(buffer),
+                    buffers: (0..self.buffers.len())
+                        .filter(|&b| self.buffers[b].edge == Some((to, k)))
+                        .filter_map(buffer)
+                        .collect(),
                 });
             }
         }
@@ -288,8 +305,15 @@ impl PipelineHandle {
     /// all). Every reason is given.
     pub fn ready(&self) -> Readiness {
         let snapshot = self.metrics();
-        let budget = self.running.settings.recovery_budget;
-        let window = self.running.settings.rate_window;
+        self.running.readiness(&snapshot)
+    }
+}
+
+impl Running {
+    /// Readiness judged from `snapshot` (see [`PipelineHandle::ready`]).
+    pub(crate) fn readiness(&self, snapshot: &PipelineSnapshot) -> Readiness {
+        let budget = self.settings.recovery_budget;
+        let window = self.settings.rate_window;
         let mut reasons = Vec::new();
         if !snapshot.live {
             reasons.push("the pipeline is not running".to_owned());

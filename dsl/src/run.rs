@@ -26,9 +26,12 @@ use weir_operators::merge::{LaneMetrics, Merge};
 use weir_runtime::metrics::{BoundaryMetrics, BoundarySnapshot};
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber, Subscription};
 
+use weir_spill::SpillMetrics;
+
 use crate::Pipeline;
 use crate::builder::{Closer, Settings};
 use crate::graph::{self, LaneSpec, Node};
+use crate::inventory::BufferKind;
 use crate::observe::Monitor;
 
 /// The live counters of one stage: items emitted (a sink: consumed).
@@ -64,44 +67,37 @@ pub(crate) enum Source {
     Lane(Arc<OnceLock<LaneMetrics>>, usize),
 }
 
-/// One buffer of a running pipeline: a stage's own queue (`from: None`) or a fan-in lane on the
-/// edge `from -> stage`.
+/// One buffer of a running pipeline: a stage's own queue (`edge: None`), or a queue on an edge (a
+/// fan-out's output queue, a fan-in lane), the edge given as the stage it feeds and which of that
+/// stage's inputs it is.
 #[derive(Debug, Clone)]
 pub(crate) struct BufferProbe {
+    /// The stage the buffer belongs to.
     pub(crate) stage: usize,
-    pub(crate) from: Option<usize>,
+    pub(crate) edge: Option<(usize, usize)>,
+    pub(crate) kind: BufferKind,
+    /// The stage's name; `merge.upstream` for a lane, `fan[k]` for output `k` of a fan-out.
+    pub(crate) name: String,
     source: Source,
 }
 
 impl BufferProbe {
-    pub(crate) fn direct(stage: usize, from: Option<usize>, metrics: Arc<BoundaryMetrics>) -> Self {
-        Self {
-            stage,
-            from,
-            source: Source::Direct(metrics),
-        }
-    }
-
-    pub(crate) fn lane(stage: usize, k: usize, from: usize, observed: &Observed) -> Self {
-        Self {
-            stage,
-            from: Some(from),
-            source: Source::Lane(observed.slot.clone(), k),
-        }
-    }
-
-    /// The buffer's counters now, named after the DSL stage (a lane: `merge.upstream`).
-    pub(crate) fn read(&self, nodes: &[Node]) -> Option<BoundarySnapshot> {
+    /// The buffer's counters now, named after the DSL stage.
+    pub(crate) fn read(&self) -> Option<BoundarySnapshot> {
         let mut snapshot = match &self.source {
             Source::Direct(metrics) => metrics.snapshot(),
             Source::Lane(slot, k) => slot.get()?.snapshot().into_iter().nth(*k)?,
         };
-        snapshot.name = match self.from {
-            Some(from) => format!("{}.{}", nodes[self.stage].name, nodes[from].name),
-            None => nodes[self.stage].name.clone(),
-        };
+        snapshot.name.clone_from(&self.name);
         Some(snapshot)
     }
+}
+
+/// The durable part of a spilling ingress.
+#[derive(Debug, Clone)]
+pub(crate) struct SpillProbe {
+    pub(crate) stage: usize,
+    pub(crate) metrics: Arc<SpillMetrics>,
 }
 
 /// Captures a merge's lane counters when it is subscribed.
@@ -152,16 +148,18 @@ pub(crate) struct SinkRun {
 pub(crate) struct Wiring<'g> {
     nodes: &'g [Node],
     cells: &'g [Arc<StageCell>],
-    outputs: Vec<Option<Box<dyn Any + Send>>>,
+    /// Every output of every stage, type-erased, until the stage it feeds takes it.
+    outputs: Vec<Vec<Option<Box<dyn Any + Send>>>>,
     buffers: Vec<BufferProbe>,
     sinks: Vec<SinkRun>,
+    spills: Vec<SpillProbe>,
 }
 
 impl Wiring<'_> {
     /// The `k`-th input of stage `node`, type-erased at the edge.
     pub(crate) fn input<T: 'static>(&mut self, node: usize, k: usize) -> BoxPublisher<T> {
-        let from = self.nodes[node].inputs[k].from;
-        let output = self.outputs[from]
+        let input = &self.nodes[node].inputs[k];
+        let output = self.outputs[input.from][input.output]
             .take()
             .expect("validated: each output feeds one input");
         *output
@@ -185,15 +183,87 @@ impl Wiring<'_> {
 
     /// Sets the output of `node`: counted and type-erased.
     pub(crate) fn output<T: Send + 'static>(&mut self, node: usize, publisher: impl Publisher<T>) {
+        let tapped = self.tap(node, publisher);
+        self.outputs[node][0] = Some(Box::new(tapped.boxed()));
+    }
+
+    /// `publisher` with what it emits counted as the items of `node` (and errors passing by
+    /// recorded against it).
+    pub(crate) fn tap<T, P: Publisher<T>>(&self, node: usize, publisher: P) -> Tap<P> {
+        Tap {
+            inner: publisher,
+            cell: self.cells[node].clone(),
+            counts: true,
+        }
+    }
+
+    /// Sets output `k` of the fan-out `node` (its items are counted where the fan-out takes them
+    /// in, see [`Wiring::tap`]; errors passing by are recorded against it).
+    pub(crate) fn branch<T: Send + 'static>(
+        &mut self,
+        node: usize,
+        k: usize,
+        publisher: impl Publisher<T>,
+    ) {
         let tapped = Tap {
             inner: publisher,
             cell: self.cells[node].clone(),
+            counts: false,
         };
-        self.outputs[node] = Some(Box::new(tapped.boxed()));
+        self.outputs[node][k] = Some(Box::new(tapped.boxed()));
     }
 
-    pub(crate) fn buffer(&mut self, probe: BufferProbe) {
-        self.buffers.push(probe);
+    /// Registers the own queue of `stage` (an ingress, a boundary).
+    pub(crate) fn own_buffer(
+        &mut self,
+        stage: usize,
+        kind: BufferKind,
+        metrics: Arc<BoundaryMetrics>,
+    ) {
+        self.buffers.push(BufferProbe {
+            stage,
+            edge: None,
+            kind,
+            name: self.nodes[stage].name.clone(),
+            source: Source::Direct(metrics),
+        });
+    }
+
+    /// Registers lane `k` of the fan-in `stage`, named `stage.upstream`.
+    pub(crate) fn lane_buffer(&mut self, stage: usize, k: usize, observed: &Observed) {
+        let input = &self.nodes[stage].inputs[k];
+        let upstream = graph::output_name(self.nodes, input.from, input.output);
+        self.buffers.push(BufferProbe {
+            stage,
+            edge: Some((stage, k)),
+            kind: BufferKind::Lane,
+            name: format!("{}.{upstream}", self.nodes[stage].name),
+            source: Source::Lane(observed.slot.clone(), k),
+        });
+    }
+
+    /// Registers the queue of output `output` of the fan-out `stage`, named `stage[output]`.
+    pub(crate) fn branch_buffer(
+        &mut self,
+        stage: usize,
+        output: usize,
+        metrics: Arc<BoundaryMetrics>,
+    ) {
+        let Some((to, k)) = Node::consumer_of(self.nodes, stage, output) else {
+            return;
+        };
+        self.buffers.push(BufferProbe {
+            stage,
+            edge: Some((to, k)),
+            kind: BufferKind::FanOut,
+            name: graph::output_name(self.nodes, stage, output),
+            source: Source::Direct(metrics),
+        });
+    }
+
+    /// Registers the durable part of the spilling ingress `stage`.
+    pub(crate) fn spill(&mut self, stage: usize, metrics: Arc<SpillMetrics>) {
+        self.spills.push(SpillProbe { stage, metrics });
     }
 
     pub(crate) fn cell(&self, node: usize) -> Arc<StageCell> {
@@ -206,9 +276,11 @@ impl Wiring<'_> {
 }
 
 /// A stage's output, counted.
-struct Tap<P> {
+pub(crate) struct Tap<P> {
     inner: P,
     cell: Arc<StageCell>,
+    /// Off for a fan-out's outputs: the fan-out counts what it takes in, once.
+    counts: bool,
 }
 
 impl<T, P: Publisher<T>> Publisher<T> for Tap<P> {
@@ -217,6 +289,7 @@ impl<T, P: Publisher<T>> Publisher<T> for Tap<P> {
             inner: subscriber,
             count: 0,
             cell: self.cell,
+            counts: self.counts,
             record_errors: true,
         });
     }
@@ -227,12 +300,16 @@ struct Counted<S> {
     inner: S,
     count: u64,
     cell: Arc<StageCell>,
+    counts: bool,
     record_errors: bool,
 }
 
 impl<S> Counted<S> {
     #[inline]
     fn add(&mut self, n: u64) {
+        if !self.counts {
+            return;
+        }
         self.count += n;
         // One writer per stage: a plain store, no read-modify-write per item.
         self.cell.items.store(self.count, Ordering::Relaxed);
@@ -295,6 +372,7 @@ impl<S> SinkSubscriber<S> {
                 inner,
                 count: 0,
                 cell,
+                counts: true,
                 // An error reaching a sink was recorded upstream, or is the sink's own.
                 record_errors: false,
             },
@@ -411,12 +489,15 @@ pub(crate) struct Running {
     pub(crate) nodes: Arc<Vec<Node>>,
     pub(crate) cells: Vec<Arc<StageCell>>,
     pub(crate) buffers: Vec<BufferProbe>,
+    pub(crate) spills: Vec<SpillProbe>,
     pub(crate) settings: Settings,
     pub(crate) monitor: Mutex<Monitor>,
     closers: Vec<Closer>,
     subscriptions: Vec<Arc<Mutex<Option<Subscription>>>>,
     failures: Arc<Failures>,
     running: AtomicBool,
+    /// Readiness at the last export (transitions are logged).
+    pub(crate) was_ready: AtomicBool,
     aborting: AtomicBool,
     abort: Notify,
 }
@@ -439,6 +520,13 @@ impl Running {
             if let Some(subscription) = slot.lock().unwrap().take() {
                 subscription.cancel();
             }
+        }
+    }
+
+    fn abort(&self) {
+        if !self.aborting.swap(true, Ordering::AcqRel) {
+            self.stop();
+            self.abort.notify_one();
         }
     }
 
@@ -480,27 +568,39 @@ impl Pipeline {
         let mut wiring = Wiring {
             nodes: &self.nodes,
             cells: &cells,
-            outputs: (0..self.nodes.len()).map(|_| None).collect(),
+            outputs: self
+                .nodes
+                .iter()
+                .map(|node| (0..node.outputs).map(|_| None).collect())
+                .collect(),
             buffers: Vec::new(),
             sinks: Vec::new(),
+            spills: Vec::new(),
         };
         for index in graph::topological_order(&self.nodes) {
             if let Some(build) = self.builds[index].take() {
                 build(&mut wiring);
             }
         }
-        let Wiring { buffers, sinks, .. } = wiring;
+        let Wiring {
+            buffers,
+            sinks,
+            spills,
+            ..
+        } = wiring;
         let running = Arc::new(Running {
             name: self.name.clone(),
             nodes: self.nodes.clone(),
             cells,
             buffers,
+            spills,
             settings: self.settings,
             monitor: Mutex::new(Monitor::new(self.settings.rate_window)),
             closers: std::mem::take(&mut self.closers),
             subscriptions: sinks.iter().map(|s| s.subscription.clone()).collect(),
             failures,
             running: AtomicBool::new(true),
+            was_ready: AtomicBool::new(true),
             aborting: AtomicBool::new(false),
             abort: Notify::new(),
         });
@@ -511,13 +611,22 @@ impl Pipeline {
             .into_iter()
             .map(|sink| {
                 let run = running.clone();
-                let join = runtime.spawn(async move {
-                    if run.aborting.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                    (sink.subscribe)();
-                    sink.outcome.await
-                });
+                let stage = tracing::info_span!(
+                    parent: &span,
+                    "stage",
+                    pipeline = %self.name,
+                    stage = %self.nodes[sink.node].name
+                );
+                let join = runtime.spawn(tracing::Instrument::instrument(
+                    async move {
+                        if run.aborting.load(Ordering::Acquire) {
+                            return Ok(());
+                        }
+                        (sink.subscribe)();
+                        sink.outcome.await
+                    },
+                    stage,
+                ));
                 (sink.node, join)
             })
             .collect();
@@ -535,15 +644,23 @@ impl Pipeline {
 }
 
 /// Takes a reading every quarter of the rate window while the pipeline runs, so that "recent"
-/// means the last window whoever asks and however often (a few atomic loads per reading).
+/// means the last window whoever asks and however often, and exports it through the `metrics`
+/// facade (logging readiness transitions); a last export once the pipeline has stopped.
 async fn sample_while_live(running: Arc<Running>) {
     let period = (running.settings.rate_window / 4).max(Duration::from_millis(1));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     ticks.tick().await;
-    while running.is_live() {
+    loop {
+        let live = running.is_live();
         ticks.tick().await;
-        running.sample();
+        let snapshot = running.snapshot();
+        let readiness = running.readiness(&snapshot);
+        running.log_transition(&readiness);
+        running.export(&snapshot, &readiness);
+        if !live {
+            break;
+        }
     }
 }
 
@@ -638,10 +755,36 @@ impl PipelineHandle {
     /// Cancels everything now: ingresses close, every stage is cancelled (queued items are dropped
     /// and counted as `cancelled`), and the result is [`PipelineError::Aborted`].
     pub fn abort(&self) {
-        if !self.running.aborting.swap(true, Ordering::AcqRel) {
-            self.running.stop();
-            self.running.abort.notify_one();
+        self.running.abort();
+    }
+
+    /// A handle that can [`abort`](PipelineAbort::abort) the pipeline from elsewhere: a second
+    /// Ctrl-C while [`drain`](PipelineHandle::drain) holds the handle, a supervisor task.
+    pub fn abort_handle(&self) -> PipelineAbort {
+        PipelineAbort {
+            running: self.running.clone(),
         }
+    }
+}
+
+/// Aborts a running pipeline; see [`PipelineHandle::abort_handle`].
+#[derive(Clone)]
+pub struct PipelineAbort {
+    running: Arc<Running>,
+}
+
+impl std::fmt::Debug for PipelineAbort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineAbort")
+            .field("pipeline", &self.running.name)
+            .finish()
+    }
+}
+
+impl PipelineAbort {
+    /// As [`PipelineHandle::abort`].
+    pub fn abort(&self) {
+        self.running.abort();
     }
 }
 

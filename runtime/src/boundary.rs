@@ -519,7 +519,10 @@ impl<T, S: Subscriber<T>> OutletTask<T, S> {
     /// Handles cancel and `request(0)`; returns `true` if the task is over.
     fn stopped(&mut self, next: Next) -> bool {
         match next {
-            Next::Cancelled => true,
+            Next::Cancelled => {
+                self.channel.metrics.cancel_rest();
+                true
+            }
             Next::BadRequest => {
                 let error = Error::new(ErrorKind::RequestZero).in_stage(self.channel.name.clone());
                 self.subscriber.on_error(error);

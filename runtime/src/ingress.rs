@@ -608,6 +608,28 @@ impl<T> IngressHandle<T> {
         self.shared().close();
     }
 
+    /// A handle that can close the ingress but does not keep it open: the ingress still closes
+    /// when the last [`IngressHandle`] goes. For whoever supervises an ingress that producers own
+    /// (a pipeline that closes its ingresses when it drains).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_runtime::ingress::{IngressConfig, Overflow, ingress};
+    /// use weir_runtime::sink;
+    /// let (handle, publisher) = ingress::<u32>(IngressConfig::new("in", 8, Overflow::DropNewest).unwrap());
+    /// let closer = handle.closer();
+    /// handle.push(1).await.unwrap();
+    /// drop(handle); // the last producer went: the ingress closes although `closer` lives
+    /// assert!(closer.is_closed());
+    /// assert_eq!(sink::collect(publisher).await.unwrap(), vec![1]);
+    /// # }
+    /// ```
+    pub fn closer(&self) -> IngressCloser<T> {
+        IngressCloser {
+            shared: self.producers.0.clone(),
+        }
+    }
+
     /// Stops accepting pushes; the publisher fails with `error` once the queued items are emitted
     /// (for a producer that hit a fatal problem, or an in-stream buffer that overflowed).
     pub fn fail(&self, error: Error) {
@@ -634,6 +656,39 @@ impl<T> IngressHandle<T> {
     /// The ingress's live counters.
     pub fn metrics(&self) -> Arc<BoundaryMetrics> {
         self.shared().metrics.clone()
+    }
+}
+
+/// Closes an ingress without keeping it open; see [`IngressHandle::closer`].
+pub struct IngressCloser<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for IngressCloser<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for IngressCloser<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngressCloser")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<T> IngressCloser<T> {
+    /// Stops accepting pushes, as [`IngressHandle::close`] does.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the ingress no longer accepts pushes.
+    pub fn is_closed(&self) -> bool {
+        self.shared.queue.lock().unwrap().closed
     }
 }
 

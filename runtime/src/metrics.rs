@@ -202,6 +202,15 @@ impl BoundaryMetrics {
         }
     }
 
+    /// Counts what a boundary's ring still holds as `cancelled`: its consumer left, and the items
+    /// are dropped with the ring.
+    pub(crate) fn cancel_rest(&self) {
+        if let Some(ring) = self.occupancy.get() {
+            let left = ring.published().saturating_sub(ring.released());
+            self.record_shed_n(Reason::Cancelled, left as u64);
+        }
+    }
+
     /// How many items were shed for `reason`.
     pub fn shed(&self, reason: Reason) -> u64 {
         self.shed[reason as usize].load(Ordering::Relaxed)

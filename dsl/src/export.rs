@@ -1,0 +1,172 @@
+//! Export: every counter of a running pipeline through the [`metrics`] facade, so that any
+//! exporter (Prometheus, StatsD, OpenTelemetry...) can publish it, and readiness changes as
+//! `tracing` events.
+//!
+//! A running pipeline records its counters every quarter of its rate window (250 ms by default)
+//! and on every [`PipelineHandle::export_metrics`] call. Install the recorder before or after
+//! starting the pipeline: handles are looked up at every export. Without a recorder, an export
+//! costs a few dozen no-op calls.
+//!
+//! # Names and labels
+//!
+//! Every metric has the label `pipeline`. Counters are running totals (set with
+//! `Counter::absolute`), gauges are the latest value.
+//!
+//! | name | type | labels | what it is |
+//! |---|---|---|---|
+//! | `weir_pipeline_live` | gauge | | 1 while the pipeline's tasks run, else 0 |
+//! | `weir_pipeline_ready` | gauge | | 1 when [`ready`](PipelineHandle::ready) holds, else 0 |
+//! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: consumed) |
+//! | `weir_buffer_depth` | gauge | `stage`, `buffer`, `kind` | items in the buffer (accepted, not yet handed on) |
+//! | `weir_buffer_capacity` | gauge | `stage`, `buffer`, `kind` | the most items it holds |
+//! | `weir_buffer_demand` | gauge | `stage`, `buffer`, `kind` | outstanding demand of its consumer |
+//! | `weir_buffer_items_in_total` | counter | `stage`, `buffer`, `kind` | items accepted |
+//! | `weir_buffer_items_out_total` | counter | `stage`, `buffer`, `kind` | items handed downstream |
+//! | `weir_buffer_rejected_total` | counter | `stage`, `buffer`, `kind`, `reason` | items refused and handed back (`full`, `timeout`, `closed`, `spill_failed`, ...) |
+//! | `weir_buffer_dropped_total` | counter | `stage`, `buffer`, `kind`, `reason` | items dropped by policy (`dropped_oldest`, `dropped_newest`, `cancelled`, `throttled`, ...) |
+//! | `weir_buffer_producer_waits_total` | counter | `stage`, `buffer`, `kind` | pushes that had to wait for room |
+//! | `weir_buffer_oldest_item_age_seconds` | gauge | `stage`, `buffer`, `kind` | age of the oldest waiting item (0 when empty) |
+//! | `weir_buffer_lag_seconds` | gauge | `stage`, `buffer`, `kind` | backlog / recent drain rate: how long the backlog takes to clear (absent until measured) |
+//! | `weir_spill_records_total` | counter | `stage` | records written to the spill log |
+//! | `weir_spill_bytes_total` | counter | `stage` | bytes written to the spill log |
+//! | `weir_spill_replayed_total` | counter | `stage` | records read back from the log |
+//! | `weir_spill_disk_bytes` | gauge | `stage` | bytes the log's segments take on disk |
+//! | `weir_spill_budget_bytes` | gauge | `stage` | the log's disk budget |
+//! | `weir_spill_segments` | gauge | `stage` | segment files |
+//! | `weir_spill_oldest_age_seconds` | gauge | `stage` | age of the oldest spilled, unacknowledged record |
+//! | `weir_spill_budget_rejections_total` | counter | `stage` | appends refused because the budget was full |
+//! | `weir_spill_truncations_total` | counter | `stage` | torn tails truncated on open |
+//! | `weir_spill_corruptions_total` | counter | `stage` | corrupt records found |
+//!
+//! `buffer` is the stage's name for its own queue (an ingress, a boundary), `merge.upstream` for a
+//! fan-in lane and `fan[k]` for output `k` of a fan-out; `kind` is `ingress`, `boundary`, `lane`
+//! or `fan_out` for buffers and the [`StageKind`](crate::StageKind) label for stages.
+//!
+//! # Logs
+//!
+//! The pipeline runs in a `pipeline` span (field `pipeline`), each sink in a `stage` span (fields
+//! `pipeline`, `stage`). A pipeline that stops being ready logs one `warn` event with the reasons,
+//! and one `info` event when it recovers: a transition is logged once, however long it lasts. The
+//! runtime's own warnings (an ingress rejecting, a spill failing) carry the stage's name and are
+//! rate-limited there.
+
+use metrics::{Label, counter, gauge};
+
+use crate::PipelineHandle;
+use crate::observe::{BufferSnapshot, PipelineSnapshot, Readiness};
+use crate::run::Running;
+
+impl Running {
+    /// Records `snapshot` and `readiness` through the `metrics` facade.
+    pub(crate) fn export(&self, snapshot: &PipelineSnapshot, readiness: &Readiness) {
+        let pipeline = Label::new("pipeline", snapshot.pipeline.clone());
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        gauge!("weir_pipeline_live", vec![pipeline.clone()]).set(flag(snapshot.live));
+        gauge!("weir_pipeline_ready", vec![pipeline.clone()]).set(flag(readiness.ready));
+        for stage in &snapshot.stages {
+            let labels = vec![
+                pipeline.clone(),
+                Label::new("stage", stage.name.clone()),
+                Label::new("kind", stage.kind.as_str()),
+            ];
+            counter!("weir_stage_items_total", labels).absolute(stage.items);
+            if let Some(buffer) = &stage.buffer {
+                export_buffer(&pipeline, &stage.name, buffer);
+            }
+            if let Some(spill) = &stage.spill {
+                let labels = vec![pipeline.clone(), Label::new("stage", stage.name.clone())];
+                let total = |name: &'static str, value: u64| {
+                    counter!(name, labels.clone()).absolute(value);
+                };
+                total("weir_spill_records_total", spill.spilled_records);
+                total("weir_spill_bytes_total", spill.spilled_bytes);
+                total("weir_spill_replayed_total", spill.replayed_records);
+                total(
+                    "weir_spill_budget_rejections_total",
+                    spill.budget_rejections,
+                );
+                total("weir_spill_truncations_total", spill.truncations);
+                total("weir_spill_corruptions_total", spill.corruptions);
+                let level =
+                    |name: &'static str, value: f64| gauge!(name, labels.clone()).set(value);
+                level("weir_spill_disk_bytes", spill.disk_bytes as f64);
+                level("weir_spill_budget_bytes", spill.budget_bytes as f64);
+                level("weir_spill_segments", spill.segments as f64);
+                let age = spill.oldest_age_ms.map_or(0.0, |ms| ms as f64 / 1e3);
+                level("weir_spill_oldest_age_seconds", age);
+            }
+        }
+        for edge in &snapshot.edges {
+            for buffer in &edge.buffers {
+                // A lane belongs to the stage it enters, a fan-out queue to the stage it leaves.
+                let owner = match buffer.kind {
+                    crate::BufferKind::FanOut => &edge.from,
+                    _ => &edge.to,
+                };
+                export_buffer(&pipeline, owner, buffer);
+            }
+        }
+    }
+
+    /// Logs readiness when it changes (once per transition).
+    pub(crate) fn log_transition(&self, readiness: &Readiness) {
+        let was = self
+            .was_ready
+            .swap(readiness.ready, std::sync::atomic::Ordering::AcqRel);
+        if was == readiness.ready || !self.is_live() {
+            return;
+        }
+        if readiness.ready {
+            tracing::info!(pipeline = %self.name, "pipeline ready again");
+        } else {
+            tracing::warn!(
+                pipeline = %self.name,
+                reasons = %readiness.reasons.join("; "),
+                "pipeline not ready"
+            );
+        }
+    }
+}
+
+fn export_buffer(pipeline: &Label, stage: &str, buffer: &BufferSnapshot) {
+    let counters = &buffer.counters;
+    let labels = vec![
+        pipeline.clone(),
+        Label::new("stage", stage.to_owned()),
+        Label::new("buffer", counters.name.clone()),
+        Label::new("kind", buffer.kind.as_str()),
+    ];
+    let level = |name: &'static str, value: f64| gauge!(name, labels.clone()).set(value);
+    level("weir_buffer_depth", counters.depth as f64);
+    level("weir_buffer_capacity", counters.capacity as f64);
+    level("weir_buffer_demand", counters.demand as f64);
+    let age = counters.oldest_item_age_ms.map_or(0.0, |ms| ms / 1e3);
+    level("weir_buffer_oldest_item_age_seconds", age);
+    if let Some(lag) = buffer.backlog_secs {
+        level("weir_buffer_lag_seconds", lag);
+    }
+    let total = |name: &'static str, value: u64| counter!(name, labels.clone()).absolute(value);
+    total("weir_buffer_items_in_total", counters.items_in);
+    total("weir_buffer_items_out_total", counters.items_out);
+    total("weir_buffer_producer_waits_total", counters.producer_waits);
+    for (name, by_reason) in [
+        ("weir_buffer_rejected_total", &counters.rejected),
+        ("weir_buffer_dropped_total", &counters.dropped),
+    ] {
+        for (reason, &count) in by_reason {
+            let mut labels = labels.clone();
+            labels.push(Label::new("reason", reason.clone()));
+            counter!(name, labels).absolute(count);
+        }
+    }
+}
+
+impl PipelineHandle {
+    /// Records every counter now through the `metrics` facade (the pipeline also does so every
+    /// quarter of its rate window while it runs). See the [names table](crate::export).
+    pub fn export_metrics(&self) {
+        let snapshot = self.metrics();
+        let readiness = self.running.readiness(&snapshot);
+        self.running.export(&snapshot, &readiness);
+    }
+}
