@@ -375,10 +375,7 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
                     let lane = &mut self.lanes[index];
                     lane.deficit = lane.deficit.saturating_add(quantum * lane.weight);
                     let max = lane.deficit.min(demand - served);
-                    let subscriber = &mut self.subscriber;
-                    let (taken, accepted) = lane
-                        .reader
-                        .pop_each(max, |item| subscriber.try_on_next(item));
+                    let (taken, accepted) = lane.reader.emit_to(&mut self.subscriber, max);
                     lane.deficit = lane.deficit.saturating_sub(taken as u64);
                     served += accepted;
                     moved |= taken > 0;

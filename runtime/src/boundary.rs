@@ -568,10 +568,13 @@ impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
                     return Poll::Ready(());
                 }
             };
-            let subscriber = &mut this.subscriber;
-            let (popped, accepted) = this
-                .consumer
-                .pop_each(demand.min(POLL_BUDGET), |item| subscriber.try_on_next(item));
+            // One burst: an erased subscriber (a pipeline edge) takes it in one virtual call.
+            let mut burst = this.consumer.drain();
+            let accepted = this
+                .subscriber
+                .try_on_next_iter(&mut burst, demand.min(POLL_BUDGET));
+            let popped = burst.popped();
+            drop(burst);
             let left = this.downstream.demand().consume(accepted);
             this.channel.metrics.set_demand(left);
             this.subscriber.on_flush();

@@ -13,7 +13,7 @@ use weir_sync::ring::{Consumer, Credit, Readable};
 
 use crate::boundary::{Channel, Grant, Inlet, channel};
 use crate::metrics::{BoundaryMetrics, StageKind};
-use crate::{Error, Subscription};
+use crate::{Error, Subscriber, Subscription};
 
 /// What [`Lane::poll_lane`] found.
 #[derive(Debug)]
@@ -122,6 +122,18 @@ impl<T: Send + 'static> Lane<T> {
         let taken = self.consumer.pop_each(max, f);
         self.grant_due();
         taken
+    }
+
+    /// Hands `subscriber` a burst of the lane's items (one `try_on_next_iter` call) until it
+    /// accepted `max` of them or none is left; returns `(taken, accepted)`. Then grants credit if
+    /// enough slots are free.
+    pub fn emit_to<S: Subscriber<T>>(&mut self, subscriber: &mut S, max: u64) -> (usize, u64) {
+        let mut burst = self.consumer.drain();
+        let accepted = subscriber.try_on_next_iter(&mut burst, max);
+        let taken = burst.popped();
+        drop(burst);
+        self.grant_due();
+        (taken, accepted)
     }
 
     /// Cancels the upstream; the lane ends.

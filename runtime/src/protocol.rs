@@ -189,33 +189,137 @@ pub trait Publisher<T>: Send + 'static {
     fn boxed(self) -> BoxPublisher<T>
     where
         Self: Sized,
-        T: 'static,
+        T: Send + 'static,
     {
         BoxPublisher(Box::new(self))
     }
 }
 
 trait ErasedPublisher<T>: Send + 'static {
-    fn subscribe_boxed(self: Box<Self>, subscriber: Box<dyn Subscriber<T>>);
+    fn subscribe_boxed(self: Box<Self>, subscriber: ErasedSubscriber<T>);
 }
 
-impl<T: 'static, P: Publisher<T>> ErasedPublisher<T> for P {
-    fn subscribe_boxed(self: Box<Self>, subscriber: Box<dyn Subscriber<T>>) {
+impl<T: Send + 'static, P: Publisher<T>> ErasedPublisher<T> for P {
+    fn subscribe_boxed(self: Box<Self>, subscriber: ErasedSubscriber<T>) {
         (*self).subscribe(subscriber)
+    }
+}
+
+/// The object-safe face of a [`Subscriber`], with bursts: `try_on_next_iter` is generic, so a
+/// `dyn Subscriber` would take a burst one virtual call per item. Through this trait the publisher's
+/// side moves a chunk of the burst into a buffer (its own iterator inlined), and the concrete
+/// subscriber takes the chunk as a `vec::Drain`, a type both sides know: one virtual call per
+/// chunk, static dispatch for every item.
+trait DynSubscriber<T>: Send + 'static {
+    fn on_subscribe(&mut self, subscription: Subscription);
+    fn on_next(&mut self, item: T);
+    fn try_on_next(&mut self, item: T) -> bool;
+    fn try_on_next_chunk(&mut self, items: &mut std::vec::Drain<'_, T>, limit: u64) -> u64;
+    fn on_error(&mut self, error: Error);
+    fn on_complete(&mut self);
+    fn on_flush(&mut self);
+}
+
+impl<T, S: Subscriber<T>> DynSubscriber<T> for S {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        Subscriber::on_subscribe(self, subscription);
+    }
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        Subscriber::on_next(self, item);
+    }
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        Subscriber::try_on_next(self, item)
+    }
+    fn try_on_next_chunk(&mut self, items: &mut std::vec::Drain<'_, T>, limit: u64) -> u64 {
+        Subscriber::try_on_next_iter(self, items, limit)
+    }
+    fn on_error(&mut self, error: Error) {
+        Subscriber::on_error(self, error);
+    }
+    fn on_complete(&mut self) {
+        Subscriber::on_complete(self);
+    }
+    fn on_flush(&mut self) {
+        Subscriber::on_flush(self);
+    }
+}
+
+/// Items moved across a type-erased edge per virtual call, at most.
+const EDGE_CHUNK: usize = 64;
+
+/// A type-erased subscriber, as a [`BoxPublisher`] hands it to the publisher it wraps: allocated
+/// at subscribe time (with its chunk buffer); one virtual call per signal and per chunk of a burst.
+struct ErasedSubscriber<T> {
+    inner: Box<dyn DynSubscriber<T>>,
+    chunk: Vec<T>,
+}
+
+impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        self.inner.on_subscribe(subscription);
+    }
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        self.inner.on_next(item);
+    }
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.inner.try_on_next(item)
+    }
+    /// Moves the burst over in chunks of at most [`EDGE_CHUNK`] items, never more than the demand
+    /// left (`limit - accepted`), so the subscriber takes every item of a chunk (it returns less
+    /// than its limit only when its items run out) and nothing is pulled after `items` ends.
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let mut accepted = 0;
+        while accepted < limit {
+            let want = (limit - accepted).min(EDGE_CHUNK as u64) as usize;
+            self.chunk.extend(items.by_ref().take(want));
+            let got = self.chunk.len();
+            if got == 0 {
+                break;
+            }
+            accepted += self
+                .inner
+                .try_on_next_chunk(&mut self.chunk.drain(..), limit - accepted);
+            // Whatever a subscriber left in the chunk (it was cancelled mid-burst) is dropped with
+            // the drain, as the publisher would drop it after a cancel.
+            if got < want {
+                break; // `items` ran out
+            }
+        }
+        accepted
+    }
+    fn on_error(&mut self, error: Error) {
+        self.inner.on_error(error);
+    }
+    fn on_complete(&mut self) {
+        self.inner.on_complete();
+    }
+    fn on_flush(&mut self) {
+        self.inner.on_flush();
     }
 }
 
 /// A type-erased publisher.
 pub struct BoxPublisher<T>(Box<dyn ErasedPublisher<T>>);
 
-impl<T: 'static> Publisher<T> for BoxPublisher<T> {
+impl<T: Send + 'static> Publisher<T> for BoxPublisher<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
-        self.0.subscribe_boxed(Box::new(subscriber))
+        self.0.subscribe_boxed(ErasedSubscriber {
+            inner: Box::new(subscriber),
+            chunk: Vec::with_capacity(EDGE_CHUNK),
+        })
     }
 
     fn boxed(self) -> BoxPublisher<T>
     where
-        T: 'static,
+        T: Send + 'static,
     {
         self
     }

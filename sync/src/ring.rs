@@ -300,6 +300,67 @@ pub enum Readable {
     Closed,
 }
 
+/// Pops the items that were published when it was made; see [`Consumer::drain`]. The head
+/// position stays in the drain (a register in a burst loop) and is written back when it is dropped.
+pub struct Drain<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    start: usize,
+    head: usize,
+    end: usize,
+}
+
+impl<T> Drain<'_, T> {
+    /// How many items were popped so far.
+    #[inline]
+    pub fn popped(&self) -> usize {
+        self.head.wrapping_sub(self.start)
+    }
+}
+
+impl<T> Iterator for Drain<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if self.head == self.end {
+            return None;
+        }
+        let item = self.consumer.shared.slot(self.head).with_mut(|slot| {
+            // SAFETY: published by the producer (before `end` was read), read exactly once: the
+            // head moves past it now and is written back to the consumer on drop.
+            unsafe { (*slot).assume_init_read() }
+        });
+        self.head = self.head.wrapping_add(1);
+        Some(item)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.end.wrapping_sub(self.head);
+        (left, Some(left))
+    }
+}
+
+impl<T> Drop for Drain<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        let consumer = &mut *self.consumer;
+        consumer.head = self.head;
+        if consumer.head.wrapping_sub(consumer.released) >= PUBLISH_EVERY {
+            consumer.release();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Drain<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("popped", &self.popped())
+            .field("left", &self.end.wrapping_sub(self.head))
+            .finish()
+    }
+}
+
 /// The reading end. Not `Clone`: one consumer.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
@@ -362,6 +423,20 @@ impl<T> Consumer<T> {
             self.release();
         }
         (head.wrapping_sub(start), accepted)
+    }
+
+    /// The published items as an iterator, for handing a burst to code that pulls (a subscriber's
+    /// `try_on_next_iter`). Like [`pop_each`](Consumer::pop_each): the tail is read once when the
+    /// drain starts, and the head is published when it is dropped (if a slice's worth was read).
+    #[inline]
+    pub fn drain(&mut self) -> Drain<'_, T> {
+        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        Drain {
+            start: self.head,
+            head: self.head,
+            end: self.tail_seen,
+            consumer: self,
+        }
     }
 
     /// Published items not yet popped (as of the last look at the tail, refreshed now).

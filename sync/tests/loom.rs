@@ -8,7 +8,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use weir_sync::ring::{Readable, ring};
+use weir_sync::ring::{Consumer, Readable, ring};
 use weir_sync::{Demand, SubscriptionCore};
 
 #[test]
@@ -199,9 +199,9 @@ fn ring_credit_waiter_is_woken_when_slots_free() {
     });
 }
 
-#[test]
-fn ring_burst_hand_over_with_push_from_and_pop_each() {
-    loom::model(|| {
+/// A writer pushing bursts into a ring of 2 while the reader takes what is published with `take`.
+fn burst_hand_over(take: fn(&mut Consumer<u64>, &mut Vec<u64>)) {
+    loom::model(move || {
         let (mut producer, mut consumer, credit) = ring::<u64>(2);
         let writer = thread::spawn(move || {
             let mut items = 0..3u64;
@@ -223,10 +223,7 @@ fn ring_burst_hand_over_with_push_from_and_pop_each() {
             loop {
                 match poll_fn(|cx| consumer.poll_readable(cx)).await {
                     Readable::Items => {
-                        consumer.pop_each(u64::MAX, |item| {
-                            got.push(item);
-                            true
-                        });
+                        take(&mut consumer, &mut got);
                         consumer.release();
                     }
                     Readable::Closed => break,
@@ -236,6 +233,22 @@ fn ring_burst_hand_over_with_push_from_and_pop_each() {
         writer.join().unwrap();
         assert_eq!(got, vec![0, 1, 2]);
     });
+}
+
+#[test]
+fn ring_burst_hand_over_with_push_from_and_pop_each() {
+    burst_hand_over(|consumer, got| {
+        consumer.pop_each(u64::MAX, |item| {
+            got.push(item);
+            true
+        });
+    });
+}
+
+#[test]
+fn ring_burst_hand_over_with_partial_drains() {
+    // One item per drain: the rest stays published for the next one (the head is written back).
+    burst_hand_over(|consumer, got| got.extend(consumer.drain().take(1)));
 }
 
 #[test]

@@ -30,7 +30,7 @@ impl<T> fmt::Debug for TestPublisher<T> {
     }
 }
 
-impl<T: 'static> TestPublisher<T> {
+impl<T: Send + 'static> TestPublisher<T> {
     /// A publisher that can be subscribed to once.
     pub fn once<P: Publisher<T>>(publisher: P) -> Self {
         Self {
@@ -102,7 +102,7 @@ pub trait ViaClone<T> {
     fn make_test_publisher(&self) -> TestPublisher<T>;
 }
 
-impl<T: 'static, P: Publisher<T> + Clone> ViaClone<T> for &Autoref<P> {
+impl<T: Send + 'static, P: Publisher<T> + Clone> ViaClone<T> for &Autoref<P> {
     fn make_test_publisher(&self) -> TestPublisher<T> {
         TestPublisher::cloneable(self.take())
     }
@@ -113,7 +113,7 @@ pub trait ViaOnce<T> {
     fn make_test_publisher(&self) -> TestPublisher<T>;
 }
 
-impl<T: 'static, P: Publisher<T>> ViaOnce<T> for Autoref<P> {
+impl<T: Send + 'static, P: Publisher<T>> ViaOnce<T> for Autoref<P> {
     fn make_test_publisher(&self) -> TestPublisher<T> {
         TestPublisher::once(self.take())
     }
