@@ -1,5 +1,6 @@
 //! Fuzz target for the spill segment reader: any bytes must give records, a stop reason or an error,
-//! never a panic or an unbounded allocation.
+//! never a panic or an unbounded allocation; and the record CRC's fast path must agree with the
+//! portable one on any header and payload.
 //!
 //! - libFuzzer (nightly): `cd fuzz && cargo +nightly fuzz run segment_reader --features libfuzzer`
 //! - stable replay: `cd fuzz && cargo run --release --bin segment_reader -- FILE...` (stdin if none)
@@ -11,6 +12,13 @@ fn check(data: &[u8]) {
         assert!(scan.valid_len <= data.len() as u64 || scan.header.is_none());
     }
     let _ = weir_spill::format::Ledger::decode(data);
+    // The reader's CRC (three interleaved chains where the CPU allows) is the portable one.
+    if let Some((header, payload)) = data.split_first_chunk::<16>() {
+        assert_eq!(
+            weir_spill::format::record_crc(header, payload),
+            weir_spill::format::record_crc_portable(header, payload)
+        );
+    }
 }
 
 #[cfg(feature = "libfuzzer")]

@@ -92,6 +92,7 @@ pub struct SpillConfig {
     pub(crate) ledger_every: u64,
     pub(crate) ledger_interval: Duration,
     pub(crate) fs: Arc<dyn Filesystem>,
+    pub(crate) mapped_reads: bool,
 }
 
 /// 64 MiB segments: large enough that rollover (one file create + directory fsync) is rare, small
@@ -128,6 +129,7 @@ impl SpillConfig {
             ledger_every: 4_096,
             ledger_interval: Duration::from_millis(500),
             fs: Arc::new(StdFilesystem),
+            mapped_reads: false,
         }
     }
 
@@ -201,6 +203,22 @@ impl SpillConfig {
     /// The filesystem seam (tests inject faults through it).
     pub fn filesystem(mut self, fs: Arc<dyn Filesystem>) -> Self {
         self.fs = fs;
+        self
+    }
+
+    /// Whether the reader maps sealed segments (every segment but the one being written) into
+    /// memory and checks and decodes records in place, instead of `read(2)` into a buffer. Off by
+    /// default: it saves the kernel's copy of every byte, which measured 6-7% of a read-back
+    /// (BENCHMARKS.md), not enough to make a crash on an outside truncation (below) the default.
+    /// The active segment is always read with `read(2)`, and so is every segment when the
+    /// [`filesystem`](Self::filesystem) does not map.
+    ///
+    /// Leave it off if anything but this log may shrink segment files while the log is open (a
+    /// cleanup script, a network filesystem whose server truncates): a process that reads a mapped
+    /// page past the end of a shrunk file is killed by `SIGBUS`. The log itself never shrinks a
+    /// sealed segment, and its directory lock keeps other weir processes out.
+    pub fn mapped_reads(mut self, on: bool) -> Self {
+        self.mapped_reads = on;
         self
     }
 

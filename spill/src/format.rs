@@ -1,5 +1,6 @@
 //! The on-disk format. Everything is little-endian; every structure carries a CRC-32C (Castagnoli,
-//! hardware-accelerated through the `crc32c` crate) so that a torn or flipped byte is detected.
+//! hardware-accelerated: the `crc32c` crate, and for records three interleaved chains where the CPU
+//! has SSE 4.2 and PCLMULQDQ, see [`record_crc`]) so that a torn or flipped byte is detected.
 //!
 //! ```text
 //! <dir>/LOCK                      flock'ed while a log is open (one writer process per directory)
@@ -222,6 +223,7 @@ pub enum Parsed<'a> {
 /// frame's start (bytes past `remaining` are ignored). No copy: a record's payload is borrowed. Never
 /// panics, whatever the bytes: this is the reader's hot path and, through [`scan_segment`], the fuzz
 /// target's entry point.
+#[inline]
 pub fn parse_frame(bytes: &[u8], remaining: u64, max_record: u32) -> Parsed<'_> {
     let bytes = &bytes[..bytes
         .len()
@@ -270,13 +272,17 @@ pub fn parse_frame(bytes: &[u8], remaining: u64, max_record: u32) -> Parsed<'_> 
 }
 
 /// The CRC-32C a record's frame stores: of its `len`, `written_ms` (from the frame's header) and
-/// payload (hardware accelerated where the CPU has it, SSE 4.2 or ARMv8 CRC).
+/// payload. On x86-64 with SSE 4.2 and PCLMULQDQ the payload runs as three interleaved chains
+/// (`crc` module); elsewhere through the `crc32c` crate ([`record_crc_portable`]): same value.
+#[inline]
 pub fn record_crc(header: &[u8; FRAME_HEADER_LEN as usize], payload: &[u8]) -> u32 {
-    // `len` and `written_ms` as one 12-byte run: two calls per record instead of three.
-    let mut covered = [0u8; 12];
-    covered[..4].copy_from_slice(&header[0..4]);
-    covered[4..].copy_from_slice(&header[8..16]);
-    crc32c::crc32c_append(crc32c::crc32c(&covered), payload)
+    crate::crc::record(u32_at(header, 0), u64_at(header, 8), payload)
+}
+
+/// [`record_crc`] through the `crc32c` crate alone, whatever the CPU: the reference the fast path
+/// is tested (and fuzzed) against.
+pub fn record_crc_portable(header: &[u8; FRAME_HEADER_LEN as usize], payload: &[u8]) -> u32 {
+    crate::crc::record_portable(u32_at(header, 0), u64_at(header, 8), payload)
 }
 
 /// Reads one frame from `reader`, of which `remaining` bytes are readable, into `payload`. Never
@@ -405,12 +411,14 @@ pub fn scan_segment(bytes: &[u8], max_record: u32, skip_bad_crc: bool) -> Segmen
     }
 }
 
+#[inline]
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(word)
 }
 
+#[inline]
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);

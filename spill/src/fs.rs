@@ -22,6 +22,9 @@ impl AppendFile for File {
     }
 }
 
+/// The bytes of a sealed segment held in memory: a read-only memory map for [`StdFilesystem`].
+pub type SegmentBytes = Box<dyn AsRef<[u8]> + Send>;
+
 /// A held directory lock, released on drop.
 pub trait DirLock: Send + Sync + fmt::Debug {}
 impl DirLock for File {}
@@ -36,6 +39,14 @@ pub trait Filesystem: Send + Sync + fmt::Debug + 'static {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
     /// Opens a file for appending, creating it if needed.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
+    /// The first `len` bytes of a sealed segment (one the log never writes again) in memory, for the
+    /// reader to check and decode in place; `Ok(None)` to have it read through
+    /// [`open_read`](Self::open_read) instead. The default maps nothing, so a fault-injecting
+    /// filesystem sees every read.
+    fn map_sealed(&self, path: &Path, len: u64) -> io::Result<Option<SegmentBytes>> {
+        let _ = (path, len);
+        Ok(None)
+    }
     /// Reads a whole (small) file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Replaces `path` with `bytes` atomically and durably (temporary file, fsync, rename, fsync of
@@ -77,6 +88,33 @@ impl Filesystem for StdFilesystem {
         Ok(Box::new(
             OpenOptions::new().create(true).append(true).open(path)?,
         ))
+    }
+
+    /// Maps the segment read-only (`mmap`, with sequential read-ahead advice), or `Ok(None)` when
+    /// the file is shorter than `len` (the read path then reports it) or `len` is 0.
+    fn map_sealed(&self, path: &Path, len: u64) -> io::Result<Option<SegmentBytes>> {
+        let file = File::open(path)?;
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(None);
+        };
+        if len == 0 || file.metadata()?.len() < len as u64 {
+            return Ok(None);
+        }
+        // SAFETY: a map is sound while nobody changes or truncates the mapped bytes (a change
+        // breaks the `&[u8]` it hands out; an access past a truncated end raises SIGBUS). Here:
+        // - the log only maps a *sealed* segment, one that is not the last: it only ever appends
+        //   to the last segment, so the bytes never change;
+        // - it truncates only the last segment (back to its published length after a failed
+        //   write) and, at open, the last segment of the previous run, before any reader exists;
+        //   deleting an acknowledged segment only unlinks its name, the map keeps the file alive;
+        // - `len` is checked against the file's length just above, so the map ends inside it;
+        // - another weir process cannot open the directory: the log holds an exclusive `flock`.
+        // What remains is a process that ignores that lock and shrinks a sealed segment while it is
+        // read: documented at `SpillConfig::mapped_reads`, which is off unless a user turns it on.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
+        // Only advice: the kernel reads ahead further for a cold file.
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(Some(Box::new(map)))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -24,6 +24,11 @@
 //! [`OnCorruption::Skip`]. No file content makes it panic (the fuzz target in `fuzz/` checks the
 //! segment reader). Every file operation goes through the [`fs::Filesystem`] seam.
 //!
+//! Reading: segments are read with `read(2)` into a 1 MiB read-ahead and records are checked and
+//! decoded in place. [`SpillConfig::mapped_reads`] maps sealed segments (all but the one being
+//! written) instead: the log never writes or shrinks those, so a map cannot fault unless another
+//! process shrinks the files (see the option for that risk); off by default.
+//!
 //! Threads: the writer, the reader and the acknowledger may run on different threads; they share
 //! one small state under a `Mutex` (plus a `Condvar` for budget waits). There is no lock-free
 //! hand-off, so there is no loom model: the std mutex is the whole protocol.
@@ -52,6 +57,7 @@
 )]
 
 pub mod config;
+mod crc;
 pub mod error;
 pub mod format;
 pub mod fs;

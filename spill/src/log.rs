@@ -5,6 +5,8 @@
 //! - sequence numbers are dense and increase by one per record, across segments and restarts;
 //! - a reader never sees a byte the writer has not finished writing (it reads up to the segment's
 //!   written length, published under the state lock after each batch write);
+//! - a segment is mapped for reading only once sealed (a later segment exists): its length is
+//!   final and the log never writes or truncates it again;
 //! - a segment is deleted only when every record in it is acknowledged (`acked_seq` reached the next
 //!   segment's first record), and never while it is the active (last) segment;
 //! - the ledger is replaced atomically; acknowledgements newer than the ledger are replayed after a
@@ -32,7 +34,7 @@ use crate::format::{
     SegmentHeader, encode_record, now_ms, parse_frame, parse_segment_name, read_frame,
     segment_name,
 };
-use crate::fs::{AppendFile, DirLock, Filesystem, ReadFile};
+use crate::fs::{AppendFile, DirLock, Filesystem, ReadFile, SegmentBytes};
 use crate::metrics::SpillMetrics;
 
 /// Read-ahead of the reader: segment bytes come from disk in sequential reads this large, and
@@ -162,8 +164,9 @@ struct Writer {
 struct Cursor {
     first_seq: u64,
     path: PathBuf,
-    file: Box<dyn ReadFile>,
-    /// The segment offset of the first unconsumed byte (the start of the reader's [`ReadBuf`]).
+    source: Source,
+    /// The segment offset of the first unconsumed byte (for [`Source::Read`], the start of the
+    /// reader's [`ReadBuf`]).
     offset: u64,
     /// Visible bytes of the segment when last looked at.
     limit: u64,
@@ -181,6 +184,42 @@ struct Reader {
     buf: ReadBuf,
     /// A corruption the reader stopped at (fail mode): reported again on every read.
     poisoned: Option<(PathBuf, u64, String)>,
+}
+
+/// Where a cursor's bytes come from.
+enum Source {
+    /// `read(2)` into the reader's [`ReadBuf`]: the active segment, which is still being written,
+    /// and every segment when mapped reads are off or the filesystem does not map.
+    Read(Box<dyn ReadFile>),
+    /// The whole sealed segment (`[0, limit)`) in memory, mapped by
+    /// [`Filesystem::map_sealed`]: records are checked and decoded in place, without the kernel's
+    /// copy into the read-ahead buffer.
+    Mapped(SegmentBytes),
+}
+
+/// The unconsumed bytes of a cursor at segment offset `offset` (for [`Source::Read`], possibly
+/// some past its limit: [`parse_frame`] is given the limit) and the index of the first one in
+/// [`Reader::bytes`].
+#[inline]
+fn window<'a>(buf: &'a ReadBuf, source: &'a Source, offset: u64) -> (&'a [u8], usize) {
+    match source {
+        Source::Read(_) => (buf.available(), buf.start),
+        Source::Mapped(bytes) => {
+            let at = usize::try_from(offset).unwrap_or(usize::MAX);
+            ((**bytes).as_ref().get(at..).unwrap_or_default(), at)
+        }
+    }
+}
+
+impl Reader {
+    /// The bytes that [`Inner::next_frame`]'s payload ranges index.
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self.current.as_ref().map(|cursor| &cursor.source) {
+            Some(Source::Mapped(bytes)) => (**bytes).as_ref(),
+            _ => &self.buf.bytes,
+        }
+    }
 }
 
 /// The reader's read-ahead: `bytes[start..end]` are segment bytes not yet consumed.
@@ -204,10 +243,17 @@ impl ReadBuf {
         self.end = 0;
     }
 
-    /// Makes at least `need` bytes available, reading as many as fit in one large sequential read
-    /// but never past `cursor.limit` (bytes past it may be a batch still being written). `need`
-    /// must not reach past the limit; a file shorter than its published length is an I/O error.
-    fn fill(&mut self, cursor: &mut Cursor, need: usize) -> io::Result<()> {
+    /// Makes at least `need` bytes available from `file`, whose next byte is at segment offset
+    /// `offset + available`, reading as many as fit in one large sequential read but never past
+    /// `limit` (bytes past it may be a batch still being written). `need` must not reach past the
+    /// limit; a file shorter than its published length is an I/O error.
+    fn fill(
+        &mut self,
+        file: &mut dyn ReadFile,
+        offset: u64,
+        limit: u64,
+        need: usize,
+    ) -> io::Result<()> {
         if self.end - self.start >= need {
             return Ok(());
         }
@@ -220,8 +266,8 @@ impl ReadBuf {
                 self.bytes.resize(need.max(READ_BUFFER), 0);
             }
         }
-        let file_pos = cursor.offset + (self.end - self.start) as u64;
-        let mut readable = cursor.limit.saturating_sub(file_pos);
+        let file_pos = offset + (self.end - self.start) as u64;
+        let mut readable = limit.saturating_sub(file_pos);
         while self.end - self.start < need {
             let room =
                 (self.bytes.len() - self.end).min(usize::try_from(readable).unwrap_or(usize::MAX));
@@ -231,7 +277,7 @@ impl ReadBuf {
                     "a frame reaches past the segment's written length",
                 ));
             }
-            let n = match cursor.file.read(&mut self.bytes[self.end..self.end + room]) {
+            let n = match file.read(&mut self.bytes[self.end..self.end + room]) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -396,12 +442,67 @@ impl<T: DeserializeOwned> SpillLog<T> {
         out: &mut impl Extend<Spilled<T>>,
     ) -> Result<usize, SpillError> {
         let inner = &*self.inner;
+        let max_record = inner.config.max_record_bytes;
         let mut guard = lock(&inner.reader);
         let reader = &mut *guard;
         let mut delivered = 0usize;
         let mut read_through = None;
         let mut outcome = Ok(());
-        while delivered < max {
+        'batch: while delivered < max {
+            // The hot loop: whole records with a good CRC, checked and decoded in place from the
+            // current window (the mapped segment or the read-ahead). It stops at anything else,
+            // which the general path below then handles from the same bytes.
+            let Reader {
+                next_seq,
+                current,
+                buf,
+                poisoned,
+            } = &mut *reader;
+            if poisoned.is_none()
+                && let Some(cursor) = current.as_mut()
+                && !cursor.dead
+            {
+                let start = cursor.offset;
+                let remaining = cursor.limit.saturating_sub(start);
+                let (bytes, _) = window(buf, &cursor.source, start);
+                let mut consumed = 0u64;
+                let mut seq = cursor.seq;
+                while delivered < max {
+                    let rest = bytes.get(consumed as usize..).unwrap_or_default();
+                    let Parsed::Frame(Frame::Record { frame_len, .. }, payload) =
+                        parse_frame(rest, remaining - consumed, max_record)
+                    else {
+                        break;
+                    };
+                    let offset = start + consumed;
+                    consumed += frame_len;
+                    seq += 1;
+                    if seq <= *next_seq {
+                        continue; // acknowledged before the restart
+                    }
+                    *next_seq = seq;
+                    match inner.deliver(seq - 1, offset, payload, &cursor.path, out) {
+                        Ok(true) => {
+                            delivered += 1;
+                            read_through = Some(seq);
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            outcome = Err(error);
+                            break;
+                        }
+                    }
+                }
+                cursor.offset += consumed;
+                cursor.seq = seq;
+                if let Source::Read(_) = cursor.source {
+                    buf.consume(consumed as usize);
+                }
+                if outcome.is_err() || delivered >= max {
+                    break 'batch;
+                }
+            }
+            // The general path, one record at a time.
             let (seq, offset, payload) = match inner.next_frame(reader) {
                 Ok(Some(found)) => found,
                 Ok(None) => break,
@@ -411,29 +512,17 @@ impl<T: DeserializeOwned> SpillLog<T> {
                 }
             };
             reader.next_seq = seq + 1;
-            match postcard::from_bytes::<T>(&reader.buf.bytes[payload]) {
-                Ok(item) => {
-                    out.extend(std::iter::once(Spilled { seq, item }));
+            let payload = reader.bytes().get(payload).unwrap_or_default();
+            let path = reader.current.as_ref().map(|cursor| cursor.path.as_path());
+            match inner.deliver(seq, offset, payload, path.unwrap_or(Path::new("")), out) {
+                Ok(true) => {
                     delivered += 1;
                     read_through = Some(seq + 1);
                 }
-                Err(source) => {
-                    SpillMetrics::add(&inner.metrics.corruptions, 1);
-                    let path = reader
-                        .current
-                        .as_ref()
-                        .map(|cursor| cursor.path.clone())
-                        .unwrap_or_default();
-                    tracing::warn!(file = %path.display(), offset, seq, %source, "spill record does not decode");
-                    if inner.config.on_corruption == OnCorruption::Fail {
-                        outcome = Err(SpillError::Decode {
-                            file: path,
-                            offset,
-                            seq,
-                            source,
-                        });
-                        break;
-                    }
+                Ok(false) => {}
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
                 }
             }
         }
@@ -472,6 +561,39 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Decodes record `seq` (at `offset` in the segment file `path`) into `out`. Returns whether it
+    /// was delivered: a record that does not decode is counted and logged, then skipped (`false`)
+    /// or, under [`OnCorruption::Fail`], the error.
+    #[inline(always)]
+    fn deliver<T: DeserializeOwned>(
+        &self,
+        seq: u64,
+        offset: u64,
+        payload: &[u8],
+        path: &Path,
+        out: &mut impl Extend<Spilled<T>>,
+    ) -> Result<bool, SpillError> {
+        match postcard::from_bytes::<T>(payload) {
+            Ok(item) => {
+                out.extend(std::iter::once(Spilled { seq, item }));
+                Ok(true)
+            }
+            Err(source) => {
+                SpillMetrics::add(&self.metrics.corruptions, 1);
+                tracing::warn!(file = %path.display(), offset, seq, %source, "spill record does not decode");
+                if self.config.on_corruption == OnCorruption::Fail {
+                    return Err(SpillError::Decode {
+                        file: path.to_path_buf(),
+                        offset,
+                        seq,
+                        source,
+                    });
+                }
+                Ok(false)
+            }
+        }
+    }
+
     fn open(dir: &Path, config: SpillConfig) -> Result<Self, SpillError> {
         config.validate()?;
         let fs = config.fs.clone();
@@ -925,8 +1047,11 @@ impl Inner {
     }
 
     /// Finds the next whole record for `reader` and consumes it. Returns its sequence number, its
-    /// offset in the segment and where its payload is in `reader.buf.bytes` (valid until the next
+    /// offset in the segment and where its payload is in `reader.bytes()` (valid until the next
     /// call).
+    /// The general path of [`SpillLog::read_batch`], for every case its hot loop leaves: opening
+    /// segments, refilling the read-ahead, moving on to the next segment, and bad frames.
+    #[inline(never)]
     fn next_frame(
         &self,
         reader: &mut Reader,
@@ -951,14 +1076,17 @@ impl Inner {
                         .range(..=reader.next_seq)
                         .next_back()
                         .or_else(|| state.segments.iter().next());
+                    let last = state.segments.keys().next_back().copied();
                     match found {
                         None => return Ok(None),
-                        Some((&first, info)) => (first, info.path.clone(), info.bytes),
+                        Some((&first, info)) => {
+                            (first, info.path.clone(), info.bytes, Some(first) != last)
+                        }
                     }
                 };
-                let (first, path, limit) = target;
+                let (first, path, limit, sealed) = target;
                 reader.next_seq = reader.next_seq.max(first);
-                match self.open_cursor(first, path, limit, &mut reader.buf) {
+                match self.open_cursor(first, path, limit, sealed, &mut reader.buf) {
                     Ok(cursor) => reader.current = Some(cursor),
                     Err(OpenCursor::Gone) => continue,
                     Err(OpenCursor::Failed(error)) => return Err(error),
@@ -1010,22 +1138,34 @@ impl Inner {
             }
             let offset = cursor.offset;
             let remaining = cursor.limit - offset;
-            let frame = match parse_frame(reader.buf.available(), remaining, max_record) {
+            let (bytes, at) = window(&reader.buf, &cursor.source, offset);
+            let frame = match parse_frame(bytes, remaining, max_record) {
                 Parsed::Frame(frame, _) => frame,
                 Parsed::Incomplete { needed } => {
                     let needed = usize::try_from(needed).unwrap_or(usize::MAX);
-                    reader
-                        .buf
-                        .fill(cursor, needed)
-                        .map_err(|e| SpillError::io(&cursor.path, "read segment", e))?;
+                    let filled = match &mut cursor.source {
+                        Source::Read(file) => {
+                            reader
+                                .buf
+                                .fill(&mut **file, cursor.offset, cursor.limit, needed)
+                        }
+                        // A mapped window holds every byte up to the limit: never incomplete.
+                        Source::Mapped(_) => Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "a frame reaches past the mapped segment",
+                        )),
+                    };
+                    filled.map_err(|e| SpillError::io(&cursor.path, "read segment", e))?;
                     continue;
                 }
             };
+            let mapped = matches!(cursor.source, Source::Mapped(_));
             let reason = match frame {
                 Frame::Record { frame_len, .. } => {
-                    let at = reader.buf.start;
                     let payload = at + FRAME_HEADER_LEN as usize..at + frame_len as usize;
-                    reader.buf.consume(frame_len as usize);
+                    if !mapped {
+                        reader.buf.consume(frame_len as usize);
+                    }
                     cursor.offset += frame_len;
                     let seq = cursor.seq;
                     cursor.seq += 1;
@@ -1046,7 +1186,9 @@ impl Inner {
                     if self.config.on_corruption == OnCorruption::Skip {
                         SpillMetrics::add(&self.metrics.corruptions, 1);
                         tracing::warn!(file = %cursor.path.display(), offset, %reason, "skipping a corrupt spill record");
-                        reader.buf.consume(frame_len as usize);
+                        if !mapped {
+                            reader.buf.consume(frame_len as usize);
+                        }
                         cursor.offset += frame_len;
                         cursor.seq += 1;
                         reader.next_seq = reader.next_seq.max(cursor.seq);
@@ -1084,24 +1226,43 @@ impl Inner {
             .map(|(&f, _)| f)
     }
 
-    /// Opens the segment starting at `first` and checks its header; `buf` becomes its read-ahead.
+    /// Opens the segment starting at `first` and checks its header. A `sealed` segment (not the
+    /// last: never written again) is mapped when the configuration and the filesystem allow;
+    /// otherwise `buf` becomes its read-ahead.
     fn open_cursor(
         &self,
         first: u64,
         path: PathBuf,
         limit: u64,
+        sealed: bool,
         buf: &mut ReadBuf,
     ) -> Result<Cursor, OpenCursor> {
-        let file = match self.fs.open_read(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone),
-            Err(e) => {
-                return Err(OpenCursor::Failed(SpillError::io(
-                    path,
-                    "open segment for reading",
-                    e,
-                )));
+        let mapped = if sealed && self.config.mapped_reads && limit >= SEGMENT_HEADER_LEN {
+            match self.fs.map_sealed(&path, limit) {
+                Ok(mapped) => mapped,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone),
+                Err(error) => {
+                    // Reading it is still possible (and reports the real trouble, if any).
+                    tracing::debug!(file = %path.display(), %error, "mapping a sealed spill segment failed: reading it instead");
+                    None
+                }
             }
+        } else {
+            None
+        };
+        let source = match mapped {
+            Some(bytes) => Source::Mapped(bytes),
+            None => match self.fs.open_read(&path) {
+                Ok(file) => Source::Read(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone),
+                Err(e) => {
+                    return Err(OpenCursor::Failed(SpillError::io(
+                        path,
+                        "open segment for reading",
+                        e,
+                    )));
+                }
+            },
         };
         if limit < SEGMENT_HEADER_LEN {
             return Err(OpenCursor::BadHeader(
@@ -1113,21 +1274,28 @@ impl Inner {
         let mut cursor = Cursor {
             first_seq: first,
             path,
-            file,
+            source,
             offset: 0,
             limit,
             seq: first,
             dead: false,
         };
-        if let Err(e) = buf.fill(&mut cursor, SEGMENT_HEADER_LEN as usize) {
-            return Err(OpenCursor::Failed(SpillError::io(
-                cursor.path,
-                "read segment header",
-                e,
-            )));
-        }
-        let decoded = SegmentHeader::decode(buf.available());
-        buf.consume(SEGMENT_HEADER_LEN as usize);
+        let header = match &mut cursor.source {
+            Source::Read(file) => {
+                if let Err(e) = buf.fill(&mut **file, 0, limit, SEGMENT_HEADER_LEN as usize) {
+                    return Err(OpenCursor::Failed(SpillError::io(
+                        cursor.path,
+                        "read segment header",
+                        e,
+                    )));
+                }
+                let header = SegmentHeader::decode(buf.available());
+                buf.consume(SEGMENT_HEADER_LEN as usize);
+                header
+            }
+            Source::Mapped(bytes) => SegmentHeader::decode((**bytes).as_ref()),
+        };
+        let decoded = header;
         cursor.offset = SEGMENT_HEADER_LEN;
         match decoded {
             Ok(decoded) if decoded.first_seq == first => Ok(cursor),

@@ -275,6 +275,82 @@ fn corruption_in_the_middle_can_be_skipped_and_counted() {
     assert_eq!(log.metrics().snapshot().corruptions, 1);
 }
 
+/// Sealed segments are mapped (`mmap`) by default and read with `read(2)` when
+/// `mapped_reads(false)`: both give the same records, report the same corruption at the same file
+/// and offset, and skip the same record.
+#[test]
+fn mapped_and_read_paths_agree_on_records_and_corruption() {
+    let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    for mapped in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, offset) = corrupt_first_segment(dir.path());
+        let config = small().mapped_reads(mapped);
+        let log = SpillLog::<(u64, String)>::open(dir.path(), config).unwrap();
+        let mut out = Vec::new();
+        let error = log.read_batch(10, &mut out).unwrap_err();
+        assert_eq!(
+            out.len(),
+            1,
+            "the record before the corrupt one is delivered"
+        );
+        match error {
+            SpillError::Corrupt {
+                file: f, offset: o, ..
+            } => {
+                assert_eq!((&f, o), (&file, offset));
+                failures.push((f, o));
+            }
+            other => panic!("expected corruption, got {other}"),
+        }
+        drop(log);
+        let config = small()
+            .mapped_reads(mapped)
+            .on_corruption(OnCorruption::Skip);
+        let log = SpillLog::<(u64, String)>::open(dir.path(), config).unwrap();
+        skipped.push(read_all(&log));
+    }
+    assert_eq!(skipped[0], skipped[1]);
+    assert_eq!(skipped[0].len(), 39);
+}
+
+/// Reading through maps while acknowledging: the log deletes wholly acknowledged segments, some of
+/// them still mapped by the reader (unlinking a mapped file only removes its name), and every
+/// record comes back once, in order, from many sealed segments and the active one.
+#[test]
+fn mapped_segments_can_be_deleted_while_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::open(dir.path(), small().budget_bytes(1 << 20)).unwrap();
+    for i in 0..300 {
+        log.append(&item(i)).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(segments(dir.path()).len() > 20);
+    let mut seen = Vec::new();
+    let mut batch = Vec::new();
+    let mut next = 300;
+    // 7 per batch: batches end in the middle of segments (8 records each) and at their ends.
+    while log.read_batch(7, &mut batch).unwrap() > 0 {
+        log.ack_through(batch.last().unwrap().seq + 1).unwrap();
+        seen.extend(batch.drain(..).map(|r| r.item.0));
+        // Appends meanwhile: the active segment is read with read(2), then sealed and mapped.
+        if next < 330 {
+            log.append(&item(next)).unwrap();
+            next += 1;
+        }
+    }
+    log.flush().unwrap();
+    while log.read_batch(7, &mut batch).unwrap() > 0 {
+        log.ack_through(batch.last().unwrap().seq + 1).unwrap();
+        seen.extend(batch.drain(..).map(|r| r.item.0));
+    }
+    assert_eq!(seen, (0..next).collect::<Vec<_>>());
+    assert!(
+        segments(dir.path()).len() <= 2,
+        "acknowledged segments are deleted"
+    );
+}
+
 /// A filesystem whose appends fail with "no space left" once `full` is set.
 #[derive(Debug, Default)]
 struct FullDisk {
