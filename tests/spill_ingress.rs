@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -154,40 +156,79 @@ async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
     assert_eq!(replayed, expected);
 }
 
+/// Waits (up to 5 s) until `done` holds.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn an_in_stream_spilling_buffer_keeps_everything_in_order() {
+    let runtime = support::runtime();
+    let _entered = runtime.enter();
     let dir = tempfile::tempdir().unwrap();
     let store = SpillQueue::<u64>::open(dir.path(), 8, small_segments()).unwrap();
     let (subscriber, recorder) = probe::<u64>();
     let buffered = source::from_iter(0..5_000u64).buffer_spilling("orders", store);
     let metrics = buffered.metrics().unwrap();
     buffered.subscribe(subscriber);
-    // Nothing requested yet: the upstream ran to its end, 8 items in memory, the rest on disk.
-    assert_eq!(metrics.snapshot().depth, 5_000);
+    // Nothing requested yet: the upstream runs to its end, 8 items in memory, the rest on disk.
+    eventually("everything buffered", || metrics.snapshot().depth == 5_000);
     recorder.request(u64::MAX);
     assert!(recorder.expect_terminal().is_ok());
     assert_eq!(recorder.items(), (0..5_000).collect::<Vec<_>>());
 }
 
 #[test]
-fn an_in_stream_spilling_buffer_fails_clearly_when_the_budget_is_full() {
+fn an_in_stream_spilling_buffer_pauses_its_upstream_while_the_budget_is_full() {
+    let runtime = support::runtime();
+    let _entered = runtime.enter();
     let dir = tempfile::tempdir().unwrap();
     let store =
         SpillQueue::<u64>::open(dir.path(), 2, small_segments().budget_bytes(2_048)).unwrap();
     let (subscriber, recorder) = probe::<u64>();
-    source::from_iter(0..100_000u64)
+    let produced = Arc::new(AtomicU64::new(0));
+    let count = produced.clone();
+    let buffered = source::from_iter(0..20_000u64)
+        .inspect(move |_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        })
+        .buffer_spilling("orders", store);
+    let metrics = buffered.metrics().unwrap();
+    buffered.subscribe(subscriber);
+    // The feeder fills memory and the disk budget, then waits: the upstream stops being asked.
+    let mut last = u64::MAX;
+    eventually("the upstream pauses", || {
+        let now = produced.load(Ordering::Relaxed);
+        let paused = now == last;
+        last = now;
+        std::thread::sleep(Duration::from_millis(20));
+        paused && now > 0
+    });
+    assert!(last < 20_000, "paused after {last} items");
+    let snapshot = metrics.snapshot();
+    assert!(snapshot.rejected.values().all(|&n| n == 0), "{snapshot:?}");
+
+    recorder.request(u64::MAX);
+    assert!(recorder.expect_terminal().is_ok());
+    assert_eq!(recorder.items(), (0..20_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_in_stream_spilling_buffer_needs_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpillQueue::<u64>::open(dir.path(), 2, small_segments()).unwrap();
+    let (subscriber, recorder) = probe::<u64>();
+    source::from_iter(0..10u64)
         .buffer_spilling("orders", store)
         .subscribe(subscriber);
-    recorder.request(u64::MAX);
     let error = recorder.expect_terminal().unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "stage `orders`: buffer overflowed: more than 2 items waiting and the spill budget is full"
-    );
-    let got = recorder.items();
-    assert_eq!(
-        got,
-        (0..got.len() as u64).collect::<Vec<_>>(),
-        "what came out is in order"
-    );
+    assert_eq!(error.stage(), Some("orders"));
+    assert!(matches!(error.kind(), ErrorKind::NoRuntime), "{error}");
 }

@@ -12,24 +12,27 @@
 //!
 //! - Spilling ([`PublisherExt::buffer_spilling`](crate::PublisherExt::buffer_spilling)): what does
 //!   not fit in memory goes to a spill store (the durable log) and comes back in FIFO order; the
-//!   upstream is never slowed. When the store's disk budget is full the stream fails with an error
-//!   naming the buffer (a stream cannot wait there without blocking its thread: size the budget, or
-//!   put a blocking buffer in front).
+//!   upstream is not slowed while the disk budget lasts. When it is full, the upstream is paused
+//!   (nothing more is requested) until the downstream has taken enough to make room: backpressure,
+//!   never a failure. The upstream runs in a task of its own (like a boundary's), so a subscriber
+//!   needs a tokio runtime; a disk error fails the stream, naming the buffer.
 //!
-//! The non-blocking policies run in the upstream's task (the buffer is an ingress fed by a
-//! subscriber); put a boundary after it when the downstream is slow and should run elsewhere.
+//! The dropping and rejecting policies run in the upstream's task (the buffer is an ingress fed by
+//! a subscriber); put a boundary after it when the downstream is slow and should run elsewhere.
 
 use std::sync::Arc;
 
 use std::time::Duration;
 use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 
+use futures::StreamExt;
 use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, SpillFull, SpillStore,
     ingress, ingress_spilling,
 };
 use weir_runtime::metrics::BoundaryMetrics;
-use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::sink::into_stream_named;
+use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
 /// See [`PublisherExt::buffer`](crate::PublisherExt::buffer).
 pub struct Buffer<P, T> {
@@ -38,8 +41,13 @@ pub struct Buffer<P, T> {
 
 enum Inner<P, T> {
     Blocking(Boundary<P>),
+    Spilling {
+        upstream: P,
+        handle: IngressHandle<T>,
+        output: IngressPublisher<T>,
+        name: Arc<str>,
+    },
     Shedding {
-        spilling: bool,
         upstream: P,
         handle: IngressHandle<T>,
         output: IngressPublisher<T>,
@@ -62,7 +70,9 @@ impl<P, T> Buffer<P, T> {
     pub fn metrics(&self) -> Option<Arc<BoundaryMetrics>> {
         match &self.inner {
             Ok(Inner::Blocking(hop)) => Some(hop.metrics()),
-            Ok(Inner::Shedding { output, .. }) => Some(output.metrics()),
+            Ok(Inner::Shedding { output, .. } | Inner::Spilling { output, .. }) => {
+                Some(output.metrics())
+            }
             Err(_) => None,
         }
     }
@@ -76,7 +86,6 @@ impl<P, T: Send + 'static> Buffer<P, T> {
             _ => IngressConfig::new(name, capacity, overflow).map(|config| {
                 let (handle, output) = ingress::<T>(config);
                 Inner::Shedding {
-                    spilling: false,
                     upstream,
                     handle,
                     output,
@@ -89,20 +98,58 @@ impl<P, T: Send + 'static> Buffer<P, T> {
     }
 
     pub(crate) fn spilling(upstream: P, name: &str, store: impl SpillStore<T> + 'static) -> Self {
-        let capacity = store.memory_capacity();
-        let full = SpillFull::Reject {
-            retry_after: Duration::ZERO,
+        // The feeding task waits (in slices) for room while the budget is full: see `feed`.
+        let full = SpillFull::Block {
+            timeout: WAIT_SLICE,
         };
-        let inner = ingress_spilling(name, store, full).map(|(handle, output)| Inner::Shedding {
-            spilling: true,
+        let inner = ingress_spilling(name, store, full).map(|(handle, output)| Inner::Spilling {
             upstream,
             handle,
             output,
             name: name.into(),
-            capacity,
         });
         Self { inner }
     }
+}
+
+/// How long one wait for spill budget lasts before the feeding task looks again (it waits for as
+/// long as it takes, in slices).
+const WAIT_SLICE: Duration = Duration::from_secs(3600);
+
+/// Items the feeding task reads ahead from the upstream of a spilling buffer.
+const FEED_PREFETCH: usize = 256;
+
+/// Moves the upstream's items into a spilling ingress, waiting while its disk budget is full: the
+/// task stops reading, so the upstream stops being asked for more.
+async fn feed<T, P>(upstream: P, handle: IngressHandle<T>, name: Arc<str>)
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+{
+    let mut items = into_stream_named(upstream, FEED_PREFETCH, &name);
+    while let Some(next) = items.next().await {
+        let mut item = match next {
+            Ok(item) => item,
+            Err(error) => {
+                handle.fail(error);
+                return;
+            }
+        };
+        // Accepted at once while there is room (memory or disk); otherwise waits for room.
+        loop {
+            match handle.push(item).await {
+                Ok(_) => break,
+                Err(PushError::Timeout { item: back, .. }) => item = back,
+                Err(PushError::Failed { error, .. }) => {
+                    handle.fail(error);
+                    return;
+                }
+                // Closed: the downstream went away; dropping `items` cancels the upstream.
+                Err(_) => return,
+            }
+        }
+    }
+    handle.close();
 }
 
 impl<T, P> Publisher<T> for Buffer<P, T>
@@ -114,8 +161,19 @@ where
         match self.inner {
             Err(error) => reject(subscriber, error),
             Ok(Inner::Blocking(hop)) => hop.subscribe(subscriber),
+            Ok(Inner::Spilling {
+                upstream,
+                handle,
+                output,
+                name,
+            }) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    output.subscribe(subscriber);
+                    runtime.spawn(feed(upstream, handle, name));
+                }
+                Err(_) => reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(name)),
+            },
             Ok(Inner::Shedding {
-                spilling,
                 upstream,
                 handle,
                 output,
@@ -128,7 +186,6 @@ where
                     upstream: None,
                     name,
                     capacity,
-                    spilling,
                 });
             }
         }
@@ -141,7 +198,6 @@ struct Feeder<T> {
     upstream: Option<Subscription>,
     name: Arc<str>,
     capacity: usize,
-    spilling: bool,
 }
 
 impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
@@ -162,13 +218,8 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
                     upstream.cancel();
                 }
                 let error = Error::msg(format!(
-                    "buffer overflowed: more than {} items waiting{}",
-                    self.capacity,
-                    if self.spilling {
-                        " and the spill budget is full"
-                    } else {
-                        ""
-                    }
+                    "buffer overflowed: more than {} items waiting",
+                    self.capacity
                 ))
                 .in_stage(self.name.clone());
                 self.handle.fail(error);

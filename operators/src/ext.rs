@@ -357,8 +357,9 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     }
 
     /// An in-stream buffer that spills: items beyond the store's memory part go to its durable
-    /// part (e.g. `weir_spill::SpillQueue`) and come back in FIFO order; the upstream is never slowed.
-    /// A full disk budget fails the stream with an error naming the buffer. See [`Buffer`].
+    /// part (e.g. `weir_spill::SpillQueue`) and come back in FIFO order; the upstream is not slowed
+    /// while the disk budget lasts, and is paused (backpressure) while it is full. The upstream
+    /// runs in a task of its own: subscribe within a tokio runtime. See [`Buffer`].
     fn buffer_spilling(
         self,
         name: &str,

@@ -14,28 +14,21 @@ pub enum FsyncPolicy {
     /// After every batch write: a record acknowledged as written survives a crash of the process
     /// and of the machine. Costs one device flush per batch (~200 µs here), so batch generously.
     EveryBatch,
-    /// At the first batch write that starts at least `d` after the last fsync, and always at a
-    /// segment roll (the sealed segment), on [`SpillLog::sync`](crate::SpillLog::sync) and on close.
-    /// There is no timer: an fsync only ever happens inside a write, so the loss window is bounded
-    /// by `d` only while writes keep coming.
+    /// At most `d` after a write: at the first batch write that starts at least `d` after the last
+    /// fsync, and every `d` by a small thread per log that writes the batch still in memory and
+    /// fsyncs if anything is unsynced (so a pause in writes leaves nothing waiting). Also at every
+    /// segment roll (the sealed segment), on [`SpillLog::sync`](crate::SpillLog::sync) and on
+    /// close.
     ///
     /// ```text
     /// lost on a machine crash (power, kernel) = records with  Written.durable <= seq < Written.written
-    ///     = every batch written since the last fsync:
-    ///       writes keep coming -> the batches of at most `d` (the batch that crosses `d` is
-    ///                             synced, together with everything before it)
-    ///       writes stop        -> the batches written since the last fsync, for as long as no
-    ///                             batch write, sync, roll or close comes; the kernel's own
-    ///                             writeback (~30 s on Linux) usually saves them, but it is not
-    ///                             an fsync and nothing reports it (`durable` does not move)
-    /// lost on a process crash                 = nothing written (the page cache survives it)
-    /// lost under every policy                 = records appended but still in the batch (not
-    ///                                           yet in a Written): flush to write them
+    ///     = at most the last `d` (plus one fsync's time) of writes
+    /// lost on a process crash                 = records appended but still in the batch: at most
+    ///                                           the last `d` of appends
     /// ```
     ///
-    /// Why a constant and not a timer: `d` caps the fsync rate (at most one device flush per `d`
-    /// under load, ~200 µs each here) without a thread per log; a caller that needs a bound when idle
-    /// calls [`SpillLog::sync`](crate::SpillLog::sync) when its producer pauses.
+    /// `d` caps the fsync rate: at most two device flushes per `d` (one in a write, one from the
+    /// thread; ~200 µs each here).
     Interval(Duration),
     /// Never (except on close): the OS decides. Survives process crashes, not machine crashes.
     Never,

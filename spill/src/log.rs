@@ -21,7 +21,7 @@ use std::io::{self, BufReader, Read};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -122,7 +122,39 @@ struct Inner {
     state: Mutex<State>,
     space: Condvar,
     metrics: Arc<SpillMetrics>,
+    /// Dropped with the log: ends the interval syncer thread ([`FsyncPolicy::Interval`]).
+    stop_syncer: std::sync::OnceLock<mpsc::Sender<()>>,
     _lock: Box<dyn DirLock>,
+}
+
+/// Starts the thread that bounds the loss window of [`FsyncPolicy::Interval`] when writes stop:
+/// every `every`, if anything is unsynced (a written batch, or one still in memory), it writes the
+/// batch and fsyncs, so nothing waits longer than `every`. It holds the log weakly and ends when
+/// the log is dropped.
+fn start_syncer(inner: &Arc<Inner>, every: Duration) -> Result<(), SpillError> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let _ = inner.stop_syncer.set(stop);
+    let log = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("weir-spill-sync".into())
+        .spawn(move || run_syncer(&log, every, &stopped))
+        .map(|_| ())
+        .map_err(|error| SpillError::io(&inner.dir, "start the interval fsync thread", error))
+}
+
+fn run_syncer(log: &Weak<Inner>, every: Duration, stopped: &mpsc::Receiver<()>) {
+    // `recv_timeout` returns `Disconnected` once the log (and its sender) is gone.
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        let Some(inner) = log.upgrade() else { return };
+        let mut writer = lock(&inner.writer);
+        if lock(&inner.state).closed {
+            return;
+        }
+        let due = writer.unsynced || writer.batch_records > 0;
+        if due && let Err(error) = inner.write_batch(&mut writer, true) {
+            tracing::warn!(dir = %inner.dir.display(), %error, "interval fsync failed");
+        }
+    }
 }
 
 struct SegmentInfo {
@@ -318,8 +350,12 @@ impl<T> SpillLog<T> {
     /// the last segment (a torn tail is truncated, counted and logged) and writes the ledger back,
     /// which proves the directory writable. Errors name the directory or file and what failed.
     pub fn open(dir: impl AsRef<Path>, config: SpillConfig) -> Result<Self, SpillError> {
+        let inner = Arc::new(Inner::open(dir.as_ref(), config)?);
+        if let FsyncPolicy::Interval(every) = inner.config.fsync {
+            start_syncer(&inner, every)?;
+        }
         Ok(Self {
-            inner: Arc::new(Inner::open(dir.as_ref(), config)?),
+            inner,
             _item: PhantomData,
         })
     }
@@ -732,6 +768,7 @@ impl Inner {
             state: Mutex::new(state),
             space: Condvar::new(),
             metrics,
+            stop_syncer: std::sync::OnceLock::new(),
             _lock: dir_lock,
         };
         {
