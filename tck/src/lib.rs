@@ -94,6 +94,7 @@ mod manual_publisher;
 mod manual_subscriber;
 mod outcome;
 mod probe;
+mod rules;
 mod sync;
 mod test_publisher;
 
