@@ -146,6 +146,11 @@ async fn main() -> ExitCode {
         offered += o;
         handed_back += h;
     }
+    if outcome.is_err() {
+        // Cancel travels upstream asynchronously (each stage stops when it notices): give the
+        // stages a moment to count what they dropped before reading the counters.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let processed = processed.load(Ordering::Relaxed);
     let snapshot = running.metrics();
     let cancelled: u64 = snapshot

@@ -243,6 +243,29 @@ async fn balance_spreads_work_and_loses_nothing() {
     assert_eq!(ids, (0..500).collect::<Vec<u64>>());
 }
 
+/// Two outputs of one fan-out may feed one fan-in stage: lanes are named per output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_lanes_fed_by_two_outputs_of_one_partition() {
+    let mut p = Pipeline::builder("split");
+    let numbers = p.source("numbers", source::from_iter(0..200u64));
+    let parts = p.partition("split", &numbers, 2, 8, |n: &u64| n % 2);
+    let joined = p.priority_lanes("prio", [(&parts[0], 3, 16), (&parts[1], 1, 16)]);
+    let (stored, store) = collector();
+    p.sink("store", &joined, store);
+    let mut running = p.build().unwrap().start().unwrap();
+    (&mut running).await.unwrap();
+    let mut got = stored.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..200).collect::<Vec<u64>>());
+    let snapshot = running.metrics();
+    let lanes: Vec<(&str, u64)> = snapshot
+        .buffers()
+        .filter(|(_, b)| b.kind == BufferKind::Lane)
+        .map(|(_, b)| (b.counters.name.as_str(), b.counters.items_out))
+        .collect();
+    assert_eq!(lanes, [("prio.split[0]", 100), ("prio.split[1]", 100)]);
+}
+
 /// A spilling ingress in front of a stalled sink: what does not fit in memory goes to disk, comes
 /// back in order when the sink resumes, and drain delivers all of it. Spill counters are in the
 /// stage's snapshot.

@@ -440,8 +440,8 @@ impl PipelineBuilder {
                 }
                 let mut lanes = PriorityLanes::new();
                 for k in 0..count {
-                    let (from, lane) = w.lane(me, k);
-                    let lane_name = w.name(from).to_owned();
+                    let (_, lane) = w.lane(me, k);
+                    let lane_name = w.input_name(me, k);
                     let upstream = w.input::<T>(me, k);
                     lanes = lanes.lane(lane_name, lane.weight, lane.capacity, upstream);
                 }

@@ -16,7 +16,7 @@
 //! |---|---|---|---|
 //! | `weir_pipeline_live` | gauge | | 1 while the pipeline's tasks run, else 0 |
 //! | `weir_pipeline_ready` | gauge | | 1 when [`ready`](PipelineHandle::ready) holds, else 0 |
-//! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: consumed) |
+//! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: consumed; a fan-out: taken in) |
 //! | `weir_buffer_depth` | gauge | `stage`, `buffer`, `kind` | items in the buffer (accepted, not yet handed on) |
 //! | `weir_buffer_capacity` | gauge | `stage`, `buffer`, `kind` | the most items it holds |
 //! | `weir_buffer_demand` | gauge | `stage`, `buffer`, `kind` | outstanding demand of its consumer |
@@ -26,7 +26,7 @@
 //! | `weir_buffer_dropped_total` | counter | `stage`, `buffer`, `kind`, `reason` | items dropped by policy (`dropped_oldest`, `dropped_newest`, `cancelled`, `throttled`, ...) |
 //! | `weir_buffer_producer_waits_total` | counter | `stage`, `buffer`, `kind` | pushes that had to wait for room |
 //! | `weir_buffer_oldest_item_age_seconds` | gauge | `stage`, `buffer`, `kind` | age of the oldest waiting item (0 when empty) |
-//! | `weir_buffer_lag_seconds` | gauge | `stage`, `buffer`, `kind` | backlog / recent drain rate: how long the backlog takes to clear (absent until measured) |
+//! | `weir_buffer_lag_seconds` | gauge | `stage`, `buffer`, `kind` | backlog / recent drain rate: how long the backlog takes to clear (0 when empty, `+Inf` when it holds items and nothing drained over the window; absent until measured) |
 //! | `weir_spill_records_total` | counter | `stage` | records written to the spill log |
 //! | `weir_spill_bytes_total` | counter | `stage` | bytes written to the spill log |
 //! | `weir_spill_replayed_total` | counter | `stage` | records read back from the log |
@@ -142,7 +142,15 @@ fn export_buffer(pipeline: &Label, stage: &str, buffer: &BufferSnapshot) {
     level("weir_buffer_demand", counters.demand as f64);
     let age = counters.oldest_item_age_ms.map_or(0.0, |ms| ms / 1e3);
     level("weir_buffer_oldest_item_age_seconds", age);
-    if let Some(lag) = buffer.backlog_secs {
+    // Empty: no lag. Items but no drain over the window: +Inf (a stalled consumer must not keep
+    // showing its last small value). Not measured yet: left as it was.
+    let lag = match (counters.depth, buffer.out_per_sec, buffer.backlog_secs) {
+        (0, _, _) => Some(0.0),
+        (_, _, Some(lag)) => Some(lag),
+        (_, Some(_), None) => Some(f64::INFINITY),
+        (_, None, None) => None,
+    };
+    if let Some(lag) = lag {
         level("weir_buffer_lag_seconds", lag);
     }
     let total = |name: &'static str, value: u64| counter!(name, labels.clone()).absolute(value);

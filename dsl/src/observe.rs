@@ -102,7 +102,7 @@ pub struct StageSnapshot {
     pub name: String,
     /// What the stage is.
     pub kind: StageKind,
-    /// Items the stage emitted (a sink: consumed) so far.
+    /// Items the stage emitted (a sink: consumed; a fan-out: taken in) so far.
     pub items: u64,
     /// The same per second over the recent window.
     pub items_per_sec: Option<f64>,
@@ -156,7 +156,8 @@ impl PipelineSnapshot {
         self.stages.iter().find(|stage| stage.name == name)
     }
 
-    /// The edge `from -> to`.
+    /// The edge `from -> to` (the first one, when two outputs of a fan-out feed the same stage;
+    /// [`EdgeSnapshot::output`] tells them apart in [`edges`](Self::edges)).
     pub fn edge(&self, from: &str, to: &str) -> Option<&EdgeSnapshot> {
         self.edges.iter().find(|e| e.from == from && e.to == to)
     }

@@ -136,12 +136,19 @@ where
     }
 }
 
+/// A sink's subscription, for `abort`; once `stopped`, a late subscription is cancelled at once.
+#[derive(Default)]
+pub(crate) struct SinkSlot {
+    subscription: Option<Subscription>,
+    stopped: bool,
+}
+
 /// A sink, ready to subscribe in its own task.
 pub(crate) struct SinkRun {
     pub(crate) node: usize,
     pub(crate) subscribe: Box<dyn FnOnce() + Send>,
     pub(crate) outcome: Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
-    pub(crate) subscription: Arc<Mutex<Option<Subscription>>>,
+    pub(crate) subscription: Arc<Mutex<SinkSlot>>,
 }
 
 /// What the stages' build code gets while the pipeline starts.
@@ -175,6 +182,12 @@ impl Wiring<'_> {
     pub(crate) fn lane(&self, node: usize, k: usize) -> (usize, LaneSpec) {
         let input = &self.nodes[node].inputs[k];
         (input.from, input.lane.expect("fan-in inputs have lanes"))
+    }
+
+    /// The name of what feeds input `k` of `node`: its stage, or `fan[i]` for a fan-out output.
+    pub(crate) fn input_name(&self, node: usize, k: usize) -> String {
+        let input = &self.nodes[node].inputs[k];
+        graph::output_name(self.nodes, input.from, input.output)
     }
 
     pub(crate) fn name(&self, node: usize) -> &str {
@@ -362,7 +375,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for Counted<S> {
 /// A sink's subscriber: counts what it consumes and keeps its subscription for `abort`.
 pub(crate) struct SinkSubscriber<S> {
     counted: Counted<S>,
-    subscription: Arc<Mutex<Option<Subscription>>>,
+    subscription: Arc<Mutex<SinkSlot>>,
 }
 
 impl<S> SinkSubscriber<S> {
@@ -380,14 +393,24 @@ impl<S> SinkSubscriber<S> {
         }
     }
 
-    pub(crate) fn subscription_slot(&self) -> Arc<Mutex<Option<Subscription>>> {
+    pub(crate) fn subscription_slot(&self) -> Arc<Mutex<SinkSlot>> {
         self.subscription.clone()
     }
 }
 
 impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
     fn on_subscribe(&mut self, subscription: Subscription) {
-        *self.subscription.lock().unwrap() = Some(subscription.clone());
+        // Decided under the lock `stop` takes: a sink subscribing after an abort is cancelled.
+        let stopped = {
+            let mut slot = self.subscription.lock().unwrap();
+            if !slot.stopped {
+                slot.subscription = Some(subscription.clone());
+            }
+            slot.stopped
+        };
+        if stopped {
+            subscription.cancel();
+        }
         self.counted.on_subscribe(subscription);
     }
 
@@ -493,7 +516,7 @@ pub(crate) struct Running {
     pub(crate) settings: Settings,
     pub(crate) monitor: Mutex<Monitor>,
     closers: Vec<Closer>,
-    subscriptions: Vec<Arc<Mutex<Option<Subscription>>>>,
+    subscriptions: Vec<Arc<Mutex<SinkSlot>>>,
     failures: Arc<Failures>,
     running: AtomicBool,
     /// Readiness at the last export (transitions are logged).
@@ -517,7 +540,12 @@ impl Running {
     fn stop(&self) {
         self.close_ingresses();
         for slot in &self.subscriptions {
-            if let Some(subscription) = slot.lock().unwrap().take() {
+            let taken = {
+                let mut slot = slot.lock().unwrap();
+                slot.stopped = true;
+                slot.subscription.take()
+            };
+            if let Some(subscription) = taken {
                 subscription.cancel();
             }
         }

@@ -98,9 +98,9 @@ impl<P, T: Send + 'static> Buffer<P, T> {
     }
 
     pub(crate) fn spilling(upstream: P, name: &str, store: impl SpillStore<T> + 'static) -> Self {
-        // The feeding task waits (in slices) for room while the budget is full: see `feed`.
+        // The feeding task waits for room while the budget is full (see `feed`).
         let full = SpillFull::Block {
-            timeout: WAIT_SLICE,
+            timeout: Duration::MAX,
         };
         let inner = ingress_spilling(name, store, full).map(|(handle, output)| Inner::Spilling {
             upstream,
@@ -112,12 +112,22 @@ impl<P, T: Send + 'static> Buffer<P, T> {
     }
 }
 
-/// How long one wait for spill budget lasts before the feeding task looks again (it waits for as
-/// long as it takes, in slices).
-const WAIT_SLICE: Duration = Duration::from_secs(3600);
-
 /// Items the feeding task reads ahead from the upstream of a spilling buffer.
 const FEED_PREFETCH: usize = 256;
+
+/// Fails the ingress if the task holding it unwinds: a panic must not end the stream as if it had
+/// completed.
+pub(crate) struct FailOnPanic<'a, T>(pub(crate) &'a IngressHandle<T>, pub(crate) &'a str);
+
+impl<T> Drop for FailOnPanic<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let error =
+                Error::msg("the task feeding this stage panicked").in_stage(self.1.to_owned());
+            self.0.fail(error);
+        }
+    }
+}
 
 /// Moves the upstream's items into a spilling ingress, waiting while its disk budget is full: the
 /// task stops reading, so the upstream stops being asked for more.
@@ -126,29 +136,29 @@ where
     T: Send + 'static,
     P: Publisher<T>,
 {
+    let failed = FailOnPanic(&handle, &name);
     let mut items = into_stream_named(upstream, FEED_PREFETCH, &name);
     while let Some(next) = items.next().await {
-        let mut item = match next {
+        let item = match next {
             Ok(item) => item,
             Err(error) => {
                 handle.fail(error);
                 return;
             }
         };
-        // Accepted at once while there is room (memory or disk); otherwise waits for room.
-        loop {
-            match handle.push(item).await {
-                Ok(_) => break,
-                Err(PushError::Timeout { item: back, .. }) => item = back,
-                Err(PushError::Failed { error, .. }) => {
-                    handle.fail(error);
-                    return;
-                }
-                // Closed: the downstream went away; dropping `items` cancels the upstream.
-                Err(_) => return,
+        // Accepted at once while there is room (memory or disk); otherwise waits for room, as
+        // long as it takes (backpressure: nothing is counted as rejected).
+        match handle.push_waiting(item).await {
+            Ok(_) => {}
+            Err(PushError::Failed { error, .. }) => {
+                handle.fail(error);
+                return;
             }
+            // Closed: the downstream went away; dropping `items` cancels the upstream.
+            Err(_) => return,
         }
     }
+    drop(failed);
     handle.close();
 }
 

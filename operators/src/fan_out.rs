@@ -35,10 +35,10 @@ pub enum Lagging {
     Disconnect,
 }
 
-/// Outputs that make the hub wait: one wait lasts an hour before the hub looks again (the wait
-/// itself has no deadline under [`Lagging::Wait`]).
+/// Outputs that make the hub wait, with no deadline (the hub pushes with
+/// [`IngressHandle::push_waiting`]: a full output is backpressure, not a rejection).
 const WAIT: Overflow = Overflow::Block {
-    timeout: Duration::from_secs(3600),
+    timeout: Duration::MAX,
 };
 
 struct BroadcastRoute(Lagging);
@@ -250,15 +250,9 @@ impl<T: Send + 'static> Publisher<T> for FanOutput<T> {
     }
 }
 
-/// Pushes into an output, waiting (in slices) while it is full. `false` if the output is gone.
-async fn push_waiting<T>(handle: &IngressHandle<T>, mut item: T) -> bool {
-    loop {
-        match handle.push(item).await {
-            Ok(_) => return true,
-            Err(PushError::Timeout { item: back, .. }) => item = back,
-            Err(_) => return false,
-        }
-    }
+/// Pushes into an output, waiting while it is full. `false` if the output is gone.
+async fn push_waiting<T>(handle: &IngressHandle<T>, item: T) -> bool {
+    handle.push_waiting(item).await.is_ok()
 }
 
 /// How a route places one item; returns `false` when no output is left.

@@ -541,6 +541,25 @@ impl<T> IngressHandle<T> {
     /// Pushes `item`, applying the overflow policy if the queue is full. Only [`Overflow::Block`] ever
     /// waits, and never past its timeout.
     pub async fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
+        // A timeout too long to add to the clock (`Duration::MAX`) means no timeout.
+        let deadline = self
+            .shared()
+            .policy
+            .block_timeout()
+            .and_then(|t| Instant::now().checked_add(t));
+        self.push_until(item, deadline).await
+    }
+
+    /// Pushes `item`, waiting for room as long as it takes under a blocking policy
+    /// ([`Overflow::Block`], [`SpillFull::Block`]): no timeout, so nothing is counted as rejected.
+    /// For feeders inside a stream (an in-stream buffer, a fan-out hub), whose upstream simply
+    /// waits with them: that is backpressure, not overload. Other policies behave as in
+    /// [`push`](Self::push).
+    pub async fn push_waiting(&self, item: T) -> Result<Pushed, PushError<T>> {
+        self.push_until(item, None).await
+    }
+
+    async fn push_until(&self, item: T, deadline: Option<Instant>) -> Result<Pushed, PushError<T>> {
         let shared = self.shared();
         let item = match shared.offer(item, true) {
             Offer::Accepted(pushed) => {
@@ -550,11 +569,7 @@ impl<T> IngressHandle<T> {
             Offer::Refused(error) => return Err(error),
             Offer::MustWait(item) => item,
         };
-        let Some(timeout) = shared.policy.block_timeout() else {
-            unreachable!("only Block asks to wait")
-        };
         let started = Instant::now();
-        let deadline = started + timeout;
         shared.blocked.fetch_add(1, Ordering::AcqRel);
         let mut item = item;
         let outcome = loop {
@@ -566,6 +581,10 @@ impl<T> IngressHandle<T> {
                 Offer::Accepted(pushed) => break Ok(pushed),
                 Offer::Refused(error) => break Err(error),
             }
+            let Some(deadline) = deadline else {
+                space.await;
+                continue;
+            };
             if tokio::time::timeout_at(deadline, space).await.is_err() {
                 match shared.offer(item, true) {
                     Offer::MustWait(item) => {

@@ -7,7 +7,7 @@
 //! second per stage.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,8 @@ pub struct BoundaryMetrics {
     capacity: u64,
     epoch: Instant,
     occupancy: OnceLock<Arc<dyn Occupancy>>,
+    /// The ring's consumer left: what it holds is cancelled (see `cancel_rest`).
+    consumer_gone: AtomicBool,
     items_in: AtomicU64,
     items_out: AtomicU64,
     demand: AtomicU64,
@@ -115,6 +117,7 @@ impl BoundaryMetrics {
             capacity: capacity as u64,
             epoch: Instant::now(),
             occupancy: OnceLock::new(),
+            consumer_gone: AtomicBool::new(false),
             items_in: AtomicU64::new(0),
             items_out: AtomicU64::new(0),
             demand: AtomicU64::new(0),
@@ -202,13 +205,11 @@ impl BoundaryMetrics {
         }
     }
 
-    /// Counts what a boundary's ring still holds as `cancelled`: its consumer left, and the items
-    /// are dropped with the ring.
+    /// A boundary's consumer left (cancel): from now on, whatever the ring holds, and whatever its
+    /// producer still publishes before it notices, counts as `cancelled` (it is dropped with the
+    /// ring, never handed on).
     pub(crate) fn cancel_rest(&self) {
-        if let Some(ring) = self.occupancy.get() {
-            let left = ring.published().saturating_sub(ring.released());
-            self.record_shed_n(Reason::Cancelled, left as u64);
-        }
+        self.consumer_gone.store(true, Ordering::Release);
     }
 
     /// How many items were shed for `reason`.
@@ -220,11 +221,16 @@ impl BoundaryMetrics {
     /// moment's approximation).
     pub fn snapshot(&self) -> BoundarySnapshot {
         let now = self.now_nanos();
+        // Items a ring holds after its consumer left: cancelled, not queued.
+        let mut abandoned = 0;
         let (items_in, items_out, oldest) = match self.occupancy.get() {
             Some(ring) => {
                 let released = ring.released();
                 let published = ring.published();
-                let oldest = (published > released)
+                if self.consumer_gone.load(Ordering::Acquire) {
+                    abandoned = published.saturating_sub(released) as u64;
+                }
+                let oldest = (published > released && abandoned == 0)
                     .then(|| self.sampled_time_of(released))
                     .flatten();
                 (published as u64, released as u64, oldest)
@@ -241,7 +247,10 @@ impl BoundaryMetrics {
         let mut rejected = BTreeMap::new();
         let mut dropped = BTreeMap::new();
         for reason in Reason::ALL {
-            let count = self.shed(reason);
+            let mut count = self.shed(reason);
+            if reason == Reason::Cancelled {
+                count += abandoned;
+            }
             if reason.is_rejection() {
                 rejected.insert(reason.as_str().to_owned(), count);
             } else {
@@ -249,7 +258,7 @@ impl BoundaryMetrics {
             }
         }
         // Evicted and cancelled items left the queue without going downstream.
-        let evicted = self.shed(Reason::DroppedOldest) + self.shed(Reason::Cancelled);
+        let evicted = self.shed(Reason::DroppedOldest) + self.shed(Reason::Cancelled) + abandoned;
         BoundarySnapshot {
             name: self.name.to_string(),
             kind: self.kind,

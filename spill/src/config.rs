@@ -228,6 +228,11 @@ impl SpillConfig {
                 "max_record_bytes must be positive".into(),
             ));
         }
+        if self.fsync == FsyncPolicy::Interval(Duration::ZERO) {
+            return Err(SpillError::Config(
+                "the fsync interval must be positive (use EveryBatch to sync every batch)".into(),
+            ));
+        }
         if self.batch_records == 0 || self.batch_bytes == 0 {
             return Err(SpillError::Config(
                 "batch_records and batch_bytes must be positive".into(),

@@ -93,6 +93,8 @@ pub struct Spilled<T> {
 /// ```
 pub struct SpillLog<T> {
     inner: Arc<Inner>,
+    /// The interval syncer ([`FsyncPolicy::Interval`]), stopped and joined with the last clone.
+    syncer: Option<Arc<Syncer>>,
     _item: PhantomData<fn(T) -> T>,
 }
 
@@ -100,6 +102,7 @@ impl<T> Clone for SpillLog<T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            syncer: self.syncer.clone(),
             _item: PhantomData,
         }
     }
@@ -122,28 +125,48 @@ struct Inner {
     state: Mutex<State>,
     space: Condvar,
     metrics: Arc<SpillMetrics>,
-    /// Dropped with the log: ends the interval syncer thread ([`FsyncPolicy::Interval`]).
-    stop_syncer: std::sync::OnceLock<mpsc::Sender<()>>,
     _lock: Box<dyn DirLock>,
 }
 
-/// Starts the thread that bounds the loss window of [`FsyncPolicy::Interval`] when writes stop:
-/// every `every`, if anything is unsynced (a written batch, or one still in memory), it writes the
-/// batch and fsyncs, so nothing waits longer than `every`. It holds the log weakly and ends when
-/// the log is dropped.
-fn start_syncer(inner: &Arc<Inner>, every: Duration) -> Result<(), SpillError> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let _ = inner.stop_syncer.set(stop);
-    let log = Arc::downgrade(inner);
-    std::thread::Builder::new()
-        .name("weir-spill-sync".into())
-        .spawn(move || run_syncer(&log, every, &stopped))
-        .map(|_| ())
-        .map_err(|error| SpillError::io(&inner.dir, "start the interval fsync thread", error))
+/// The thread that bounds the loss window of [`FsyncPolicy::Interval`] when writes stop: every
+/// `every`, if anything is unsynced (a written batch, or one still in memory), it writes the batch
+/// and fsyncs, so nothing waits longer than `every`. It holds the log weakly; dropping the last
+/// [`SpillLog`] clone stops and joins it, so the log is closed (and its directory unlocked) when
+/// that drop returns. A failed write is kept and reported by the next append, flush or sync: the
+/// records of that batch were lost, and their appends had already returned.
+struct Syncer {
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Syncer {
+    fn start(inner: &Arc<Inner>, every: Duration) -> Result<Self, SpillError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let log = Arc::downgrade(inner);
+        let thread = std::thread::Builder::new()
+            .name("weir-spill-sync".into())
+            .spawn(move || run_syncer(&log, every, &stopped))
+            .map_err(|error| {
+                SpillError::io(&inner.dir, "start the interval fsync thread", error)
+            })?;
+        Ok(Self {
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(lock(&self.stop).take());
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn run_syncer(log: &Weak<Inner>, every: Duration, stopped: &mpsc::Receiver<()>) {
-    // `recv_timeout` returns `Disconnected` once the log (and its sender) is gone.
+    // `recv_timeout` returns `Disconnected` once the syncer is dropped.
     while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
         let Some(inner) = log.upgrade() else { return };
         let mut writer = lock(&inner.writer);
@@ -153,6 +176,7 @@ fn run_syncer(log: &Weak<Inner>, every: Duration, stopped: &mpsc::Receiver<()>) 
         let due = writer.unsynced || writer.batch_records > 0;
         if due && let Err(error) = inner.write_batch(&mut writer, true) {
             tracing::warn!(dir = %inner.dir.display(), %error, "interval fsync failed");
+            writer.failed.get_or_insert(error);
         }
     }
 }
@@ -191,6 +215,8 @@ struct Writer {
     scratch: Vec<u8>,
     last_sync: Instant,
     unsynced: bool,
+    /// A batch write of the interval syncer failed: reported by the next append, flush or sync.
+    failed: Option<SpillError>,
 }
 
 struct Cursor {
@@ -351,11 +377,13 @@ impl<T> SpillLog<T> {
     /// which proves the directory writable. Errors name the directory or file and what failed.
     pub fn open(dir: impl AsRef<Path>, config: SpillConfig) -> Result<Self, SpillError> {
         let inner = Arc::new(Inner::open(dir.as_ref(), config)?);
-        if let FsyncPolicy::Interval(every) = inner.config.fsync {
-            start_syncer(&inner, every)?;
-        }
+        let syncer = match inner.config.fsync {
+            FsyncPolicy::Interval(every) => Some(Arc::new(Syncer::start(&inner, every)?)),
+            _ => None,
+        };
         Ok(Self {
             inner,
+            syncer,
             _item: PhantomData,
         })
     }
@@ -378,12 +406,18 @@ impl<T> SpillLog<T> {
     /// Writes the current batch (fsync per policy) and reports how far the log is written.
     pub fn flush(&self) -> Result<Written, SpillError> {
         let mut writer = lock(&self.inner.writer);
+        if let Some(error) = writer.failed.take() {
+            return Err(error);
+        }
         self.inner.write_batch(&mut writer, false)
     }
 
     /// Writes the current batch and fsyncs, whatever the policy.
     pub fn sync(&self) -> Result<Written, SpillError> {
         let mut writer = lock(&self.inner.writer);
+        if let Some(error) = writer.failed.take() {
+            return Err(error);
+        }
         self.inner.write_batch(&mut writer, true)
     }
 
@@ -752,6 +786,7 @@ impl Inner {
                 batch_first_ms: 0,
                 scratch: Vec::new(),
                 last_sync: Instant::now(),
+                failed: None,
                 unsynced: false,
             }),
             reader: Mutex::new(Reader {
@@ -768,7 +803,6 @@ impl Inner {
             state: Mutex::new(state),
             space: Condvar::new(),
             metrics,
-            stop_syncer: std::sync::OnceLock::new(),
             _lock: dir_lock,
         };
         {
@@ -785,6 +819,9 @@ impl Inner {
     fn append<T: Serialize>(&self, item: &T, wait: Option<Duration>) -> Result<u64, SpillError> {
         let mut writer = lock(&self.writer);
         let w = &mut *writer;
+        if let Some(error) = w.failed.take() {
+            return Err(error);
+        }
         w.scratch.clear();
         let payload = postcard::to_extend(item, std::mem::take(&mut w.scratch))
             .map_err(SpillError::Encode)?;

@@ -452,6 +452,44 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
     assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
 }
 
+/// A batch the interval syncer fails to write is reported by the next call, not only logged.
+#[test]
+fn a_failed_background_write_is_reported_by_the_next_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let fs = Arc::new(FullDisk { full: full.clone() });
+    let config = small()
+        .batch_records(1_000)
+        .fsync(FsyncPolicy::Interval(Duration::from_millis(5)))
+        .filesystem(fs);
+    let log = SpillLog::open(dir.path(), config).unwrap();
+    full.store(true, Ordering::SeqCst);
+    log.append(&item(0)).unwrap();
+    // The syncer tries to write the batch within a few intervals and fails.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let error = loop {
+        std::thread::sleep(Duration::from_millis(10));
+        if let Err(error) = log.append(&item(1)) {
+            break error;
+        }
+        assert!(std::time::Instant::now() < deadline, "no error reported");
+    };
+    assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
+}
+
+#[test]
+fn a_zero_fsync_interval_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small().fsync(FsyncPolicy::Interval(Duration::ZERO));
+    let error = SpillLog::<u64>::open(dir.path(), config).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("fsync interval must be positive"),
+        "{error}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn an_unwritable_directory_fails_at_open() {

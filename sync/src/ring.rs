@@ -300,12 +300,12 @@ pub enum Readable {
     Closed,
 }
 
-/// Pops the items that were published when it was made; see [`Consumer::drain`]. The head
-/// position stays in the drain (a register in a burst loop) and is written back when it is dropped.
+/// Pops the items that were published when it was made; see [`Consumer::drain`]. Each item moves
+/// the consumer's head as it is read (so a leaked drain never hands an item out twice); dropping the
+/// drain publishes the head if a slice's worth was read.
 pub struct Drain<'a, T> {
     consumer: &'a mut Consumer<T>,
     start: usize,
-    head: usize,
     end: usize,
 }
 
@@ -313,7 +313,7 @@ impl<T> Drain<'_, T> {
     /// How many items were popped so far.
     #[inline]
     pub fn popped(&self) -> usize {
-        self.head.wrapping_sub(self.start)
+        self.consumer.head.wrapping_sub(self.start)
     }
 }
 
@@ -322,21 +322,23 @@ impl<T> Iterator for Drain<'_, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        if self.head == self.end {
+        let head = self.consumer.head;
+        if head == self.end {
             return None;
         }
-        let item = self.consumer.shared.slot(self.head).with_mut(|slot| {
-            // SAFETY: published by the producer (before `end` was read), read exactly once: the
-            // head moves past it now and is written back to the consumer on drop.
+        // The head moves first: whatever happens to the drain, the slot is never read again.
+        self.consumer.head = head.wrapping_add(1);
+        let item = self.consumer.shared.slot(head).with_mut(|slot| {
+            // SAFETY: published by the producer (before `end` was read) and read exactly once: the
+            // consumer's head has already moved past it.
             unsafe { (*slot).assume_init_read() }
         });
-        self.head = self.head.wrapping_add(1);
         Some(item)
     }
 
     #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.end.wrapping_sub(self.head);
+        let left = self.end.wrapping_sub(self.consumer.head);
         (left, Some(left))
     }
 }
@@ -345,7 +347,6 @@ impl<T> Drop for Drain<'_, T> {
     #[inline]
     fn drop(&mut self) {
         let consumer = &mut *self.consumer;
-        consumer.head = self.head;
         if consumer.head.wrapping_sub(consumer.released) >= PUBLISH_EVERY {
             consumer.release();
         }
@@ -356,7 +357,7 @@ impl<T> fmt::Debug for Drain<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
             .field("popped", &self.popped())
-            .field("left", &self.end.wrapping_sub(self.head))
+            .field("left", &self.end.wrapping_sub(self.consumer.head))
             .finish()
     }
 }
@@ -433,7 +434,6 @@ impl<T> Consumer<T> {
         self.tail_seen = self.shared.tail.load(Ordering::Acquire);
         Drain {
             start: self.head,
-            head: self.head,
             end: self.tail_seen,
             consumer: self,
         }
@@ -599,5 +599,40 @@ impl<T> Credit<T> {
             return Poll::Ready(head);
         }
         Poll::Pending
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::ring;
+
+    #[test]
+    fn a_leaked_drain_never_hands_an_item_out_twice() {
+        let (mut producer, mut consumer, _credit) = ring::<Box<u64>>(4);
+        producer.push(Box::new(7)).unwrap();
+        producer.push(Box::new(8)).unwrap();
+        producer.publish();
+        let mut drain = consumer.drain();
+        let first = drain.next().unwrap();
+        std::mem::forget(drain);
+        assert_eq!(*first, 7);
+        assert_eq!(consumer.pop().map(|b| *b), Some(8));
+        assert!(consumer.pop().is_none());
+    }
+
+    #[test]
+    fn a_partial_drain_leaves_the_rest_for_the_next() {
+        let (mut producer, mut consumer, _credit) = ring::<u64>(8);
+        for i in 0..5 {
+            producer.push(i).unwrap();
+        }
+        producer.publish();
+        let mut drain = consumer.drain();
+        assert_eq!(drain.size_hint(), (5, Some(5)));
+        let first: Vec<u64> = drain.by_ref().take(2).collect();
+        assert_eq!(drain.popped(), 2);
+        drop(drain);
+        let rest: Vec<u64> = consumer.drain().collect();
+        assert_eq!((first, rest), (vec![0, 1], vec![2, 3, 4]));
     }
 }
