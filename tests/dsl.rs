@@ -263,7 +263,10 @@ async fn priority_lanes_fed_by_two_outputs_of_one_partition() {
         .filter(|(_, b)| b.kind == BufferKind::Lane)
         .map(|(_, b)| (b.counters.name.as_str(), b.counters.items_out))
         .collect();
-    assert_eq!(lanes, [("prio.split[0]", 100), ("prio.split[1]", 100)]);
+    // Keys hash to outputs with a random seed: the split between the two varies, the total not.
+    let names: Vec<&str> = lanes.iter().map(|&(name, _)| name).collect();
+    assert_eq!(names, ["prio.split[0]", "prio.split[1]"]);
+    assert_eq!(lanes.iter().map(|&(_, n)| n).sum::<u64>(), 200);
 }
 
 /// A spilling ingress in front of a stalled sink: what does not fit in memory goes to disk, comes

@@ -883,8 +883,10 @@ impl Inner {
                 return Ok(());
             }
         }
-        // Make what is batched readable, so that readers can consume and acknowledge it.
-        self.write_batch(w, false)?;
+        // Make what is batched readable, so that readers can consume and acknowledge it; and, under
+        // `Interval`, durable: the syncer cannot take the writer while this waits.
+        let sync = wait.is_some() && matches!(self.config.fsync, FsyncPolicy::Interval(_));
+        self.write_batch(w, sync)?;
         let started = Instant::now();
         let mut state = lock(&self.state);
         loop {
