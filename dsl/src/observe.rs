@@ -162,8 +162,8 @@ impl PipelineSnapshot {
         self.edges.iter().find(|e| e.from == from && e.to == to)
     }
 
-    /// Every buffer with the label readiness reasons use (`ingress `orders``, `lane `all.a``,
-    /// `fan_out `split[0]``).
+    /// Every buffer with the label readiness reasons use: ``ingress `orders` ``,
+    /// ``lane `all.a` ``, ``fan_out `split[0]` ``.
     pub fn buffers(&self) -> impl Iterator<Item = (String, &BufferSnapshot)> {
         let own = self.stages.iter().filter_map(|stage| stage.buffer.as_ref());
         let on_edges = self.edges.iter().flat_map(|edge| edge.buffers.iter());

@@ -9,7 +9,7 @@
 //!   after a restart.
 //!
 //! The log ([`SpillLog`]) is a directory of append-only segment files of bounded size; each record is
-//! length-prefixed, carries a CRC-32C and the postcard (serde) encoding of the item ([`format`]
+//! length-prefixed, carries a CRC-32C and the postcard (serde) encoding of the item ([`format`](mod@format)
 //! documents the bytes and why postcard). A small ledger records the acknowledged and read positions.
 //! Writers batch records and fsync per [`FsyncPolicy`]; segments are deleted once every record in them
 //! is acknowledged; a disk budget bounds the total, and [`WhenFull`] decides what happens at the
