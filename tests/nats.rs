@@ -1,0 +1,399 @@
+//! The NATS JetStream connector against a real `nats-server` (started per test on loopback with a
+//! temporary store; skipped with a message outside CI when none can be started, a failure under
+//! CI=true): demand-driven pulls, acknowledgement after processing, redelivery, the sink's
+//! in-flight bound and dedupe, and clear errors.
+
+mod nats_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir::prelude::*;
+use weir_nats::async_nats;
+use weir_nats::local::server_for_tests;
+use weir_nats::{
+    Delivery, JetStreamSink, JetStreamSource, NatsError, OutMessage, SinkConfig, SourceConfig,
+};
+
+use nats_support::*;
+
+/// A subscriber that keeps what it receives (undecided) and lets the test request by hand.
+#[derive(Default, Clone)]
+struct Holder {
+    subscription: Arc<Mutex<Option<Subscription>>>,
+    items: Arc<Mutex<Vec<Delivery<async_nats::Message>>>>,
+    ended: Arc<Mutex<Option<Result<(), Error>>>>,
+}
+
+impl Subscriber<Delivery<async_nats::Message>> for Holder {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        *self.subscription.lock().unwrap() = Some(subscription);
+    }
+    fn on_next(&mut self, item: Delivery<async_nats::Message>) {
+        self.items.lock().unwrap().push(item);
+    }
+    fn on_error(&mut self, error: Error) {
+        *self.ended.lock().unwrap() = Some(Err(error));
+    }
+    fn on_complete(&mut self) {
+        *self.ended.lock().unwrap() = Some(Ok(()));
+    }
+}
+
+impl Holder {
+    fn request(&self, n: u64) {
+        self.subscription
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .request(n);
+    }
+    fn len(&self) -> usize {
+        self.items.lock().unwrap().len()
+    }
+    async fn wait_for(&self, n: usize) {
+        eventually(Duration::from_secs(10), || self.len() >= n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_follow_demand_and_never_exceed_it() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "DEMAND", &["demand.>"]).await;
+    fill(&js, "demand.in", 100).await;
+    let consumer = pull_consumer(&js, "DEMAND", "holder", Duration::from_secs(30)).await;
+    // Pulls of at most 4: a request of 10 becomes pulls of 4, 4 and 2.
+    let config = SourceConfig::new("demand", "DEMAND", "holder").max_batch(4);
+    let source = JetStreamSource::bind(&js, config).await.unwrap();
+    let metrics = source.metrics();
+    let holder = Holder::default();
+    source.subscribe(holder.clone());
+
+    // Nothing requested: nothing delivered, nothing pulled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = consumer.get_info().await.unwrap();
+    assert_eq!(
+        (info.num_ack_pending, info.num_pending, info.num_waiting),
+        (0, 100, 0)
+    );
+    assert_eq!(metrics.snapshot().pulls, 0);
+
+    holder.request(10);
+    holder.wait_for(10).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = consumer.get_info().await.unwrap();
+    assert_eq!(holder.len(), 10, "exactly the requested items were emitted");
+    assert_eq!(
+        info.num_ack_pending, 10,
+        "the broker delivered exactly what was requested"
+    );
+    assert_eq!(info.num_pending, 90);
+    assert_eq!(
+        info.num_waiting, 0,
+        "no pull waits at the server beyond the demand"
+    );
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        (snapshot.fetched, snapshot.pulls, snapshot.outstanding),
+        (10, 3, 0)
+    );
+
+    holder.request(5);
+    holder.wait_for(15).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let info = consumer.get_info().await.unwrap();
+    assert_eq!(
+        (holder.len(), info.num_ack_pending, info.num_pending),
+        (15, 15, 85)
+    );
+
+    // Settled: the broker forgets them.
+    for delivery in holder.items.lock().unwrap().drain(..) {
+        delivery.ack();
+    }
+    eventually(Duration::from_secs(5), || metrics.snapshot().acked == 15).await;
+    let js2 = js.clone();
+    eventually_async(Duration::from_secs(5), || {
+        let js = js2.clone();
+        async move { consumer_info(&js, "DEMAND", "holder").await.num_ack_pending == 0 }
+    })
+    .await;
+    holder
+        .subscription
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .cancel();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_acked_after_the_sink_stored_them() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "IN", &["in.>"]).await;
+    work_stream(&js, "OUT", &["out.>"]).await;
+    fill(&js, "in.x", 500).await;
+    pull_consumer(&js, "IN", "mapper", Duration::from_secs(30)).await;
+    let source = JetStreamSource::bind(&js, SourceConfig::new("in", "IN", "mapper").max_batch(64))
+        .await
+        .unwrap();
+    let source_metrics = source.metrics();
+    let stop = source.stopper();
+    let sink = JetStreamSink::bind(
+        &js,
+        SinkConfig::new("out", "OUT", "out.y").max_in_flight(32),
+    )
+    .await
+    .unwrap();
+    // Odd items are filtered out on purpose (acknowledged as filtered), even ones are stored.
+    let mapped = source.filter_map(|delivery| {
+        let n: u64 = std::str::from_utf8(&delivery.value().payload)
+            .unwrap()
+            .parse()
+            .unwrap();
+        if n % 2 == 1 {
+            delivery.filtered();
+            None
+        } else {
+            Some(delivery.map(|message| OutMessage::new(message.payload)))
+        }
+    });
+    let running = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.run(mapped).await }
+    });
+    eventually(Duration::from_secs(20), || {
+        let s = source_metrics.snapshot();
+        s.acked + s.filtered == 500
+    })
+    .await;
+    stop.stop();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.published, 250);
+    assert_eq!(report.duplicates, 0);
+    let s = source_metrics.snapshot();
+    assert_eq!(
+        (s.fetched, s.acked, s.filtered, s.abandoned, s.naked),
+        (500, 250, 250, 0, 0)
+    );
+    assert_eq!(s.unsettled(), 0);
+    eventually_async(Duration::from_secs(5), || {
+        let js = js.clone();
+        async move {
+            let info = consumer_info(&js, "IN", "mapper").await;
+            info.num_ack_pending == 0 && info.num_pending == 0
+        }
+    })
+    .await;
+    assert_eq!(stream_messages(&js, "OUT").await, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_and_cancelled_deliveries_are_redelivered() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "REDO", &["redo.>"]).await;
+    fill(&js, "redo.x", 20).await;
+    pull_consumer(&js, "REDO", "redo", Duration::from_secs(30)).await;
+
+    // A first consumer takes 8 and drops them undecided, then cancels.
+    let source = JetStreamSource::bind(&js, SourceConfig::new("first", "REDO", "redo"))
+        .await
+        .unwrap();
+    let first = source.metrics();
+    let holder = Holder::default();
+    source.subscribe(holder.clone());
+    holder.request(8);
+    holder.wait_for(8).await;
+    holder.items.lock().unwrap().clear();
+    holder
+        .subscription
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .cancel();
+    assert_eq!(first.snapshot().abandoned, 8);
+
+    // A second one gets everything, the 8 again (delivered twice), within much less than the
+    // 30 s ack wait: the drop nak'ed them.
+    let source = JetStreamSource::bind(&js, SourceConfig::new("second", "REDO", "redo"))
+        .await
+        .unwrap();
+    let stop = source.stopper();
+    let seen = tokio::spawn(source.fold(Vec::new(), |seen, delivery| {
+        let info = delivery.info().unwrap();
+        seen.push((info.stream_sequence, info.delivered));
+        delivery.ack();
+    }));
+    let started = std::time::Instant::now();
+    let metrics_js = js.clone();
+    eventually_async(Duration::from_secs(10), || {
+        let js = metrics_js.clone();
+        async move {
+            let info = consumer_info(&js, "REDO", "redo").await;
+            info.num_pending == 0 && info.num_ack_pending == 0
+        }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    stop.stop();
+    let mut seen = seen.await.unwrap().unwrap();
+    seen.sort_unstable();
+    let sequences: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        sequences,
+        (1..=20).collect::<Vec<_>>(),
+        "each message once, none lost"
+    );
+    assert_eq!(
+        seen.iter().filter(|(_, delivered)| *delivered == 2).count(),
+        8
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_keeps_at_most_max_in_flight_unconfirmed() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "BOUND", &["bound"]).await;
+    let sink = JetStreamSink::bind(
+        &js,
+        SinkConfig::new("bound", "BOUND", "bound").max_in_flight(8),
+    )
+    .await
+    .unwrap();
+    let probe = DemandProbe::default();
+    let items = probe.wrap(source::from_iter(
+        (0..2_000u32).map(|n| OutMessage::new(n.to_string())),
+    ));
+    let report = sink.run(items).await.unwrap();
+    assert_eq!(report.published, 2_000);
+    assert!(report.max_in_flight_seen <= 8, "{report:?}");
+    assert!(
+        report.max_in_flight_seen >= 2,
+        "publishes were pipelined: {report:?}"
+    );
+    assert!(
+        probe.max_outstanding() <= 8,
+        "the sink's demand is its in-flight bound"
+    );
+    assert_eq!(stream_messages(&js, "BOUND").await, 2_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_publishes_are_stored_once() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "DEDUPE", &["dedupe"]).await;
+    let sink = JetStreamSink::bind(&js, SinkConfig::new("dedupe", "DEDUPE", "dedupe"))
+        .await
+        .unwrap();
+    let with_ids = |range: std::ops::Range<u32>| {
+        source::from_iter(range.map(|n| OutMessage::new(n.to_string()).id(format!("order-{n}"))))
+    };
+    sink.run(with_ids(0..100)).await.unwrap();
+    let report = sink.run(with_ids(50..150)).await.unwrap(); // 50 of these were stored already
+    assert_eq!((report.published, report.duplicates), (200, 50));
+    assert_eq!(stream_messages(&js, "DEDUPE").await, 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_streams_unbound_subjects_and_unreachable_servers_are_clear_errors() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "REAL", &["real.*"]).await;
+
+    let error = JetStreamSource::bind(&js, SourceConfig::new("s", "NOPE", "c"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, NatsError::StreamNotFound { stream } if stream == "NOPE"),
+        "{error}"
+    );
+    assert_eq!(error.to_string(), "JetStream stream `NOPE` does not exist");
+    let error = JetStreamSource::bind(&js, SourceConfig::new("s", "REAL", "nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "consumer `nobody` does not exist on JetStream stream `REAL`"
+    );
+
+    let error = JetStreamSink::bind(&js, SinkConfig::new("k", "NOPE", "real.a"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, NatsError::StreamNotFound { .. }), "{error}");
+    let error = JetStreamSink::bind(&js, SinkConfig::new("k", "REAL", "other.a"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "subject `other.a` is not bound to stream `REAL` (its subjects: [\"real.*\"])"
+    );
+    // A per-message subject the stream does not take fails the stream at once, naming the stage.
+    let sink = JetStreamSink::bind(&js, SinkConfig::new("k", "REAL", "real.a"))
+        .await
+        .unwrap();
+    let stray = source::from_iter([OutMessage::new("x").subject("real.a.b")]);
+    let error = sink.run(stray).await.unwrap_err();
+    assert_eq!(error.stage(), Some("k"));
+    assert!(
+        error
+            .to_string()
+            .contains("subject `real.a.b` is not bound"),
+        "{error}"
+    );
+
+    // A port nothing listens on.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("nats://127.0.0.1:{port}");
+    let error = weir_nats::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(&error, NatsError::Unreachable { url: u, .. } if *u == url),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!("cannot reach a NATS server at `{url}`")
+    );
+    assert!(std::error::Error::source(&error).is_some());
+    drop(server);
+}
+
+/// A publisher wrapper that records the most items ever requested and not yet emitted.
+#[derive(Default, Clone)]
+struct DemandProbe(Arc<Mutex<(u64, u64)>>);
+
+impl DemandProbe {
+    fn wrap<T: Send + 'static>(&self, upstream: impl Publisher<T>) -> impl Publisher<T> {
+        let probe = self.clone();
+        nats_support::ObservedDemand::new(upstream, move |outstanding| {
+            let mut state = probe.0.lock().unwrap();
+            state.0 = outstanding;
+            state.1 = state.1.max(outstanding);
+        })
+    }
+    fn max_outstanding(&self) -> u64 {
+        self.0.lock().unwrap().1
+    }
+}
