@@ -397,3 +397,109 @@ impl DemandProbe {
         self.0.lock().unwrap().1
     }
 }
+
+/// Takes everything from a spill store, waiting for its reader between empty takes.
+async fn take_all<S: weir::ingress::SpillStore<u64> + std::fmt::Debug>(
+    store: &mut S,
+    expected: usize,
+) -> Vec<u64> {
+    let mut out = std::collections::VecDeque::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "took {} of {expected}: {store:?}",
+            out.len()
+        );
+        if store
+            .take_into(7.min(expected - out.len()), &mut out)
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spill_store_round_trips_through_the_broker_in_order() {
+    use weir::ingress::{SpillStore, StoreRefusal};
+    use weir_nats::{JetStreamSpillStore, SpillStoreConfig};
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("orders", 10)
+        .records_per_message(16)
+        .max_records(2_000);
+    let mut store = JetStreamSpillStore::<u64>::open(&js, config.clone())
+        .await
+        .unwrap();
+    let sync = store.sync();
+    for n in 0..1_000u64 {
+        let spilled = store.push(n).unwrap();
+        assert_eq!(
+            spilled,
+            n >= 10,
+            "the first 10 stay in memory, the rest spill"
+        );
+    }
+    assert_eq!(store.len(), 1_000);
+    sync.flushed().await.unwrap();
+    assert_eq!(
+        store.in_memory(),
+        10,
+        "after the flush only the memory part is volatile"
+    );
+    let (written, _) = sync.writes();
+    assert!(
+        written >= 990 / 16,
+        "records went to the broker in messages: {written}"
+    );
+    assert!(stream_messages(&js, "WEIR_SPILL_orders").await > 0);
+
+    // Taking while pushing keeps FIFO order across memory, broker and staged records.
+    let mut taken = take_all(&mut store, 500).await;
+    for n in 1_000..1_200u64 {
+        assert!(
+            store.push(n).unwrap(),
+            "still spilling: the broker part is not empty"
+        );
+    }
+    taken.extend(take_all(&mut store, 700).await);
+    assert_eq!(taken, (0..1_200).collect::<Vec<_>>());
+    assert_eq!(store.len(), 0);
+    // Taken messages are acknowledged, so the work-queue stream empties.
+    eventually_async(Duration::from_secs(5), || {
+        let js = js.clone();
+        async move { stream_messages(&js, "WEIR_SPILL_orders").await == 0 }
+    })
+    .await;
+
+    // The budget: beyond max_records a push is refused as full, with the item handed back.
+    let small = SpillStoreConfig::new("small", 1).max_records(5);
+    let mut full = JetStreamSpillStore::<u64>::open(&js, small).await.unwrap();
+    for n in 0..6 {
+        full.push(n).unwrap();
+    }
+    match full.push(6) {
+        Err((6, StoreRefusal::Full)) => {}
+        other => panic!("expected a full refusal, got {other:?}"),
+    }
+
+    // Spilled items outlive the store (the memory part does not, and says so): a new store
+    // hands them out first.
+    for n in 100..120u64 {
+        store.push(n).unwrap();
+    }
+    store.sync().flushed().await.unwrap();
+    assert_eq!((store.len(), store.in_memory()), (20, 10));
+    drop(store);
+    let mut reopened = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
+    assert!(reopened.len() > 0, "what an earlier run left is counted");
+    reopened.push(500).unwrap(); // queued behind what was left
+    let left = take_all(&mut reopened, 11).await;
+    assert_eq!(left, (110..120).chain([500]).collect::<Vec<_>>());
+}

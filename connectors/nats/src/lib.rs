@@ -9,7 +9,7 @@
 //! - [`JetStreamSink`]: publishes with JetStream acknowledgements and message ids (the broker's
 //!   duplicate window dedupes retries), at most `max_in_flight` unconfirmed; retries transient
 //!   errors with backoff; settles the input's [`Ack`] once its output is stored.
-//! - `JetStreamSpillStore`: a spill store for an ingress (`ingress_spilling`) backed by a
+//! - [`JetStreamSpillStore`]: a spill store for an ingress (`ingress_spilling`) backed by a
 //!   JetStream stream, so overflow goes to the broker instead of a local disk.
 //! - [`local`]: `nats-server` processes on loopback for tests, examples and benchmarks.
 //!
@@ -43,6 +43,7 @@ pub mod local;
 mod metrics;
 pub mod sink;
 pub mod source;
+pub mod spill;
 
 pub use async_nats;
 pub use connect::{CONNECT_TIMEOUT, connect, connect_with, install_crypto_provider};
@@ -51,3 +52,4 @@ pub use error::NatsError;
 pub use metrics::{ConsumerLag, SinkMetrics, SinkSnapshot, SourceMetrics, SourceSnapshot};
 pub use sink::{JetStreamSink, OutMessage, Outgoing, SinkConfig};
 pub use source::{JetStreamSource, SourceConfig, SourceStop};
+pub use spill::{JetStreamSpillStore, SpillStoreConfig, SpillSync};
