@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions};
+use async_nats::{Client, ConnectOptions, ServerAddr};
 
 use crate::NatsError;
 
@@ -36,8 +36,19 @@ pub async fn connect(url: &str) -> Result<Client, NatsError> {
 /// [`connect`] with the caller's options (credentials, TLS, a client name...).
 pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Client, NatsError> {
     install_crypto_provider();
+    let addresses = url
+        .split(',')
+        .map(|one| {
+            one.trim()
+                .parse::<ServerAddr>()
+                .map_err(|source| NatsError::BadAddress {
+                    url: one.to_owned(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     options
-        .connect(url)
+        .connect(addresses.as_slice())
         .await
         .map_err(|source| NatsError::Unreachable {
             url: url.to_owned(),

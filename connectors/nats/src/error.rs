@@ -18,6 +18,15 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// A server address could not be parsed.
+    #[error("`{url}` is not a NATS server address")]
+    BadAddress {
+        /// The address given.
+        url: String,
+        /// What was wrong with it.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stream does not exist.
     #[error("JetStream stream `{stream}` does not exist")]
     StreamNotFound {
