@@ -15,7 +15,7 @@
 //! A handle dropped without a decision (an item lost in a cancelled stage, a filter that forgot to
 //! decide) is never acknowledged by accident: it is counted as abandoned and nak'ed, so the broker
 //! delivers the message again at once. Every decision is counted per message in the source's
-//! [`SourceMetrics`](crate::SourceMetrics).
+//! [`SourceMetrics`].
 //!
 //! Decisions are synchronous (they fit `on_next` and `filter_map` closures): they queue a small
 //! message for the source's acker task, which sends them in order. The queue cannot grow past the
