@@ -12,7 +12,8 @@
 //! Options: `--url nats://...` (default: start a `nats-server` on loopback with a temporary
 //! store), `--workers N` (2), `--messages M` (200,000), `--kill-at F` (kill a worker once a
 //! fraction F of the messages is done; 0 never; default 0.3), `--work-us U` (CPU time each item
-//! takes, in microseconds; 0). At the end it prints each worker's throughput and the final counts
+//! takes, in microseconds; 0), `--prefill` (the producer finishes before the workers start, so
+//! that their throughput is measured alone). At the end it prints each worker's throughput and the final counts
 //! (produced, stored exactly once, lost), and exits non-zero unless every message was processed
 //! exactly once after dedupe.
 
@@ -112,21 +113,25 @@ async fn worker(url: String, work_us: u64) -> Result<(), BoxError> {
             println!("progress {} {}", s.published, s.duplicates);
         }
     });
-    let results = source.map(move |delivery| {
-        delivery.map(|message| {
-            let spin = Instant::now();
-            while spin.elapsed() < Duration::from_micros(work_us) {
-                std::hint::spin_loop();
-            }
-            let digest = message
-                .payload
-                .iter()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-                });
-            OutMessage::new(format!("{digest:016x}"))
-        })
-    });
+    // The processing runs behind a boundary, in a task of its own: the source keeps pulling
+    // while items are processed.
+    let results = source
+        .boundary(BoundaryConfig::new("work", 512)?)
+        .map(move |delivery| {
+            delivery.map(|message| {
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_micros(work_us) {
+                    std::hint::spin_loop();
+                }
+                let digest = message
+                    .payload
+                    .iter()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+                    });
+                OutMessage::new(format!("{digest:016x}"))
+            })
+        });
     let report = sink.run(results).await?;
     progress.abort();
     println!("done {} {}", report.published, report.duplicates);
@@ -144,6 +149,17 @@ struct Worker {
     processed: u64,
     duplicates: u64,
     killed: bool,
+    /// CPU seconds it used, read just before it was stopped or killed.
+    cpu_secs: Option<f64>,
+}
+
+/// CPU seconds (user + system) a live process used so far, from `/proc` (Linux; 100 ticks a
+/// second, the kernel's `USER_HZ`).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn spawn_worker(
@@ -175,6 +191,7 @@ fn spawn_worker(
         processed: 0,
         duplicates: 0,
         killed: false,
+        cpu_secs: None,
     })
 }
 
@@ -183,7 +200,7 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
     let messages: u64 = number(args, "--messages", 200_000)?;
     let kill_at: f64 = number(args, "--kill-at", 0.3)?;
     let work_us: u64 = number(args, "--work-us", 0)?;
-    let (_server, url) = match option(args, "--url") {
+    let (server, url) = match option(args, "--url") {
         Ok(url) => (None, url),
         Err(_) => {
             let server = weir_nats::local::start_server()?;
@@ -197,7 +214,8 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
     runtime.block_on(fresh_streams(&js))?;
 
     let (reports, incoming) = mpsc::channel();
-    let started = Instant::now();
+    let prefill = args.iter().any(|a| a == "--prefill");
+    let mut started = Instant::now();
     let mut producer = Command::new(std::env::current_exe()?)
         .args([
             "producer",
@@ -208,6 +226,15 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
         ])
         .stdout(Stdio::piped())
         .spawn()?;
+    if prefill {
+        // Measure the workers alone: the producer finishes first.
+        producer.wait()?;
+        println!(
+            "prefilled {messages} messages in {:.2}s",
+            started.elapsed().as_secs_f64()
+        );
+        started = Instant::now();
+    }
     let mut pool: Vec<Worker> = Vec::new();
     for id in 0..workers {
         pool.push(spawn_worker(id, &url, work_us, &reports)?);
@@ -220,13 +247,15 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
         if Instant::now() > deadline {
             return Err(format!("only {stored} of {messages} stored after 10 minutes").into());
         }
-        while let Ok((id, line)) = incoming.recv_timeout(Duration::from_millis(100)) {
+        std::thread::sleep(Duration::from_millis(50));
+        while let Ok((id, line)) = incoming.try_recv() {
             record(&mut pool, id, &line);
         }
         stored = runtime.block_on(stream_messages(&js, "DONE"))?;
         if !killed && stored as f64 >= kill_at * messages as f64 {
             let next = pool.len();
             let victim = &mut pool[0];
+            victim.cpu_secs = cpu_secs(victim.child.id());
             victim.child.kill()?; // SIGKILL: it cannot settle anything
             victim.child.wait()?;
             victim.killed = true;
@@ -242,7 +271,9 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
     }
     let elapsed = started.elapsed();
     // Everything is stored: ask the live workers to finish, and collect their last reports.
+    let broker_cpu = server.as_ref().and_then(|s| s.pid()).and_then(cpu_secs);
     for worker in pool.iter_mut().filter(|w| !w.killed) {
+        worker.cpu_secs = cpu_secs(worker.child.id());
         worker.stdin.take();
     }
     for worker in pool.iter_mut().filter(|w| !w.killed) {
@@ -266,7 +297,7 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
     let attempts: u64 = pool.iter().map(|w| w.processed).sum();
     let deduped: u64 = pool.iter().map(|w| w.duplicates).sum();
 
-    println!("\nworker  pid      fate     processed  duplicates  throughput");
+    println!("\nworker  pid      fate     processed  duplicates  throughput   cpu");
     for w in &pool {
         let secs = w
             .last_progress
@@ -274,13 +305,14 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
             .as_secs_f64()
             .max(1e-3);
         println!(
-            "{:>6}  {:>7}  {:<7}  {:>9}  {:>10}  {:>8.0}/s",
+            "{:>6}  {:>7}  {:<7}  {:>9}  {:>10}  {:>8.0}/s  {}",
             w.id,
             w.child.id(),
             if w.killed { "killed" } else { "drained" },
             w.processed,
             w.duplicates,
-            w.processed as f64 / secs
+            w.processed as f64 / secs,
+            w.cpu_secs.map_or("n/a".to_owned(), |c| format!("{c:.1}s"))
         );
     }
     println!(
@@ -289,6 +321,9 @@ fn orchestrate(args: &[String], runtime: &tokio::runtime::Runtime) -> Result<(),
         elapsed.as_secs_f64(),
         messages as f64 / elapsed.as_secs_f64()
     );
+    if let Some(cpu) = broker_cpu {
+        println!("the local nats-server used {cpu:.1}s of CPU");
+    }
     println!(
         "produced {messages}, stored exactly once {}, lost {lost} (results published {attempts}, of which {deduped} duplicates the broker dropped{})",
         unique.len(),

@@ -67,7 +67,9 @@ async fn pulls_follow_demand_and_never_exceed_it() {
     fill(&js, "demand.in", 100).await;
     let consumer = pull_consumer(&js, "DEMAND", "holder", Duration::from_secs(30)).await;
     // Pulls of at most 4: a request of 10 becomes pulls of 4, 4 and 2.
-    let config = SourceConfig::new("demand", "DEMAND", "holder").max_batch(4);
+    let config = SourceConfig::new("demand", "DEMAND", "holder")
+        .max_batch(4)
+        .lag_interval(Duration::from_millis(100));
     let source = JetStreamSource::bind(&js, config).await.unwrap();
     let metrics = source.metrics();
     let holder = Holder::default();
@@ -100,6 +102,25 @@ async fn pulls_follow_demand_and_never_exceed_it() {
     assert_eq!(
         (snapshot.fetched, snapshot.pulls, snapshot.outstanding),
         (10, 3, 0)
+    );
+
+    // The consumer's lag is a metric and says whether the pipeline keeps up: nothing settles.
+    eventually(Duration::from_secs(5), || {
+        metrics
+            .snapshot()
+            .lag
+            .is_some_and(|lag| lag.num_ack_pending == 10)
+    })
+    .await;
+    let lag = metrics.snapshot().lag.unwrap();
+    assert_eq!((lag.num_pending, lag.backlog()), (90, 100));
+    let not_ready = metrics
+        .snapshot()
+        .readiness(Duration::from_secs(5))
+        .unwrap_err();
+    assert_eq!(
+        not_ready,
+        "source `demand`: a backlog of 100 messages is not draining"
     );
 
     holder.request(5);

@@ -435,6 +435,9 @@ async fn publish_all<T: Outgoing>(
     done: oneshot::Sender<Result<SinkSnapshot, Error>>,
 ) {
     let limit = sink.config.max_in_flight;
+    // One handle shared by the in-flight publishes (cloning the sink per item would copy its
+    // JetStream context).
+    let sink = Arc::new(sink);
     let mut in_flight = FuturesUnordered::new();
     let mut subscription: Option<Subscription> = None;
     let mut upstream: Option<Result<(), Error>> = None;
@@ -453,7 +456,7 @@ async fn publish_all<T: Outgoing>(
                         let error = Error::new(ErrorKind::DemandExceeded);
                         break Err(error.in_stage(sink.config.name.clone()));
                     }
-                    let sink = sink.clone();
+                    let sink = Arc::clone(&sink);
                     in_flight.push(async move { sink.send(item).await });
                 }
                 Some(Event::Failed(error)) => upstream = Some(Err(error)),

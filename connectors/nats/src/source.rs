@@ -53,6 +53,8 @@ use crate::metrics::SourceMetrics;
 
 /// Messages handled per poll before the task yields to the scheduler.
 const POLL_BUDGET: usize = 4096;
+/// Messages handled in a burst between two looks at whether more can be pulled.
+const REFILL_EVERY: usize = 32;
 /// Settlements sent per wake-up of the acker task.
 const ACK_BATCH: usize = 256;
 /// The longest wait between retries of a pull that found no responders.
@@ -483,6 +485,14 @@ impl<S: Subscriber<Delivery<Message>>> Future for SourceTask<S> {
                     Poll::Pending => break,
                 };
                 handled += 1;
+                if handled % REFILL_EVERY == 0 {
+                    // A long burst (slow processing downstream): ask for what was requested
+                    // meanwhile now, so that it waits at the inbox when the burst ends.
+                    if let Err(done) = this.refill(cx, accepted) {
+                        this.finish_burst(accepted);
+                        return done;
+                    }
+                }
                 match this.classify(message) {
                     Incoming::Data(message, reply) => {
                         if accepted < demand {
@@ -541,7 +551,7 @@ impl<S: Subscriber<Delivery<Message>>> Future for SourceTask<S> {
                 Ok(false) => {}
                 Err(done) => return done,
             }
-            if this.start_pull() {
+            if this.start_pull(0) {
                 continue;
             }
             if this.poll_timer(cx) {
@@ -726,8 +736,20 @@ impl<S: Subscriber<Delivery<Message>>> SourceTask<S> {
         }
     }
 
-    /// Starts a pull for demand not yet asked of the server; `true` if one was started.
-    fn start_pull(&mut self) -> bool {
+    /// Mid-burst: starts (and hands to the connection) a pull for demand not yet asked of the
+    /// server, `accepted` items of the demand being emitted already.
+    fn refill(&mut self, cx: &mut Context<'_>, accepted: u64) -> Result<(), Poll<()>> {
+        while self.sending.is_some() || self.start_pull(accepted) {
+            if !self.poll_sending(cx)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a pull for demand not yet asked of the server (`accepted` items of the counted
+    /// demand were emitted in the current burst); `true` if one was started.
+    fn start_pull(&mut self, accepted: u64) -> bool {
         match self.retry_at {
             Some(at) if Instant::now() < at => return false,
             Some(_) => self.retry_at = None,
@@ -739,7 +761,12 @@ impl<S: Subscriber<Delivery<Message>>> SourceTask<S> {
         {
             return false;
         }
-        let uncovered = self.shared.demand().get().saturating_sub(self.outstanding);
+        let uncovered = self
+            .shared
+            .demand()
+            .get()
+            .saturating_sub(accepted)
+            .saturating_sub(self.outstanding);
         if uncovered == 0 {
             return false;
         }
