@@ -23,7 +23,7 @@ use weir_runtime::boundary::{BoundaryConfig, boundary};
 use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, SpillFull, ingress, ingress_spilling,
 };
-use weir_runtime::sink::Fold;
+use weir_runtime::sink::{Fold, SinkResult};
 use weir_runtime::{BoxPublisher, Error, Publisher, source};
 use weir_spill::{SpillMetrics, SpillQueue};
 
@@ -621,30 +621,52 @@ impl PipelineBuilder {
         }
     }
 
-    /// Adds a sink that runs `f` on every item, in the upstream's task. A panic in `f` fails the
-    /// pipeline, naming this stage.
-    pub fn sink<T, F>(&mut self, name: &str, input: &Port<T>, mut f: F)
+    /// Adds a sink that runs `f` on every item, in the upstream's task. `f` returns `()`, or a
+    /// `Result` whose first `Err` fails the pipeline naming this stage (the error is the
+    /// [`source`](std::error::Error::source)); a panic in `f` fails it too. Either way `f` is not
+    /// called again, and the item it failed on is counted as failed.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_dsl::{Pipeline, PipelineError};
+    /// use weir_runtime::source;
+    /// let mut p = Pipeline::builder("store");
+    /// let rows = p.source("rows", source::from_iter(1..=3u32));
+    /// p.sink("db", &rows, |row| if row == 2 { Err("constraint violated") } else { Ok(()) });
+    /// let result = p.build().unwrap().start().unwrap().await;
+    /// assert!(matches!(result, Err(PipelineError::Failed { ref stage, .. }) if stage == "db"));
+    /// # }
+    /// ```
+    pub fn sink<T, F, R>(&mut self, name: &str, input: &Port<T>, mut f: F)
     where
         T: Send + 'static,
-        F: FnMut(T) + Send + 'static,
+        F: FnMut(T) -> R + Send + 'static,
+        R: SinkResult,
     {
         let (node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<T>(me, 0);
-                sink_into(w, me, upstream, move |(), item| f(item));
+                sink_into(w, me, upstream, move |_: &mut (), item| f(item));
             }),
         );
     }
 
     /// Adds a sink that awaits `f`'s future for every item, at most `concurrency` at a time (in
-    /// completion order): where a pipeline writes to a database or a broker.
-    pub fn sink_async<T, F, Fut>(&mut self, name: &str, input: &Port<T>, concurrency: usize, f: F)
-    where
+    /// completion order): where a pipeline writes to a database or a broker. The future's output
+    /// is `()` or a `Result`, as for [`sink`](PipelineBuilder::sink).
+    pub fn sink_async<T, F, Fut, R>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        concurrency: usize,
+        f: F,
+    ) where
         T: Send + 'static,
         F: FnMut(T) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: SinkResult,
     {
         let (mut node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         node.capacity = Some(concurrency);
@@ -653,7 +675,7 @@ impl PipelineBuilder {
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<T>(me, 0);
                 let done = upstream.map_async_unordered(concurrency, f);
-                sink_into(w, me, done, |(), ()| {});
+                sink_into(w, me, done, |_: &mut (), outcome: R| outcome);
             }),
         );
     }
@@ -703,11 +725,12 @@ impl PipelineBuilder {
 }
 
 /// Subscribes a folding sink (counted, cancellable) to `upstream` when the pipeline starts.
-fn sink_into<T, P, F>(w: &mut Wiring<'_>, me: usize, upstream: P, f: F)
+fn sink_into<T, P, F, R>(w: &mut Wiring<'_>, me: usize, upstream: P, f: F)
 where
     T: Send + 'static,
     P: Publisher<T>,
-    F: FnMut(&mut (), T) + Send + 'static,
+    F: FnMut(&mut (), T) -> R + Send + 'static,
+    R: SinkResult,
 {
     let (fold, outcome) = Fold::new((), f);
     let subscriber = SinkSubscriber::new(fold, w.cell(me));

@@ -336,23 +336,27 @@ impl<T, S: Subscriber<T>> Subscriber<T> for Counted<S> {
 
     #[inline]
     fn on_next(&mut self, item: T) {
-        self.inner.on_next(item);
         self.add(1);
+        self.inner.on_next(item);
     }
 
     #[inline]
     fn try_on_next(&mut self, item: T) -> bool {
-        let accepted = self.inner.try_on_next(item);
-        self.add(u64::from(accepted));
-        accepted
+        // Emitted by this stage whether or not the next one declines it (a filter there).
+        self.add(1);
+        self.inner.try_on_next(item)
     }
 
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
     {
-        let accepted = self.inner.try_on_next_iter(items, limit);
-        self.add(accepted);
+        // Count what the next stage pulled (this stage emitted), not what it accepted.
+        let mut pulled = 0;
+        let accepted = self
+            .inner
+            .try_on_next_iter(&mut items.inspect(|_| pulled += 1), limit);
+        self.add(pulled);
         accepted
     }
 
@@ -456,6 +460,7 @@ pub enum PipelineError {
         /// The stage the error came from.
         stage: String,
         /// The error, as the stage's operator raised it.
+        #[source]
         error: Error,
     },
     /// [`PipelineHandle::abort`] stopped it.
@@ -732,6 +737,7 @@ async fn supervise(
 
 /// A running pipeline. Await it (`(&mut handle).await` keeps it usable) for the result; dropping
 /// it leaves the pipeline running.
+#[must_use = "a pipeline runs until it completes; keep the handle to observe, drain or abort it"]
 pub struct PipelineHandle {
     pub(crate) running: Arc<Running>,
     join: JoinHandle<Result<(), PipelineError>>,

@@ -275,3 +275,39 @@ fn subscription_terminal_signal_at_most_once_under_request_and_cancel_races() {
             .with_mut(|state| assert!(unsafe { (*state).2 }));
     });
 }
+
+/// A producer writes one item and pauses without publishing or closing (a plain Reactive Streams
+/// publisher never says it paused), while the consumer looks for items. Either the consumer finds
+/// the item, or it parked having *started* a wait (`take_fresh_wait`), and then its second look,
+/// once the producer's store is visible (the recheck, modelled by joining the producer), finds it.
+#[test]
+fn ring_an_unpublished_write_is_found_by_the_look_before_waiting_or_the_recheck() {
+    loom::model(|| {
+        let (mut producer, mut consumer, _credit) = ring::<u64>(4);
+        let writer = thread::spawn(move || {
+            producer.push(1).unwrap();
+            if producer.is_consumer_waiting() {
+                producer.publish();
+            }
+            producer // paused: neither published nor closed
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let found = match consumer.poll_readable(&mut cx) {
+            std::task::Poll::Ready(Readable::Items) => consumer.pop(),
+            std::task::Poll::Ready(Readable::Closed) => panic!("the producer did not close"),
+            std::task::Poll::Pending => {
+                assert!(consumer.take_fresh_wait(), "a first wait is a fresh one");
+                let _producer = writer.join().unwrap();
+                assert!(matches!(
+                    consumer.poll_readable(&mut cx),
+                    std::task::Poll::Ready(Readable::Items)
+                ));
+                let item = consumer.pop();
+                assert_eq!(item, Some(1));
+                return;
+            }
+        };
+        assert_eq!(found, Some(1));
+        writer.join().unwrap();
+    });
+}
