@@ -560,6 +560,7 @@ impl<T> IngressHandle<T> {
 
     async fn push_until(&self, item: T, deadline: Option<Instant>) -> Result<Pushed, PushError<T>> {
         let shared = self.shared();
+        shared.metrics.add_offered(1);
         let item = match shared.offer(item, true) {
             Offer::Accepted(pushed) => {
                 shared.poke();
@@ -611,6 +612,7 @@ impl<T> IngressHandle<T> {
     /// [`PushError::Full`]. Callable from any thread, inside or outside a runtime.
     pub fn try_push(&self, item: T) -> Result<Pushed, PushError<T>> {
         let shared = self.shared();
+        shared.metrics.add_offered(1);
         match shared.offer(item, false) {
             Offer::Accepted(pushed) => {
                 shared.poke();

@@ -121,11 +121,14 @@ pub struct Entry {
     pub made: u64,
     /// Items consumed into what was made (a batch's members, a broadcast's original).
     pub consumed: u64,
+    /// Items finished here: a sink's successful calls (0 for accounts that pass items on).
+    pub delivered: u64,
 }
 
 impl Entry {
     /// Adds `other` term by term.
     pub fn add(&mut self, other: &Entry) {
+        self.delivered += other.delivered;
         self.held += other.held;
         self.exits.add(&other.exits);
         self.made += other.made;
@@ -157,6 +160,7 @@ struct Cells {
     held: AtomicU64,
     made: AtomicU64,
     consumed: AtomicU64,
+    delivered: AtomicU64,
 }
 
 impl Cells {
@@ -167,6 +171,7 @@ impl Cells {
         into.held += self.held.load(Ordering::Relaxed);
         into.made += self.made.load(Ordering::Relaxed);
         into.consumed += self.consumed.load(Ordering::Relaxed);
+        into.delivered += self.delivered.load(Ordering::Relaxed);
     }
 }
 
@@ -239,6 +244,7 @@ impl Tally {
             exits: [0; Reason::COUNT],
             made: 0,
             consumed: 0,
+            delivered: 0,
         }
     }
 }
@@ -266,9 +272,19 @@ pub struct TallyWriter {
     exits: [u64; Reason::COUNT],
     made: u64,
     consumed: u64,
+    delivered: u64,
 }
 
 impl TallyWriter {
+    /// Counts `n` items finished here (a sink's successful calls).
+    #[inline]
+    pub fn add_delivered(&mut self, n: u64) {
+        self.delivered += n;
+        self.cells
+            .delivered
+            .store(self.delivered, Ordering::Relaxed);
+    }
+
     /// Counts `n` items that left for `reason`.
     #[inline]
     pub fn add(&mut self, reason: Reason, n: u64) {

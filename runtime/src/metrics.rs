@@ -158,6 +158,8 @@ pub struct BoundaryMetrics {
     occupancy: OnceLock<Arc<dyn Occupancy>>,
     /// The ring's consumer left: what it holds is cancelled (see `cancel_rest`).
     consumer_gone: AtomicBool,
+    /// Pushes offered to an ingress (accepted or not).
+    offered: AtomicU64,
     items_in: AtomicU64,
     items_out: AtomicU64,
     demand: AtomicU64,
@@ -194,6 +196,7 @@ impl BoundaryMetrics {
             epoch: Instant::now(),
             occupancy: OnceLock::new(),
             consumer_gone: AtomicBool::new(false),
+            offered: AtomicU64::new(0),
             items_in: AtomicU64::new(0),
             items_out: AtomicU64::new(0),
             demand: AtomicU64::new(0),
@@ -220,6 +223,15 @@ impl BoundaryMetrics {
 
     pub(crate) fn now_nanos(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn add_offered(&self, n: u64) {
+        self.offered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Pushes offered so far (an ingress: accepted or refused; 0 for other queues).
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_in(&self, n: u64) {
@@ -415,6 +427,23 @@ impl crate::ledger::Account for BoundaryMetrics {
             entry.exits[reason] = self.shed(reason);
         }
         entry.exits[Reason::Cancelled] += positions.abandoned;
+        entry
+    }
+}
+
+impl BoundarySnapshot {
+    /// The queue as a ledger entry: held = depth, exits by reason (from a copy, for queues whose
+    /// live counters are out of reach).
+    pub fn entry(&self) -> crate::ledger::Entry {
+        let mut entry = crate::ledger::Entry {
+            held: self.depth,
+            ..Default::default()
+        };
+        for (label, &count) in self.rejected.iter().chain(&self.dropped) {
+            if let Some(reason) = Reason::from_label(label) {
+                entry.exits[reason] += count;
+            }
+        }
         entry
     }
 }

@@ -169,8 +169,9 @@ impl<A, F> Fold<A, F> {
         )
     }
 
-    /// Counts into `tally` the item whose handling failed ([`Reason::Failed`]) and the items that
-    /// arrive after that, which the closure never sees ([`Reason::Cancelled`]).
+    /// Counts into `tally` the items handled ([`Entry::delivered`](crate::ledger::Entry)), the item
+    /// whose handling failed ([`Reason::Failed`]) and the items that arrive after that, which the
+    /// closure never sees ([`Reason::Cancelled`]).
     pub fn counted(mut self, tally: &Arc<Tally>) -> Self {
         self.tally = Some(tally.writer());
         self
@@ -230,7 +231,11 @@ where
         };
         let f = &mut self.f;
         match catch_unwind(AssertUnwindSafe(|| f(acc, item).into_result())) {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if let Some(tally) = &mut self.tally {
+                    tally.add_delivered(1);
+                }
+            }
             Ok(Err(error)) => self.fail(error),
             Err(payload) => self.fail(Error::panicked(payload.as_ref())),
         }
