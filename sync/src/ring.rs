@@ -3,8 +3,8 @@
 //! Three handles share one fixed array of `capacity` slots (a power of two):
 //! - [`Producer`] writes items. It exposes its tail every [`PUBLISH_EVERY`] items (a plain release
 //!   store: a running consumer sees them) and on [`Producer::publish`], which also wakes a waiting
-//!   consumer. Never per item: an atomic read-modify-write per item costs 8-9x the throughput (see
-//!   ENVIRONMENT.md). Leaving the wake to `publish` lets the owner hand a whole burst over at once, so
+//!   consumer. Never per item: a fence or read-modify-write per item cost 8-9x the throughput when
+//!   measured (BENCHMARKS.md, `boundary`). Leaving the wake to `publish` lets the owner hand a whole burst over at once, so
 //!   the woken consumer runs after the producer on the same core instead of fighting it for the
 //!   ring's cache lines from another one.
 //! - [`Consumer`] reads items and publishes its head in the same batched way.
@@ -67,9 +67,15 @@ struct Shared<T> {
     consumer_closed: AtomicBool,
 }
 
-// SAFETY: slots are only accessed by the single producer (writes to free slots) and the single consumer
-// (reads of published slots); positions are handed over with release/acquire.
+// SAFETY: the ring owns its items (`T: Send`) and hands each from one thread to another: slots are
+// only accessed by the single producer (writes to free slots) and the single consumer (reads of
+// published slots), with positions handed over by release/acquire.
 unsafe impl<T: Send> Send for Shared<T> {}
+
+// SAFETY: shared between the producer's, the consumer's and the credit side's threads, which touch a
+// slot only as described for `Send` (one writer before publication, one reader after); everything
+// else is atomics. No `&T` is ever shared, so `T: Sync` is not needed.
+unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
     #[inline(always)]
@@ -78,7 +84,6 @@ impl<T> Shared<T> {
         unsafe { self.slots.get_unchecked(position & self.mask) }
     }
 }
-unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_runtime::Publisher;
-
-use crate::manual_subscriber::ManualSubscriber;
-use crate::outcome::{Context, Failure, TckResult};
+use crate::outcome::{Failure, TckResult};
 use crate::sync::lock;
 
 /// Environment variable: the timeout, in milliseconds, for signals that are expected to arrive
@@ -215,22 +212,6 @@ impl Env {
             messages.len(),
             messages.join("; ")
         )))
-    }
-
-    /// Subscribes a new [`ManualSubscriber`] to `publisher`, waits for its `on_subscribe` and checks that
-    /// no violation was recorded (the Java TCK's `newManualSubscriber`).
-    pub fn new_manual_subscriber<T, P>(&self, publisher: P) -> TckResult<ManualSubscriber<T>>
-    where
-        T: fmt::Debug + Send + 'static,
-        P: Publisher<T>,
-    {
-        let subscriber = ManualSubscriber::new(self);
-        publisher.subscribe(subscriber.subscriber());
-        subscriber
-            .expect_subscribed()
-            .context("could not subscribe")?;
-        self.verify_no_async_errors_no_delay()?;
-        Ok(subscriber)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
