@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::runtime::Handle;
 use weir_operators::{
     FanOutput, Lagging, PriorityLanes, PublisherExt, balance, broadcast,
     merge::DEFAULT_LANE_CAPACITY, partition,
@@ -23,14 +24,18 @@ use weir_runtime::boundary::{BoundaryConfig, boundary};
 use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, SpillFull, ingress, ingress_spilling,
 };
-use weir_runtime::sink::Fold;
-use weir_runtime::{BoxPublisher, Error, Publisher, source};
+use weir_runtime::ledger::{self, Tally};
+use weir_runtime::sink::{Fold, SinkResult};
+use weir_runtime::{Error, Publisher, source};
 use weir_spill::{SpillMetrics, SpillQueue};
 
-use crate::graph::{self, Input, ItemType, LaneSpec, Node, Problem, StageKind};
-use crate::inventory::BufferKind;
-use crate::run::{Observed, SinkRun, SinkSubscriber, Tap, Wiring};
-use crate::{BuildError, Pipeline};
+use crate::describe::Diagram;
+use crate::error::PipelineError;
+use crate::graph::{self, BuildError, Edge, ItemType, LaneSpec, Node, Problem, StageKind};
+use crate::handle::{self, PipelineHandle};
+use crate::inventory::{BufferKind, Inventory};
+use crate::tap::{Input, SinkSubscriber};
+use crate::wiring::{BuildFn, Closer, Observed, Settings, SinkRun, Wiring};
 
 static NEXT_BUILDER: AtomicU64 = AtomicU64::new(1);
 
@@ -74,18 +79,6 @@ impl<T> std::fmt::Debug for Feed<T> {
         f.debug_struct("Feed").field("stage", &self.node).finish()
     }
 }
-
-/// What a running pipeline is judged by; see [`PipelineBuilder::recovery_budget`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    pub(crate) recovery_budget: Duration,
-    pub(crate) rate_window: Duration,
-}
-
-pub(crate) type BuildFn = Box<dyn FnOnce(&mut Wiring<'_>) + Send>;
-
-/// Closes one ingress (the pipeline keeps a handle until it drains).
-pub(crate) type Closer = Box<dyn Fn() + Send + Sync>;
 
 /// Assembles a pipeline; see [`Pipeline::builder`].
 ///
@@ -165,14 +158,14 @@ impl PipelineBuilder {
     }
 
     /// Resolves `port` as an input of the stage named `stage`, or records that it is foreign.
-    fn input_of<T>(&mut self, stage: &str, port: &Port<T>) -> Option<Input> {
+    fn input_of<T>(&mut self, stage: &str, port: &Port<T>) -> Option<Edge> {
         if port.builder != self.id || port.node >= self.nodes.len() {
             self.early.push(Problem::ForeignPort {
                 stage: stage.to_owned(),
             });
             return None;
         }
-        Some(Input {
+        Some(Edge {
             from: port.node,
             output: port.output,
             lane: None,
@@ -272,11 +265,14 @@ impl PipelineBuilder {
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
+                // Made when the builder was: registered with the stage's ledger here.
+                ledger::register(metrics.clone());
+                w.offered(me, metrics.clone());
                 w.own_buffer(me, BufferKind::Ingress, metrics);
                 if let Some(spill) = spill {
                     w.spill(me, spill);
                 }
-                w.output(me, publisher);
+                w.output(me, 0, publisher);
             }),
         );
         self.port(me)
@@ -294,28 +290,29 @@ impl PipelineBuilder {
         let me = self.nodes.len();
         self.add(
             node,
-            Box::new(move |w: &mut Wiring<'_>| w.output(me, publisher)),
+            Box::new(move |w: &mut Wiring<'_>| w.output(me, 0, publisher)),
         );
         self.port(me)
     }
 
-    /// Adds an operator stage: `build` receives the input as a publisher and returns the chain
-    /// built on it (`|orders| orders.map(parse).filter(valid)`). The chain is fused into the
-    /// upstream's task: no queue, static dispatch between its operators. `build` runs when the
-    /// pipeline starts.
+    /// Adds an operator stage: `build` receives the input as a publisher ([`Input`]) and returns
+    /// the chain built on it (`|orders| orders.map(parse).filter(valid)`). The chain is fused into
+    /// the upstream's task: no queue, static dispatch between its operators. `build` runs when the
+    /// pipeline starts, and what its operators count (a filter's drops, a batch's partial batch,
+    /// an async map's futures in flight) is this stage's in the [ledger](crate::Ledger).
     pub fn stage<In, Out, P, F>(&mut self, name: &str, input: &Port<In>, build: F) -> Port<Out>
     where
         In: Send + 'static,
         Out: Send + 'static,
         P: Publisher<Out>,
-        F: FnOnce(BoxPublisher<In>) -> P + Send + 'static,
+        F: FnOnce(Input<In>) -> P + Send + 'static,
     {
         let (node, me) = self.fed_node(name, StageKind::Stage, ItemType::of::<Out>(), input);
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<In>(me, 0);
-                w.output(me, build(upstream));
+                w.output(me, 0, build(upstream));
             }),
         );
         self.port(me)
@@ -345,7 +342,8 @@ impl PipelineBuilder {
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<In>(me, 0);
-                w.output(me, upstream.map_async(concurrency, f));
+                let f = in_span(w.span(me), f);
+                w.output(me, 0, upstream.map_async(concurrency, f));
             }),
         );
         self.port(me)
@@ -369,7 +367,7 @@ impl PipelineBuilder {
                 let config = BoundaryConfig::new(name, capacity).expect("validated capacity");
                 let hop = boundary(upstream, config);
                 w.own_buffer(me, BufferKind::Boundary, hop.metrics());
-                w.output(me, hop);
+                w.output(me, 0, hop);
             }),
         );
         self.port(me)
@@ -426,16 +424,15 @@ impl PipelineBuilder {
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let count = w.input_count(me);
-                let observed = Observed::new();
+                let observed = Observed::default();
                 for k in 0..count {
                     w.lane_buffer(me, k, &observed);
                 }
                 if kind == StageKind::Merge {
                     let capacity = w.lane(me, 0).1.capacity;
-                    let sources: Vec<BoxPublisher<T>> =
-                        (0..count).map(|k| w.input::<T>(me, k)).collect();
+                    let sources: Vec<Input<T>> = (0..count).map(|k| w.input::<T>(me, k)).collect();
                     let merged = weir_operators::merge(sources).lane_capacity(capacity);
-                    w.output(me, observed.wrap(merged));
+                    w.output(me, 0, observed.wrap(merged));
                     return;
                 }
                 let mut lanes = PriorityLanes::new();
@@ -446,8 +443,8 @@ impl PipelineBuilder {
                     lanes = lanes.lane(lane_name, lane.weight, lane.capacity, upstream);
                 }
                 match lanes.build() {
-                    Ok(built) => w.output(me, observed.wrap(built)),
-                    Err(error) => w.output(me, source::error::<T>(error)),
+                    Ok(built) => w.output(me, 0, observed.wrap(built)),
+                    Err(error) => w.output(me, 0, source::error::<T>(error)),
                 }
             }),
         );
@@ -543,9 +540,7 @@ impl PipelineBuilder {
     ) -> Vec<Port<T>>
     where
         T: Send + 'static,
-        F: FnOnce(Tap<BoxPublisher<T>>, usize, usize) -> Result<Vec<FanOutput<T>>, Error>
-            + Send
-            + 'static,
+        F: FnOnce(Input<T>, usize, usize) -> Result<Vec<FanOutput<T>>, Error> + Send + 'static,
     {
         let (mut node, me) = self.fed_node(name, kind, ItemType::of::<T>(), input);
         node.capacity = Some(capacity);
@@ -554,23 +549,18 @@ impl PipelineBuilder {
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
-                // The fan-out counts what it takes in; its outputs only record errors.
-                let input = w.input::<T>(me, 0);
-                let upstream = w.tap(me, input);
+                let upstream = w.input::<T>(me, 0);
                 match split(upstream, outputs, capacity) {
                     Ok(branches) => {
                         for (k, branch) in branches.into_iter().enumerate() {
                             w.branch_buffer(me, k, branch.metrics());
-                            w.branch(me, k, branch);
+                            w.output(me, k, branch);
                         }
                     }
                     Err(error) => {
                         for k in 0..outputs {
-                            w.branch(
-                                me,
-                                k,
-                                source::error::<T>(error.clone().in_stage(w.name(me).to_owned())),
-                            );
+                            let error = error.clone().in_stage(w.name(me).to_owned());
+                            w.output(me, k, source::error::<T>(error));
                         }
                     }
                 }
@@ -590,7 +580,7 @@ impl PipelineBuilder {
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<T>(me, 0);
-                w.output(me, upstream);
+                w.output(me, 0, upstream);
             }),
         );
         (
@@ -621,30 +611,52 @@ impl PipelineBuilder {
         }
     }
 
-    /// Adds a sink that runs `f` on every item, in the upstream's task. A panic in `f` fails the
-    /// pipeline, naming this stage.
-    pub fn sink<T, F>(&mut self, name: &str, input: &Port<T>, mut f: F)
+    /// Adds a sink that runs `f` on every item, in the upstream's task. `f` returns `()`, or a
+    /// `Result` whose first `Err` fails the pipeline naming this stage (the error is the
+    /// [`source`](std::error::Error::source)); a panic in `f` fails it too. Either way `f` is not
+    /// called again, and the item it failed on is counted as failed.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_dsl::{Pipeline, PipelineError};
+    /// use weir_runtime::source;
+    /// let mut p = Pipeline::builder("store");
+    /// let rows = p.source("rows", source::from_iter(1..=3u32));
+    /// p.sink("db", &rows, |row| if row == 2 { Err("constraint violated") } else { Ok(()) });
+    /// let result = p.build().unwrap().start().unwrap().await;
+    /// assert!(matches!(result, Err(PipelineError::Failed { ref stage, .. }) if stage == "db"));
+    /// # }
+    /// ```
+    pub fn sink<T, F, R>(&mut self, name: &str, input: &Port<T>, mut f: F)
     where
         T: Send + 'static,
-        F: FnMut(T) + Send + 'static,
+        F: FnMut(T) -> R + Send + 'static,
+        R: SinkResult,
     {
         let (node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         self.add(
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<T>(me, 0);
-                sink_into(w, me, upstream, move |(), item| f(item));
+                sink_into(w, me, upstream, move |_: &mut (), item| f(item));
             }),
         );
     }
 
     /// Adds a sink that awaits `f`'s future for every item, at most `concurrency` at a time (in
-    /// completion order): where a pipeline writes to a database or a broker.
-    pub fn sink_async<T, F, Fut>(&mut self, name: &str, input: &Port<T>, concurrency: usize, f: F)
-    where
+    /// completion order): where a pipeline writes to a database or a broker. The future's output
+    /// is `()` or a `Result`, as for [`sink`](PipelineBuilder::sink).
+    pub fn sink_async<T, F, Fut, R>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        concurrency: usize,
+        f: F,
+    ) where
         T: Send + 'static,
         F: FnMut(T) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: SinkResult,
     {
         let (mut node, me) = self.fed_node(name, StageKind::Sink, ItemType::of::<T>(), input);
         node.capacity = Some(concurrency);
@@ -652,8 +664,9 @@ impl PipelineBuilder {
             node,
             Box::new(move |w: &mut Wiring<'_>| {
                 let upstream = w.input::<T>(me, 0);
+                let f = in_span(w.span(me), f);
                 let done = upstream.map_async_unordered(concurrency, f);
-                sink_into(w, me, done, |(), ()| {});
+                sink_into(w, me, done, |_: &mut (), outcome: R| outcome);
             }),
         );
     }
@@ -702,20 +715,106 @@ impl PipelineBuilder {
     }
 }
 
+/// A validated pipeline graph, ready to [`start`](Pipeline::start).
+pub struct Pipeline {
+    name: String,
+    nodes: Arc<Vec<Node>>,
+    builds: Vec<Option<BuildFn>>,
+    closers: Vec<Closer>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field(
+                "stages",
+                &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts assembling a pipeline named `name` (a valid [`StageName`](crate::StageName): it
+    /// labels metrics too).
+    pub fn builder(name: &str) -> PipelineBuilder {
+        PipelineBuilder::new(name)
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A picture of the graph with its capacities.
+    pub fn describe(&self) -> Diagram {
+        Diagram::new(&self.name, &self.nodes, None)
+    }
+
+    /// Every buffer with its capacity and worst-case memory, and the totals.
+    pub fn inventory(&self) -> Inventory {
+        Inventory::new(&self.name, &self.nodes)
+    }
+
+    /// Starts the pipeline on the current tokio runtime.
+    pub fn start(self) -> Result<PipelineHandle, PipelineError> {
+        match Handle::try_current() {
+            Ok(runtime) => Ok(self.start_on(&runtime)),
+            Err(_) => Err(PipelineError::NoRuntime {
+                pipeline: self.name,
+            }),
+        }
+    }
+
+    /// Starts the pipeline on `runtime`: stages are wired in dependency order (the authors'
+    /// stage closures run now), then each sink subscribes in a task of its own.
+    pub fn start_on(self, runtime: &Handle) -> PipelineHandle {
+        handle::start(
+            self.name,
+            self.nodes,
+            self.builds,
+            self.closers,
+            self.settings,
+            runtime,
+        )
+    }
+}
+
 /// Subscribes a folding sink (counted, cancellable) to `upstream` when the pipeline starts.
-fn sink_into<T, P, F>(w: &mut Wiring<'_>, me: usize, upstream: P, f: F)
+fn sink_into<T, P, F, R>(w: &mut Wiring<'_>, me: usize, upstream: P, f: F)
 where
     T: Send + 'static,
     P: Publisher<T>,
-    F: FnMut(&mut (), T) + Send + 'static,
+    F: FnMut(&mut (), T) -> R + Send + 'static,
+    R: SinkResult,
 {
     let (fold, outcome) = Fold::new((), f);
-    let subscriber = SinkSubscriber::new(fold, w.cell(me));
-    let subscription = subscriber.subscription_slot();
+    // Counts what the sink handled, the item it failed on and what arrived after that.
+    let tally = Tally::new(w.name(me).to_owned());
+    let subscriber = SinkSubscriber::new(fold.counted(&tally));
+    let slot = subscriber.slot();
     w.sink(SinkRun {
         node: me,
         subscribe: Box::new(move || upstream.subscribe(subscriber)),
         outcome: Box::pin(outcome),
-        subscription,
+        slot,
     });
+}
+
+/// `f` called inside `span`, its future polled inside it: an async stage's code runs in its
+/// stage's span, whichever task polls it.
+fn in_span<In, Fut, F>(
+    span: tracing::Span,
+    mut f: F,
+) -> impl FnMut(In) -> tracing::instrument::Instrumented<Fut> + Send + 'static
+where
+    F: FnMut(In) -> Fut + Send + 'static,
+    Fut: Future,
+{
+    move |item| {
+        let _entered = span.enter();
+        tracing::Instrument::instrument(f(item), span.clone())
+    }
 }

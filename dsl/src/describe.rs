@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use crate::graph::{Node, StageKind};
 use crate::inventory::BufferKind;
 use crate::observe::PipelineSnapshot;
-use crate::{Pipeline, PipelineHandle};
 
 /// One stage in a [`Diagram`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,20 +216,5 @@ impl Diagram {
             );
         }
         out
-    }
-}
-
-impl Pipeline {
-    /// A picture of the graph with its capacities.
-    pub fn describe(&self) -> Diagram {
-        Diagram::new(&self.name, &self.nodes, None)
-    }
-}
-
-impl PipelineHandle {
-    /// A picture of the graph with the live depth / capacity of every buffered edge.
-    pub fn describe(&self) -> Diagram {
-        let snapshot = self.metrics();
-        Diagram::new(&self.running.name, &self.running.nodes, Some(&snapshot))
     }
 }

@@ -16,7 +16,12 @@
 //! |---|---|---|---|
 //! | `weir_pipeline_live` | gauge | | 1 while the pipeline's tasks run, else 0 |
 //! | `weir_pipeline_ready` | gauge | | 1 when [`ready`](PipelineHandle::ready) holds, else 0 |
-//! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: consumed; a fan-out: taken in) |
+//! | `weir_pipeline_unaccounted` | gauge | | the graph's [ledger](crate::Ledger) difference: 0 when every item is accounted for (at a quiescent point) |
+//! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: handled; a fan-out: taken in) |
+//! | `weir_stage_offered_total` | counter | `stage`, `kind` | items that came into the stage (an ingress: pushes offered) |
+//! | `weir_stage_delivered_total` | counter | `stage`, `kind` | items it passed on (a sink: handled successfully) |
+//! | `weir_stage_exits_total` | counter | `stage`, `kind`, `exit`, `reason` | items that left it otherwise: `exit` is `rejected`, `dropped`, `failed` or `cancelled`; `reason` as in the buffers (`filtered`, `duplicate`, `cancelled_in_flight`, ...) |
+//! | `weir_stage_held` | gauge | `stage`, `kind` | items it holds now (queues, in flight, on disk) |
 //! | `weir_buffer_depth` | gauge | `stage`, `buffer`, `kind` | items in the buffer (accepted, not yet handed on) |
 //! | `weir_buffer_capacity` | gauge | `stage`, `buffer`, `kind` | the most items it holds |
 //! | `weir_buffer_demand` | gauge | `stage`, `buffer`, `kind` | outstanding demand of its consumer |
@@ -52,80 +57,98 @@
 
 use metrics::{Label, counter, gauge};
 
-use crate::PipelineHandle;
+use weir_spill::SpillSnapshot;
+
+use crate::ledger::Ledger;
 use crate::observe::{BufferSnapshot, PipelineSnapshot, Readiness};
-use crate::run::Running;
+use crate::running::Running;
 
-impl Running {
-    /// Records `snapshot` and `readiness` through the `metrics` facade.
-    pub(crate) fn export(&self, snapshot: &PipelineSnapshot, readiness: &Readiness) {
-        let pipeline = Label::new("pipeline", snapshot.pipeline.clone());
-        let flag = |on: bool| if on { 1.0 } else { 0.0 };
-        gauge!("weir_pipeline_live", vec![pipeline.clone()]).set(flag(snapshot.live));
-        gauge!("weir_pipeline_ready", vec![pipeline.clone()]).set(flag(readiness.ready));
-        for stage in &snapshot.stages {
-            let labels = vec![
-                pipeline.clone(),
-                Label::new("stage", stage.name.clone()),
-                Label::new("kind", stage.kind.as_str()),
-            ];
-            counter!("weir_stage_items_total", labels).absolute(stage.items);
-            if let Some(buffer) = &stage.buffer {
-                export_buffer(&pipeline, &stage.name, buffer);
-            }
-            if let Some(spill) = &stage.spill {
-                let labels = vec![pipeline.clone(), Label::new("stage", stage.name.clone())];
-                let total = |name: &'static str, value: u64| {
-                    counter!(name, labels.clone()).absolute(value);
-                };
-                total("weir_spill_records_total", spill.spilled_records);
-                total("weir_spill_bytes_total", spill.spilled_bytes);
-                total("weir_spill_replayed_total", spill.replayed_records);
-                total(
-                    "weir_spill_budget_rejections_total",
-                    spill.budget_rejections,
-                );
-                total("weir_spill_truncations_total", spill.truncations);
-                total("weir_spill_corruptions_total", spill.corruptions);
-                let level =
-                    |name: &'static str, value: f64| gauge!(name, labels.clone()).set(value);
-                level("weir_spill_disk_bytes", spill.disk_bytes as f64);
-                level("weir_spill_budget_bytes", spill.budget_bytes as f64);
-                level("weir_spill_segments", spill.segments as f64);
-                let age = spill.oldest_age_ms.map_or(0.0, |ms| ms as f64 / 1e3);
-                level("weir_spill_oldest_age_seconds", age);
-            }
+/// Records `snapshot` and `readiness` through the `metrics` facade.
+pub(crate) fn record(snapshot: &PipelineSnapshot, readiness: &Readiness) {
+    let pipeline = Label::new("pipeline", snapshot.pipeline.clone());
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    gauge!("weir_pipeline_live", vec![pipeline.clone()]).set(flag(snapshot.live));
+    gauge!("weir_pipeline_ready", vec![pipeline.clone()]).set(flag(readiness.ready));
+    gauge!("weir_pipeline_unaccounted", vec![pipeline.clone()])
+        .set(snapshot.ledger().unaccounted() as f64);
+    for stage in &snapshot.stages {
+        let labels = vec![
+            pipeline.clone(),
+            Label::new("stage", stage.name.clone()),
+            Label::new("kind", stage.kind.as_str()),
+        ];
+        counter!("weir_stage_items_total", labels.clone()).absolute(stage.items);
+        export_ledger(&labels, &stage.ledger);
+        if let Some(buffer) = &stage.buffer {
+            export_buffer(&pipeline, &stage.name, buffer);
         }
-        for edge in &snapshot.edges {
-            for buffer in &edge.buffers {
-                // A lane belongs to the stage it enters, a fan-out queue to the stage it leaves.
-                let owner = match buffer.kind {
-                    crate::BufferKind::FanOut => &edge.from,
-                    _ => &edge.to,
-                };
-                export_buffer(&pipeline, owner, buffer);
-            }
+        if let Some(spill) = &stage.spill {
+            export_spill(&pipeline, &stage.name, spill);
         }
     }
-
-    /// Logs readiness when it changes (once per transition).
-    pub(crate) fn log_transition(&self, readiness: &Readiness) {
-        let was = self
-            .was_ready
-            .swap(readiness.ready, std::sync::atomic::Ordering::AcqRel);
-        if was == readiness.ready || !self.is_live() {
-            return;
-        }
-        if readiness.ready {
-            tracing::info!(pipeline = %self.name, "pipeline ready again");
-        } else {
-            tracing::warn!(
-                pipeline = %self.name,
-                reasons = %readiness.reasons.join("; "),
-                "pipeline not ready"
-            );
+    for edge in &snapshot.edges {
+        for buffer in &edge.buffers {
+            // A lane belongs to the stage it enters, a fan-out queue to the stage it leaves.
+            let owner = match buffer.kind {
+                crate::BufferKind::FanOut => &edge.from,
+                _ => &edge.to,
+            };
+            export_buffer(&pipeline, owner, buffer);
         }
     }
+}
+
+/// Logs readiness when it changes (once per transition).
+pub(crate) fn log_transition(running: &Running, readiness: &Readiness) {
+    let was = running
+        .was_ready
+        .swap(readiness.ready, std::sync::atomic::Ordering::AcqRel);
+    if was == readiness.ready || !running.is_live() {
+        return;
+    }
+    if readiness.ready {
+        tracing::info!(pipeline = %running.name, "pipeline ready again");
+    } else {
+        tracing::warn!(
+            pipeline = %running.name,
+            reasons = %readiness.reasons.join("; "),
+            "pipeline not ready"
+        );
+    }
+}
+
+fn export_ledger(labels: &[Label], ledger: &Ledger) {
+    counter!("weir_stage_offered_total", labels.to_vec()).absolute(ledger.offered);
+    counter!("weir_stage_delivered_total", labels.to_vec()).absolute(ledger.delivered);
+    gauge!("weir_stage_held", labels.to_vec()).set(ledger.held as f64);
+    for (reason, count) in ledger.by_reason.iter() {
+        let mut labels = labels.to_vec();
+        labels.push(Label::new("exit", reason.exit().as_str()));
+        labels.push(Label::new("reason", reason.as_str()));
+        counter!("weir_stage_exits_total", labels).absolute(count);
+    }
+}
+
+fn export_spill(pipeline: &Label, stage: &str, spill: &SpillSnapshot) {
+    let labels = vec![pipeline.clone(), Label::new("stage", stage.to_owned())];
+    let total = |name: &'static str, value: u64| {
+        counter!(name, labels.clone()).absolute(value);
+    };
+    total("weir_spill_records_total", spill.spilled_records);
+    total("weir_spill_bytes_total", spill.spilled_bytes);
+    total("weir_spill_replayed_total", spill.replayed_records);
+    total(
+        "weir_spill_budget_rejections_total",
+        spill.budget_rejections,
+    );
+    total("weir_spill_truncations_total", spill.truncations);
+    total("weir_spill_corruptions_total", spill.corruptions);
+    let level = |name: &'static str, value: f64| gauge!(name, labels.clone()).set(value);
+    level("weir_spill_disk_bytes", spill.disk_bytes as f64);
+    level("weir_spill_budget_bytes", spill.budget_bytes as f64);
+    level("weir_spill_segments", spill.segments as f64);
+    let age = spill.oldest_age_ms.map_or(0.0, |ms| ms as f64 / 1e3);
+    level("weir_spill_oldest_age_seconds", age);
 }
 
 fn export_buffer(pipeline: &Label, stage: &str, buffer: &BufferSnapshot) {
@@ -166,15 +189,5 @@ fn export_buffer(pipeline: &Label, stage: &str, buffer: &BufferSnapshot) {
             labels.push(Label::new("reason", reason.clone()));
             counter!(name, labels).absolute(count);
         }
-    }
-}
-
-impl PipelineHandle {
-    /// Records every counter now through the `metrics` facade (the pipeline also does so every
-    /// quarter of its rate window while it runs). See the [names table](crate::export).
-    pub fn export_metrics(&self) {
-        let snapshot = self.metrics();
-        let readiness = self.running.readiness(&snapshot);
-        self.running.export(&snapshot, &readiness);
     }
 }

@@ -135,7 +135,7 @@ pub(crate) fn short_type_name(name: &str) -> String {
 /// One input of a stage: where it comes from (which output of which stage) and, for fan-in
 /// stages, its lane.
 #[derive(Debug, Clone)]
-pub(crate) struct Input {
+pub(crate) struct Edge {
     pub(crate) from: usize,
     /// The output of `from` (0 unless `from` is a fan-out stage).
     pub(crate) output: usize,
@@ -164,7 +164,7 @@ pub(crate) struct Node {
     pub(crate) input_item: Option<ItemType>,
     /// Bytes per item declared by the author (heap-owning items).
     pub(crate) declared_size: Option<usize>,
-    pub(crate) inputs: Vec<Input>,
+    pub(crate) inputs: Vec<Edge>,
     /// Inputs a fan-in stage expects at least.
     pub(crate) min_inputs: usize,
     /// How many outputs the stage has: 0 for a sink, 1 for most, n for a fan-out.

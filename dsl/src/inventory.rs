@@ -11,7 +11,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{self, Node, StageKind};
-use crate::{Pipeline, PipelineHandle};
 
 /// What kind of place holds the items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,19 +182,5 @@ impl fmt::Display for Inventory {
             "{:<24} {:<9} {:>10} {:<16} {:>10} {:>14}",
             "total", "", self.total_capacity, "", "", self.total_bytes
         )
-    }
-}
-
-impl Pipeline {
-    /// Every buffer with its capacity and worst-case memory, and the totals.
-    pub fn inventory(&self) -> Inventory {
-        Inventory::new(&self.name, &self.nodes)
-    }
-}
-
-impl PipelineHandle {
-    /// The inventory of the running pipeline (the same as before it started).
-    pub fn inventory(&self) -> Inventory {
-        Inventory::new(&self.running.name, &self.running.nodes)
     }
 }

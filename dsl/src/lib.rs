@@ -43,7 +43,13 @@
 //! [`balance`](PipelineBuilder::balance), [`partition`](PipelineBuilder::partition)) return one
 //! port per output; a spilling ingress ([`ingress_spilling`](PipelineBuilder::ingress_spilling))
 //! overflows to a durable log. A running pipeline exports its counters through the `metrics`
-//! facade under the names in [`export`].
+//! facade under the names in [`export`], and keeps a [`Ledger`] per stage and for the graph:
+//! every item that entered is delivered, counted under a named exit, or still held.
+//!
+//! Inside the crate, dependencies between modules point one way: `name`, `graph` <- `inventory`,
+//! `rates`, `tap` <- `wiring` (what a graph becomes at start) <- `running` (lifecycle) <-
+//! `ledger`, `observe` <- `export`, `describe` <- `handle` <- `builder` (which also holds
+//! [`Pipeline`]).
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -53,52 +59,26 @@
 
 mod builder;
 mod describe;
+mod error;
 pub mod export;
 mod graph;
+mod handle;
 mod inventory;
+mod ledger;
 mod name;
 mod observe;
-mod run;
+mod rates;
+mod running;
+mod tap;
+mod wiring;
 
-use std::sync::Arc;
-
-pub use builder::{Feed, PipelineBuilder, Port};
+pub use builder::{Feed, Pipeline, PipelineBuilder, Port};
 pub use describe::{Diagram, DiagramEdge, DiagramNode};
+pub use error::PipelineError;
 pub use graph::{BuildError, Problem, StageKind};
+pub use handle::{PipelineAbort, PipelineHandle};
 pub use inventory::{BufferKind, Inventory, InventoryEntry};
+pub use ledger::Ledger;
 pub use name::{InvalidStageName, StageName};
 pub use observe::{BufferSnapshot, EdgeSnapshot, PipelineSnapshot, Readiness, StageSnapshot};
-pub use run::{PipelineAbort, PipelineError, PipelineHandle};
-
-/// A validated pipeline graph, ready to [`start`](Pipeline::start).
-pub struct Pipeline {
-    name: String,
-    nodes: Arc<Vec<graph::Node>>,
-    builds: Vec<Option<builder::BuildFn>>,
-    closers: Vec<builder::Closer>,
-    settings: builder::Settings,
-}
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("name", &self.name)
-            .field(
-                "stages",
-                &self.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl Pipeline {
-    /// Starts assembling a pipeline named `name` (a valid [`StageName`]: it labels metrics too).
-    pub fn builder(name: &str) -> PipelineBuilder {
-        PipelineBuilder::new(name)
-    }
-
-    /// The pipeline's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
+pub use tap::Input;

@@ -1,70 +1,19 @@
-//! Observing a running pipeline: a serde snapshot per stage and edge, rates over a recent window,
-//! and readiness against the pipeline's recovery budget.
-//!
-//! Rates need two readings. The handle keeps a short history of readings (one is taken at start
-//! and one at every [`metrics`](crate::PipelineHandle::metrics) or
-//! [`ready`](crate::PipelineHandle::ready) call) and measures against the newest reading that is
-//! at least one rate window old (or the oldest kept), so a rate is "items per second over about
-//! the last window". Time is tokio's clock, so paused-time tests are deterministic.
+//! Observing a running pipeline: a serde snapshot per stage and edge (counters, rates, the
+//! ledger), and readiness against the pipeline's recovery budget.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use weir_runtime::ledger::Entry;
 use weir_runtime::metrics::{BoundarySnapshot, Reason};
-
-use crate::PipelineHandle;
 use weir_spill::SpillSnapshot;
 
 use crate::graph::StageKind;
 use crate::inventory::BufferKind;
-use crate::run::Running;
-
-/// Readings kept at most (older ones are thinned out).
-const MAX_READINGS: usize = 64;
-
-/// One buffer's counters at one moment: items in, items out, rejections that count against
-/// readiness.
-type BufferReading = Option<(u64, u64, u64)>;
-
-#[derive(Debug, Clone)]
-struct Reading {
-    at: Instant,
-    stages: Vec<u64>,
-    buffers: Vec<BufferReading>,
-}
-
-/// The history of readings of one running pipeline.
-#[derive(Debug)]
-pub(crate) struct Monitor {
-    window: Duration,
-    readings: VecDeque<Reading>,
-}
-
-impl Monitor {
-    pub(crate) fn new(window: Duration) -> Self {
-        Self {
-            window,
-            readings: VecDeque::new(),
-        }
-    }
-
-    /// Records `now` and returns the reading to measure rates against.
-    fn record(&mut self, now: Reading) -> Option<Reading> {
-        while self.readings.len() >= 2 && now.at.duration_since(self.readings[1].at) >= self.window
-        {
-            self.readings.pop_front();
-        }
-        if self.readings.len() >= MAX_READINGS {
-            self.readings.remove(1);
-        }
-        let baseline = self.readings.front().cloned();
-        self.readings.push_back(now);
-        baseline
-    }
-}
+use crate::ledger::Ledger;
+use crate::rates::Reading;
+use crate::running::Running;
 
 /// Rejections that say "the pipeline cannot keep up" (not the ones caused by closing it).
 fn overload_rejections(snapshot: &BoundarySnapshot) -> u64 {
@@ -102,15 +51,18 @@ pub struct StageSnapshot {
     pub name: String,
     /// What the stage is.
     pub kind: StageKind,
-    /// Items the stage emitted (a sink: consumed; a fan-out: taken in) so far.
+    /// Items the stage emitted so far (a sink: handled; a fan-out: taken in, once).
     pub items: u64,
     /// The same per second over the recent window.
     pub items_per_sec: Option<f64>,
     /// The stage's own queue (ingress, boundary).
     pub buffer: Option<BufferSnapshot>,
-    /// The durable part of a spilling ingress: records and bytes spilled, replayed, disk used
-    /// against the budget, oldest spilled record's age, segments, truncations, corruptions.
+    /// The durable part of a spilling stage (an ingress or an in-stream spill): records and bytes
+    /// spilled, replayed, disk used against the budget, oldest spilled record's age, segments,
+    /// truncations, corruptions.
     pub spill: Option<SpillSnapshot>,
+    /// The stage's books: what came in, went out, left by reason, is held.
+    pub ledger: Ledger,
 }
 
 /// One edge of a running pipeline.
@@ -162,6 +114,21 @@ impl PipelineSnapshot {
         self.edges.iter().find(|e| e.from == from && e.to == to)
     }
 
+    /// The whole graph's books: `offered` over the ingresses and sources, `delivered` over the
+    /// sinks, every stage's exits and holdings (see [`Ledger`]).
+    pub fn ledger(&self) -> Ledger {
+        let mut total = Ledger::default();
+        for stage in &self.stages {
+            match stage.kind {
+                StageKind::Ingress | StageKind::Source => total.offered += stage.ledger.offered,
+                StageKind::Sink => total.delivered += stage.ledger.delivered,
+                _ => {}
+            }
+            total.add_inside(&stage.ledger);
+        }
+        total
+    }
+
     /// Every buffer with the label readiness reasons use: ``ingress `orders` ``,
     /// ``lane `all.a` ``, ``fan_out `split[0]` ``.
     pub fn buffers(&self) -> impl Iterator<Item = (String, &BufferSnapshot)> {
@@ -191,164 +158,196 @@ impl fmt::Display for Readiness {
     }
 }
 
-impl Running {
-    fn read(&self) -> (Reading, Vec<Option<BoundarySnapshot>>) {
-        let snapshots: Vec<_> = self.buffers.iter().map(|b| b.read()).collect();
-        let reading = Reading {
-            at: Instant::now(),
-            stages: self
-                .cells
-                .iter()
-                .map(|c| c.items.load(std::sync::atomic::Ordering::Relaxed))
-                .collect(),
-            buffers: snapshots
-                .iter()
-                .map(|s| {
-                    s.as_ref()
-                        .map(|s| (s.items_in, s.items_out, overload_rejections(s)))
-                })
-                .collect(),
-        };
-        (reading, snapshots)
-    }
-
-    /// Takes a reading (the one at start is the first baseline).
-    pub(crate) fn sample(&self) {
-        let (reading, _) = self.read();
-        self.monitor.lock().unwrap().record(reading);
-    }
-
-    pub(crate) fn snapshot(&self) -> PipelineSnapshot {
-        let (now, snapshots) = self.read();
-        let baseline = self.monitor.lock().unwrap().record(now.clone());
-        let span = baseline
-            .as_ref()
-            .map(|b| now.at.duration_since(b.at).as_secs_f64())
-            .filter(|&span| span > 0.0);
-        let rate = |now: u64, then: u64| span.map(|span| now.saturating_sub(then) as f64 / span);
-        let buffer = |index: usize| -> Option<BufferSnapshot> {
-            let counters = snapshots[index].clone()?;
-            let then = baseline
-                .as_ref()
-                .and_then(|b| b.buffers.get(index).copied().flatten());
-            let (then_in, then_out, then_rejected) = then.unwrap_or((0, 0, 0));
-            let out_per_sec = rate(counters.items_out, then_out);
-            let backlog_secs = out_per_sec
-                .filter(|&r| r > 0.0)
-                .map(|r| counters.depth as f64 / r);
-            Some(BufferSnapshot {
-                kind: self.buffers[index].kind,
-                in_per_sec: rate(counters.items_in, then_in),
-                out_per_sec,
-                recently_rejected: overload_rejections(&counters).saturating_sub(then_rejected),
-                backlog_secs,
-                counters,
-            })
-        };
-        let nodes = &self.nodes;
-        let stages = nodes
+/// Reads every counter once: the stages' ledgers and the buffers' snapshots.
+fn read(running: &Running) -> (Reading, Vec<Option<BoundarySnapshot>>, Vec<Ledger>) {
+    let probes = &running.probes;
+    let snapshots: Vec<_> = probes.buffers.iter().map(|b| b.read()).collect();
+    let ledgers = ledgers(running);
+    let reading = Reading {
+        at: Instant::now(),
+        stages: running
+            .nodes
             .iter()
-            .enumerate()
-            .map(|(index, node)| StageSnapshot {
-                name: node.name.clone(),
-                kind: node.kind,
-                items: now.stages[index],
-                items_per_sec: baseline
-                    .as_ref()
-                    .and_then(|b| rate(now.stages[index], b.stages[index])),
-                buffer: self
-                    .buffers
-                    .iter()
-                    .position(|b| b.stage == index && b.edge.is_none())
-                    .and_then(buffer),
-                spill: self
-                    .spills
-                    .iter()
-                    .find(|s| s.stage == index)
-                    .map(|s| s.metrics.snapshot()),
+            .zip(&ledgers)
+            .map(|(node, ledger)| items(node.kind, ledger))
+            .collect(),
+        buffers: snapshots
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map(|s| (s.items_in, s.items_out, overload_rejections(s)))
             })
-            .collect();
-        let mut edges = Vec::new();
-        for (to, node) in nodes.iter().enumerate() {
-            for (k, input) in node.inputs.iter().enumerate() {
-                edges.push(EdgeSnapshot {
-                    from: nodes[input.from].name.clone(),
-                    to: node.name.clone(),
-                    output: input.output,
-                    item_type: nodes[input.from].item.short_name(),
-                    buffers: (0..self.buffers.len())
-                        .filter(|&b| self.buffers[b].edge == Some((to, k)))
-                        .filter_map(buffer)
-                        .collect(),
-                });
-            }
-        }
-        PipelineSnapshot {
-            pipeline: self.name.clone(),
-            live: self.is_live(),
-            rate_span_secs: span.unwrap_or(0.0),
-            stages,
-            edges,
-        }
+            .collect(),
+    };
+    (reading, snapshots, ledgers)
+}
+
+/// What a stage's `items` counts: what it emitted; a fan-out counts what it took in, once.
+fn items(kind: StageKind, ledger: &Ledger) -> u64 {
+    if kind.is_fan_out() {
+        ledger.offered
+    } else {
+        ledger.delivered
     }
 }
 
-impl PipelineHandle {
-    /// A snapshot of every stage and edge: items and rates per stage; depth, capacity, in / out
-    /// rates, demand, rejects and drops by reason, oldest-item age and lag per buffer.
-    pub fn metrics(&self) -> PipelineSnapshot {
-        self.running.snapshot()
+/// Every stage's books (see [`Ledger`]).
+fn ledgers(running: &Running) -> Vec<Ledger> {
+    let nodes = &running.nodes;
+    let stages = &running.probes.stages;
+    // What each stage emitted is what its consumers received on the edges from it.
+    let mut emitted = vec![0u64; nodes.len()];
+    for (to, node) in nodes.iter().enumerate() {
+        for (k, input) in node.inputs.iter().enumerate() {
+            emitted[input.from] += stages[to].inputs[k].get();
+        }
     }
+    nodes
+        .iter()
+        .zip(stages)
+        .enumerate()
+        .map(|(index, (node, counters))| {
+            let mut entries = Entry::default();
+            for account in &counters.accounts {
+                entries.add(&account.entry());
+            }
+            let received: u64 = counters.inputs.iter().map(|count| count.get()).sum();
+            let delivered = if node.kind == StageKind::Sink {
+                entries.delivered
+            } else {
+                emitted[index]
+            };
+            let offered = match node.kind {
+                StageKind::Ingress => counters.offered.as_ref().map_or(0, |m| m.offered()),
+                // A source offers what it produced: what it emitted, or dropped on its edge.
+                StageKind::Source => delivered + entries.exits.sum(),
+                _ => received,
+            };
+            Ledger::of(offered, delivered, &entries)
+        })
+        .collect()
+}
 
-    /// Whether the pipeline keeps up: not ready when it is not running, when an ingress rejected
-    /// items (full, timed out) within the recent window, or when a buffer's backlog would take
-    /// longer than the recovery budget to drain at its recent drain rate (or does not drain at
-    /// all). Every reason is given.
-    pub fn ready(&self) -> Readiness {
-        let snapshot = self.metrics();
-        self.running.readiness(&snapshot)
+/// Takes a reading (the one at start is the first baseline).
+pub(crate) fn sample(running: &Running) {
+    let (reading, _, _) = read(running);
+    running.monitor.lock().unwrap().record(reading);
+}
+
+/// A snapshot of every stage and edge, with rates over the recent window.
+pub(crate) fn snapshot(running: &Running) -> PipelineSnapshot {
+    let (now, snapshots, ledgers) = read(running);
+    let probes = &running.probes;
+    let baseline = running.monitor.lock().unwrap().record(now.clone());
+    let span = baseline
+        .as_ref()
+        .map(|b| now.at.duration_since(b.at).as_secs_f64())
+        .filter(|&span| span > 0.0);
+    let rate = |now: u64, then: u64| span.map(|span| now.saturating_sub(then) as f64 / span);
+    let buffer = |index: usize| -> Option<BufferSnapshot> {
+        let counters = snapshots[index].clone()?;
+        let then = baseline
+            .as_ref()
+            .and_then(|b| b.buffers.get(index).copied().flatten());
+        let (then_in, then_out, then_rejected) = then.unwrap_or((0, 0, 0));
+        let out_per_sec = rate(counters.items_out, then_out);
+        let backlog_secs = out_per_sec
+            .filter(|&r| r > 0.0)
+            .map(|r| counters.depth as f64 / r);
+        Some(BufferSnapshot {
+            kind: probes.buffers[index].kind,
+            in_per_sec: rate(counters.items_in, then_in),
+            out_per_sec,
+            recently_rejected: overload_rejections(&counters).saturating_sub(then_rejected),
+            backlog_secs,
+            counters,
+        })
+    };
+    let nodes = &running.nodes;
+    let stages = nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| StageSnapshot {
+            name: node.name.clone(),
+            kind: node.kind,
+            items: now.stages[index],
+            items_per_sec: baseline
+                .as_ref()
+                .and_then(|b| rate(now.stages[index], b.stages[index])),
+            buffer: probes
+                .buffers
+                .iter()
+                .position(|b| b.stage == index && b.edge.is_none())
+                .and_then(buffer),
+            spill: probes
+                .spills
+                .iter()
+                .find(|s| s.stage == index)
+                .map(|s| s.metrics.snapshot()),
+            ledger: ledgers[index],
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for (to, node) in nodes.iter().enumerate() {
+        for (k, input) in node.inputs.iter().enumerate() {
+            edges.push(EdgeSnapshot {
+                from: nodes[input.from].name.clone(),
+                to: node.name.clone(),
+                output: input.output,
+                item_type: nodes[input.from].item.short_name(),
+                buffers: (0..probes.buffers.len())
+                    .filter(|&b| probes.buffers[b].edge == Some((to, k)))
+                    .filter_map(buffer)
+                    .collect(),
+            });
+        }
+    }
+    PipelineSnapshot {
+        pipeline: running.name.clone(),
+        live: running.is_live(),
+        rate_span_secs: span.unwrap_or(0.0),
+        stages,
+        edges,
     }
 }
 
-impl Running {
-    /// Readiness judged from `snapshot` (see [`PipelineHandle::ready`]).
-    pub(crate) fn readiness(&self, snapshot: &PipelineSnapshot) -> Readiness {
-        let budget = self.settings.recovery_budget;
-        let window = self.settings.rate_window;
-        let mut reasons = Vec::new();
-        if !snapshot.live {
-            reasons.push("the pipeline is not running".to_owned());
+/// Readiness judged from `snapshot` (see [`PipelineHandle::ready`](crate::PipelineHandle::ready)).
+pub(crate) fn readiness(running: &Running, snapshot: &PipelineSnapshot) -> Readiness {
+    let budget = running.settings.recovery_budget;
+    let window = running.settings.rate_window;
+    let mut reasons = Vec::new();
+    if !snapshot.live {
+        reasons.push("the pipeline is not running".to_owned());
+    }
+    for (label, buffer) in snapshot.buffers() {
+        if buffer.recently_rejected > 0 {
+            reasons.push(format!(
+                "{label} rejected {} items in the last {:.2}s",
+                buffer.recently_rejected, snapshot.rate_span_secs
+            ));
         }
-        for (label, buffer) in snapshot.buffers() {
-            if buffer.recently_rejected > 0 {
-                reasons.push(format!(
-                    "{label} rejected {} items in the last {:.2}s",
-                    buffer.recently_rejected, snapshot.rate_span_secs
-                ));
-            }
-            let depth = buffer.counters.depth;
-            if depth == 0 {
-                continue;
-            }
-            match buffer.out_per_sec {
-                Some(rate) if rate > 0.0 => {
-                    let needs = depth as f64 / rate;
-                    if needs > budget.as_secs_f64() {
-                        reasons.push(format!(
-                            "{label}: a backlog of {depth} items needs {needs:.2}s to drain at {rate:.0}/s (budget {budget:?})"
-                        ));
-                    }
+        let depth = buffer.counters.depth;
+        if depth == 0 {
+            continue;
+        }
+        match buffer.out_per_sec {
+            Some(rate) if rate > 0.0 => {
+                let needs = depth as f64 / rate;
+                if needs > budget.as_secs_f64() {
+                    reasons.push(format!(
+                        "{label}: a backlog of {depth} items needs {needs:.2}s to drain at {rate:.0}/s (budget {budget:?})"
+                    ));
                 }
-                // A short span says little about a stall: judge it over half a window at least.
-                Some(_) if snapshot.rate_span_secs >= window.as_secs_f64() / 2.0 => reasons.push(
-                    format!("{label}: a backlog of {depth} items is not draining"),
-                ),
-                _ => {}
             }
+            // A short span says little about a stall: judge it over half a window at least.
+            Some(_) if snapshot.rate_span_secs >= window.as_secs_f64() / 2.0 => reasons.push(
+                format!("{label}: a backlog of {depth} items is not draining"),
+            ),
+            _ => {}
         }
-        Readiness {
-            ready: reasons.is_empty(),
-            reasons,
-        }
+    }
+    Readiness {
+        ready: reasons.is_empty(),
+        reasons,
     }
 }

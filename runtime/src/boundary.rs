@@ -10,13 +10,18 @@
 //!
 //! Memory is bounded by construction: the upstream is never granted more than `capacity` minus what the
 //! ring holds. Wake-ups happen on transitions only (ring empty -> non-empty, no credit -> credit, no
-//! demand -> demand) and each wake drains a burst. The producer side publishes in chunks and on
-//! [`Subscriber::on_flush`], which is why publishers must call it when they pause.
+//! demand -> demand) and each wake drains a burst. The producer side publishes in chunks: when the
+//! grant is used up, on [`Subscriber::on_flush`] (weir's publishers call it when they pause), every
+//! few hundred items of a long burst, and at once whenever the consumer is waiting. Liveness never
+//! depends on `on_flush`: a plain Reactive Streams publisher that emits one item and pauses has it
+//! delivered (the consumer takes everything written before it waits, the inlet publishes when it
+//! sees the consumer waiting, and a second look a millisecond after a wait starts closes the race
+//! between the two; see `weir_sync::ring`).
 
 use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -25,6 +30,7 @@ use weir_sync::WakeSlot;
 use weir_sync::ring::{self, Consumer, Credit, Producer, Readable};
 
 use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::recheck::Recheck;
 use crate::task::{Next, TaskSubscription};
 use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
@@ -90,6 +96,9 @@ pub(crate) struct Channel {
     subscribed: WakeSlot,
     /// Total items requested from the upstream so far (written by the credit side only).
     granted: AtomicUsize,
+    /// When the inlet found the grant used up (nanoseconds on the metrics clock, plus one; 0 when
+    /// not waiting): the start of a producer wait, which the credit side ends with its next grant.
+    exhausted_at: AtomicU64,
     pub(crate) metrics: Arc<BoundaryMetrics>,
 }
 
@@ -149,6 +158,11 @@ impl Grant {
         (available >= self.threshold || (self.granted == 0 && available > 0)).then_some(available)
     }
 
+    /// Whether a request would be made for the consumer's released `head`.
+    fn is_due(&self, head: usize) -> bool {
+        self.due(head).is_some()
+    }
+
     /// Requests what is due from `upstream`; returns whether it requested anything.
     pub(crate) fn grant(
         &mut self,
@@ -188,6 +202,7 @@ pub(crate) fn channel<T: Send + 'static>(
         upstream: Mutex::new(None),
         subscribed: WakeSlot::new(),
         granted: AtomicUsize::new(0),
+        exhausted_at: AtomicU64::new(0),
         metrics,
     });
     let sample_stride = (capacity / 8).max(ring::PUBLISH_EVERY);
@@ -247,6 +262,13 @@ impl<T> Inlet<T> {
         let granted = self.channel.granted.load(Ordering::Acquire);
         if pushed >= granted {
             // The grant is used up: the upstream must wait for credit, so hand everything over now.
+            let now = self.channel.metrics.now_nanos() + 1;
+            let _ = self.channel.exhausted_at.compare_exchange(
+                0,
+                now,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
             self.announce();
         } else if pushed >= self.next_announce_check {
             self.next_announce_check = pushed + ring::PUBLISH_EVERY;
@@ -324,8 +346,18 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             }
         }
         if self.done {
-            // Failed: swallow the rest of this slice as the upstream is being cancelled.
-            return limit;
+            // Failed: the upstream is being cancelled. Take what it offers in this burst (at most
+            // a ring's worth, what it was granted) and count it as dropped, so nothing it handed
+            // over goes uncounted; what it keeps is its own to count.
+            let most = (limit - accepted).min(self.producer.capacity() as u64) as usize;
+            let dropped = items.take(most).count() as u64;
+            self.channel
+                .metrics
+                .record_shed_n(crate::metrics::Reason::Cancelled, dropped);
+            return accepted + dropped;
+        }
+        if self.producer.is_consumer_waiting() {
+            self.announce();
         }
         accepted
     }
@@ -333,6 +365,10 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
     #[inline(always)]
     fn on_next(&mut self, item: T) {
         if self.done {
+            // After a failure here the upstream is cancelled but may still send a few: dropped.
+            self.channel
+                .metrics
+                .record_shed(crate::metrics::Reason::Cancelled);
             return;
         }
         if self.producer.push(item).is_err() {
@@ -342,6 +378,9 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
         }
         if self.producer.pushed() >= self.checkpoint {
             self.checkpoint_reached();
+        } else if self.producer.is_consumer_waiting() {
+            // The upstream may pause after this item without saying so: hand it over now.
+            self.announce();
         }
     }
 
@@ -465,6 +504,7 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
             subscriber,
             downstream,
             channel: parts.channel,
+            recheck: Recheck::default(),
         });
     }
 }
@@ -483,22 +523,25 @@ async fn grant_credit<T: Send + 'static>(
     .await;
     let Some(upstream) = upstream else { return };
     let mut grant = Grant::new(capacity);
-    let mut starved_since = None;
     loop {
         if credit.is_closed() {
             // The consumer left (cancel) or the upstream ended: either way nothing more is wanted.
             upstream.cancel();
             return;
         }
-        if grant.grant(credit.head(), &channel, &upstream) {
-            if let Some(since) = starved_since.take() {
-                channel.metrics.record_wait(Instant::elapsed(&since));
+        if grant.is_due(credit.head()) {
+            // The inlet noted when the upstream used its grant up: from then until this new
+            // grant it was held back by the consumer. (Taken before granting: a synchronous
+            // upstream uses the new grant up inside `request`.)
+            let exhausted = channel.exhausted_at.swap(0, Ordering::AcqRel);
+            if exhausted != 0 {
+                let waited = channel.metrics.now_nanos().saturating_sub(exhausted - 1);
+                channel
+                    .metrics
+                    .record_wait(std::time::Duration::from_nanos(waited));
             }
+            grant.grant(credit.head(), &channel, &upstream);
             continue;
-        }
-        if starved_since.is_none() && credit.tail() >= grant.granted {
-            // Everything granted has arrived: the upstream is now held back by the consumer.
-            starved_since = Some(Instant::now());
         }
         poll_fn(|cx| credit.poll_head(cx, grant.due_at())).await;
     }
@@ -510,6 +553,7 @@ struct OutletTask<T, S> {
     subscriber: S,
     downstream: Arc<TaskSubscription>,
     channel: Arc<Channel>,
+    recheck: Recheck,
 }
 
 // No field is structurally pinned.
@@ -542,11 +586,13 @@ impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
             match this.consumer.poll_readable(cx) {
                 Poll::Pending => {
                     let next = this.downstream.watch(cx);
-                    return if this.stopped(next) {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    };
+                    if this.stopped(next) {
+                        return Poll::Ready(());
+                    }
+                    if this.consumer.take_fresh_wait() {
+                        this.recheck.after_wait_started(cx);
+                    }
+                    return Poll::Pending;
                 }
                 Poll::Ready(Readable::Closed) => {
                     let next = this.downstream.watch(cx);

@@ -64,6 +64,12 @@ impl Error {
         Self::new(ErrorKind::Failed(Arc::new(source)))
     }
 
+    /// Wraps a boxed error (what `?` on a `Box<dyn Error>` or a `String` gives), keeping it as the
+    /// [`source`](std::error::Error::source).
+    pub fn from_boxed(source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        Self::new(ErrorKind::Failed(Arc::from(source)))
+    }
+
     /// An error for a caught panic, keeping the payload's message when it is a string.
     pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
         let message = payload

@@ -301,7 +301,7 @@ impl<T> Shared<T> {
         let now = self.metrics.now_nanos();
         if queue.items.len() < self.capacity {
             queue.items.push_back((now, item));
-            self.after_change(&queue, 1, 0);
+            self.after_change(&queue, 1);
             return Offer::Accepted(Pushed::Enqueued);
         }
         let Policy::Plain(overflow) = self.policy else {
@@ -325,10 +325,10 @@ impl<T> Shared<T> {
             Overflow::DropOldest => {
                 let evicted = queue.items.pop_front();
                 queue.items.push_back((now, item));
-                self.after_change(&queue, 1, 0);
+                self.after_change(&queue, 1);
                 drop(queue);
                 drop(evicted);
-                self.metrics.record_shed(Reason::DroppedOldest);
+                self.metrics.record_evicted_n(Reason::DroppedOldest, 1);
                 return Offer::Accepted(Pushed::EvictedOldest);
             }
         };
@@ -377,10 +377,9 @@ impl<T> Shared<T> {
         Offer::Refused(refused)
     }
 
-    /// Updates the gauges after `added` items went in and `taken` went out (lock held).
-    fn after_change(&self, queue: &Queue<T>, added: u64, taken: u64) {
+    /// Updates the gauges after `added` items went in or some were taken (lock held).
+    fn after_change(&self, queue: &Queue<T>, added: u64) {
         self.metrics.add_in(added);
-        self.metrics.add_out(taken);
         self.metrics
             .set_oldest(queue.items.front().map(|(enqueued, _)| *enqueued));
     }
@@ -561,6 +560,7 @@ impl<T> IngressHandle<T> {
 
     async fn push_until(&self, item: T, deadline: Option<Instant>) -> Result<Pushed, PushError<T>> {
         let shared = self.shared();
+        shared.metrics.add_offered(1);
         let item = match shared.offer(item, true) {
             Offer::Accepted(pushed) => {
                 shared.poke();
@@ -612,6 +612,7 @@ impl<T> IngressHandle<T> {
     /// [`PushError::Full`]. Callable from any thread, inside or outside a runtime.
     pub fn try_push(&self, item: T) -> Result<Pushed, PushError<T>> {
         let shared = self.shared();
+        shared.metrics.add_offered(1);
         match shared.offer(item, false) {
             Offer::Accepted(pushed) => {
                 shared.poke();
@@ -790,19 +791,21 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
                 if room == 0 {
                     break Emitted::Items(accepted);
                 }
-                let taken = match queue.store.as_mut() {
-                    Some(store) => match store.take_into(want, &mut self.batch) {
-                        Ok(taken) => taken,
-                        Err(error) => break Emitted::Done(accepted, Err(error)),
-                    },
+                // Taken items are held in `self.batch` until the subscriber takes them: they are
+                // counted out below, as it does.
+                match queue.store.as_mut() {
+                    Some(store) => {
+                        if let Err(error) = store.take_into(want, &mut self.batch) {
+                            break Emitted::Done(accepted, Err(error));
+                        }
+                    }
                     None => {
                         let take = want.min(queue.items.len());
                         self.batch
                             .extend(queue.items.drain(..take).map(|(_, item)| item));
-                        take
                     }
-                };
-                shared.after_change(&queue, 0, taken as u64);
+                }
+                shared.after_change(&queue, 0);
             }
             if self.batch.is_empty() {
                 break Emitted::Items(accepted);
@@ -815,9 +818,11 @@ impl<T: Send + 'static> Emit for IngressEmit<T> {
             }
             // Items the subscriber does not take stay in the batch: emitted next time, or counted
             // as dropped if the subscription ends first.
+            let before = self.batch.len();
             let batch = &mut self.batch;
             let mut from_batch = std::iter::from_fn(|| batch.pop_front());
             accepted += subscriber.try_on_next_iter(&mut from_batch, demand - accepted);
+            shared.metrics.add_out((before - self.batch.len()) as u64);
         };
         // Outstanding demand as the ingress leaves it (unbounded stays unbounded).
         let left = if demand == u64::MAX {
@@ -856,7 +861,7 @@ impl<T> Drop for IngressEmit<T> {
         self.batch.clear();
         self.shared
             .metrics
-            .record_shed_n(Reason::Cancelled, left as u64);
+            .record_evicted_n(Reason::Cancelled, left as u64);
         self.shared.space.notify_waiters();
     }
 }

@@ -13,6 +13,7 @@ use weir_sync::ring::{Consumer, Credit, Readable};
 
 use crate::boundary::{Channel, Grant, Inlet, channel};
 use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::recheck::Recheck;
 use crate::{Error, Subscriber, Subscription};
 
 /// What [`Lane::poll_lane`] found.
@@ -62,6 +63,7 @@ pub fn lane_observed<T: Send + 'static>(metrics: Arc<BoundaryMetrics>) -> (Inlet
             upstream: None,
             grant: Grant::new(capacity),
             ended: false,
+            recheck: Recheck::default(),
         },
     )
 }
@@ -74,6 +76,7 @@ pub struct Lane<T> {
     upstream: Option<Subscription>,
     grant: Grant,
     ended: bool,
+    recheck: Recheck,
 }
 
 impl<T> std::fmt::Debug for Lane<T> {
@@ -111,7 +114,12 @@ impl<T: Send + 'static> Lane<T> {
             match self.consumer.poll_readable(cx) {
                 Poll::Ready(Readable::Items) => continue,
                 Poll::Ready(Readable::Closed) => return Poll::Ready(self.end()),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.consumer.take_fresh_wait() {
+                        self.recheck.after_wait_started(cx);
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -136,9 +144,11 @@ impl<T: Send + 'static> Lane<T> {
         (taken, accepted)
     }
 
-    /// Cancels the upstream; the lane ends.
+    /// Cancels the upstream; the lane ends. Items it still holds, and any its upstream still
+    /// writes, are counted as cancelled.
     pub fn cancel(&mut self) {
         self.cancel_upstream();
+        self.channel.metrics.cancel_rest();
         self.ended = true;
     }
 
@@ -176,6 +186,8 @@ impl<T: Send + 'static> Lane<T> {
 
 impl<T> Drop for Lane<T> {
     fn drop(&mut self) {
+        // Whatever is left in the ring is dropped with it: cancelled.
+        self.channel.metrics.cancel_rest();
         if let Some(upstream) = self
             .upstream
             .take()

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use weir_sync::ring::Occupancy;
 
-/// Why an item did not take the happy path.
+/// Why an item did not take the happy path. Each reason belongs to one exit of the ledger
+/// ([`Reason::exit`]): handed back to its caller, dropped on purpose, failed, or cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -24,29 +25,71 @@ pub enum Reason {
     Timeout,
     /// Rejected: the ingress was closed.
     Closed,
+    /// Rejected: the spill store failed (a disk error).
+    SpillFailed,
     /// Dropped: evicted by a newer item under `DropOldest`.
     DroppedOldest,
     /// Dropped: refused because the queue was full under `DropNewest`.
     DroppedNewest,
-    /// Dropped: still queued when the downstream cancelled.
-    Cancelled,
-    /// Rejected: the spill store failed (a disk error).
-    SpillFailed,
     /// Dropped: over the rate of a shedding `throttle`.
     Throttled,
+    /// Dropped: a filter (`filter`, `filter_map`, `skip`, `take_while`...) let it go.
+    Filtered,
+    /// Dropped: a duplicate of an item seen recently (`dedupe`).
+    Duplicate,
+    /// Failed: the closure handling it panicked or returned an error.
+    Failed,
+    /// Cancelled: still queued (or arriving) when its consumer went away.
+    Cancelled,
+    /// Cancelled: in flight (an async stage's future, a sink's write) when the pipeline was aborted.
+    CancelledInFlight,
+}
+
+/// The exits of the ledger: what happened to an item that was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    /// Handed back to the caller that offered it (a push refused with the item).
+    Rejected,
+    /// Let go on purpose by a policy (overflow, throttle, filter, dedupe).
+    Dropped,
+    /// Its processing failed.
+    Failed,
+    /// Its consumer went away before it was delivered.
+    Cancelled,
+}
+
+impl Exit {
+    /// The label used in snapshots.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exit::Rejected => "rejected",
+            Exit::Dropped => "dropped",
+            Exit::Failed => "failed",
+            Exit::Cancelled => "cancelled",
+        }
+    }
 }
 
 impl Reason {
-    const ALL: [Reason; 8] = [
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 12] = [
         Reason::Full,
         Reason::Timeout,
         Reason::Closed,
+        Reason::SpillFailed,
         Reason::DroppedOldest,
         Reason::DroppedNewest,
-        Reason::Cancelled,
-        Reason::SpillFailed,
         Reason::Throttled,
+        Reason::Filtered,
+        Reason::Duplicate,
+        Reason::Failed,
+        Reason::Cancelled,
+        Reason::CancelledInFlight,
     ];
+
+    /// How many reasons there are.
+    pub const COUNT: usize = Self::ALL.len();
 
     /// The label used in snapshots and exported metrics.
     pub fn as_str(self) -> &'static str {
@@ -54,20 +97,42 @@ impl Reason {
             Reason::Full => "full",
             Reason::Timeout => "timeout",
             Reason::Closed => "closed",
+            Reason::SpillFailed => "spill_failed",
             Reason::DroppedOldest => "dropped_oldest",
             Reason::DroppedNewest => "dropped_newest",
-            Reason::Cancelled => "cancelled",
-            Reason::SpillFailed => "spill_failed",
             Reason::Throttled => "throttled",
+            Reason::Filtered => "filtered",
+            Reason::Duplicate => "duplicate",
+            Reason::Failed => "failed",
+            Reason::Cancelled => "cancelled",
+            Reason::CancelledInFlight => "cancelled_in_flight",
         }
     }
 
-    /// Whether the item was handed back to its caller (a rejection) rather than discarded (a drop).
+    /// The reason with this label.
+    pub fn from_label(label: &str) -> Option<Reason> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == label)
+    }
+
+    /// The ledger's exit this reason belongs to.
+    pub fn exit(self) -> Exit {
+        match self {
+            Reason::Full | Reason::Timeout | Reason::Closed | Reason::SpillFailed => Exit::Rejected,
+            Reason::DroppedOldest
+            | Reason::DroppedNewest
+            | Reason::Throttled
+            | Reason::Filtered
+            | Reason::Duplicate => Exit::Dropped,
+            Reason::Failed => Exit::Failed,
+            Reason::Cancelled | Reason::CancelledInFlight => Exit::Cancelled,
+        }
+    }
+
+    /// Whether the item was handed back to its caller (a rejection) rather than discarded.
     pub fn is_rejection(self) -> bool {
-        matches!(
-            self,
-            Reason::Full | Reason::Timeout | Reason::Closed | Reason::SpillFailed
-        )
+        self.exit() == Exit::Rejected
     }
 }
 
@@ -93,10 +158,15 @@ pub struct BoundaryMetrics {
     occupancy: OnceLock<Arc<dyn Occupancy>>,
     /// The ring's consumer left: what it holds is cancelled (see `cancel_rest`).
     consumer_gone: AtomicBool,
+    /// Pushes offered to an ingress (accepted or not).
+    offered: AtomicU64,
     items_in: AtomicU64,
     items_out: AtomicU64,
     demand: AtomicU64,
-    shed: [AtomicU64; Reason::ALL.len()],
+    shed: [AtomicU64; Reason::COUNT],
+    /// Items that left the queue from inside it without being handed on (evicted, cancelled
+    /// while queued): they were counted in and never out.
+    evicted: AtomicU64,
     wait_nanos: AtomicU64,
     waits: AtomicU64,
     /// Front-of-queue enqueue time in nanoseconds since `epoch`, plus one; 0 when empty (ingress).
@@ -109,8 +179,16 @@ pub struct BoundaryMetrics {
 }
 
 impl BoundaryMetrics {
-    /// Fresh counters for a stage.
+    /// Fresh counters for a stage, registered as an account of the current
+    /// [`ledger::scope`](crate::ledger::scope) if there is one.
     pub fn new(name: impl Into<Arc<str>>, kind: StageKind, capacity: usize) -> Arc<Self> {
+        let metrics = Self::unregistered(name, kind, capacity);
+        crate::ledger::register(metrics.clone());
+        metrics
+    }
+
+    /// Fresh counters that no ledger scope sees (for a stage that registers them itself).
+    pub fn unregistered(name: impl Into<Arc<str>>, kind: StageKind, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
             kind,
@@ -118,10 +196,12 @@ impl BoundaryMetrics {
             epoch: Instant::now(),
             occupancy: OnceLock::new(),
             consumer_gone: AtomicBool::new(false),
+            offered: AtomicU64::new(0),
             items_in: AtomicU64::new(0),
             items_out: AtomicU64::new(0),
             demand: AtomicU64::new(0),
             shed: Default::default(),
+            evicted: AtomicU64::new(0),
             wait_nanos: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             oldest_enqueued: AtomicU64::new(0),
@@ -143,6 +223,15 @@ impl BoundaryMetrics {
 
     pub(crate) fn now_nanos(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    pub(crate) fn add_offered(&self, n: u64) {
+        self.offered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Pushes offered so far (an ingress: accepted or refused; 0 for other queues).
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_in(&self, n: u64) {
@@ -212,6 +301,13 @@ impl BoundaryMetrics {
         self.consumer_gone.store(true, Ordering::Release);
     }
 
+    /// Counts `n` items that were queued (counted in) and left the queue without being handed on:
+    /// evicted by a newer item, or dropped with the queue when its consumer went away.
+    pub fn record_evicted_n(&self, reason: Reason, n: u64) {
+        self.evicted.fetch_add(n, Ordering::Relaxed);
+        self.record_shed_n(reason, n);
+    }
+
     /// How many items were shed for `reason`.
     pub fn shed(&self, reason: Reason) -> u64 {
         self.shed[reason as usize].load(Ordering::Relaxed)
@@ -221,29 +317,12 @@ impl BoundaryMetrics {
     /// moment's approximation).
     pub fn snapshot(&self) -> BoundarySnapshot {
         let now = self.now_nanos();
-        // Items a ring holds after its consumer left: cancelled, not queued.
-        let mut abandoned = 0;
-        let (items_in, items_out, oldest) = match self.occupancy.get() {
-            Some(ring) => {
-                let released = ring.released();
-                let published = ring.published();
-                if self.consumer_gone.load(Ordering::Acquire) {
-                    abandoned = published.saturating_sub(released) as u64;
-                }
-                let oldest = (published > released && abandoned == 0)
-                    .then(|| self.sampled_time_of(released))
-                    .flatten();
-                (published as u64, released as u64, oldest)
-            }
-            None => {
-                let oldest = self.oldest_enqueued.load(Ordering::Relaxed);
-                (
-                    self.items_in.load(Ordering::Relaxed),
-                    self.items_out.load(Ordering::Relaxed),
-                    oldest.checked_sub(1),
-                )
-            }
-        };
+        let Positions {
+            items_in,
+            items_out,
+            abandoned,
+            oldest,
+        } = self.positions();
         let mut rejected = BTreeMap::new();
         let mut dropped = BTreeMap::new();
         for reason in Reason::ALL {
@@ -257,13 +336,11 @@ impl BoundaryMetrics {
                 dropped.insert(reason.as_str().to_owned(), count);
             }
         }
-        // Evicted and cancelled items left the queue without going downstream.
-        let evicted = self.shed(Reason::DroppedOldest) + self.shed(Reason::Cancelled) + abandoned;
         BoundarySnapshot {
             name: self.name.to_string(),
             kind: self.kind,
             capacity: self.capacity,
-            depth: items_in.saturating_sub(items_out.saturating_add(evicted)),
+            depth: self.depth(items_in, items_out, abandoned),
             items_in,
             items_out,
             demand: self.demand.load(Ordering::Relaxed),
@@ -273,6 +350,43 @@ impl BoundaryMetrics {
             producer_wait_ms: self.wait_nanos.load(Ordering::Relaxed) as f64 / 1e6,
             producer_waits: self.waits.load(Ordering::Relaxed),
         }
+    }
+
+    fn positions(&self) -> Positions {
+        match self.occupancy.get() {
+            Some(ring) => {
+                let released = ring.released();
+                let published = ring.published();
+                // Items a ring holds after its consumer left: cancelled, not queued.
+                let abandoned = if self.consumer_gone.load(Ordering::Acquire) {
+                    published.saturating_sub(released) as u64
+                } else {
+                    0
+                };
+                let oldest = (published > released && abandoned == 0)
+                    .then(|| self.sampled_time_of(released))
+                    .flatten();
+                Positions {
+                    items_in: published as u64,
+                    items_out: released as u64,
+                    abandoned,
+                    oldest,
+                }
+            }
+            None => Positions {
+                items_in: self.items_in.load(Ordering::Relaxed),
+                items_out: self.items_out.load(Ordering::Relaxed),
+                abandoned: 0,
+                oldest: self.oldest_enqueued.load(Ordering::Relaxed).checked_sub(1),
+            },
+        }
+    }
+
+    /// Items held: in, minus out, minus what left the queue without going downstream (evicted
+    /// by a newer item, or cancelled).
+    fn depth(&self, items_in: u64, items_out: u64, abandoned: u64) -> u64 {
+        let evicted = self.evicted.load(Ordering::Relaxed) + abandoned;
+        items_in.saturating_sub(items_out.saturating_add(evicted))
     }
 
     /// The write time of the newest sample at or before `position`: the item at `position` was
@@ -290,6 +404,50 @@ impl BoundaryMetrics {
     }
 }
 
+struct Positions {
+    items_in: u64,
+    items_out: u64,
+    abandoned: u64,
+    oldest: Option<u64>,
+}
+
+impl crate::ledger::Account for BoundaryMetrics {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Held: the queue's depth; exits: what it shed, by reason.
+    fn entry(&self) -> crate::ledger::Entry {
+        let positions = self.positions();
+        let mut entry = crate::ledger::Entry {
+            held: self.depth(positions.items_in, positions.items_out, positions.abandoned),
+            ..Default::default()
+        };
+        for reason in Reason::ALL {
+            entry.exits[reason] = self.shed(reason);
+        }
+        entry.exits[Reason::Cancelled] += positions.abandoned;
+        entry
+    }
+}
+
+impl BoundarySnapshot {
+    /// The queue as a ledger entry: held = depth, exits by reason (from a copy, for queues whose
+    /// live counters are out of reach).
+    pub fn entry(&self) -> crate::ledger::Entry {
+        let mut entry = crate::ledger::Entry {
+            held: self.depth,
+            ..Default::default()
+        };
+        for (label, &count) in self.rejected.iter().chain(&self.dropped) {
+            if let Some(reason) = Reason::from_label(label) {
+                entry.exits[reason] += count;
+            }
+        }
+        entry
+    }
+}
+
 /// A copy of one stage's counters, for tests, UIs and exporters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BoundarySnapshot {
@@ -299,7 +457,7 @@ pub struct BoundarySnapshot {
     pub kind: StageKind,
     /// The most items the stage may hold.
     pub capacity: u64,
-    /// Items held now (`items_in - items_out - dropped_oldest - cancelled`).
+    /// Items held now (`items_in - items_out` minus items evicted or cancelled from the queue).
     pub depth: u64,
     /// Items accepted so far.
     pub items_in: u64,

@@ -25,6 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::Error;
+use crate::ledger::{Reason, Tally};
 
 /// Receives the signals of one subscription.
 ///
@@ -191,7 +192,7 @@ pub trait Publisher<T>: Send + 'static {
         Self: Sized,
         T: Send + 'static,
     {
-        BoxPublisher(Box::new(self))
+        BoxPublisher::new(self)
     }
 }
 
@@ -254,6 +255,8 @@ const EDGE_CHUNK: usize = 64;
 struct ErasedSubscriber<T> {
     inner: Box<dyn DynSubscriber<T>>,
     chunk: Vec<T>,
+    /// Where items left in the chunk by a subscriber that stopped mid-burst are counted.
+    leftovers: Option<Arc<Tally>>,
 }
 
 impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
@@ -284,11 +287,18 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
             if got == 0 {
                 break;
             }
-            accepted += self
-                .inner
-                .try_on_next_chunk(&mut self.chunk.drain(..), limit - accepted);
-            // Whatever a subscriber left in the chunk (it was cancelled mid-burst) is dropped with
-            // the drain, as the publisher would drop it after a cancel.
+            let mut chunk = self.chunk.drain(..);
+            accepted += self.inner.try_on_next_chunk(&mut chunk, limit - accepted);
+            let left = chunk.len();
+            drop(chunk);
+            if left > 0 {
+                // The subscriber stopped mid-burst (cancelled, failed): what it left was already
+                // taken from the publisher, so it is dropped here, counted.
+                if let Some(leftovers) = &self.leftovers {
+                    leftovers.add(Reason::Cancelled, left as u64);
+                }
+                break;
+            }
             if got < want {
                 break; // `items` ran out
             }
@@ -307,13 +317,31 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
 }
 
 /// A type-erased publisher.
-pub struct BoxPublisher<T>(Box<dyn ErasedPublisher<T>>);
+///
+/// A subscriber that stops in the middle of a burst (cancelled or failed) may leave items of the
+/// chunk it was handed: they are counted as [`Reason::Cancelled`] in an account named `edge`,
+/// registered with the [`ledger::scope`](crate::ledger::scope) the publisher was boxed in.
+pub struct BoxPublisher<T> {
+    publisher: Box<dyn ErasedPublisher<T>>,
+    leftovers: Option<Arc<Tally>>,
+}
+
+impl<T: Send + 'static> BoxPublisher<T> {
+    /// Erases `publisher`'s type; see [`Publisher::boxed`].
+    pub fn new(publisher: impl Publisher<T>) -> Self {
+        Self {
+            publisher: Box::new(publisher),
+            leftovers: crate::ledger::in_scope().then(|| Tally::new("edge")),
+        }
+    }
+}
 
 impl<T: Send + 'static> Publisher<T> for BoxPublisher<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
-        self.0.subscribe_boxed(ErasedSubscriber {
+        self.publisher.subscribe_boxed(ErasedSubscriber {
             inner: Box::new(subscriber),
             chunk: Vec::with_capacity(EDGE_CHUNK),
+            leftovers: self.leftovers,
         })
     }
 

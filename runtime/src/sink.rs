@@ -1,9 +1,13 @@
 //! Sinks: subscribers that end a stream, and the way back to `futures::Stream`.
 //!
 //! [`fold`], [`for_each`] and [`collect`] run their closure inside `on_next`, so they request unbounded
-//! demand (nothing is buffered: the work happens as items arrive) and resolve when the stream ends. A
-//! panic in the closure cancels the upstream and resolves to [`ErrorKind::Panicked`](crate::ErrorKind::Panicked). [`into_stream`]
-//! buffers at most `prefetch` items and requests more only as the stream is polled.
+//! demand (nothing is buffered: the work happens as items arrive) and resolve when the stream ends.
+//! The closure may return `()` or a `Result` ([`SinkResult`]): an error, like a panic, cancels the
+//! upstream and resolves to that error ([`ErrorKind::Panicked`](crate::ErrorKind::Panicked) for a
+//! panic), and the closure is never called again. With a [`Tally`] ([`Fold::counted`]), the item
+//! that failed is counted as [`Reason::Failed`] and items that still arrive after it as
+//! [`Reason::Cancelled`]. [`into_stream`] buffers at most `prefetch` items and requests more only
+//! as the stream is polled.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -14,8 +18,45 @@ use futures_core::Stream;
 use tokio::sync::oneshot;
 
 use crate::lane::{Lane, LaneEvent, lane};
+use crate::ledger::{Reason, Tally, TallyWriter};
 use crate::metrics::BoundaryMetrics;
 use crate::{Error, Publisher, Subscriber, Subscription};
+
+/// What a sink's closure returns: `()` (it cannot fail) or `Result<(), E>` (an `Err` fails the
+/// stream with `E` as the error's source).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::{sink, source};
+/// let failed = sink::for_each(source::from_iter(1..=3u32), |x| {
+///     if x == 2 { Err(format!("cannot store {x}")) } else { Ok(()) }
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(failed.to_string(), "cannot store 2");
+/// # }
+/// ```
+pub trait SinkResult: Send + 'static {
+    /// `Ok` if the item was handled.
+    fn into_result(self) -> Result<(), Error>;
+}
+
+impl SinkResult for () {
+    #[inline]
+    fn into_result(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl<E> SinkResult for Result<(), E>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    #[inline]
+    fn into_result(self) -> Result<(), Error> {
+        self.map_err(|error| Error::from_boxed(error.into()))
+    }
+}
 
 /// Folds every item into `init` with `f`, resolving to the final value when the stream completes.
 ///
@@ -26,11 +67,12 @@ use crate::{Error, Publisher, Subscriber, Subscription};
 /// assert_eq!(sum, 55);
 /// # }
 /// ```
-pub async fn fold<T, P, A, F>(publisher: P, init: A, f: F) -> Result<A, Error>
+pub async fn fold<T, P, A, F, R>(publisher: P, init: A, f: F) -> Result<A, Error>
 where
     P: Publisher<T>,
     A: Send + 'static,
-    F: FnMut(&mut A, T) + Send + 'static,
+    F: FnMut(&mut A, T) -> R + Send + 'static,
+    R: SinkResult,
 {
     let (subscriber, outcome) = Fold::new(init, f);
     publisher.subscribe(subscriber);
@@ -45,10 +87,11 @@ where
 /// sink::for_each(source::from_iter(["a", "b"]), |item| println!("{item}")).await.unwrap();
 /// # }
 /// ```
-pub async fn for_each<T, P, F>(publisher: P, mut f: F) -> Result<(), Error>
+pub async fn for_each<T, P, F, R>(publisher: P, mut f: F) -> Result<(), Error>
 where
     P: Publisher<T>,
-    F: FnMut(T) + Send + 'static,
+    F: FnMut(T) -> R + Send + 'static,
+    R: SinkResult,
 {
     fold(publisher, (), move |(), item| f(item)).await
 }
@@ -75,10 +118,12 @@ where
 /// # }
 /// ```
 pub struct Fold<A, F> {
+    /// `None` once the fold finished or failed: the closure is never called again.
     acc: Option<A>,
     f: F,
     subscription: Option<Subscription>,
     done: Option<oneshot::Sender<Result<A, Error>>>,
+    tally: Option<TallyWriter>,
 }
 
 impl<A, F> std::fmt::Debug for Fold<A, F> {
@@ -118,9 +163,35 @@ impl<A, F> Fold<A, F> {
                 f,
                 subscription: None,
                 done: Some(done),
+                tally: None,
             },
             FoldOutcome(outcome),
         )
+    }
+
+    /// Counts into `tally` the items handled ([`Entry::delivered`](crate::ledger::Entry)), the item
+    /// whose handling failed ([`Reason::Failed`]) and the items that arrive after that, which the
+    /// closure never sees ([`Reason::Cancelled`]).
+    pub fn counted(mut self, tally: &Arc<Tally>) -> Self {
+        self.tally = Some(tally.writer());
+        self
+    }
+
+    fn count(&mut self, reason: Reason) {
+        if let Some(tally) = &mut self.tally {
+            tally.add(reason, 1);
+        }
+    }
+
+    /// The closure failed on an item: stop calling it, cancel the upstream, resolve with `error`.
+    #[cold]
+    fn fail(&mut self, error: Error) {
+        self.count(Reason::Failed);
+        self.acc = None;
+        if let Some(subscription) = &self.subscription {
+            subscription.cancel();
+        }
+        self.finish(Err(error));
     }
 
     fn finish(&mut self, result: Result<(), Error>) {
@@ -136,10 +207,11 @@ impl<A, F> Fold<A, F> {
     }
 }
 
-impl<T, A, F> Subscriber<T> for Fold<A, F>
+impl<T, A, F, R> Subscriber<T> for Fold<A, F>
 where
     A: Send + 'static,
-    F: FnMut(&mut A, T) + Send + 'static,
+    F: FnMut(&mut A, T) -> R + Send + 'static,
+    R: SinkResult,
 {
     fn on_subscribe(&mut self, subscription: Subscription) {
         if self.subscription.is_some() || self.done.is_none() {
@@ -152,13 +224,20 @@ where
 
     #[inline]
     fn on_next(&mut self, item: T) {
-        let Some(acc) = self.acc.as_mut() else { return };
+        let Some(acc) = self.acc.as_mut() else {
+            // Arrived after the fold failed (the upstream stops eventually): never handled.
+            self.count(Reason::Cancelled);
+            return;
+        };
         let f = &mut self.f;
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(acc, item))) {
-            if let Some(subscription) = &self.subscription {
-                subscription.cancel();
+        match catch_unwind(AssertUnwindSafe(|| f(acc, item).into_result())) {
+            Ok(Ok(())) => {
+                if let Some(tally) = &mut self.tally {
+                    tally.add_delivered(1);
+                }
             }
-            self.finish(Err(Error::panicked(payload.as_ref())));
+            Ok(Err(error)) => self.fail(error),
+            Err(payload) => self.fail(Error::panicked(payload.as_ref())),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The subscription state of publishers that emit from a task (or poll function) of their own
-//! (stream sources, boundary outlets, merges): `request` and `cancel` record what they want and wake
-//! the task on transitions; the task does all the emitting.
+//! (stream sources, boundary outlets, merges): [`TaskSubscription`] (from `weir_sync`, where its
+//! loom model lives) behind a [`Subscription`](crate::Subscription).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -15,101 +15,16 @@
 //! assert_eq!(state.poll_next(&mut cx), Next::Emit(3));
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Context;
-
-use weir_sync::{Demand, WakeSlot};
+pub use weir_sync::{Next, TaskSubscription};
 
 use crate::RawSubscription;
 
-/// See the [module documentation](self).
-#[derive(Debug, Default)]
-pub struct TaskSubscription {
-    demand: Demand,
-    cancelled: AtomicBool,
-    bad_request: AtomicBool,
-    wake: WakeSlot,
-}
-
-/// What the emitting task should do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Emit up to this many items.
-    Emit(u64),
-    /// Nothing to do until woken.
-    Wait,
-    /// The subscriber called `request(0)`: fail the stream.
-    BadRequest,
-    /// The subscriber cancelled: release everything.
-    Cancelled,
-}
-
-impl TaskSubscription {
-    /// The outstanding demand (the task consumes what it emitted).
-    pub fn demand(&self) -> &Demand {
-        &self.demand
-    }
-
-    fn next(&self) -> Next {
-        if self.cancelled.load(Ordering::Acquire) {
-            Next::Cancelled
-        } else if self.bad_request.load(Ordering::Acquire) {
-            Next::BadRequest
-        } else {
-            match self.demand.get() {
-                0 => Next::Wait,
-                n => Next::Emit(n),
-            }
-        }
-    }
-
-    /// What to do now; when the answer is [`Next::Wait`], the task is registered to be woken by the
-    /// next `request` or `cancel`.
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Next {
-        match self.next() {
-            Next::Wait => {}
-            next => return next,
-        }
-        self.wake.prepare(cx);
-        match self.next() {
-            Next::Wait => Next::Wait,
-            next => {
-                self.wake.clear();
-                next
-            }
-        }
-    }
-
-    /// Registers the task to be woken by `request` / `cancel` while it waits for something else, and
-    /// reports whether it was cancelled (or failed by `request(0)`) meanwhile.
-    pub fn watch(&self, cx: &mut Context<'_>) -> Next {
-        self.wake.prepare(cx);
-        match self.next() {
-            next @ (Next::Cancelled | Next::BadRequest) => {
-                self.wake.clear();
-                next
-            }
-            other => other,
-        }
-    }
-}
-
 impl RawSubscription for TaskSubscription {
     fn request(&self, n: u64) {
-        if self.cancelled.load(Ordering::Acquire) {
-            return;
-        }
-        if n == 0 {
-            self.bad_request.store(true, Ordering::Release);
-            self.wake.notify();
-        } else if self.demand.add(n) == 0 {
-            self.wake.notify();
-        }
+        TaskSubscription::request(self, n);
     }
 
     fn cancel(&self) {
-        if !self.cancelled.swap(true, Ordering::AcqRel) {
-            self.wake.notify();
-        }
+        TaskSubscription::cancel(self);
     }
 }

@@ -5,6 +5,8 @@
 //! - [`Serial`]: the work-in-progress counter that serialises signals and trampolines re-entrant calls;
 //! - [`SubscriptionCore`]: demand + serialiser + cancel / terminal / bad-request flags, the state every
 //!   emitting subscription shares between its `request`/`cancel` callers and its emitter;
+//! - [`SerialCell`]: a synchronous emitter's state, reachable only by the serialiser's owner;
+//! - [`TaskSubscription`]: the subscription state of a publisher that emits from a task of its own;
 //! - [`WakeSlot`]: a one-task wake-up that fires on transitions only;
 //! - [`ring`]: the single-producer, single-consumer credit ring used by async boundaries.
 //!
@@ -20,12 +22,16 @@ mod demand;
 mod loom;
 pub mod ring;
 mod serial;
+mod serial_cell;
 mod subscription;
+mod task;
 mod wake;
 
 pub use demand::Demand;
 pub use serial::Serial;
+pub use serial_cell::SerialCell;
 pub use subscription::SubscriptionCore;
+pub use task::{Next, TaskSubscription};
 pub use wake::WakeSlot;
 
 /// Pads and aligns a value to 128 bytes so that counters written by different threads do not share a

@@ -1,6 +1,7 @@
 //! The one place concurrent code in weir takes its atomics, cells and wakers from: `std` (and the
 //! `atomic-waker` crate) in normal builds, `loom` when the crate is compiled with `--cfg loom` for the
-//! models. Only this crate is ever built with that cfg; it has no tokio dependency (see DESIGN.md).
+//! models. Only this crate is ever built with that cfg: it has no tokio dependency, because tokio compiles
+//! `tokio::net` out under `cfg(loom)` and the crates that need it would not build (ARCHITECTURE.md).
 
 #[cfg(loom)]
 pub(crate) use loom::{

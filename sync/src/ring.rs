@@ -3,8 +3,8 @@
 //! Three handles share one fixed array of `capacity` slots (a power of two):
 //! - [`Producer`] writes items. It exposes its tail every [`PUBLISH_EVERY`] items (a plain release
 //!   store: a running consumer sees them) and on [`Producer::publish`], which also wakes a waiting
-//!   consumer. Never per item: an atomic read-modify-write per item costs 8-9x the throughput (see
-//!   ENVIRONMENT.md). Leaving the wake to `publish` lets the owner hand a whole burst over at once, so
+//!   consumer. Never per item: a fence or read-modify-write per item cost 8-9x the throughput when
+//!   measured (BENCHMARKS.md, `boundary`). Leaving the wake to `publish` lets the owner hand a whole burst over at once, so
 //!   the woken consumer runs after the producer on the same core instead of fighting it for the
 //!   ring's cache lines from another one.
 //! - [`Consumer`] reads items and publishes its head in the same batched way.
@@ -15,6 +15,19 @@
 //! a "waiting" word with a read-modify-write; the other side, after publishing, swaps that word back and
 //! wakes only if it was raised. Because both sides use read-modify-writes on the same word, one of them
 //! always sees the other's publication (no lost wake-up; checked by the loom models).
+//!
+//! A producer that stops between two publications (a plain Reactive Streams publisher never says it
+//! paused) must not strand what it wrote. Three things make sure it does not, without a fence or a
+//! read-modify-write per item:
+//! - every write also moves a second position, `written`, with a plain release store to a cache line
+//!   that only the producer writes and the consumer reads only when it is about to wait: a consumer
+//!   that finds nothing published takes everything written instead of waiting;
+//! - the producer looks at the consumer's "waiting" word after each item (a load of a line that
+//!   changes only when the consumer parks) and publishes at once, waking it, when it waits;
+//! - the one race left (the consumer starts waiting while the producer's last store is still on its
+//!   way) is closed by a second look: [`Consumer::poll_readable`] reports, through
+//!   [`Consumer::take_fresh_wait`], each time the consumer *starts* waiting, and the owner then looks
+//!   again a little later (the runtime's recheck), when that store is long visible.
 //!
 //! Invariants: at most `capacity` items are ever between head and tail; an item is written once, read
 //! once and dropped exactly once (by the consumer, or by the ring when both ends are gone).
@@ -38,6 +51,10 @@ struct Shared<T> {
     mask: usize,
     /// Items `[head, tail)` are readable. Written by the producer only.
     tail: CachePadded<AtomicUsize>,
+    /// Items `[head, written)` are readable too: the producer's every write, stored per item (a
+    /// release store to its own line). The consumer reads it only before it waits, so the line does
+    /// not bounce between the cores while both run.
+    written: CachePadded<AtomicUsize>,
     /// Written by the consumer only.
     head: CachePadded<AtomicUsize>,
     /// Written by the producer's publications and the consumer's waits.
@@ -50,9 +67,15 @@ struct Shared<T> {
     consumer_closed: AtomicBool,
 }
 
-// SAFETY: slots are only accessed by the single producer (writes to free slots) and the single consumer
-// (reads of published slots); positions are handed over with release/acquire.
+// SAFETY: the ring owns its items (`T: Send`) and hands each from one thread to another: slots are
+// only accessed by the single producer (writes to free slots) and the single consumer (reads of
+// published slots), with positions handed over by release/acquire.
 unsafe impl<T: Send> Send for Shared<T> {}
+
+// SAFETY: shared between the producer's, the consumer's and the credit side's threads, which touch a
+// slot only as described for `Send` (one writer before publication, one reader after); everything
+// else is atomics. No `&T` is ever shared, so `T: Sync` is not needed.
+unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
     #[inline(always)]
@@ -61,12 +84,11 @@ impl<T> Shared<T> {
         unsafe { self.slots.get_unchecked(position & self.mask) }
     }
 }
-unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
         let head = self.head.load(Ordering::Acquire);
-        let tail = self.tail.load(Ordering::Acquire);
+        let tail = self.written.load(Ordering::Acquire);
         for position in head..tail {
             self.slots[position & self.mask].with_mut(|slot| {
                 // SAFETY: [head, tail) were written and not read; both handles are gone.
@@ -95,7 +117,10 @@ impl fmt::Debug for dyn Occupancy {
 
 impl<T: Send + 'static> Occupancy for Shared<T> {
     fn published(&self) -> usize {
-        self.tail.load(Ordering::Acquire)
+        later(
+            self.tail.load(Ordering::Acquire),
+            self.written.load(Ordering::Acquire),
+        )
     }
     fn released(&self) -> usize {
         self.head.load(Ordering::Acquire)
@@ -123,6 +148,7 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
         slots,
         mask: capacity - 1,
         tail: CachePadded(AtomicUsize::new(0)),
+        written: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
         consumer: CachePadded(WakeSlot::new()),
         credit_wanted: CachePadded(AtomicUsize::new(0)),
@@ -144,6 +170,7 @@ pub fn ring<T>(capacity: usize) -> (Producer<T>, Consumer<T>, Credit<T>) {
             head: 0,
             released: 0,
             tail_seen: 0,
+            fresh_wait: false,
         },
         Credit { shared, capacity },
     )
@@ -187,6 +214,8 @@ impl<T> Producer<T> {
             unsafe { (*slot).write(item) };
         });
         self.tail = self.tail.wrapping_add(1);
+        // Released after the slot's write: a consumer that reads it may read the slot.
+        self.shared.written.store(self.tail, Ordering::Release);
         if self.tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
             self.expose();
         }
@@ -221,6 +250,7 @@ impl<T> Producer<T> {
             tail = tail.wrapping_add(1);
         }
         self.tail = tail;
+        self.shared.written.store(tail, Ordering::Release);
         if tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
             self.expose();
         }
@@ -259,6 +289,13 @@ impl<T> Producer<T> {
         }
     }
 
+    /// Whether the consumer is waiting for items (a hint, one plain load): an owner that writes item
+    /// by item without knowing when its input pauses publishes as soon as this is true.
+    #[inline]
+    pub fn is_consumer_waiting(&self) -> bool {
+        self.shared.consumer.is_waiting()
+    }
+
     /// Whether the consumer has gone away (items pushed now are dropped with the ring).
     #[inline]
     pub fn is_consumer_closed(&self) -> bool {
@@ -282,6 +319,12 @@ impl<T> Producer<T> {
     #[inline]
     pub fn pushed(&self) -> usize {
         self.tail
+    }
+
+    /// The ring's capacity (a power of two).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -368,6 +411,14 @@ pub struct Consumer<T> {
     head: usize,
     released: usize,
     tail_seen: usize,
+    /// The last `poll_readable` that returned `Pending` started a wait (see `take_fresh_wait`).
+    fresh_wait: bool,
+}
+
+/// The later of two ring positions (they wrap around).
+#[inline(always)]
+fn later(a: usize, b: usize) -> usize {
+    if b.wrapping_sub(a) as isize > 0 { b } else { a }
 }
 
 impl<T> fmt::Debug for Consumer<T> {
@@ -384,7 +435,7 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn pop(&mut self) -> Option<T> {
         if self.head == self.tail_seen {
-            self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+            self.see_tail();
             if self.head == self.tail_seen {
                 return None;
             }
@@ -405,7 +456,7 @@ impl<T> Consumer<T> {
     /// the head is published once at the end.
     #[inline]
     pub fn pop_each(&mut self, max: u64, mut f: impl FnMut(T) -> bool) -> (usize, u64) {
-        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        self.see_tail();
         let shared = &*self.shared;
         let start = self.head;
         let end = self.tail_seen;
@@ -431,7 +482,7 @@ impl<T> Consumer<T> {
     /// drain starts, and the head is published when it is dropped (if a slice's worth was read).
     #[inline]
     pub fn drain(&mut self) -> Drain<'_, T> {
-        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        self.see_tail();
         Drain {
             start: self.head,
             end: self.tail_seen,
@@ -442,7 +493,21 @@ impl<T> Consumer<T> {
     /// Published items not yet popped (as of the last look at the tail, refreshed now).
     #[inline]
     pub fn available(&mut self) -> usize {
-        self.tail_seen = self.shared.tail.load(Ordering::Acquire);
+        self.see_tail();
+        self.tail_seen.wrapping_sub(self.head)
+    }
+
+    /// Refreshes what is readable from the published tail (never moving backwards: an earlier look
+    /// at `written` may have seen further).
+    #[inline(always)]
+    fn see_tail(&mut self) {
+        self.tail_seen = later(self.tail_seen, self.shared.tail.load(Ordering::Acquire));
+    }
+
+    /// Everything written so far, published or not: the look before waiting.
+    #[inline]
+    fn written(&mut self) -> usize {
+        self.tail_seen = later(self.tail_seen, self.shared.written.load(Ordering::Acquire));
         self.tail_seen.wrapping_sub(self.head)
     }
 
@@ -470,30 +535,44 @@ impl<T> Consumer<T> {
     }
 
     /// Ready when an item can be popped or the producer has closed and all items were read; otherwise
-    /// registers the task to be woken by the producer's next publication.
+    /// registers the task to be woken by the producer's next publication. When this call started a
+    /// wait, [`take_fresh_wait`](Self::take_fresh_wait) says so: look again a little later.
     #[inline]
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Readable> {
         if let Some(ready) = self.readable() {
             return Poll::Ready(ready);
         }
         self.release();
-        self.shared.consumer.prepare(cx);
+        let started = self.shared.consumer.prepare(cx);
         match self.readable() {
             Some(ready) => {
                 self.shared.consumer.clear();
                 Poll::Ready(ready)
             }
-            None => Poll::Pending,
+            None => {
+                self.fresh_wait |= started;
+                Poll::Pending
+            }
         }
     }
 
+    /// Whether a `poll_readable` that returned `Pending` started a new wait since the last call
+    /// (rather than renewing one). A producer's last write may have raced with that start; a look
+    /// ([`poll_readable`](Self::poll_readable)) once its store is surely visible, e.g. a millisecond
+    /// later, finds it. Waits that only renew need no second look: the producer sees the waiting
+    /// word and wakes the consumer itself.
+    #[inline]
+    pub fn take_fresh_wait(&mut self) -> bool {
+        std::mem::take(&mut self.fresh_wait)
+    }
+
     fn readable(&mut self) -> Option<Readable> {
-        if self.available() > 0 {
+        if self.available() > 0 || self.written() > 0 {
             return Some(Readable::Items);
         }
         if self.shared.producer_closed.load(Ordering::Acquire) {
             // The tail was published before the close flag: look once more.
-            return Some(if self.available() > 0 {
+            return Some(if self.written() > 0 {
                 Readable::Items
             } else {
                 Readable::Closed

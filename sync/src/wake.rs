@@ -41,11 +41,19 @@ impl WakeSlot {
     }
 
     /// Registers the task and marks it waiting. Re-check the condition afterwards; if it already holds,
-    /// call [`clear`](WakeSlot::clear) and go on instead of returning `Pending`.
+    /// call [`clear`](WakeSlot::clear) and go on instead of returning `Pending`. Returns whether this
+    /// started a wait (the task was not marked waiting already).
     #[inline]
-    pub fn prepare(&self, cx: &mut Context<'_>) {
+    pub fn prepare(&self, cx: &mut Context<'_>) -> bool {
         self.waker.register(cx.waker());
-        self.waiting.swap(true, Ordering::AcqRel);
+        !self.waiting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether a task is marked waiting: a hint for the notifying side (one plain load), which must
+    /// still [`notify`](WakeSlot::notify) after every change the waiter needs to see.
+    #[inline]
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Withdraws a [`prepare`](WakeSlot::prepare) whose condition turned out to hold.

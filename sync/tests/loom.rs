@@ -4,12 +4,11 @@
 
 use std::future::poll_fn;
 
-use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use weir_sync::ring::{Consumer, Readable, ring};
-use weir_sync::{Demand, SubscriptionCore};
+use weir_sync::{Demand, Next, SerialCell, SubscriptionCore, TaskSubscription};
 
 #[test]
 fn demand_adds_up_and_saturates() {
@@ -34,11 +33,18 @@ fn demand_adds_up_and_saturates() {
     });
 }
 
-/// A source of `items` numbers behind a SubscriptionCore, emitting into a counter.
+/// What a model source keeps in its `SerialCell`: the next item, and whether its subscriber was
+/// released.
+#[derive(Debug, Default)]
+struct SourceState {
+    next: u64,
+    released: bool,
+}
+
+/// A source of `items` numbers behind the real `SerialCell` (what `weir_runtime`'s emitter uses),
+/// emitting into counters. loom's cell checks that two passes never touch the state at once.
 struct Source {
-    core: SubscriptionCore,
-    /// (next item, emitted count, released) — touched only by the emitter.
-    state: UnsafeCell<(u64, u64, bool)>,
+    cell: SerialCell<SourceState>,
     emitted: AtomicUsize,
     requested: AtomicUsize,
     /// How many terminal signals were sent (must end at most 1).
@@ -46,14 +52,10 @@ struct Source {
     items: u64,
 }
 
-// SAFETY: `state` is only touched by the holder of the core's serialiser.
-unsafe impl Sync for Source {}
-
 impl Source {
     fn new(items: u64) -> Self {
         Self {
-            core: SubscriptionCore::new(),
-            state: UnsafeCell::new((0, 0, false)),
+            cell: SerialCell::new(SourceState::default()),
             emitted: AtomicUsize::new(0),
             requested: AtomicUsize::new(0),
             terminals: AtomicUsize::new(0),
@@ -61,43 +63,42 @@ impl Source {
         }
     }
 
-    fn pass(&self) {
-        self.state.with_mut(|state| {
-            let state = unsafe { &mut *state };
-            if state.2 {
-                return;
-            }
-            if self.core.is_cancelled() {
-                state.2 = true; // release the subscriber
-                return;
-            }
-            let demand = self.core.demand().get();
-            let mut sent = 0;
-            while sent < demand && state.0 < self.items {
-                state.0 += 1;
-                sent += 1;
-                self.emitted.fetch_add(1, Ordering::Relaxed);
-            }
-            self.core.demand().consume(sent);
-            if state.0 == self.items {
-                // Completion needs no demand; then the subscriber is released.
-                self.terminals.fetch_add(1, Ordering::Relaxed);
-                state.2 = true;
-            }
-        });
+    fn pass(&self, core: &SubscriptionCore, state: &mut SourceState) {
+        if state.released {
+            return;
+        }
+        if core.is_cancelled() {
+            state.released = true; // release the subscriber
+            return;
+        }
+        let demand = core.demand().get();
+        let mut sent = 0;
+        while sent < demand && state.next < self.items {
+            state.next += 1;
+            sent += 1;
+            self.emitted.fetch_add(1, Ordering::Relaxed);
+        }
+        core.demand().consume(sent);
+        if state.next == self.items {
+            // Completion needs no demand; then the subscriber is released.
+            self.terminals.fetch_add(1, Ordering::Relaxed);
+            state.released = true;
+        }
     }
 
     fn request(&self, n: u64) {
         self.requested.fetch_add(n as usize, Ordering::Relaxed);
-        if self.core.request(n) {
-            self.core.drain(|| self.pass());
-        }
+        self.cell.request(n, |core, state| self.pass(core, state));
     }
 
     fn cancel(&self) {
-        if self.core.cancel() {
-            self.core.drain(|| self.pass());
-        }
+        self.cell.cancel(|core, state| self.pass(core, state));
+    }
+
+    fn is_released(&self) -> bool {
+        let mut released = false;
+        self.cell.signal(|_, state| released = state.released);
+        released
     }
 }
 
@@ -113,7 +114,7 @@ fn subscription_request_races_never_overshoot_and_lose_nothing() {
         other.join().unwrap();
         // Every request was served exactly: 3 items, whichever thread emitted them.
         assert_eq!(source.emitted.load(Ordering::Relaxed), 3);
-        assert_eq!(source.core.demand().get(), 0);
+        assert_eq!(source.cell.core().demand().get(), 0);
     });
 }
 
@@ -134,9 +135,7 @@ fn subscription_cancel_races_stop_and_release() {
         // requests are no-ops.
         source.request(5);
         assert_eq!(source.emitted.load(Ordering::Relaxed), emitted);
-        source
-            .state
-            .with_mut(|state| assert!(unsafe { (*state).2 }));
+        assert!(source.is_released());
     });
 }
 
@@ -270,8 +269,77 @@ fn subscription_terminal_signal_at_most_once_under_request_and_cancel_races() {
         // Completed once, or cancelled first: never twice, never more items than requested.
         assert!(source.terminals.load(Ordering::Relaxed) <= 1);
         assert!(source.emitted.load(Ordering::Relaxed) <= 2);
-        source
-            .state
-            .with_mut(|state| assert!(unsafe { (*state).2 }));
+        assert!(source.is_released());
+    });
+}
+
+/// A producer writes one item and pauses without publishing or closing (a plain Reactive Streams
+/// publisher never says it paused), while the consumer looks for items. Either the consumer finds
+/// the item, or it parked having *started* a wait (`take_fresh_wait`), and then its second look,
+/// once the producer's store is visible (the recheck, modelled by joining the producer), finds it.
+#[test]
+fn ring_an_unpublished_write_is_found_by_the_look_before_waiting_or_the_recheck() {
+    loom::model(|| {
+        let (mut producer, mut consumer, _credit) = ring::<u64>(4);
+        let writer = thread::spawn(move || {
+            producer.push(1).unwrap();
+            if producer.is_consumer_waiting() {
+                producer.publish();
+            }
+            producer // paused: neither published nor closed
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let found = match consumer.poll_readable(&mut cx) {
+            std::task::Poll::Ready(Readable::Items) => consumer.pop(),
+            std::task::Poll::Ready(Readable::Closed) => panic!("the producer did not close"),
+            std::task::Poll::Pending => {
+                assert!(consumer.take_fresh_wait(), "a first wait is a fresh one");
+                let _producer = writer.join().unwrap();
+                assert!(matches!(
+                    consumer.poll_readable(&mut cx),
+                    std::task::Poll::Ready(Readable::Items)
+                ));
+                let item = consumer.pop();
+                assert_eq!(item, Some(1));
+                return;
+            }
+        };
+        assert_eq!(found, Some(1));
+        writer.join().unwrap();
+    });
+}
+
+/// A task-emitting publisher's subscription: a `request` or `cancel` from another thread while the
+/// task decides to wait is never lost (the task sees it, or is woken by it).
+#[test]
+fn task_subscription_never_loses_a_request_or_a_cancel() {
+    loom::model(|| {
+        let state = Arc::new(TaskSubscription::default());
+        let requester = {
+            let state = state.clone();
+            thread::spawn(move || state.request(2))
+        };
+        let canceller = {
+            let state = state.clone();
+            thread::spawn(move || state.cancel())
+        };
+        // The task: waits until it sees the cancel (it may see the demand first).
+        let mut emitted = 0;
+        loom::future::block_on(std::future::poll_fn(|cx| {
+            loop {
+                match state.poll_next(cx) {
+                    Next::Emit(n) => {
+                        emitted += n;
+                        state.demand().consume(n);
+                    }
+                    Next::Wait => return std::task::Poll::Pending,
+                    Next::Cancelled => return std::task::Poll::Ready(()),
+                    Next::BadRequest => panic!("no request(0) was made"),
+                }
+            }
+        }));
+        requester.join().unwrap();
+        canceller.join().unwrap();
+        assert!(emitted <= 2);
     });
 }

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir_runtime::Publisher;
-
-use crate::manual_subscriber::ManualSubscriber;
-use crate::outcome::{Context, Failure, TckResult};
+use crate::outcome::{Failure, TckResult};
 use crate::sync::lock;
 
 /// Environment variable: the timeout, in milliseconds, for signals that are expected to arrive
@@ -20,6 +17,21 @@ pub const NO_SIGNAL_TIMEOUT_ENV: &str = "WEIR_TCK_NO_SIGNAL_TIMEOUT_MS";
 /// Environment variable: how long, in milliseconds, a publisher may take to drop a cancelled
 /// subscriber (rule 3.13; default 300, or the expected-signal timeout if that is longer).
 pub const REFERENCE_DROP_TIMEOUT_ENV: &str = "WEIR_TCK_REFERENCE_DROP_TIMEOUT_MS";
+/// Environment variable: which signals the manual publisher (the upstream of subscribers and
+/// processors under test) sends: `plain` (default: only `on_next`, as any Reactive Streams
+/// publisher) or `extensions` (`try_on_next` followed by `on_flush`, as weir's publishers).
+pub const UPSTREAM_ENV: &str = "WEIR_TCK_UPSTREAM";
+
+/// How the [`ManualPublisher`](crate::ManualPublisher) signals items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamSignals {
+    /// Only the Reactive Streams signals: `on_next` per item, never `on_flush`. What a
+    /// publisher written without weir does; subscribers must not depend on anything more.
+    #[default]
+    Plain,
+    /// weir's extensions too: `try_on_next` per item followed by `on_flush` (the publisher paused).
+    Extensions,
+}
 
 /// Timeouts and runtime size for one verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +45,8 @@ pub struct Settings {
     pub reference_drop_timeout: Duration,
     /// Worker threads of the tokio runtime that [`run`](crate::run) builds for each rule.
     pub worker_threads: usize,
+    /// The signals the manual publisher sends (see [`UPSTREAM_ENV`]).
+    pub upstream: UpstreamSignals,
 }
 
 impl Default for Settings {
@@ -42,17 +56,19 @@ impl Default for Settings {
             no_signal_timeout: Duration::from_millis(60),
             reference_drop_timeout: Duration::from_millis(300),
             worker_threads: 2,
+            upstream: UpstreamSignals::Plain,
         }
     }
 }
 
 impl Settings {
-    /// The defaults, overridden by [`TIMEOUT_ENV`], [`NO_SIGNAL_TIMEOUT_ENV`] and
-    /// [`REFERENCE_DROP_TIMEOUT_ENV`] where set.
+    /// The defaults, overridden by [`TIMEOUT_ENV`], [`NO_SIGNAL_TIMEOUT_ENV`],
+    /// [`REFERENCE_DROP_TIMEOUT_ENV`] and [`UPSTREAM_ENV`] where set.
     ///
     /// # Panics
     ///
-    /// If one of the variables is set to something other than a number of milliseconds.
+    /// If a timeout variable is set to something other than a number of milliseconds, or
+    /// [`UPSTREAM_ENV`] to something other than `plain` or `extensions`.
     pub fn from_env() -> Self {
         let mut settings = Self::default();
         if let Some(timeout) = read_millis(TIMEOUT_ENV) {
@@ -64,6 +80,13 @@ impl Settings {
         }
         if let Some(timeout) = read_millis(REFERENCE_DROP_TIMEOUT_ENV) {
             settings.reference_drop_timeout = timeout;
+        }
+        if let Ok(value) = std::env::var(UPSTREAM_ENV) {
+            settings.upstream = match value.trim() {
+                "plain" => UpstreamSignals::Plain,
+                "extensions" => UpstreamSignals::Extensions,
+                other => panic!("{UPSTREAM_ENV}={other:?}: expected `plain` or `extensions`"),
+            };
         }
         settings
     }
@@ -189,22 +212,6 @@ impl Env {
             messages.len(),
             messages.join("; ")
         )))
-    }
-
-    /// Subscribes a new [`ManualSubscriber`] to `publisher`, waits for its `on_subscribe` and checks that
-    /// no violation was recorded (the Java TCK's `newManualSubscriber`).
-    pub fn new_manual_subscriber<T, P>(&self, publisher: P) -> TckResult<ManualSubscriber<T>>
-    where
-        T: fmt::Debug + Send + 'static,
-        P: Publisher<T>,
-    {
-        let subscriber = ManualSubscriber::new(self);
-        publisher.subscribe(subscriber.subscriber());
-        subscriber
-            .expect_subscribed()
-            .context("could not subscribe")?;
-        self.verify_no_async_errors_no_delay()?;
-        Ok(subscriber)
     }
 
     pub(crate) fn next_id(&self) -> u64 {

@@ -84,8 +84,10 @@
 //!   `Clone` and are skipped for others ([`TestPublisher`]).
 //! - Weir's processors serve one subscriber: the two processor rules that the Java TCK runs only with
 //!   two subscribers run here with one (and with two when `max_supported_subscribers >= 2`).
-//! - [`ManualPublisher::send_next`] follows each item with `on_flush`, as weir publishers do when
-//!   they pause.
+//! - [`ManualPublisher::send_next`] sends plain `on_next` signals by default, never weir's
+//!   extensions: subscribers and processors are verified against any spec-following publisher.
+//!   [`UPSTREAM_ENV`]`=extensions` makes it send `try_on_next` + `on_flush` instead, as weir's
+//!   publishers do (CI runs the suites both ways).
 
 mod element;
 mod env;
@@ -105,7 +107,10 @@ pub mod whitebox;
 
 pub use blackbox::SubscriberBlackboxVerification;
 pub use element::Element;
-pub use env::{Env, NO_SIGNAL_TIMEOUT_ENV, REFERENCE_DROP_TIMEOUT_ENV, Settings, TIMEOUT_ENV};
+pub use env::{
+    Env, NO_SIGNAL_TIMEOUT_ENV, REFERENCE_DROP_TIMEOUT_ENV, Settings, TIMEOUT_ENV, UPSTREAM_ENV,
+    UpstreamSignals,
+};
 pub use manual_publisher::{ManualPublisher, SubscriptionProbe};
 pub use manual_subscriber::{Hooks, ManualSubscriber, Recorder, Signal};
 pub use outcome::{Context, Failure, Outcome, TckResult};

@@ -208,9 +208,12 @@ impl SubscriptionProbe {
 /// [`ManualPublisher::expect_request`]. Serves one subscriber: a second one gets `on_subscribe` and
 /// `on_error(AlreadySubscribed)`, and a violation is recorded.
 ///
-/// Signals are delivered on the calling thread, serialised by a lock. As a weir publisher that pauses
-/// after each signal the test sends, [`ManualPublisher::send_next`] calls `try_on_next` followed by
-/// `on_flush` (batching subscribers such as a boundary `Inlet` publish on `on_flush`).
+/// Signals are delivered on the calling thread, serialised by a lock. By default
+/// ([`UpstreamSignals::Plain`](crate::UpstreamSignals)) [`ManualPublisher::send_next`] calls only
+/// `on_next`, as a publisher written without weir does, and then pauses without saying so: a
+/// subscriber that holds items back until `on_flush` fails the rules. With
+/// [`UpstreamSignals::Extensions`](crate::UpstreamSignals) it calls `try_on_next` followed by
+/// `on_flush`, as weir's publishers do when they pause.
 pub struct ManualPublisher<T> {
     shared: Arc<PublisherShared<T>>,
 }
@@ -297,12 +300,20 @@ impl<T: Send + 'static> ManualPublisher<T> {
         }
     }
 
-    /// Signals `try_on_next(item)` then `on_flush()`; returns what `try_on_next` returned.
+    /// Signals `on_next(item)` (or, with [`UpstreamSignals::Extensions`](crate::UpstreamSignals),
+    /// `try_on_next(item)` then `on_flush()`); returns whether the item used up a unit of demand
+    /// (always for `on_next`, what `try_on_next` returned otherwise).
     pub fn send_next(&self, item: T) -> bool {
         let mut accepted = false;
+        let extensions = self.shared.env.settings().upstream == crate::UpstreamSignals::Extensions;
         self.with_subscriber("send on_next", |subscriber| {
-            accepted = subscriber.try_on_next(item);
-            subscriber.on_flush();
+            if extensions {
+                accepted = subscriber.try_on_next(item);
+                subscriber.on_flush();
+            } else {
+                subscriber.on_next(item);
+                accepted = true;
+            }
         });
         if accepted {
             self.shared.accepted.fetch_add(1, Ordering::AcqRel);

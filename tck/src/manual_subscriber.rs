@@ -6,10 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use weir_runtime::{Error, Subscriber, Subscription};
+use weir_runtime::{Error, Publisher, Subscriber, Subscription};
 
 use crate::env::Env;
-use crate::outcome::{Failure, TckResult};
+use crate::outcome::{Context, Failure, TckResult};
 use crate::sync::{lock, wait_until};
 
 /// One signal received by a test double.
@@ -601,5 +601,23 @@ impl<T: fmt::Debug + Send + 'static> ManualSubscriber<T> {
     /// [`ManualSubscriber::expect_none`] for the no-signal timeout of the [`Env`].
     pub fn expect_no_signal(&self) -> TckResult {
         self.expect_none(self.shared.env.no_signal_timeout())
+    }
+}
+
+impl Env {
+    /// Subscribes a new [`ManualSubscriber`] to `publisher`, waits for its `on_subscribe` and checks that
+    /// no violation was recorded (the Java TCK's `newManualSubscriber`).
+    pub fn new_manual_subscriber<T, P>(&self, publisher: P) -> TckResult<ManualSubscriber<T>>
+    where
+        T: fmt::Debug + Send + 'static,
+        P: Publisher<T>,
+    {
+        let subscriber = ManualSubscriber::new(self);
+        publisher.subscribe(subscriber.subscriber());
+        subscriber
+            .expect_subscribed()
+            .context("could not subscribe")?;
+        self.verify_no_async_errors_no_delay()?;
+        Ok(subscriber)
     }
 }

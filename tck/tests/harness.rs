@@ -626,9 +626,28 @@ fn the_manual_publisher_records_requests_and_cancel() {
     assert!(publisher.send_next(7));
     assert_eq!(subscriber.next_element().expect("an item"), 7);
     assert_eq!(publisher.pending_demand(), 2);
-    assert_eq!(subscriber.flush_count(), 1);
+    // A plain Reactive Streams publisher never says it paused.
+    assert_eq!(subscriber.flush_count(), 0);
     subscriber.cancel();
     publisher.expect_cancel().expect("cancelled");
+    env.verify_no_async_errors_no_delay().expect("no violation");
+}
+
+#[test]
+fn the_manual_publisher_with_extensions_flushes_after_each_item() {
+    let env = Env::new(weir_tck::Settings {
+        upstream: weir_tck::UpstreamSignals::Extensions,
+        ..weir_tck::Settings::default()
+    });
+    let publisher = ManualPublisher::<u64>::new(&env);
+    let subscriber = ManualSubscriber::new(&env);
+    publisher.clone().subscribe(subscriber.subscriber());
+    subscriber.expect_subscribed().expect("subscribed");
+    subscriber.request(2);
+    assert_eq!(publisher.expect_request().expect("a request"), 2);
+    assert!(publisher.send_next(7));
+    assert_eq!(subscriber.next_element().expect("an item"), 7);
+    assert_eq!(subscriber.flush_count(), 1);
     env.verify_no_async_errors_no_delay().expect("no violation");
 }
 

@@ -161,3 +161,95 @@ impl<T: Clone> Recorder<T> {
         assert_eq!(before, after, "unexpected signals while quiet");
     }
 }
+
+/// A publisher that knows only the Reactive Streams signals: `on_subscribe`, `on_next`, `on_error`
+/// and `on_complete`, never weir's `try_on_next`, `try_on_next_iter` or `on_flush`. The test sends
+/// each item by hand through the [`PlainDriver`], after waiting for demand, and may then pause for
+/// as long as it likes: whatever it subscribed to must still hand the items on.
+pub struct PlainPublisher<T> {
+    shared: Arc<PlainShared<T>>,
+}
+
+/// The test's side of a [`PlainPublisher`].
+pub struct PlainDriver<T> {
+    shared: Arc<PlainShared<T>>,
+}
+
+struct PlainShared<T> {
+    subscriber: Mutex<Option<Box<dyn Subscriber<T>>>>,
+    /// (requested, sent, cancelled)
+    demand: Mutex<(u64, u64, bool)>,
+    changed: Condvar,
+}
+
+struct PlainSubscription<T>(Arc<PlainShared<T>>);
+
+impl<T: Send + 'static> weir::runtime::RawSubscription for PlainSubscription<T> {
+    fn request(&self, n: u64) {
+        let mut demand = self.0.demand.lock().unwrap();
+        demand.0 = demand.0.saturating_add(n);
+        self.0.changed.notify_all();
+    }
+    fn cancel(&self) {
+        self.0.demand.lock().unwrap().2 = true;
+        self.0.changed.notify_all();
+    }
+}
+
+pub fn plain_publisher<T: Send + 'static>() -> (PlainPublisher<T>, PlainDriver<T>) {
+    let shared = Arc::new(PlainShared {
+        subscriber: Mutex::new(None),
+        demand: Mutex::new((0, 0, false)),
+        changed: Condvar::new(),
+    });
+    (
+        PlainPublisher {
+            shared: shared.clone(),
+        },
+        PlainDriver { shared },
+    )
+}
+
+impl<T: Send + 'static> weir::Publisher<T> for PlainPublisher<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        let mut subscriber: Box<dyn Subscriber<T>> = Box::new(subscriber);
+        subscriber.on_subscribe(Subscription::new(Arc::new(PlainSubscription(
+            self.shared.clone(),
+        ))));
+        *self.shared.subscriber.lock().unwrap() = Some(subscriber);
+        self.shared.changed.notify_all();
+    }
+}
+
+impl<T: Send + 'static> PlainDriver<T> {
+    /// Waits (up to 5 s) for a subscriber and a unit of demand, then signals `on_next(item)`.
+    pub fn send(&self, item: T) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut demand = self.shared.demand.lock().unwrap();
+        while demand.0 <= demand.1 && !demand.2 {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("no demand for the plain publisher within 5 s");
+            demand = self.shared.changed.wait_timeout(demand, left).unwrap().0;
+        }
+        assert!(!demand.2, "the plain publisher was cancelled");
+        demand.1 += 1;
+        drop(demand);
+        let mut subscriber = self.shared.subscriber.lock().unwrap();
+        subscriber
+            .as_mut()
+            .expect("requested before subscribing")
+            .on_next(item);
+    }
+
+    /// Signals `on_complete()`.
+    pub fn complete(&self) {
+        let mut subscriber = self.shared.subscriber.lock().unwrap();
+        subscriber.as_mut().expect("not subscribed").on_complete();
+    }
+
+    /// Total demand received so far.
+    pub fn requested(&self) -> u64 {
+        self.shared.demand.lock().unwrap().0
+    }
+}

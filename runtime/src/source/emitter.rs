@@ -2,10 +2,9 @@
 //! `once`, `empty`, `error`, ingress queues): whoever calls `request` runs the emission, serialised by a
 //! [`SubscriptionCore`] so that re-entrant requests are trampolined and signals never overlap.
 
-use std::cell::UnsafeCell;
 use std::sync::Arc;
 
-use weir_sync::SubscriptionCore;
+use weir_sync::{SerialCell, SubscriptionCore};
 
 use crate::{Error, ErrorKind, RawSubscription, Subscriber, Subscription};
 
@@ -37,71 +36,58 @@ pub(crate) trait Emit: Send + 'static {
 }
 
 pub(crate) struct Emitter<E, S> {
-    core: SubscriptionCore,
-    /// `None` once the subscription ended: the subscriber has been dropped (rule 3.13).
-    state: UnsafeCell<Option<(E, S)>>,
+    /// The source and its subscriber; `None` once the subscription ended: the subscriber has
+    /// been dropped (rule 3.13). Only the serialiser's owner reaches it.
+    cell: SerialCell<Option<(E, S)>>,
 }
 
-// SAFETY: `state` is only accessed by the owner of `core`'s serialiser, one thread at a time.
-unsafe impl<E: Send, S: Send> Sync for Emitter<E, S> {}
-
-impl<E, S> Emitter<E, S> {
+impl<E: Emit, S: Subscriber<E::Item>> Emitter<E, S> {
     /// Subscribes `subscriber` to `source`: `on_subscribe` then whatever it requested, trampolined.
-    pub(crate) fn start(source: E, subscriber: S) -> Arc<Self>
-    where
-        E: Emit,
-        S: Subscriber<E::Item>,
-    {
+    pub(crate) fn start(source: E, subscriber: S) -> Arc<Self> {
         let emitter = Arc::new(Emitter {
-            core: SubscriptionCore::new(),
-            state: UnsafeCell::new(Some((source, subscriber))),
+            cell: SerialCell::new(Some((source, subscriber))),
         });
-        // Nobody else holds the Arc yet, so this makes us the owner; requests made inside
-        // on_subscribe only add demand and are served by the drain below.
-        let owner = emitter.core.signal();
-        debug_assert!(owner);
         let subscription = Subscription::new(emitter.clone());
-        // SAFETY: we own the serialiser.
-        if let Some((_, subscriber)) = unsafe { &mut *emitter.state.get() } {
-            subscriber.on_subscribe(subscription);
-        }
-        emitter.core.drain(|| emitter.pass());
+        // Nobody else holds the Arc yet: requests made inside on_subscribe only add demand and are
+        // served by the passes that follow.
+        emitter.cell.start(
+            |_, state| {
+                if let Some((_, subscriber)) = state {
+                    subscriber.on_subscribe(subscription);
+                }
+            },
+            Self::pass,
+        );
         emitter
     }
 
-    /// One pass of the drain loop; only called by the serialiser's owner.
-    fn pass(&self)
-    where
-        E: Emit,
-        S: Subscriber<E::Item>,
-    {
-        // SAFETY: only the owner of the serialiser runs passes.
-        let state = unsafe { &mut *self.state.get() };
+    /// One pass of the drain loop (the serialiser's owner only).
+    fn pass(core: &SubscriptionCore, state: &mut Option<(E, S)>) {
         // Work on local copies: the compiler keeps the source's and the subscriber's state in
         // registers instead of storing every item's effect to the shared cell. Nothing else touches
         // the cell during a pass (re-entrant `request` / `cancel` only signal the serialiser).
         let Some((mut source, mut subscriber)) = state.take() else {
             return;
         };
-        if self.core.is_cancelled() {
+        if core.is_cancelled() {
             return; // dropped: the subscriber is released (rule 3.13)
         }
-        if self.core.has_bad_request() {
+        if core.has_bad_request() {
             subscriber.on_error(Error::new(ErrorKind::RequestZero));
             return;
         }
-        let demand = self.core.demand().get();
-        match source.emit(&mut subscriber, demand, &self.core) {
+        let demand = core.demand().get();
+        match source.emit(&mut subscriber, demand, core) {
             Emitted::Items(n) => {
-                self.core.demand().consume(n);
+                core.demand().consume(n);
                 if n > 0 {
                     subscriber.on_flush();
                 }
                 *state = Some((source, subscriber));
             }
             Emitted::Done(n, result) => {
-                self.core.demand().consume(n);
-                if !self.core.is_cancelled() {
+                core.demand().consume(n);
+                if !core.is_cancelled() {
                     match result {
                         Ok(()) => subscriber.on_complete(),
                         Err(error) => subscriber.on_error(error),
@@ -114,15 +100,11 @@ impl<E, S> Emitter<E, S> {
 
 impl<E: Emit, S: Subscriber<E::Item>> RawSubscription for Emitter<E, S> {
     fn request(&self, n: u64) {
-        if self.core.request(n) {
-            self.core.drain(|| self.pass());
-        }
+        self.cell.request(n, Self::pass);
     }
 
     fn cancel(&self) {
-        if self.core.cancel() {
-            self.core.drain(|| self.pass());
-        }
+        self.cell.cancel(Self::pass);
     }
 }
 
@@ -134,8 +116,6 @@ pub(crate) trait Poke: Send + Sync + 'static {
 
 impl<E: Emit, S: Subscriber<E::Item>> Poke for Emitter<E, S> {
     fn poke(&self) {
-        if self.core.signal() {
-            self.core.drain(|| self.pass());
-        }
+        self.cell.signal(Self::pass);
     }
 }

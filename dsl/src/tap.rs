@@ -1,0 +1,231 @@
+//! Taps: where a running pipeline counts its items.
+//!
+//! Every input of every stage is tapped on the consuming side of its edge: the tap counts the items
+//! the stage receives on that input (one writer per input: a plain store per item, no
+//! read-modify-write), runs the stage's code inside the stage's `tracing` span, and records the
+//! first error passing by against the stage that sent it. What a stage emitted is what its
+//! consumers received, so each edge is counted once.
+//!
+//! Errors flow downstream, so the first stage output to carry one is where it came from: that is
+//! the stage a failed pipeline names.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber, Subscription};
+
+/// The first error seen on any stage's output, with that stage.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Mutex<Option<(usize, Error)>>);
+
+impl Failures {
+    fn record(&self, stage: usize, error: &Error) {
+        let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some((stage, error.clone()));
+        }
+    }
+
+    pub(crate) fn first(&self) -> Option<(usize, Error)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The items received on one input of a stage.
+#[derive(Debug, Default)]
+pub(crate) struct InputCount(AtomicU64);
+
+impl InputCount {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The input of a stage: the upstream's items, type-erased at the graph edge and tapped. What
+/// the stage's building closure receives (`|orders| orders.map(parse)`): a publisher like any
+/// other, whose subscriber is counted (the items the stage received), run inside the stage's
+/// `tracing` span, and watched for errors from upstream.
+pub struct Input<T> {
+    pub(crate) inner: BoxPublisher<T>,
+    pub(crate) count: Arc<InputCount>,
+    pub(crate) span: tracing::Span,
+    /// The stage the input comes from (errors passing by are recorded against it).
+    pub(crate) from: usize,
+    pub(crate) failures: Arc<Failures>,
+}
+
+impl<T> std::fmt::Debug for Input<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("received", &self.count.get())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Publisher<T> for Input<T> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        let _entered = self.span.enter();
+        self.inner.subscribe(InputTap {
+            inner: subscriber,
+            received: 0,
+            count: self.count,
+            span: self.span.clone(),
+            from: self.from,
+            failures: self.failures,
+        });
+    }
+}
+
+/// Counts what a stage receives on one input and runs the stage inside its span.
+pub(crate) struct InputTap<S> {
+    inner: S,
+    received: u64,
+    count: Arc<InputCount>,
+    span: tracing::Span,
+    from: usize,
+    failures: Arc<Failures>,
+}
+
+impl<S> InputTap<S> {
+    #[inline]
+    fn add(&mut self, n: u64) {
+        self.received += n;
+        // One writer per input: a plain store, no read-modify-write per item.
+        self.count.0.store(self.received, Ordering::Relaxed);
+    }
+}
+
+impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        let _entered = self.span.enter();
+        self.inner.on_subscribe(subscription);
+    }
+
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        self.add(1);
+        let _entered = self.span.enter();
+        self.inner.on_next(item);
+    }
+
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.add(1);
+        let _entered = self.span.enter();
+        self.inner.try_on_next(item)
+    }
+
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        // Count what the stage pulled (received), not what it accepted.
+        let mut pulled = 0;
+        let accepted = {
+            let _entered = self.span.enter();
+            self.inner
+                .try_on_next_iter(&mut items.inspect(|_| pulled += 1), limit)
+        };
+        self.add(pulled);
+        accepted
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.failures.record(self.from, &error);
+        let _entered = self.span.enter();
+        self.inner.on_error(error);
+    }
+
+    fn on_complete(&mut self) {
+        let _entered = self.span.enter();
+        self.inner.on_complete();
+    }
+
+    fn on_flush(&mut self) {
+        let _entered = self.span.enter();
+        self.inner.on_flush();
+    }
+}
+
+/// A sink's subscription, for `abort`; once `stopped`, a late subscription is cancelled at once.
+#[derive(Debug, Default)]
+pub(crate) struct SinkSlot {
+    subscription: Option<Subscription>,
+    stopped: bool,
+}
+
+impl SinkSlot {
+    /// Marks the sink stopped and takes its subscription (to cancel it).
+    pub(crate) fn stop(slot: &Mutex<SinkSlot>) -> Option<Subscription> {
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.stopped = true;
+        slot.subscription.take()
+    }
+}
+
+/// The subscriber at the end of a sink: keeps its subscription where `abort` can cancel it.
+pub(crate) struct SinkSubscriber<S> {
+    inner: S,
+    slot: Arc<Mutex<SinkSlot>>,
+}
+
+impl<S> SinkSubscriber<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            slot: Arc::default(),
+        }
+    }
+
+    pub(crate) fn slot(&self) -> Arc<Mutex<SinkSlot>> {
+        self.slot.clone()
+    }
+}
+
+impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        // Decided under the lock `stop` takes: a sink subscribing after an abort is cancelled.
+        let stopped = {
+            let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+            if !slot.stopped {
+                slot.subscription = Some(subscription.clone());
+            }
+            slot.stopped
+        };
+        if stopped {
+            subscription.cancel();
+        }
+        self.inner.on_subscribe(subscription);
+    }
+
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        self.inner.on_next(item);
+    }
+
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.inner.try_on_next(item)
+    }
+
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        self.inner.try_on_next_iter(items, limit)
+    }
+
+    fn on_error(&mut self, error: Error) {
+        self.inner.on_error(error);
+    }
+
+    fn on_complete(&mut self) {
+        self.inner.on_complete();
+    }
+
+    fn on_flush(&mut self) {
+        self.inner.on_flush();
+    }
+}

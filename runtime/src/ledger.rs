@@ -1,0 +1,369 @@
+//! The ledger: every item accounted for.
+//!
+//! weir's promise is checkable arithmetic. Every place that can hold an item or let it leave the
+//! happy path is an [`Account`]: a queue (its [`BoundaryMetrics`](crate::metrics::BoundaryMetrics)),
+//! an operator that filters, batches or awaits (a [`Tally`]), a sink. An account reports an
+//! [`Entry`]: what it holds now, how many items left it by [`Reason`], and, for operators that
+//! reshape items (a batch made of many, copies made by a broadcast), how many it *made* and how
+//! many it *consumed* into what it made. For any stretch of a stream, at a quiescent point:
+//!
+//! ```text
+//! in + made = out + consumed + rejected + dropped + failed + cancelled + held
+//! ```
+//!
+//! where `in` is what entered the stretch and `out` what left it downstream; for a whole pipeline
+//! `in` is what was offered and `out` what the sinks delivered. The pipeline DSL adds the accounts
+//! up per stage and for the graph.
+//!
+//! Operators find the stage they belong to through a [`scope`]: the DSL runs a stage's building
+//! code inside one, and every account created meanwhile ([`register`]) is that stage's. Outside a
+//! scope, registration does nothing and the counters are still there for whoever holds them.
+//!
+//! Counting costs nothing per item on the happy path; a [`TallyWriter`] counts an exit with a plain
+//! store to a cell only its writer touches (no read-modify-write per item).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::ops::{Index, IndexMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::metrics::{Exit, Reason};
+
+/// Counts by [`Reason`].
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exits([u64; Reason::COUNT]);
+
+impl Exits {
+    /// No exits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The total under `exit`.
+    pub fn total(&self, exit: Exit) -> u64 {
+        Reason::ALL
+            .iter()
+            .filter(|reason| reason.exit() == exit)
+            .map(|&reason| self[reason])
+            .sum()
+    }
+
+    /// The total of every reason.
+    pub fn sum(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds `other` reason by reason.
+    pub fn add(&mut self, other: &Exits) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+
+    /// The reasons with a count, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL
+            .into_iter()
+            .map(|reason| (reason, self[reason]))
+            .filter(|&(_, n)| n > 0)
+    }
+}
+
+impl Index<Reason> for Exits {
+    type Output = u64;
+    fn index(&self, reason: Reason) -> &u64 {
+        &self.0[reason as usize]
+    }
+}
+
+impl IndexMut<Reason> for Exits {
+    fn index_mut(&mut self, reason: Reason) -> &mut u64 {
+        &mut self.0[reason as usize]
+    }
+}
+
+impl fmt::Debug for Exits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(reason, n)| (reason.as_str(), n)))
+            .finish()
+    }
+}
+
+impl Serialize for Exits {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Exits {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<Reason, u64>::deserialize(deserializer)?;
+        let mut exits = Exits::new();
+        for (reason, n) in map {
+            exits[reason] = n;
+        }
+        Ok(exits)
+    }
+}
+
+/// What one account reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Items held now (queued, in flight, in a partial batch, on disk).
+    pub held: u64,
+    /// Items that left the happy path here, by reason.
+    pub exits: Exits,
+    /// Items this account made out of others (a batch, a broadcast copy, an expansion's output).
+    pub made: u64,
+    /// Items consumed into what was made (a batch's members, a broadcast's original).
+    pub consumed: u64,
+    /// Items finished here: a sink's successful calls (0 for accounts that pass items on).
+    pub delivered: u64,
+}
+
+impl Entry {
+    /// Adds `other` term by term.
+    pub fn add(&mut self, other: &Entry) {
+        self.delivered += other.delivered;
+        self.held += other.held;
+        self.exits.add(&other.exits);
+        self.made += other.made;
+        self.consumed += other.consumed;
+    }
+}
+
+/// A place that holds items or lets them leave the happy path.
+pub trait Account: Send + Sync + 'static {
+    /// Its name (the operator or queue).
+    fn name(&self) -> &str;
+    /// What it reports now.
+    fn entry(&self) -> Entry;
+}
+
+impl fmt::Debug for dyn Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("name", &self.name())
+            .field("entry", &self.entry())
+            .finish()
+    }
+}
+
+/// One writer's cells.
+#[derive(Debug, Default)]
+struct Cells {
+    exits: [AtomicU64; Reason::COUNT],
+    held: AtomicU64,
+    made: AtomicU64,
+    consumed: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl Cells {
+    fn read(&self, into: &mut Entry) {
+        for reason in Reason::ALL {
+            into.exits[reason] += self.exits[reason as usize].load(Ordering::Relaxed);
+        }
+        into.held += self.held.load(Ordering::Relaxed);
+        into.made += self.made.load(Ordering::Relaxed);
+        into.consumed += self.consumed.load(Ordering::Relaxed);
+        into.delivered += self.delivered.load(Ordering::Relaxed);
+    }
+}
+
+/// The general-purpose [`Account`]: counters an operator updates as it drops, fails, holds or
+/// reshapes items.
+///
+/// Cold paths count with [`Tally::add`] (an atomic add); per-item paths take a [`TallyWriter`]
+/// (one per subscription) whose counts are plain stores.
+///
+/// ```
+/// use weir_runtime::ledger::{Account, Reason, Tally};
+/// let tally = Tally::new("filter");
+/// let mut writer = tally.writer();
+/// writer.add(Reason::Filtered, 1);
+/// writer.add(Reason::Filtered, 1);
+/// tally.add(Reason::Failed, 1);
+/// let entry = tally.entry();
+/// assert_eq!((entry.exits[Reason::Filtered], entry.exits[Reason::Failed]), (2, 1));
+/// ```
+pub struct Tally {
+    name: Arc<str>,
+    shared: Cells,
+    writers: Mutex<Vec<Arc<Cells>>>,
+}
+
+impl fmt::Debug for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tally")
+            .field("name", &self.name)
+            .field("entry", &self.entry())
+            .finish()
+    }
+}
+
+impl Tally {
+    /// A fresh account named `name`, registered with the current [`scope`] if there is one.
+    pub fn new(name: impl Into<Arc<str>>) -> Arc<Self> {
+        let tally = Arc::new(Self {
+            name: name.into(),
+            shared: Cells::default(),
+            writers: Mutex::new(Vec::new()),
+        });
+        register(tally.clone());
+        tally
+    }
+
+    /// Counts `n` items that left for `reason` (an atomic add: for paths that are not per item).
+    pub fn add(&self, reason: Reason, n: u64) {
+        if n > 0 {
+            self.shared.exits[reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `n` items made (see [`Entry::made`]).
+    pub fn add_made(&self, n: u64) {
+        self.shared.made.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` items consumed into what was made (see [`Entry::consumed`]).
+    pub fn add_consumed(&self, n: u64) {
+        self.shared.consumed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A writer with cells of its own, for one subscription's per-item counting.
+    pub fn writer(self: &Arc<Self>) -> TallyWriter {
+        let cells = Arc::new(Cells::default());
+        lock(&self.writers).push(cells.clone());
+        TallyWriter {
+            cells,
+            exits: [0; Reason::COUNT],
+            made: 0,
+            consumed: 0,
+            delivered: 0,
+        }
+    }
+}
+
+impl Account for Tally {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn entry(&self) -> Entry {
+        let mut entry = Entry::default();
+        self.shared.read(&mut entry);
+        for cells in lock(&self.writers).iter() {
+            cells.read(&mut entry);
+        }
+        entry
+    }
+}
+
+/// One subscription's counters in a [`Tally`]: each count is a plain store of a running total
+/// into a cell only this writer touches.
+#[derive(Debug)]
+pub struct TallyWriter {
+    cells: Arc<Cells>,
+    exits: [u64; Reason::COUNT],
+    made: u64,
+    consumed: u64,
+    delivered: u64,
+}
+
+impl TallyWriter {
+    /// Counts `n` items finished here (a sink's successful calls).
+    #[inline]
+    pub fn add_delivered(&mut self, n: u64) {
+        self.delivered += n;
+        self.cells
+            .delivered
+            .store(self.delivered, Ordering::Relaxed);
+    }
+
+    /// Counts `n` items that left for `reason`.
+    #[inline]
+    pub fn add(&mut self, reason: Reason, n: u64) {
+        let total = &mut self.exits[reason as usize];
+        *total += n;
+        self.cells.exits[reason as usize].store(*total, Ordering::Relaxed);
+    }
+
+    /// Sets how many items this writer's subscription holds now.
+    #[inline]
+    pub fn set_held(&mut self, held: u64) {
+        self.cells.held.store(held, Ordering::Relaxed);
+    }
+
+    /// Counts `n` items made.
+    #[inline]
+    pub fn add_made(&mut self, n: u64) {
+        self.made += n;
+        self.cells.made.store(self.made, Ordering::Relaxed);
+    }
+
+    /// Counts `n` items consumed into what was made.
+    #[inline]
+    pub fn add_consumed(&mut self, n: u64) {
+        self.consumed += n;
+        self.cells.consumed.store(self.consumed, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+thread_local! {
+    static SCOPES: RefCell<Vec<Vec<Arc<dyn Account>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `build` and returns, with its result, every account registered on this thread meanwhile
+/// (by operators constructed in it): the accounts of one stage.
+///
+/// ```
+/// use weir_runtime::ledger::{self, Tally};
+/// let (_, accounts) = ledger::scope(|| Tally::new("filter"));
+/// assert_eq!(accounts.len(), 1);
+/// assert_eq!(accounts[0].name(), "filter");
+/// ```
+pub fn scope<R>(build: impl FnOnce() -> R) -> (R, Vec<Arc<dyn Account>>) {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            SCOPES.with(|scopes| scopes.borrow_mut().pop());
+        }
+    }
+    SCOPES.with(|scopes| scopes.borrow_mut().push(Vec::new()));
+    let pop = Pop;
+    let result = build();
+    let accounts = SCOPES.with(|scopes| {
+        scopes
+            .borrow_mut()
+            .last_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    });
+    drop(pop);
+    (result, accounts)
+}
+
+/// Whether this thread runs inside a [`scope`].
+pub(crate) fn in_scope() -> bool {
+    SCOPES.with(|scopes| !scopes.borrow().is_empty())
+}
+
+/// Adds `account` to the innermost [`scope`] of this thread, if any.
+pub fn register(account: Arc<dyn Account>) {
+    SCOPES.with(|scopes| {
+        if let Some(scope) = scopes.borrow_mut().last_mut() {
+            scope.push(account);
+        }
+    });
+}
