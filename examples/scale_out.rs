@@ -113,29 +113,37 @@ async fn worker(url: String, work_us: u64) -> Result<(), BoxError> {
             println!("progress {} {}", s.published, s.duplicates);
         }
     });
-    // The processing runs behind a boundary, in a task of its own: the source keeps pulling
-    // while items are processed.
-    let results = source
-        .boundary(BoundaryConfig::new("work", 512)?)
-        .map(move |delivery| {
-            delivery.map(|message| {
-                let spin = Instant::now();
-                while spin.elapsed() < Duration::from_micros(work_us) {
-                    std::hint::spin_loop();
-                }
-                let digest = message
-                    .payload
-                    .iter()
-                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-                    });
-                OutMessage::new(format!("{digest:016x}"))
-            })
-        });
-    let report = sink.run(results).await?;
+    // The worker's pipeline: pulls follow the demand of the boundary, whose consumer processes
+    // items in a task of its own; the sink publishes at most 256 at once and acknowledges each
+    // input once its result is stored.
+    let mut p = Pipeline::builder("worker");
+    let work = p.source("work", source);
+    let hop = p.boundary("hop", &work, 512);
+    let results = p.stage("process", &hop, move |items| {
+        items.map(move |delivery| delivery.map(|message| process(&message.payload, work_us)))
+    });
+    let publish = sink.clone();
+    p.sink_async("done", &results, sink.config().in_flight(), move |result| {
+        let sink = publish.clone();
+        async move { sink.send(result).await.map(drop) }
+    });
+    p.build()?.start()?.await?;
+    let report = sink.metrics().snapshot();
     progress.abort();
     println!("done {} {}", report.published, report.duplicates);
     Ok(())
+}
+
+/// The work on one item: `work_us` of CPU, then a digest of the payload.
+fn process(payload: &[u8], work_us: u64) -> OutMessage {
+    let spin = Instant::now();
+    while spin.elapsed() < Duration::from_micros(work_us) {
+        std::hint::spin_loop();
+    }
+    let digest = payload.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    OutMessage::new(format!("{digest:016x}"))
 }
 
 /// A worker process as the orchestrator sees it.

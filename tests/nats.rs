@@ -524,3 +524,101 @@ async fn the_spill_store_round_trips_through_the_broker_in_order() {
     let left = take_all(&mut reopened, 11).await;
     assert_eq!(left, (110..120).chain([500]).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsl_pipeline_reads_and_writes_jetstream_and_names_a_failing_sink() {
+    use weir::dsl::{Pipeline, PipelineError};
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "DIN", &["din"]).await;
+    work_stream(&js, "DOUT", &["dout"]).await;
+    fill(&js, "din", 300).await;
+    pull_consumer(&js, "DIN", "relay", Duration::from_secs(30)).await;
+    let sink = JetStreamSink::bind(&js, SinkConfig::new("out", "DOUT", "dout"))
+        .await
+        .unwrap();
+
+    // source -> filter (odd numbers acknowledged as filtered) -> fallible async sink.
+    let source = JetStreamSource::bind(&js, SourceConfig::new("in", "DIN", "relay"))
+        .await
+        .unwrap();
+    let (stop, metrics) = (source.stopper(), source.metrics());
+    let mut p = Pipeline::builder("relay");
+    let input = p.source("in", source);
+    let even = p.stage("even", &input, |deliveries| {
+        deliveries.filter_map(|delivery| {
+            let n: u64 = std::str::from_utf8(&delivery.value().payload)
+                .unwrap()
+                .parse()
+                .unwrap();
+            if n % 2 == 1 {
+                delivery.filtered();
+                return None;
+            }
+            Some(delivery.map(|message| OutMessage::new(message.payload)))
+        })
+    });
+    let publish = sink.clone();
+    p.sink_async("out", &even, 16, move |message| {
+        let sink = publish.clone();
+        async move { sink.send(message).await.map(drop) }
+    });
+    let running = p.build().unwrap().start().unwrap();
+    eventually(Duration::from_secs(20), || {
+        let s = metrics.snapshot();
+        s.acked + s.filtered == 300
+    })
+    .await;
+    stop.stop();
+    running.await.unwrap();
+    let s = metrics.snapshot();
+    assert_eq!((s.acked, s.filtered, s.unsettled()), (150, 150, 0));
+    assert_eq!(stream_messages(&js, "DOUT").await, 150);
+
+    // A publish the stream cannot take fails the pipeline naming the sink stage; the input it
+    // came from is not acknowledged (nak'ed, for redelivery).
+    js.publish("din", "7".into()).await.unwrap().await.unwrap(); // no id: not a duplicate
+    let source = JetStreamSource::bind(&js, SourceConfig::new("in", "DIN", "relay"))
+        .await
+        .unwrap();
+    let metrics = source.metrics();
+    let mut p = Pipeline::builder("misrouted");
+    let input = p.source("in", source);
+    let wrong = p.stage("route", &input, |deliveries| {
+        deliveries.map(|delivery| delivery.map(|m| OutMessage::new(m.payload).subject("elsewhere")))
+    });
+    p.sink_async("out", &wrong, 16, move |message| {
+        let sink = sink.clone();
+        async move { sink.send(message).await.map(drop) }
+    });
+    let error = p.build().unwrap().start().unwrap().await.unwrap_err();
+    assert!(
+        matches!(&error, PipelineError::Failed { stage, .. } if stage == "out"),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("subject `elsewhere` is not bound"),
+        "{error}"
+    );
+    eventually(Duration::from_secs(5), || metrics.snapshot().abandoned == 1).await;
+    // It was not bounced between the nak and the source's own open pull; once that pull ended
+    // it was given back, and the next consumer gets it well within the 30 s ack wait.
+    tokio::time::sleep(Duration::from_secs(3)).await; // the 2 s pull expiry
+    let s = metrics.snapshot();
+    assert_eq!(s.acked, 0);
+    assert!(s.fetched <= 2 && s.released <= 1, "{s:?}");
+    let source = JetStreamSource::bind(&js, SourceConfig::new("in", "DIN", "relay"))
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), source.take(1).collect())
+        .await
+        .expect("redelivered within the ack wait")
+        .unwrap();
+    assert_eq!(&next[0].value().payload[..], b"7");
+    assert!(next[0].info().unwrap().delivered >= 2);
+}

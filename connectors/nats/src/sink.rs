@@ -169,15 +169,18 @@ impl Outgoing for Delivery<OutMessage> {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct JetStreamSink {
+pub struct JetStreamSink(Arc<SinkState>);
+
+#[derive(Debug)]
+struct SinkState {
     jetstream: jetstream::Context,
-    config: Arc<SinkConfig>,
-    bound: Arc<Vec<String>>,
+    config: SinkConfig,
+    bound: Vec<String>,
     subject: Subject,
     metrics: Arc<SinkMetrics>,
     /// The prefix and counter of generated message ids.
-    id_prefix: Arc<str>,
-    next_id: Arc<AtomicU64>,
+    id_prefix: String,
+    next_id: AtomicU64,
 }
 
 impl JetStreamSink {
@@ -214,25 +217,25 @@ impl JetStreamSink {
             });
         }
         let client = jetstream.client();
-        Ok(Self {
+        Ok(Self(Arc::new(SinkState {
             jetstream: jetstream.clone(),
             subject: Subject::from(config.subject.as_str()),
             metrics: Arc::new(SinkMetrics::new(&config.name)),
-            id_prefix: client.new_inbox().replace("_INBOX.", "weir-").into(),
-            next_id: Arc::new(AtomicU64::new(0)),
-            bound: Arc::new(bound),
-            config: Arc::new(config),
-        })
+            id_prefix: client.new_inbox().replace("_INBOX.", "weir-"),
+            next_id: AtomicU64::new(0),
+            bound,
+            config,
+        })))
     }
 
     /// The sink's live counters.
     pub fn metrics(&self) -> Arc<SinkMetrics> {
-        self.metrics.clone()
+        self.0.metrics.clone()
     }
 
     /// The sink's settings.
     pub fn config(&self) -> &SinkConfig {
-        &self.config
+        &self.0.config
     }
 
     /// Publishes one item, retrying transient errors, and settles its [`Ack`] once the broker
@@ -240,48 +243,49 @@ impl JetStreamSink {
     /// |item| sink.send(item))`), whose concurrency is then the in-flight bound.
     pub async fn send<T: Outgoing>(&self, item: T) -> Result<PublishAck, Error> {
         let (message, ack) = item.into_outgoing();
-        self.metrics.start_publish();
+        self.0.metrics.start_publish();
         let published = self.publish(message).await;
-        self.metrics.end_publish();
+        self.0.metrics.end_publish();
         match published {
             Ok(confirmed) => {
-                self.metrics.published.fetch_add(1, Ordering::Relaxed);
+                self.0.metrics.published.fetch_add(1, Ordering::Relaxed);
                 if confirmed.duplicate {
-                    self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                    self.0.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 ack.ack();
                 Ok(confirmed)
             }
             Err(error) => {
-                self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                self.0.metrics.failed.fetch_add(1, Ordering::Relaxed);
                 // `ack` drops undecided: counted as abandoned and redelivered.
-                Err(error.in_stage(&self.config.name))
+                Err(error.in_stage(&self.0.config.name))
             }
         }
     }
 
     async fn publish(&self, message: OutMessage) -> Result<PublishAck, NatsError> {
-        let subject = message.subject.unwrap_or_else(|| self.subject.clone());
-        if subject != self.subject && !self.bound.iter().any(|p| subject_matches(p, &subject)) {
+        let subject = message.subject.unwrap_or_else(|| self.0.subject.clone());
+        if subject != self.0.subject && !self.0.bound.iter().any(|p| subject_matches(p, &subject)) {
             return Err(NatsError::SubjectNotBound {
                 subject: subject.to_string(),
-                stream: self.config.stream.clone(),
-                bound: self.bound.to_vec(),
+                stream: self.0.config.stream.clone(),
+                bound: self.0.bound.clone(),
             });
         }
         let id = message.id.unwrap_or_else(|| {
-            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-            format!("{}-{n}", self.id_prefix)
+            let n = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+            format!("{}-{n}", self.0.id_prefix)
         });
         let started = Instant::now();
-        let mut backoff = self.config.first_backoff;
+        let mut backoff = self.0.config.first_backoff;
         loop {
             let mut publish = PublishMessage::build().payload(message.payload.clone());
             if let Some(headers) = &message.headers {
                 publish = publish.headers(headers.clone());
             }
             let attempt = async {
-                self.jetstream
+                self.0
+                    .jetstream
                     .send_publish(subject.clone(), publish.message_id(&id))
                     .await?
                     .await
@@ -296,7 +300,7 @@ impl JetStreamSink {
                     | PublishErrorKind::WrongLastMessageId
                     | PublishErrorKind::WrongLastSequence
             );
-            if permanent || started.elapsed() >= self.config.give_up_after {
+            if permanent || started.elapsed() >= self.0.config.give_up_after {
                 return Err(match error.kind() {
                     PublishErrorKind::StreamNotFound => NatsError::NoStreamForSubject {
                         subject: subject.to_string(),
@@ -305,9 +309,9 @@ impl JetStreamSink {
                 });
             }
             tracing::debug!(%error, %subject, "publish failed, retrying");
-            self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+            self.0.metrics.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.config.max_backoff);
+            backoff = (backoff * 2).min(self.0.config.max_backoff);
         }
     }
 
@@ -390,7 +394,7 @@ impl<T: Outgoing> Subscriber<T> for SinkSubscriber<T> {
             }
             Err(_) => {
                 subscription.cancel();
-                let error = Error::new(ErrorKind::NoRuntime).in_stage(sink.config.name.clone());
+                let error = Error::new(ErrorKind::NoRuntime).in_stage(sink.0.config.name.clone());
                 let _ = done.send(Err(error));
             }
         }
@@ -434,10 +438,7 @@ async fn publish_all<T: Outgoing>(
     mut events: mpsc::UnboundedReceiver<Event<T>>,
     done: oneshot::Sender<Result<SinkSnapshot, Error>>,
 ) {
-    let limit = sink.config.max_in_flight;
-    // One handle shared by the in-flight publishes (cloning the sink per item would copy its
-    // JetStream context).
-    let sink = Arc::new(sink);
+    let limit = sink.0.config.max_in_flight;
     let mut in_flight = FuturesUnordered::new();
     let mut subscription: Option<Subscription> = None;
     let mut upstream: Option<Result<(), Error>> = None;
@@ -454,9 +455,9 @@ async fn publish_all<T: Outgoing>(
                 Some(Event::Item(item)) => {
                     if in_flight.len() >= limit {
                         let error = Error::new(ErrorKind::DemandExceeded);
-                        break Err(error.in_stage(sink.config.name.clone()));
+                        break Err(error.in_stage(sink.0.config.name.clone()));
                     }
-                    let sink = Arc::clone(&sink);
+                    let sink = sink.clone();
                     in_flight.push(async move { sink.send(item).await });
                 }
                 Some(Event::Failed(error)) => upstream = Some(Err(error)),
@@ -493,5 +494,5 @@ async fn publish_all<T: Outgoing>(
     }
     // What is still in flight or queued drops here: its deliveries are nak'ed for redelivery.
     drop(in_flight);
-    let _ = done.send(outcome.map(|()| sink.metrics.snapshot()));
+    let _ = done.send(outcome.map(|()| sink.0.metrics.snapshot()));
 }

@@ -20,8 +20,9 @@
 //!   retries; after `unavailable_timeout` of nothing else the stream fails with the error.
 //! - A deleted consumer, a push consumer, or a pull refused by the consumer's limits fails the
 //!   stream with [`NatsError::ConsumerUnusable`].
-//! - On cancel the task stays until its pulls end, nak'ing what still arrives (`released`), so
-//!   nothing waits for the ack wait to be delivered again.
+//! - On cancel the task stays until its pulls end, then nak's what arrived meanwhile
+//!   (`released`), so nothing waits for the ack wait to be delivered again, and nothing comes
+//!   straight back into the source's own open pulls.
 //!
 //! [`SourceStop::stop`] ends the stream gracefully: no new pulls, the waiting ones run out
 //! (within `expires`), what they bring is emitted, then `on_complete`.
@@ -330,6 +331,7 @@ impl Publisher<Delivery<Message>> for JetStreamSource {
             backoff: Duration::ZERO,
             retry_at: None,
             unavailable_since: None,
+            held: Vec::new(),
             _lag_done: lag_done,
         });
     }
@@ -429,6 +431,8 @@ struct SourceTask<S> {
     backoff: Duration,
     retry_at: Option<Instant>,
     unavailable_since: Option<Instant>,
+    /// Ack subjects of messages that arrived after the cancel, nak'ed when the pulls end.
+    held: Vec<Subject>,
     /// Dropped with the task: ends the lag poller.
     _lag_done: oneshot::Sender<()>,
 }
@@ -663,25 +667,41 @@ impl<S: Subscriber<Delivery<Message>>> SourceTask<S> {
             self.check_pulls();
             loop {
                 match self.inbox.poll_next_unpin(cx) {
-                    Poll::Ready(Some(message)) => {
-                        if let Incoming::Data(_, reply) = self.classify(message) {
+                    Poll::Ready(Some(message)) => match self.classify(message) {
+                        Incoming::Data(_, reply) => {
+                            // Nak'ed once the pulls ended: nak'ed now, it would come straight
+                            // back into this source's own open pull (and use up a delivery).
                             self.metrics.released.fetch_add(1, Ordering::Relaxed);
-                            self.acker.release(reply);
-                        } else if let Some(pull) = self.pulls.pop_front() {
-                            self.outstanding -= pull.remaining;
+                            self.held.push(reply);
                         }
-                    }
-                    Poll::Ready(None) => return Poll::Ready(()),
+                        Incoming::PullEnded => {
+                            if let Some(pull) = self.pulls.pop_front() {
+                                self.outstanding -= pull.remaining;
+                            }
+                        }
+                        Incoming::PullRefused | Incoming::Unavailable => self.drop_newest_pull(),
+                        Incoming::Fatal(_) => self.pulls.clear(),
+                        Incoming::Ignore => {}
+                    },
+                    Poll::Ready(None) => return self.released(),
                     Poll::Pending => break,
                 }
             }
             if self.pulls.is_empty() {
-                return Poll::Ready(());
+                return self.released();
             }
             if !self.poll_timer(cx) {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// The pulls ended: gives back what arrived after the cancel, for other consumers.
+    fn released(&mut self) -> Poll<()> {
+        for reply in self.held.drain(..) {
+            self.acker.release(reply);
+        }
+        Poll::Ready(())
     }
 
     /// Gives up pulls the server may have forgotten: all of them after a reconnect, and any
