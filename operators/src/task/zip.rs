@@ -14,7 +14,7 @@ use weir_runtime::lane::{Lane, LaneEvent, lane};
 use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
-use crate::timing::allowance;
+use super::allowance;
 
 const LANE_CAPACITY: usize = 64;
 

@@ -180,7 +180,7 @@ where
         let this = self.get_mut();
         loop {
             let Some(demand) =
-                crate::timing::allowance(&this.downstream, &mut this.subscriber, cx, "retry")
+                super::allowance(&this.downstream, &mut this.subscriber, cx, "retry")
             else {
                 return Poll::Ready(());
             };

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use weir_runtime::{Error, Subscriber, Subscription};
 
-use crate::fused::Step;
+use super::step::Step;
 
 /// The downstream half of an operator's subscriber.
 pub(crate) struct Stage<S> {

@@ -8,37 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
 
-use crate::stage::Stage;
+mod stage;
+mod step;
+pub(crate) mod steps;
 
-/// What a fused operator does with one item.
-#[derive(Debug)]
-pub enum Step<U> {
-    /// Pass this on downstream.
-    Emit(U),
-    /// Drop the item (its unit of demand is reused).
-    Skip,
-    /// Pass this on, then complete (and cancel the upstream).
-    EmitLast(U),
-    /// Complete now (and cancel the upstream), dropping the item.
-    Stop,
-    /// Fail the stream with this error (named after the stage), cancelling the upstream.
-    Fail(Error),
-}
-
-/// One fused operator's per-item logic. Implement it to add an operator that runs inside the
-/// upstream's call chain; [`Fused`] does the rest.
-pub trait StepFn<T>: Send + 'static {
-    /// The items it emits.
-    type Out;
-    /// The stage name used in errors and metrics.
-    const NAME: &'static str;
-    /// Handles one item.
-    fn step(&mut self, item: T) -> Step<Self::Out>;
-    /// The most items this operator will ever want from upstream, if bounded (`take`).
-    fn request_cap(&self) -> Option<u64> {
-        None
-    }
-}
+use stage::Stage;
+pub use step::{Step, StepFn};
 
 /// A publisher that runs a [`StepFn`] on every item of its upstream, fused into its call chain.
 pub struct Fused<P, S, T> {

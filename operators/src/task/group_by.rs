@@ -19,7 +19,7 @@ use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
-use crate::timing::allowance;
+use super::allowance;
 
 /// Which open group to emit when a new key needs room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
