@@ -81,3 +81,19 @@ fn without_demand_the_upstream_is_held_back() {
     );
     recorder.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_key_fails_the_stream_naming_the_stage() {
+    let error = source::from_iter(0..10u32)
+        .group_by(
+            |x| if *x == 3 { panic!("bad key") } else { x % 2 },
+            4,
+            4,
+            GroupOverflow::EmitOldest,
+        )
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+    assert_eq!(error.to_string(), "stage `group_by`: panicked: bad key");
+}

@@ -6,16 +6,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, Reason, StageKind};
-use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::{LANE_CAPACITY, allowance, finish, start};
+use super::{Outlet, TaskOperator, input_observed, start};
+
+/// Items a throttle's lane holds.
+const LANE_CAPACITY: usize = 256;
 
 /// What a [`throttle`](crate::PublisherExt::throttle) does with items over the rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,33 +72,21 @@ impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Throttle<P> {
                 Error::msg("a rate of at least 1 per second is needed").in_stage("throttle");
             return reject(subscriber, error);
         }
-        let (per_second, burst, mode, metrics) =
-            (self.per_second, self.burst, self.mode, self.metrics);
-        start(
-            self.upstream,
-            subscriber,
-            "throttle",
-            metrics.clone(),
-            move |lane, subscriber, downstream| ThrottleTask {
-                lane,
-                subscriber,
-                downstream,
-                per_second,
-                burst,
-                mode,
-                tokens: burst,
-                refilled: Instant::now(),
-                timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-                metrics,
-            },
-        );
+        start("throttle", subscriber, || ThrottleTask {
+            lane: input_observed(self.upstream, self.metrics.clone()),
+            per_second: self.per_second,
+            burst: self.burst,
+            mode: self.mode,
+            tokens: self.burst,
+            refilled: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            metrics: self.metrics,
+        });
     }
 }
 
-struct ThrottleTask<T, S> {
+struct ThrottleTask<T> {
     lane: Lane<T>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
     per_second: f64,
     burst: f64,
     mode: ThrottleMode,
@@ -106,58 +96,49 @@ struct ThrottleTask<T, S> {
     metrics: Arc<BoundaryMetrics>,
 }
 
-impl<T, S> Unpin for ThrottleTask<T, S> {}
-
-impl<T: Send + 'static, S: Subscriber<T>> Future for ThrottleTask<T, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+impl<T: Send + 'static> TaskOperator<T> for ThrottleTask<T> {
+    fn poll<S: Subscriber<T>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outlet<S>,
+    ) -> Poll<Result<(), Error>> {
         loop {
             let now = Instant::now();
-            let elapsed = now.duration_since(this.refilled).as_secs_f64();
-            this.tokens = (this.tokens + elapsed * this.per_second).min(this.burst);
-            this.refilled = now;
-            let Some(demand) = allowance(&this.downstream, &mut this.subscriber, cx, "throttle")
-            else {
-                return Poll::Ready(());
+            let elapsed = now.duration_since(self.refilled).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+            self.refilled = now;
+            let Some(demand) = ready!(out.allowance(cx)) else {
+                return Poll::Ready(Ok(()));
             };
-            match this.lane.poll_lane(cx) {
+            match self.lane.poll_lane(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Ended(result)) => {
-                    finish(&mut this.subscriber, result);
-                    return Poll::Ready(());
-                }
+                Poll::Ready(LaneEvent::Ended(result)) => return Poll::Ready(result),
                 Poll::Ready(LaneEvent::Items) => {}
             }
-            let whole = this.tokens.floor() as u64;
+            let whole = self.tokens.floor() as u64;
             if whole >= 1 {
                 if demand == 0 {
                     return Poll::Pending; // registered for demand
                 }
-                let subscriber = &mut this.subscriber;
-                let (_, accepted) = this
-                    .lane
-                    .pop_each(whole.min(demand), |item| subscriber.try_on_next(item));
-                this.tokens -= accepted as f64;
-                this.downstream.demand().consume(accepted);
-                this.subscriber.on_flush();
+                let (_, accepted) = out.emit_from(&mut self.lane, whole.min(demand));
+                self.tokens -= accepted as f64;
+                out.flush();
                 continue;
             }
-            match this.mode {
+            match self.mode {
                 ThrottleMode::Shed => {
                     // Over the rate: drop what is waiting, counted.
-                    let (dropped, _) = this.lane.pop_each(u64::MAX, |_| true);
-                    this.metrics
+                    let (dropped, _) = self.lane.pop_each(u64::MAX, |_| true);
+                    self.metrics
                         .record_shed_n(Reason::Throttled, dropped as u64);
                     continue;
                 }
                 ThrottleMode::Delay => {
-                    let wait = (1.0 - this.tokens) / this.per_second;
-                    this.timer
+                    let wait = (1.0 - self.tokens) / self.per_second;
+                    self.timer
                         .as_mut()
                         .reset(now + Duration::from_secs_f64(wait));
-                    if this.timer.as_mut().poll(cx).is_pending() {
+                    if self.timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                 }

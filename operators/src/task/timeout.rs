@@ -6,16 +6,18 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
-use weir_runtime::task::TaskSubscription;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber};
 
-use super::{LANE_CAPACITY, allowance, finish, start};
+use super::{Outlet, TaskOperator, input_observed, start};
+
+/// Items a timeout's lane holds.
+const LANE_CAPACITY: usize = 256;
 
 /// What a [`timeout`](crate::PublisherExt::timeout) does when the upstream is silent too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,29 +55,18 @@ impl<P> Timeout<P> {
 
 impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Timeout<P> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
-        let (silence, on_silence) = (self.silence, self.on_silence);
-        start(
-            self.upstream,
-            subscriber,
-            "timeout",
-            self.metrics,
-            move |lane, subscriber, downstream| TimeoutTask {
-                lane,
-                subscriber,
-                downstream,
-                silence,
-                on_silence,
-                timer: Box::pin(tokio::time::sleep(silence)),
-                armed: false,
-            },
-        );
+        start("timeout", subscriber, || TimeoutTask {
+            lane: input_observed(self.upstream, self.metrics),
+            silence: self.silence,
+            on_silence: self.on_silence,
+            timer: Box::pin(tokio::time::sleep(self.silence)),
+            armed: false,
+        });
     }
 }
 
-struct TimeoutTask<T, S> {
+struct TimeoutTask<T> {
     lane: Lane<T>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
     silence: Duration,
     on_silence: OnSilence,
     timer: Pin<Box<Sleep>>,
@@ -83,60 +74,50 @@ struct TimeoutTask<T, S> {
     armed: bool,
 }
 
-impl<T, S> Unpin for TimeoutTask<T, S> {}
-
-impl<T: Send + 'static, S: Subscriber<T>> Future for TimeoutTask<T, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+impl<T: Send + 'static> TaskOperator<T> for TimeoutTask<T> {
+    fn poll<S: Subscriber<T>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outlet<S>,
+    ) -> Poll<Result<(), Error>> {
         loop {
-            let Some(demand) = allowance(&this.downstream, &mut this.subscriber, cx, "timeout")
-            else {
-                return Poll::Ready(());
+            let Some(demand) = ready!(out.allowance(cx)) else {
+                return Poll::Ready(Ok(()));
             };
-            match this.lane.poll_lane(cx) {
-                Poll::Ready(LaneEvent::Ended(result)) => {
-                    finish(&mut this.subscriber, result);
-                    return Poll::Ready(());
-                }
+            match self.lane.poll_lane(cx) {
+                Poll::Ready(LaneEvent::Ended(result)) => return Poll::Ready(result),
                 Poll::Ready(LaneEvent::Items) if demand > 0 => {
-                    let subscriber = &mut this.subscriber;
-                    let (_, accepted) = this
-                        .lane
-                        .pop_each(demand, |item| subscriber.try_on_next(item));
-                    this.downstream.demand().consume(accepted);
-                    this.subscriber.on_flush();
-                    this.armed = false; // an item came: the silence starts again
+                    out.emit_from(&mut self.lane, demand);
+                    out.flush();
+                    self.armed = false; // an item came: the silence starts again
                     continue;
                 }
                 // Items but no demand: the downstream is the slow one, not the upstream.
                 Poll::Ready(LaneEvent::Items) => {
-                    this.armed = false;
+                    self.armed = false;
                     return Poll::Pending;
                 }
                 Poll::Pending if demand == 0 => {
-                    this.armed = false;
+                    self.armed = false;
                     return Poll::Pending;
                 }
                 Poll::Pending => {}
             }
             // The downstream waits and the upstream is silent.
-            if !this.armed {
-                this.armed = true;
-                this.timer.as_mut().reset(Instant::now() + this.silence);
+            if !self.armed {
+                self.armed = true;
+                self.timer.as_mut().reset(Instant::now() + self.silence);
             }
-            if this.timer.as_mut().poll(cx).is_pending() {
+            if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            this.lane.cancel();
-            match this.on_silence {
-                OnSilence::Fail => this
-                    .subscriber
-                    .on_error(Error::new(ErrorKind::Timeout(this.silence)).in_stage("timeout")),
-                OnSilence::Complete => this.subscriber.on_complete(),
-            }
-            return Poll::Ready(());
+            // Ending drops the lane, which cancels the upstream.
+            return Poll::Ready(match self.on_silence {
+                OnSilence::Fail => {
+                    Err(Error::new(ErrorKind::Timeout(self.silence)).in_stage("timeout"))
+                }
+                OnSilence::Complete => Ok(()),
+            });
         }
     }
 }

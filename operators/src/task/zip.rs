@@ -5,16 +5,12 @@
 //! either source ends (a lone item left on the other side has no partner and is dropped, as in
 //! `Iterator::zip`), and fails fast on either source's error; the other source is cancelled.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use weir_runtime::lane::{Lane, LaneEvent, lane};
-use weir_runtime::task::TaskSubscription;
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::lane::{Lane, LaneEvent};
+use weir_runtime::{Error, Publisher, Subscriber};
 
-use super::allowance;
+use super::{Outlet, TaskOperator, input, start};
 
 const LANE_CAPACITY: usize = 64;
 
@@ -49,28 +45,16 @@ where
     L: Publisher<A>,
     R: Publisher<B>,
 {
-    fn subscribe<S: Subscriber<(A, B)>>(self, mut subscriber: S) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage("zip"));
-            return;
-        };
-        let (left_in, left) = lane("zip.left", LANE_CAPACITY);
-        let (right_in, right) = lane("zip.right", LANE_CAPACITY);
-        self.left.subscribe(left_in);
-        self.right.subscribe(right_in);
-        let downstream = Arc::new(TaskSubscription::default());
-        subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(ZipTask {
+    fn subscribe<S: Subscriber<(A, B)>>(self, subscriber: S) {
+        start("zip", subscriber, || ZipTask {
             left: Side {
-                lane: left,
+                lane: input(self.left, "zip.left", LANE_CAPACITY),
                 held: None,
             },
             right: Side {
-                lane: right,
+                lane: input(self.right, "zip.right", LANE_CAPACITY),
                 held: None,
             },
-            subscriber,
-            downstream,
         });
     }
 }
@@ -107,54 +91,39 @@ impl<T: Send + 'static> Side<T> {
     }
 }
 
-struct ZipTask<A, B, S> {
+struct ZipTask<A, B> {
     left: Side<A>,
     right: Side<B>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
 }
 
-impl<A, B, S> Unpin for ZipTask<A, B, S> {}
-
-impl<A: Send + 'static, B: Send + 'static, S: Subscriber<(A, B)>> ZipTask<A, B, S> {
-    fn end(&mut self, result: Result<(), Error>) -> Poll<()> {
-        self.left.lane.cancel();
-        self.right.lane.cancel();
-        match result {
-            Ok(()) => self.subscriber.on_complete(),
-            Err(error) => self.subscriber.on_error(error),
-        }
-        Poll::Ready(())
-    }
-}
-
-impl<A: Send + 'static, B: Send + 'static, S: Subscriber<(A, B)>> Future for ZipTask<A, B, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B> {
+    fn poll<S: Subscriber<(A, B)>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outlet<S>,
+    ) -> Poll<Result<(), Error>> {
         loop {
-            let Some(demand) = allowance(&this.downstream, &mut this.subscriber, cx, "zip") else {
-                this.left.lane.cancel();
-                this.right.lane.cancel();
-                return Poll::Ready(());
+            let Some(demand) = ready!(out.allowance(cx)) else {
+                return Poll::Ready(Ok(()));
             };
-            let left = this.left.poll(cx);
-            let right = this.right.poll(cx);
+            let left = self.left.poll(cx);
+            let right = self.right.poll(cx);
             match (left, right) {
+                // Ending drops both lanes, which cancels the other source.
                 (Offer::Ended(Err(error)), _) | (_, Offer::Ended(Err(error))) => {
-                    return this.end(Err(error));
+                    return Poll::Ready(Err(error));
                 }
                 // A side that ended with nothing held leaves nothing to pair.
-                (Offer::Ended(Ok(())), _) | (_, Offer::Ended(Ok(()))) => return this.end(Ok(())),
+                (Offer::Ended(Ok(())), _) | (_, Offer::Ended(Ok(()))) => {
+                    return Poll::Ready(Ok(()));
+                }
                 (Offer::Ready, Offer::Ready) if demand > 0 => {
                     let pair = (
-                        this.left.held.take().expect("ready"),
-                        this.right.held.take().expect("ready"),
+                        self.left.held.take().expect("ready"),
+                        self.right.held.take().expect("ready"),
                     );
-                    this.downstream.demand().consume(1);
-                    this.subscriber.on_next(pair);
-                    this.subscriber.on_flush();
+                    out.emit(pair);
+                    out.flush();
                 }
                 _ => return Poll::Pending,
             }
