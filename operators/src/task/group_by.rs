@@ -200,12 +200,16 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(LaneEvent::Ended(result)) => self.ended = Some(result),
                 Poll::Ready(LaneEvent::Items) => {
-                    let (key_fn, mut staged) = (&mut self.key, None);
+                    let mut popped = None;
                     self.lane.pop_each(1, |item| {
-                        staged = Some((key_fn(&item), item));
+                        popped = Some(item);
                         true
                     });
-                    if let Some((key, item)) = staged {
+                    // The key runs once the item is out of the lane: a panic in it must not
+                    // unwind through the lane's pop, which would leave the item in its slot to be
+                    // dropped a second time.
+                    if let Some(item) = popped {
+                        let key = (self.key)(&item);
                         self.file(key, item);
                     }
                 }
