@@ -39,6 +39,9 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
 
     /// Transforms every item with a fallible `f`; the first `Err` fails the stream with an error
     /// naming the stage (and keeping the original error as its source), cancelling the upstream.
+    /// The error may be anything that converts into `Box<dyn Error + Send + Sync>`: a std or
+    /// library error, a `String` or `&str`, an `anyhow::Error`, a boxed error, or a weir
+    /// [`Error`] (passed on as it is).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -49,11 +52,20 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     ///     .await
     ///     .unwrap_err();
     /// assert_eq!(error.to_string(), "stage `try_map`: invalid digit found in string");
+    /// let source = std::error::Error::source(&error).unwrap();
+    /// assert!(source.is::<std::num::ParseIntError>());
+    ///
+    /// let error = weir_runtime::source::from_iter([1, 2, 3])
+    ///     .try_map(|x| if x < 3 { Ok(x) } else { Err(format!("{x} is too many")) })
+    ///     .collect()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(error.to_string(), "stage `try_map`: 3 is too many");
     /// # }
     /// ```
     fn try_map<U, E, F>(self, f: F) -> TryMap<Self, F, T>
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
         F: FnMut(T) -> Result<U, E> + Send + 'static,
     {
         Fused::new(self, TryMapStep(f))
