@@ -148,3 +148,33 @@ async fn a_panicking_upstream_fails_every_output_instead_of_completing_them() {
     let outputs = balance(support::panics_on_request(), 2, 8).unwrap();
     expect_outputs_panicked(outputs, "stage `balance`: panicked: upstream exploded").await;
 }
+
+/// Clones itself fine until the fifth item.
+#[derive(Debug)]
+struct FragileClone(u32);
+
+impl Clone for FragileClone {
+    fn clone(&self) -> Self {
+        if self.0 == 5 {
+            panic!("clone failed");
+        }
+        Self(self.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_clone_in_a_broadcast_fails_every_output() {
+    let items = source::from_iter((0..100).map(FragileClone));
+    let outputs = broadcast(items, 2, 8, Lagging::Wait).unwrap();
+    let tasks: Vec<_> = outputs
+        .into_iter()
+        .map(|output| tokio::spawn(output.collect()))
+        .collect();
+    for task in tasks {
+        let error = task.await.unwrap().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "stage `broadcast`: panicked: clone failed"
+        );
+    }
+}
