@@ -117,7 +117,10 @@ async fn zero_outputs_is_a_clear_error() {
 }
 
 /// Collects every output and checks each ended with the same panic error.
-async fn expect_outputs_panicked(outputs: Vec<weir::operators::FanOutput<u32>>, expected: &str) {
+async fn expect_outputs_panicked<T: std::fmt::Debug + Send + 'static>(
+    outputs: Vec<weir::operators::FanOutput<T>>,
+    expected: &str,
+) {
     let tasks: Vec<_> = outputs
         .into_iter()
         .map(|output| tokio::spawn(output.collect()))
@@ -143,9 +146,9 @@ async fn a_panicking_partition_key_fails_every_output_naming_the_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_upstream_fails_every_output_instead_of_completing_them() {
-    let outputs = broadcast(support::panics_on_request(), 2, 8, Lagging::Wait).unwrap();
+    let outputs = broadcast(support::panics_on_request::<u32>(), 2, 8, Lagging::Wait).unwrap();
     expect_outputs_panicked(outputs, "stage `broadcast`: panicked: upstream exploded").await;
-    let outputs = balance(support::panics_on_request(), 2, 8).unwrap();
+    let outputs = balance(support::panics_on_request::<u32>(), 2, 8).unwrap();
     expect_outputs_panicked(outputs, "stage `balance`: panicked: upstream exploded").await;
 }
 
@@ -166,15 +169,5 @@ impl Clone for FragileClone {
 async fn a_panicking_clone_in_a_broadcast_fails_every_output() {
     let items = source::from_iter((0..100).map(FragileClone));
     let outputs = broadcast(items, 2, 8, Lagging::Wait).unwrap();
-    let tasks: Vec<_> = outputs
-        .into_iter()
-        .map(|output| tokio::spawn(output.collect()))
-        .collect();
-    for task in tasks {
-        let error = task.await.unwrap().unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "stage `broadcast`: panicked: clone failed"
-        );
-    }
+    expect_outputs_panicked(outputs, "stage `broadcast`: panicked: clone failed").await;
 }

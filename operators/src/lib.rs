@@ -64,20 +64,21 @@
 //! ```
 //!
 //! If it waits for a timer, a second source or free demand, or holds items between calls, write a
-//! task operator: a [`TaskOperator`](task::TaskOperator) reads its lanes and emits through an
-//! [`Outlet`](task::Outlet) within the downstream's allowance; [`task::start`] does the rest
-//! (runtime lookup, lanes, the subscription, the poll budget, the panic guard, exactly one
-//! terminal signal).
+//! task operator: a [`TaskOperator`](task::TaskOperator) takes one step with the downstream's
+//! current demand (read a lane, emit through the [`Outlet`](task::Outlet)) and says whether it
+//! made [`Progress`](task::Progress); [`task::start`] does the rest (the runtime, the task, the
+//! subscription, demand and cancel, the poll budget, the panic guard, exactly one terminal
+//! signal).
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
-//! use std::task::{Context, Poll, ready};
+//! use std::task::{Context, Poll};
 //! use weir_operators::PublisherExt;
-//! use weir_operators::task::{Outlet, TaskOperator, input, start};
+//! use weir_operators::task::{Outlet, Progress, TaskOperator, input, start};
 //! use weir_runtime::lane::{Lane, LaneEvent};
-//! use weir_runtime::{Error, Publisher, Subscriber, source};
+//! use weir_runtime::{Publisher, Subscriber, source};
 //!
-//! /// Every item of `first`, then every item of `second`.
+//! /// Every item of the first source, then every item of the second.
 //! struct Concat<A, B>(A, B);
 //!
 //! struct ConcatTask<T> {
@@ -86,25 +87,25 @@
 //! }
 //!
 //! impl<T: Send + 'static> TaskOperator<T> for ConcatTask<T> {
-//!     fn poll<S: Subscriber<T>>(
+//!     fn advance<S: Subscriber<T>>(
 //!         &mut self,
 //!         cx: &mut Context<'_>,
+//!         demand: u64,
 //!         out: &mut Outlet<S>,
-//!     ) -> Poll<Result<(), Error>> {
-//!         loop {
-//!             let Some(demand) = ready!(out.allowance(cx)) else {
-//!                 return Poll::Ready(Ok(())); // the downstream cancelled
-//!             };
-//!             let lane = &mut self.lanes[self.current];
-//!             match ready!(lane.poll_lane(cx)) {
-//!                 LaneEvent::Items if demand == 0 => return Poll::Pending,
-//!                 LaneEvent::Items => {
-//!                     out.emit_from(lane, demand);
-//!                     out.flush();
-//!                 }
-//!                 LaneEvent::Ended(Ok(())) if self.current == 0 => self.current = 1,
-//!                 LaneEvent::Ended(result) => return Poll::Ready(result),
+//!     ) -> Progress {
+//!         let lane = &mut self.lanes[self.current];
+//!         match lane.poll_lane(cx) {
+//!             Poll::Ready(LaneEvent::Items) if demand > 0 => {
+//!                 out.emit_from(lane, demand);
+//!                 out.flush();
+//!                 Progress::Again
 //!             }
+//!             Poll::Ready(LaneEvent::Ended(Ok(()))) if self.current == 0 => {
+//!                 self.current = 1;
+//!                 Progress::Again
+//!             }
+//!             Poll::Ready(LaneEvent::Ended(result)) => Progress::Done(result),
+//!             _ => Progress::Wait, // for items, or for demand
 //!         }
 //!     }
 //! }

@@ -12,13 +12,13 @@
 //! ([`merge_delay_error`]): then the other sources run to their end and the first error follows.
 
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::BoundarySnapshot;
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
 
-use crate::task::{Outlet, TaskOperator, input, start};
+use crate::task::{Outlet, Progress, TaskOperator, input, start};
 
 /// Items a lane of weight 1 may emit per visit in a [`merge`]: large enough that serving a lane
 /// costs little per item.
@@ -382,30 +382,29 @@ impl<T: Send + 'static> MergeTask<T> {
 }
 
 impl<T: Send + 'static> TaskOperator<T> for MergeTask<T> {
-    fn poll<S: Subscriber<T>>(
+    fn advance<S: Subscriber<T>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
+    ) -> Progress {
         if self.live == 0 {
-            return Poll::Ready(Ok(())); // merge of no sources
+            return Progress::Done(Ok(())); // merge of no sources
         }
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
+        if demand == 0 {
+            return match self.watch_ends(cx) {
+                Some(result) => Progress::Done(result),
+                None => Progress::Wait,
             };
-            if demand == 0 {
-                return match self.watch_ends(cx) {
-                    Some(result) => Poll::Ready(result),
-                    None => Poll::Pending,
-                };
-            }
-            match self.round(cx, demand, out) {
-                Round::Over(result) => return Poll::Ready(result),
-                // Every live lane is registered for wake-up, and `allowance` registered the
-                // task for demand and cancel.
-                Round::Idle => return Poll::Pending,
-                Round::Served => out.flush(),
+        }
+        match self.round(cx, demand, out) {
+            Round::Over(result) => Progress::Done(result),
+            // Every live lane is registered for wake-up, and the engine registered the task for
+            // demand and cancel.
+            Round::Idle => Progress::Wait,
+            Round::Served => {
+                out.flush();
+                Progress::Again
             }
         }
     }

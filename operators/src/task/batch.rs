@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -19,7 +19,7 @@ use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::{Outlet, TaskOperator, input_observed, start};
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// See [`PublisherExt::batch`](crate::PublisherExt::batch).
 #[derive(Debug)]
@@ -139,39 +139,35 @@ impl<T: Send + 'static> BatchTask<T> {
 }
 
 impl<T: Send + 'static> TaskOperator<Vec<T>> for BatchTask<T> {
-    fn poll<S: Subscriber<Vec<T>>>(
+    fn advance<S: Subscriber<Vec<T>>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            let moved = self.fill(cx);
-            if self.due(cx) {
-                if demand > 0 {
-                    self.emit(out);
-                    continue;
-                }
-                // A full batch waits for demand: the lane fills, then the upstream stops.
-                if let Some(Err(error)) = self.ended.take() {
-                    let dropped = self.batch.len();
-                    tracing::warn!(stage = "batch", dropped, %error, "upstream failed while a batch waited for demand");
-                    return Poll::Ready(Err(error));
-                }
-                return Poll::Pending;
+    ) -> Progress {
+        let moved = self.fill(cx);
+        if self.due(cx) {
+            if demand > 0 {
+                self.emit(out);
+                return Progress::Again;
             }
-            if self.batch.is_empty()
-                && let Some(result) = self.ended.take()
-            {
-                return Poll::Ready(result);
+            // A full batch waits for demand: the lane fills, then the upstream stops.
+            if let Some(Err(error)) = self.ended.take() {
+                let dropped = self.batch.len();
+                tracing::warn!(stage = "batch", dropped, %error, "upstream failed while a batch waited for demand");
+                return Progress::Done(Err(error));
             }
-            if moved {
-                continue;
-            }
-            // Waiting for items or the timer (and, through `allowance`, for cancel).
-            return Poll::Pending;
+            return Progress::Wait;
+        }
+        if self.batch.is_empty()
+            && let Some(result) = self.ended.take()
+        {
+            return Progress::Done(result);
+        }
+        if moved {
+            Progress::Again
+        } else {
+            Progress::Wait // for items or the timer
         }
     }
 }

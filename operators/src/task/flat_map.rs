@@ -11,9 +11,9 @@ use futures::future::{Either, ready};
 use futures::stream::{self, StreamExt};
 use weir_runtime::sink::into_stream_named;
 use weir_runtime::source::from_try_stream;
-use weir_runtime::{Error, Publisher, Subscriber, reject};
+use weir_runtime::{Publisher, Subscriber, reject};
 
-use super::runtime;
+use super::check_concurrent;
 use crate::guard;
 
 /// Items each inner publisher may have buffered.
@@ -56,11 +56,7 @@ where
     Q: Publisher<U>,
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage("flat_map");
-            return reject(subscriber, error);
-        }
-        if let Err(error) = runtime("flat_map") {
+        if let Err(error) = check_concurrent("flat_map", self.concurrency) {
             return reject(subscriber, error);
         }
         let mut f = self.f;

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::{Outlet, TaskOperator, input_observed, start};
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// Which open group to emit when a new key needs room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,57 +163,54 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     F: FnMut(&T) -> K + Send + 'static,
 {
-    fn poll<S: Subscriber<(K, Vec<T>)>>(
+    fn advance<S: Subscriber<(K, Vec<T>)>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            // Emit what is ready, as far as demand goes.
-            if !self.ready.is_empty() {
-                if demand == 0 {
-                    return Poll::Pending;
-                }
-                let n = (demand as usize).min(self.ready.len());
-                for group in self.ready.drain(..n) {
-                    out.emit(group);
-                }
-                out.flush();
-                continue;
+    ) -> Progress {
+        // Emit what is ready, as far as demand goes.
+        if !self.ready.is_empty() {
+            if demand == 0 {
+                return Progress::Wait;
             }
-            if let Some(result) = self.ended.take() {
-                if result.is_ok() && !self.groups.is_empty() {
-                    let mut rest: Vec<_> = self.groups.drain().collect();
-                    rest.sort_by_key(|(_, (at, _))| *at);
-                    self.ready
-                        .extend(rest.into_iter().map(|(k, (_, items))| (k, items)));
-                    self.ended = Some(Ok(()));
-                    continue;
-                }
-                return Poll::Ready(result);
+            let n = (demand as usize).min(self.ready.len());
+            for group in self.ready.drain(..n) {
+                out.emit(group);
             }
-            // Nothing ready: read more (the groups are bounded, so reading is bounded too).
-            match self.lane.poll_lane(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Ended(result)) => self.ended = Some(result),
-                Poll::Ready(LaneEvent::Items) => {
-                    let mut popped = None;
-                    self.lane.pop_each(1, |item| {
-                        popped = Some(item);
-                        true
-                    });
-                    // The key runs once the item is out of the lane: a panic in it must not
-                    // unwind through the lane's pop, which would leave the item in its slot to be
-                    // dropped a second time.
-                    if let Some(item) = popped {
-                        let key = (self.key)(&item);
-                        self.file(key, item);
-                    }
+            out.flush();
+            return Progress::Again;
+        }
+        if let Some(result) = self.ended.take() {
+            if result.is_ok() && !self.groups.is_empty() {
+                let mut rest: Vec<_> = self.groups.drain().collect();
+                rest.sort_by_key(|(_, (at, _))| *at);
+                self.ready
+                    .extend(rest.into_iter().map(|(k, (_, items))| (k, items)));
+                self.ended = Some(Ok(()));
+                return Progress::Again;
+            }
+            return Progress::Done(result);
+        }
+        // Nothing ready: read more (the groups are bounded, so reading is bounded too).
+        match self.lane.poll_lane(cx) {
+            Poll::Pending => return Progress::Wait,
+            Poll::Ready(LaneEvent::Ended(result)) => self.ended = Some(result),
+            Poll::Ready(LaneEvent::Items) => {
+                let mut popped = None;
+                self.lane.pop_each(1, |item| {
+                    popped = Some(item);
+                    true
+                });
+                // The key runs once the item is out of the lane: a panic in it must not unwind
+                // through the lane's pop, which would leave the item in its slot to be dropped a
+                // second time.
+                if let Some(item) = popped {
+                    let key = (self.key)(&item);
+                    self.file(key, item);
                 }
             }
         }
+        Progress::Again
     }
 }

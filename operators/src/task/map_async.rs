@@ -18,7 +18,7 @@ use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::runtime;
+use super::check_concurrent;
 use crate::guard;
 
 /// See [`PublisherExt::map_async`](crate::PublisherExt::map_async).
@@ -81,12 +81,7 @@ where
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
         let name = self.name();
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage(name);
-            reject(subscriber, error);
-            return;
-        }
-        if let Err(error) = runtime(name) {
+        if let Err(error) = check_concurrent(name, self.concurrency) {
             return reject(subscriber, error);
         }
         let mut f = self.f;

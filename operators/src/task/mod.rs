@@ -2,7 +2,7 @@
 //! something besides their upstream (a timer, a second upstream, a backoff, free demand) or hold
 //! items between calls.
 //!
-//! Such an operator is a [`TaskOperator`]: a poll function over its own state that reads its
+//! Such an operator is a [`TaskOperator`]: a step function over its own state that reads its
 //! upstreams through bounded [lanes](weir_runtime::lane) and emits through an [`Outlet`]. [`start`]
 //! does everything else, the same way for every operator:
 //!
@@ -10,8 +10,9 @@
 //!   [`ErrorKind::NoRuntime`] naming the stage;
 //! - it builds the operator (which subscribes its lanes, see [`input`]), hands the subscriber its
 //!   subscription and spawns the task;
-//! - it keeps the downstream's demand, cancel and `request(0)` ([`Outlet::allowance`]), and a poll
-//!   budget: after 16 Ki items in one poll the task yields to the scheduler;
+//! - it runs the operator's steps ([`TaskOperator::advance`]) with the downstream's demand, stops
+//!   them on cancel, fails the stream on `request(0)`, and keeps a poll budget: after 16 Ki items
+//!   in one poll the task yields to the scheduler;
 //! - it runs every poll under the crate's one panic guard: a panic in user code the task runs (a
 //!   closure, or a hand-written upstream that the task drives while reading a lane) fails the
 //!   stream with [`ErrorKind::Panicked`] naming the stage;
@@ -56,24 +57,44 @@ pub(crate) const POLL_BUDGET: u64 = 16 * 1024;
 /// One task-based operator: its state and how it moves on. Implement it and call [`start`] from
 /// your publisher's `subscribe`.
 pub trait TaskOperator<T>: Send + 'static {
-    /// Moves the operator on as far as it can: read its lanes, check its timers, emit through `out`
-    /// within [`Outlet::allowance`].
+    /// Moves the operator one step on with `demand`, the items the downstream allows now (zero:
+    /// none yet): read a lane, check a timer, emit through `out` (at most `demand` items).
     ///
-    /// Return `Poll::Pending` only when something will wake the task: a lane, a timer, or the
-    /// downstream (`allowance` registers the task for the next `request` and for `cancel`).
-    /// `Poll::Ready(Ok(()))` completes the stream and `Poll::Ready(Err(error))` fails it (name the
-    /// stage in errors of the operator's own; an upstream's error passes on as it is). After
-    /// `allowance` gave `None` the downstream is gone: return `Poll::Ready`, the result is ignored.
-    fn poll<S: Subscriber<T>>(
+    /// The engine calls it again while it answers [`Progress::Again`], each time with the demand as
+    /// it is then, and stops when the downstream cancels.
+    fn advance<S: Subscriber<T>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>>;
+    ) -> Progress;
+}
+
+/// What a [`TaskOperator`] step did.
+#[derive(Debug)]
+pub enum Progress {
+    /// Something moved: call the operator again (answer it only after progress, or it spins).
+    Again,
+    /// Nothing to do until the task is woken: by a lane or a timer the operator polled, or by the
+    /// downstream (the task is registered for its next `request` and for `cancel`).
+    Wait,
+    /// The operator is over: `Ok(())` completes the stream, `Err` fails it. Name the stage in
+    /// errors of the operator's own; an upstream's error passes on as it is.
+    Done(Result<(), Error>),
 }
 
 /// The tokio runtime to spawn on, or the error that names the stage that needs one.
 pub(crate) fn runtime(stage: &str) -> Result<Handle, Error> {
     Handle::try_current().map_err(|_| Error::new(ErrorKind::NoRuntime).in_stage(stage))
+}
+
+/// What a stage that runs up to `concurrency` calls at once (`map_async`, `flat_map`) needs before
+/// it starts: a concurrency of at least 1 and a runtime; the error names the stage.
+pub(crate) fn check_concurrent(stage: &str, concurrency: usize) -> Result<(), Error> {
+    if concurrency == 0 {
+        return Err(Error::msg("a concurrency of at least 1 is needed").in_stage(stage));
+    }
+    runtime(stage).map(drop)
 }
 
 /// Starts a task-based operator for `subscriber`: `make` builds the operator (subscribing its
@@ -170,43 +191,44 @@ impl<S> std::fmt::Debug for Outlet<S> {
 }
 
 impl<S> Outlet<S> {
-    /// How many items the downstream allows now (`Ready(Some(0))`: none yet, and the task is
-    /// registered for its next `request`), or `Ready(None)` when the downstream is gone: it
-    /// cancelled, or it called `request(0)` and the engine failed the stream
-    /// ([`ErrorKind::RequestZero`], naming the stage). `Pending` when the poll budget is spent: the
-    /// task is already woken again, so return `Pending` (`std::task::ready!` does it).
-    ///
-    /// In every case the task is also registered for `cancel`: it may go on to wait for a lane or a
-    /// timer while demand is outstanding, and a cancel must still wake it.
-    pub fn allowance<T>(&mut self, cx: &mut Context<'_>) -> Poll<Option<u64>>
+    /// Runs `operator` as far as it goes in this poll: `Ready` with its result when it is over
+    /// (`Ok(())` too when the downstream cancelled: `end` then sends nothing), `Pending` when it
+    /// waits or has used up the poll budget (then the task is woken again at once).
+    fn drive<T, O>(&mut self, operator: &mut O, cx: &mut Context<'_>) -> Poll<Result<(), Error>>
     where
+        O: TaskOperator<T>,
         S: Subscriber<T>,
     {
-        if self.closed {
-            return Poll::Ready(None);
-        }
-        if self.emitted >= POLL_BUDGET {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
+        self.emitted = 0;
+        // Registered for `cancel` for the whole poll: the operator may wait for a lane or a timer
+        // while demand is outstanding, and a cancel must still wake it.
         let _ = self.subscription.watch(cx);
-        Poll::Ready(match self.subscription.poll_next(cx) {
-            Next::Emit(n) => Some(n),
-            Next::Wait => Some(0),
-            Next::Cancelled => {
-                self.closed = true;
-                None
+        loop {
+            if self.emitted >= POLL_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            Next::BadRequest => {
-                self.closed = true;
-                let error = Error::new(ErrorKind::RequestZero).in_stage(self.stage);
-                self.subscriber.on_error(error);
-                None
+            let demand = match self.subscription.poll_next(cx) {
+                Next::Emit(n) => n,
+                Next::Wait => 0,
+                Next::Cancelled => {
+                    self.closed = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Next::BadRequest => {
+                    let error = Error::new(ErrorKind::RequestZero).in_stage(self.stage);
+                    return Poll::Ready(Err(error));
+                }
+            };
+            match operator.advance(cx, demand, self) {
+                Progress::Again => continue,
+                Progress::Wait => return Poll::Pending,
+                Progress::Done(result) => return Poll::Ready(result),
             }
-        })
+        }
     }
 
-    /// Emits one item, using up one unit of the allowance.
+    /// Emits one item, using up one unit of demand.
     #[inline]
     pub fn emit<T>(&mut self, item: T)
     where
@@ -218,7 +240,7 @@ impl<S> Outlet<S> {
     }
 
     /// Emits a burst of `lane`'s items until the downstream accepted `max` of them (at most the
-    /// allowance) or the lane has none left; returns `(taken, accepted)` (a filter downstream may
+    /// demand) or the lane has none left; returns `(taken, accepted)` (a filter downstream may
     /// decline items: those are taken but not accepted, and use up no demand).
     #[inline]
     pub fn emit_from<T>(&mut self, lane: &mut Lane<T>, max: u64) -> (usize, u64)
@@ -280,9 +302,8 @@ where
         let Some(operator) = this.operator.as_mut() else {
             return Poll::Ready(());
         };
-        this.out.emitted = 0;
         let out = &mut this.out;
-        let result = match guard::catch(|| operator.poll(cx, out)) {
+        let result = match guard::catch(|| out.drive(operator, cx)) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => result,
             Err(panicked) => Err(panicked.in_stage(this.out.stage)),

@@ -8,14 +8,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::{Outlet, TaskOperator, input, start};
+use super::{Outlet, Progress, TaskOperator, input, start};
 
 const LANE_CAPACITY: usize = 256;
 
@@ -155,44 +155,42 @@ where
     F: FnMut() -> P + Send + 'static,
     P: Publisher<T>,
 {
-    fn poll<S: Subscriber<T>>(
+    fn advance<S: Subscriber<T>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            let Some(current) = self.current.as_mut() else {
-                // Backing off.
-                if self.backoff.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+    ) -> Progress {
+        let Some(current) = self.current.as_mut() else {
+            // Backing off.
+            if self.backoff.as_mut().poll(cx).is_pending() {
+                return Progress::Wait;
+            }
+            self.attempts += 1;
+            tracing::info!(stage = "retry", attempt = self.attempts, "resubscribing");
+            self.current = Some(attempt(&mut self.factory));
+            return Progress::Again;
+        };
+        match current.poll_lane(cx) {
+            Poll::Pending => Progress::Wait,
+            Poll::Ready(LaneEvent::Items) if demand == 0 => Progress::Wait,
+            Poll::Ready(LaneEvent::Items) => {
+                out.emit_from(current, demand);
+                out.flush();
+                Progress::Again
+            }
+            Poll::Ready(LaneEvent::Ended(Ok(()))) => Progress::Done(Ok(())),
+            Poll::Ready(LaneEvent::Ended(Err(error))) => {
+                if self.attempts >= self.policy.max_attempts {
+                    return Progress::Done(Err(error));
                 }
-                self.attempts += 1;
-                tracing::info!(stage = "retry", attempt = self.attempts, "resubscribing");
-                self.current = Some(attempt(&mut self.factory));
-                continue;
-            };
-            match current.poll_lane(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Items) if demand == 0 => return Poll::Pending,
-                Poll::Ready(LaneEvent::Items) => {
-                    out.emit_from(current, demand);
-                    out.flush();
-                }
-                Poll::Ready(LaneEvent::Ended(Ok(()))) => return Poll::Ready(Ok(())),
-                Poll::Ready(LaneEvent::Ended(Err(error))) => {
-                    if self.attempts >= self.policy.max_attempts {
-                        return Poll::Ready(Err(error));
-                    }
-                    let wait = self
-                        .policy
-                        .backoff(self.attempts - 1, next_random(&mut self.random));
-                    tracing::warn!(stage = "retry", attempt = self.attempts, %error, ?wait, "source failed; retrying");
-                    self.current = None;
-                    self.backoff.as_mut().reset(Instant::now() + wait);
-                }
+                let wait = self
+                    .policy
+                    .backoff(self.attempts - 1, next_random(&mut self.random));
+                tracing::warn!(stage = "retry", attempt = self.attempts, %error, ?wait, "source failed; retrying");
+                self.current = None;
+                self.backoff.as_mut().reset(Instant::now() + wait);
+                Progress::Again
             }
         }
     }

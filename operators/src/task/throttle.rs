@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -14,7 +14,7 @@ use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, Reason, StageKind};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use super::{Outlet, TaskOperator, input_observed, start};
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// Items a throttle's lane holds.
 const LANE_CAPACITY: usize = 256;
@@ -97,50 +97,47 @@ struct ThrottleTask<T> {
 }
 
 impl<T: Send + 'static> TaskOperator<T> for ThrottleTask<T> {
-    fn poll<S: Subscriber<T>>(
+    fn advance<S: Subscriber<T>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let now = Instant::now();
-            let elapsed = now.duration_since(self.refilled).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-            self.refilled = now;
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            match self.lane.poll_lane(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Ended(result)) => return Poll::Ready(result),
-                Poll::Ready(LaneEvent::Items) => {}
+    ) -> Progress {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.refilled = now;
+        match self.lane.poll_lane(cx) {
+            Poll::Pending => return Progress::Wait,
+            Poll::Ready(LaneEvent::Ended(result)) => return Progress::Done(result),
+            Poll::Ready(LaneEvent::Items) => {}
+        }
+        let whole = self.tokens.floor() as u64;
+        if whole >= 1 {
+            if demand == 0 {
+                return Progress::Wait; // registered for demand
             }
-            let whole = self.tokens.floor() as u64;
-            if whole >= 1 {
-                if demand == 0 {
-                    return Poll::Pending; // registered for demand
-                }
-                let (_, accepted) = out.emit_from(&mut self.lane, whole.min(demand));
-                self.tokens -= accepted as f64;
-                out.flush();
-                continue;
+            let (_, accepted) = out.emit_from(&mut self.lane, whole.min(demand));
+            self.tokens -= accepted as f64;
+            out.flush();
+            return Progress::Again;
+        }
+        match self.mode {
+            ThrottleMode::Shed => {
+                // Over the rate: drop what is waiting, counted.
+                let (dropped, _) = self.lane.pop_each(u64::MAX, |_| true);
+                self.metrics
+                    .record_shed_n(Reason::Throttled, dropped as u64);
+                Progress::Again
             }
-            match self.mode {
-                ThrottleMode::Shed => {
-                    // Over the rate: drop what is waiting, counted.
-                    let (dropped, _) = self.lane.pop_each(u64::MAX, |_| true);
-                    self.metrics
-                        .record_shed_n(Reason::Throttled, dropped as u64);
-                    continue;
-                }
-                ThrottleMode::Delay => {
-                    let wait = (1.0 - self.tokens) / self.per_second;
-                    self.timer
-                        .as_mut()
-                        .reset(now + Duration::from_secs_f64(wait));
-                    if self.timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
+            ThrottleMode::Delay => {
+                let wait = (1.0 - self.tokens) / self.per_second;
+                self.timer
+                    .as_mut()
+                    .reset(now + Duration::from_secs_f64(wait));
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Pending => Progress::Wait,
+                    Poll::Ready(()) => Progress::Again,
                 }
             }
         }

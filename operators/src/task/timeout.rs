@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -14,7 +14,7 @@ use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber};
 
-use super::{Outlet, TaskOperator, input_observed, start};
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// Items a timeout's lane holds.
 const LANE_CAPACITY: usize = 256;
@@ -75,49 +75,45 @@ struct TimeoutTask<T> {
 }
 
 impl<T: Send + 'static> TaskOperator<T> for TimeoutTask<T> {
-    fn poll<S: Subscriber<T>>(
+    fn advance<S: Subscriber<T>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            match self.lane.poll_lane(cx) {
-                Poll::Ready(LaneEvent::Ended(result)) => return Poll::Ready(result),
-                Poll::Ready(LaneEvent::Items) if demand > 0 => {
-                    out.emit_from(&mut self.lane, demand);
-                    out.flush();
-                    self.armed = false; // an item came: the silence starts again
-                    continue;
-                }
-                // Items but no demand: the downstream is the slow one, not the upstream.
-                Poll::Ready(LaneEvent::Items) => {
-                    self.armed = false;
-                    return Poll::Pending;
-                }
-                Poll::Pending if demand == 0 => {
-                    self.armed = false;
-                    return Poll::Pending;
-                }
-                Poll::Pending => {}
+    ) -> Progress {
+        match self.lane.poll_lane(cx) {
+            Poll::Ready(LaneEvent::Ended(result)) => return Progress::Done(result),
+            Poll::Ready(LaneEvent::Items) if demand > 0 => {
+                out.emit_from(&mut self.lane, demand);
+                out.flush();
+                self.armed = false; // an item came: the silence starts again
+                return Progress::Again;
             }
-            // The downstream waits and the upstream is silent.
-            if !self.armed {
-                self.armed = true;
-                self.timer.as_mut().reset(Instant::now() + self.silence);
+            // Items but no demand: the downstream is the slow one, not the upstream.
+            Poll::Ready(LaneEvent::Items) => {
+                self.armed = false;
+                return Progress::Wait;
             }
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+            Poll::Pending if demand == 0 => {
+                self.armed = false;
+                return Progress::Wait;
             }
-            // Ending drops the lane, which cancels the upstream.
-            return Poll::Ready(match self.on_silence {
-                OnSilence::Fail => {
-                    Err(Error::new(ErrorKind::Timeout(self.silence)).in_stage("timeout"))
-                }
-                OnSilence::Complete => Ok(()),
-            });
+            Poll::Pending => {}
         }
+        // The downstream waits and the upstream is silent.
+        if !self.armed {
+            self.armed = true;
+            self.timer.as_mut().reset(Instant::now() + self.silence);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Progress::Wait;
+        }
+        // Ending drops the lane, which cancels the upstream.
+        Progress::Done(match self.on_silence {
+            OnSilence::Fail => {
+                Err(Error::new(ErrorKind::Timeout(self.silence)).in_stage("timeout"))
+            }
+            OnSilence::Complete => Ok(()),
+        })
     }
 }

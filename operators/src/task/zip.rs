@@ -5,12 +5,12 @@
 //! either source ends (a lone item left on the other side has no partner and is dropped, as in
 //! `Iterator::zip`), and fails fast on either source's error; the other source is cancelled.
 
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::{Error, Publisher, Subscriber};
 
-use super::{Outlet, TaskOperator, input, start};
+use super::{Outlet, Progress, TaskOperator, input, start};
 
 const LANE_CAPACITY: usize = 64;
 
@@ -97,36 +97,29 @@ struct ZipTask<A, B> {
 }
 
 impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B> {
-    fn poll<S: Subscriber<(A, B)>>(
+    fn advance<S: Subscriber<(A, B)>>(
         &mut self,
         cx: &mut Context<'_>,
+        demand: u64,
         out: &mut Outlet<S>,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            let Some(demand) = ready!(out.allowance(cx)) else {
-                return Poll::Ready(Ok(()));
-            };
-            let left = self.left.poll(cx);
-            let right = self.right.poll(cx);
-            match (left, right) {
-                // Ending drops both lanes, which cancels the other source.
-                (Offer::Ended(Err(error)), _) | (_, Offer::Ended(Err(error))) => {
-                    return Poll::Ready(Err(error));
-                }
-                // A side that ended with nothing held leaves nothing to pair.
-                (Offer::Ended(Ok(())), _) | (_, Offer::Ended(Ok(()))) => {
-                    return Poll::Ready(Ok(()));
-                }
-                (Offer::Ready, Offer::Ready) if demand > 0 => {
-                    let pair = (
-                        self.left.held.take().expect("ready"),
-                        self.right.held.take().expect("ready"),
-                    );
-                    out.emit(pair);
-                    out.flush();
-                }
-                _ => return Poll::Pending,
+    ) -> Progress {
+        match (self.left.poll(cx), self.right.poll(cx)) {
+            // Ending drops both lanes, which cancels the other source.
+            (Offer::Ended(Err(error)), _) | (_, Offer::Ended(Err(error))) => {
+                Progress::Done(Err(error))
             }
+            // A side that ended with nothing held leaves nothing to pair.
+            (Offer::Ended(Ok(())), _) | (_, Offer::Ended(Ok(()))) => Progress::Done(Ok(())),
+            (Offer::Ready, Offer::Ready) if demand > 0 => {
+                let pair = (
+                    self.left.held.take().expect("ready"),
+                    self.right.held.take().expect("ready"),
+                );
+                out.emit(pair);
+                out.flush();
+                Progress::Again
+            }
+            _ => Progress::Wait,
         }
     }
 }
