@@ -1,12 +1,10 @@
 //! What every closure-running operator shares: the downstream, the upstream subscription and the
 //! panic-to-error path.
 
-use std::any::Any;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use weir_runtime::{Error, Subscriber, Subscription};
 
-use crate::fused::Step;
+use super::step::Step;
+use crate::guard;
 
 /// The downstream half of an operator's subscriber.
 pub(crate) struct Stage<S> {
@@ -39,10 +37,10 @@ impl<S> Stage<S> {
     where
         S: Subscriber<T>,
     {
-        match catch_unwind(AssertUnwindSafe(f)) {
+        match guard::catch(f) {
             Ok(value) => Some(value),
-            Err(payload) => {
-                self.fail(Error::panicked(payload.as_ref()));
+            Err(panicked) => {
+                self.fail(panicked);
                 None
             }
         }
@@ -71,21 +69,15 @@ impl<S> Stage<S> {
             items,
             step,
             stopped: false,
-            panic: None,
+            failure: None,
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
-        let stopped = guarded.stopped;
-        let failure = match guarded.panic {
-            Some(Halt::Panicked(payload)) => Some(Error::panicked(payload.as_ref())),
-            Some(Halt::Failed(error)) => Some(error),
-            None => None,
-        };
-        match failure {
+        match guarded.failure {
             Some(error) => {
                 self.fail(error);
                 (limit, false)
             }
-            None => (accepted, stopped),
+            None => (accepted, guarded.stopped),
         }
     }
 
@@ -147,19 +139,13 @@ impl<S> Stage<S> {
     }
 }
 
-/// An iterator adapter that applies an operator's step under `catch_unwind`; it stops at a panic
-/// and at the end the step asks for.
+/// An iterator adapter that applies an operator's step under the panic guard; it stops at a
+/// failure (a panic or [`Step::Fail`]) and at the end the step asks for.
 struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
     stopped: bool,
-    panic: Option<Halt>,
-}
-
-/// Why the adapter stopped early.
-enum Halt {
-    Panicked(Box<dyn Any + Send>),
-    Failed(Error),
+    failure: Option<Error>,
 }
 
 impl<I, U, F> Iterator for Guarded<'_, I, F>
@@ -171,10 +157,10 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<U> {
-        while !self.stopped && self.panic.is_none() {
+        while !self.stopped && self.failure.is_none() {
             let item = self.items.next()?;
             let step = &mut self.step;
-            match catch_unwind(AssertUnwindSafe(|| step(item))) {
+            match guard::catch(|| step(item)) {
                 Ok(Step::Emit(out)) => return Some(out),
                 Ok(Step::Skip) => continue,
                 Ok(Step::EmitLast(out)) => {
@@ -182,8 +168,7 @@ where
                     return Some(out);
                 }
                 Ok(Step::Stop) => self.stopped = true,
-                Ok(Step::Fail(error)) => self.panic = Some(Halt::Failed(error)),
-                Err(payload) => self.panic = Some(Halt::Panicked(payload)),
+                Ok(Step::Fail(error)) | Err(error) => self.failure = Some(error),
             }
         }
         None

@@ -9,16 +9,17 @@
 //! next to the I/O such a stage waits for.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use futures::future::{Either, FutureExt, ready};
 use futures::stream::StreamExt;
-use std::sync::Arc;
-
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
+
+use super::check_concurrent;
+use crate::guard;
 
 /// See [`PublisherExt::map_async`](crate::PublisherExt::map_async).
 pub struct MapAsync<P, F, T> {
@@ -80,10 +81,8 @@ where
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
         let name = self.name();
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage(name);
-            reject(subscriber, error);
-            return;
+        if let Err(error) = check_concurrent(name, self.concurrency) {
+            return reject(subscriber, error);
         }
         let mut f = self.f;
         let concurrency = self.concurrency;
@@ -99,8 +98,8 @@ where
     }
 }
 
-/// Calls `f` and polls its future under `catch_unwind`: a panic in either fails the stream with an
-/// error naming the stage.
+/// Calls `f` and polls its future under the panic guard: a panic in either fails the stream with
+/// an error naming the stage.
 fn call_guarded<T, U, F, Fut>(
     f: &mut F,
     item: T,
@@ -111,12 +110,10 @@ where
     Fut: Future<Output = U> + Send + 'static,
     U: Send + 'static,
 {
-    match catch_unwind(AssertUnwindSafe(|| f(item))) {
-        Ok(future) => Either::Left(AssertUnwindSafe(future).catch_unwind().map(move |result| {
-            result.map_err(|payload| Error::panicked(payload.as_ref()).in_stage(stage))
-        })),
-        Err(payload) => Either::Right(ready(
-            Err(Error::panicked(payload.as_ref()).in_stage(stage)),
-        )),
+    match guard::catch(|| f(item)) {
+        Ok(future) => Either::Left(
+            guard::catch_future(future).map(move |result| result.map_err(|e| e.in_stage(stage))),
+        ),
+        Err(panicked) => Either::Right(ready(Err(panicked.in_stage(stage)))),
     }
 }

@@ -1,6 +1,19 @@
-//! The fused operators: each is a [`StepFn`] (what to do with one item) run by one shared subscriber,
-//! so every per-item operator gets the same demand handling, panic guard, burst path and termination
-//! rules from one place.
+//! The fused level: per-item operators that run inside their upstream's call chain.
+//!
+//! Each operator is a [`StepFn`]: what to do with one item, answered with a [`Step`]. [`Fused`]
+//! runs a step as a publisher generic over its upstream, with one subscriber shared by every step,
+//! so all of them get the same rules from one place:
+//!
+//! - demand passes through: the downstream's `request(n)` goes to the upstream unchanged (capped at
+//!   [`StepFn::request_cap`] in total, for `take`); an item the step drops ([`Step::Skip`]) gives its
+//!   unit of demand back, so no new request is needed;
+//! - bursts stay fused: `try_on_next_iter` passes an adapter downstream, so a burst moves through
+//!   the whole chain in one loop with no queue and no allocation per item;
+//! - the step runs under the crate's panic guard: a panic, like [`Step::Fail`], cancels the upstream
+//!   and fails the stream with an error naming [`StepFn::NAME`]; later upstream signals are ignored;
+//! - [`Step::EmitLast`] and [`Step::Stop`] complete the stream and cancel the upstream.
+//!
+//! See the [crate documentation](crate#how-to-write-an-operator) for an example.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -8,37 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
 
-use crate::stage::Stage;
+mod stage;
+mod step;
+pub(crate) mod steps;
 
-/// What a fused operator does with one item.
-#[derive(Debug)]
-pub enum Step<U> {
-    /// Pass this on downstream.
-    Emit(U),
-    /// Drop the item (its unit of demand is reused).
-    Skip,
-    /// Pass this on, then complete (and cancel the upstream).
-    EmitLast(U),
-    /// Complete now (and cancel the upstream), dropping the item.
-    Stop,
-    /// Fail the stream with this error (named after the stage), cancelling the upstream.
-    Fail(Error),
-}
-
-/// One fused operator's per-item logic. Implement it to add an operator that runs inside the
-/// upstream's call chain; [`Fused`] does the rest.
-pub trait StepFn<T>: Send + 'static {
-    /// The items it emits.
-    type Out;
-    /// The stage name used in errors and metrics.
-    const NAME: &'static str;
-    /// Handles one item.
-    fn step(&mut self, item: T) -> Step<Self::Out>;
-    /// The most items this operator will ever want from upstream, if bounded (`take`).
-    fn request_cap(&self) -> Option<u64> {
-        None
-    }
-}
+use stage::Stage;
+pub use step::{Step, StepFn};
 
 /// A publisher that runs a [`StepFn`] on every item of its upstream, fused into its call chain.
 pub struct Fused<P, S, T> {
@@ -48,7 +36,8 @@ pub struct Fused<P, S, T> {
 }
 
 impl<P, S, T> Fused<P, S, T> {
-    pub(crate) fn new(upstream: P, step: S) -> Self {
+    /// Runs `step` on every item of `upstream`.
+    pub fn new(upstream: P, step: S) -> Self {
         Self {
             upstream,
             step,

@@ -32,7 +32,9 @@ use weir_runtime::ingress::{
 };
 use weir_runtime::metrics::BoundaryMetrics;
 use weir_runtime::sink::into_stream_named;
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
+
+use super::{runtime, spawn_guarded};
 
 /// See [`PublisherExt::buffer`](crate::PublisherExt::buffer).
 pub struct Buffer<P, T> {
@@ -115,20 +117,6 @@ impl<P, T: Send + 'static> Buffer<P, T> {
 /// Items the feeding task reads ahead from the upstream of a spilling buffer.
 const FEED_PREFETCH: usize = 256;
 
-/// Fails the ingress if the task holding it unwinds: a panic must not end the stream as if it had
-/// completed.
-pub(crate) struct FailOnPanic<'a, T>(pub(crate) &'a IngressHandle<T>, pub(crate) &'a str);
-
-impl<T> Drop for FailOnPanic<'_, T> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let error =
-                Error::msg("the task feeding this stage panicked").in_stage(self.1.to_owned());
-            self.0.fail(error);
-        }
-    }
-}
-
 /// Moves the upstream's items into a spilling ingress, waiting while its disk budget is full: the
 /// task stops reading, so the upstream stops being asked for more.
 async fn feed<T, P>(upstream: P, handle: IngressHandle<T>, name: Arc<str>)
@@ -136,7 +124,6 @@ where
     T: Send + 'static,
     P: Publisher<T>,
 {
-    let failed = FailOnPanic(&handle, &name);
     let mut items = into_stream_named(upstream, FEED_PREFETCH, &name);
     while let Some(next) = items.next().await {
         let item = match next {
@@ -158,7 +145,6 @@ where
             Err(_) => return,
         }
     }
-    drop(failed);
     handle.close();
 }
 
@@ -176,12 +162,16 @@ where
                 handle,
                 output,
                 name,
-            }) => match tokio::runtime::Handle::try_current() {
+            }) => match runtime(&name) {
                 Ok(runtime) => {
                     output.subscribe(subscriber);
-                    runtime.spawn(feed(upstream, handle, name));
+                    // A panic while feeding (in a hand-written upstream the task drives) fails
+                    // the buffer's stream: it must not end as if it had completed.
+                    let failing = handle.clone();
+                    let feeding = feed(upstream, handle, name.clone());
+                    spawn_guarded(&runtime, name, feeding, move |error| failing.fail(error));
                 }
-                Err(_) => reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(name)),
+                Err(error) => reject(subscriber, error),
             },
             Ok(Inner::Shedding {
                 upstream,

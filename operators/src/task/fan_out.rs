@@ -22,7 +22,9 @@ use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
 };
 use weir_runtime::sink::into_stream_named;
-use weir_runtime::{Error, ErrorKind, Publisher};
+use weir_runtime::{Error, Publisher};
+
+use super::{runtime, spawn_guarded};
 
 /// What a full output does to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +153,7 @@ where
     if outputs == 0 {
         return Err(Error::msg("at least one output is needed").in_stage(stage));
     }
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| Error::new(ErrorKind::NoRuntime).in_stage(stage))?;
+    let runtime = runtime(stage)?;
     let waiting = Arc::new(Waiting {
         left: AtomicUsize::new(outputs),
         all_in: Notify::new(),
@@ -169,8 +170,16 @@ where
             waiting: waiting.clone(),
         });
     }
+    // A panic in the hub (a key function, `Clone`, or a hand-written upstream it drives) fails
+    // every output: dropping their handles would close them as if the stream had completed.
+    let failing: Vec<IngressHandle<T>> = handles.iter().flatten().cloned().collect();
+    let on_panic = move |error: Error| {
+        for handle in &failing {
+            handle.fail(error.clone());
+        }
+    };
     let mut route = route;
-    runtime.spawn(async move {
+    let hub = async move {
         // Nothing flows until every output has its subscriber: items pushed earlier would be
         // shed (or would stall) for an output nobody reads yet.
         let all_in = waiting.all_in.notified();
@@ -196,7 +205,8 @@ where
         for handle in handles.iter().flatten() {
             handle.close();
         }
-    });
+    };
+    spawn_guarded(&runtime, stage.into(), hub, on_panic);
     Ok(publishers)
 }
 

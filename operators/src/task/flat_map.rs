@@ -7,13 +7,14 @@
 //! polls only with demand. So at most `concurrency` inner publishers run, each holding at most
 //! `INNER_PREFETCH` items. A panic in `f` fails the stream naming the stage.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use futures::future::{Either, ready};
 use futures::stream::{self, StreamExt};
 use weir_runtime::sink::into_stream_named;
 use weir_runtime::source::from_try_stream;
-use weir_runtime::{Error, Publisher, Subscriber, reject};
+use weir_runtime::{Publisher, Subscriber, reject};
+
+use super::check_concurrent;
+use crate::guard;
 
 /// Items each inner publisher may have buffered.
 pub const INNER_PREFETCH: usize = 64;
@@ -55,16 +56,14 @@ where
     Q: Publisher<U>,
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage("flat_map");
+        if let Err(error) = check_concurrent("flat_map", self.concurrency) {
             return reject(subscriber, error);
         }
         let mut f = self.f;
         let inners =
             into_stream_named(self.upstream, self.concurrency, "flat_map").map(move |item| {
                 let inner = item.and_then(|item| {
-                    catch_unwind(AssertUnwindSafe(|| f(item)))
-                        .map_err(|payload| Error::panicked(payload.as_ref()).in_stage("flat_map"))
+                    guard::catch(|| f(item)).map_err(|panicked| panicked.in_stage("flat_map"))
                 });
                 match inner {
                     Ok(inner) => {
