@@ -11,7 +11,10 @@
 //!   the whole chain in one loop with no queue and no allocation per item;
 //! - the step runs under the crate's panic guard: a panic, like [`Step::Fail`], cancels the upstream
 //!   and fails the stream with an error naming [`StepFn::NAME`]; later upstream signals are ignored;
-//! - [`Step::EmitLast`] and [`Step::Stop`] complete the stream and cancel the upstream.
+//! - [`Step::EmitLast`] and [`Step::Stop`] complete the stream and cancel the upstream;
+//! - every item the step does not pass on is counted in the operator's ledger account (a
+//!   [`Tally`] named [`StepFn::NAME`]): dropped under [`StepFn::DROPPED`], the one a failure
+//!   happened on as failed, those the upstream still sends after the end as cancelled.
 //!
 //! See the [crate documentation](crate#how-to-write-an-operator) for an example.
 
@@ -19,6 +22,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
 
 mod stage;
@@ -32,17 +36,27 @@ pub use step::{Step, StepFn};
 pub struct Fused<P, S, T> {
     upstream: P,
     step: S,
+    tally: Arc<Tally>,
     _input: PhantomData<fn(T)>,
 }
 
-impl<P, S, T> Fused<P, S, T> {
-    /// Runs `step` on every item of `upstream`.
+impl<P, S: StepFn<T>, T> Fused<P, S, T> {
+    /// Runs `step` on every item of `upstream`. Its ledger account is registered with the current
+    /// [`ledger::scope`](weir_runtime::ledger::scope) (a pipeline stage being built).
     pub fn new(upstream: P, step: S) -> Self {
         Self {
             upstream,
             step,
+            tally: Tally::new(S::NAME),
             _input: PhantomData,
         }
+    }
+}
+
+impl<P, S, T> Fused<P, S, T> {
+    /// The operator's ledger account: items it dropped, failed on or received after it ended.
+    pub fn tally(&self) -> Arc<Tally> {
+        self.tally.clone()
     }
 
     pub(crate) fn step(&self) -> &S {
@@ -52,7 +66,12 @@ impl<P, S, T> Fused<P, S, T> {
 
 impl<P: Clone, S: Clone, T> Clone for Fused<P, S, T> {
     fn clone(&self) -> Self {
-        Self::new(self.upstream.clone(), self.step.clone())
+        Self {
+            upstream: self.upstream.clone(),
+            step: self.step.clone(),
+            tally: self.tally.clone(),
+            _input: PhantomData,
+        }
     }
 }
 
@@ -78,6 +97,7 @@ where
             step: self.step,
             cap,
             done: false,
+            tally: self.tally.writer(),
             _input: PhantomData,
         });
     }
@@ -89,6 +109,7 @@ struct FusedSubscriber<D, S, T> {
     cap: Option<u64>,
     /// Completed by the step (`EmitLast` / `Stop`): ignore the rest.
     done: bool,
+    tally: TallyWriter,
     _input: PhantomData<fn(T)>,
 }
 
@@ -97,14 +118,20 @@ where
     S: StepFn<T>,
     D: Subscriber<S::Out>,
 {
-    /// Runs the step under the panic guard; `None` when the stage is over (failed or done).
+    /// Runs the step under the panic guard; `None` when the stage is over (failed or done: the
+    /// item is counted as cancelled) or the step panicked (counted as failed).
     #[inline]
     fn run(&mut self, item: T) -> Option<Step<S::Out>> {
         if self.done || self.stage.is_failed() {
+            self.tally.add(Reason::Cancelled, 1);
             return None;
         }
         let step = &mut self.step;
-        self.stage.guard::<S::Out, _>(|| step.step(item))
+        let outcome = self.stage.guard::<S::Out, _>(|| step.step(item));
+        if outcome.is_none() {
+            self.tally.add(Reason::Failed, 1);
+        }
+        outcome
     }
 
     #[cold]
@@ -140,13 +167,22 @@ where
     fn on_next(&mut self, item: T) {
         match self.run(item) {
             Some(Step::Emit(out)) => self.stage.downstream.on_next(out),
-            Some(Step::Skip) => self.stage.request_one(),
+            Some(Step::Skip) => {
+                self.tally.add(S::DROPPED, 1);
+                self.stage.request_one();
+            }
             Some(Step::EmitLast(out)) => {
                 self.stage.downstream.on_next(out);
                 self.finish();
             }
-            Some(Step::Stop) => self.finish(),
-            Some(Step::Fail(error)) => self.stage.fail::<S::Out>(error),
+            Some(Step::Stop) => {
+                self.tally.add(S::DROPPED, 1);
+                self.finish();
+            }
+            Some(Step::Fail(error)) => {
+                self.tally.add(Reason::Failed, 1);
+                self.stage.fail::<S::Out>(error);
+            }
             None => {}
         }
     }
@@ -155,17 +191,22 @@ where
     fn try_on_next(&mut self, item: T) -> bool {
         match self.run(item) {
             Some(Step::Emit(out)) => self.stage.downstream.try_on_next(out),
-            Some(Step::Skip) => false,
+            Some(Step::Skip) => {
+                self.tally.add(S::DROPPED, 1);
+                false
+            }
             Some(Step::EmitLast(out)) => {
                 self.stage.downstream.try_on_next(out);
                 self.finish();
                 true
             }
             Some(Step::Stop) => {
+                self.tally.add(S::DROPPED, 1);
                 self.finish();
                 true
             }
             Some(Step::Fail(error)) => {
+                self.tally.add(Reason::Failed, 1);
                 self.stage.fail::<S::Out>(error);
                 true
             }
@@ -182,9 +223,11 @@ where
             return limit;
         }
         let step = &mut self.step;
-        let (accepted, stopped) = self
-            .stage
-            .forward_iter(items, limit, |item| step.step(item));
+        let (accepted, stopped) =
+            self.stage
+                .forward_iter(items, limit, S::DROPPED, &mut self.tally, |item| {
+                    step.step(item)
+                });
         if stopped {
             self.finish();
             return limit;

@@ -1,6 +1,7 @@
 //! What every closure-running operator shares: the downstream, the upstream subscription and the
 //! panic-to-error path.
 
+use weir_runtime::ledger::{Reason, TallyWriter};
 use weir_runtime::{Error, Subscriber, Subscription};
 
 use super::step::Step;
@@ -48,13 +49,16 @@ impl<S> Stage<S> {
 
     /// Passes a burst on through `step`: the downstream pulls from an adapter, so the whole fused
     /// chain moves the burst in one loop. A panic in `step` ends the adapter and fails the stage.
-    /// Returns how many items the downstream accepted and whether `step` ended the stream
-    /// ([`Step::EmitLast`] / [`Step::Stop`]).
+    /// Items the step drops are counted in `tally` under `dropped` (once per burst), the one it
+    /// failed on as failed. Returns how many items the downstream accepted and whether `step`
+    /// ended the stream ([`Step::EmitLast`] / [`Step::Stop`]).
     #[inline]
     pub(crate) fn forward_iter<T, U, I, F>(
         &mut self,
         items: &mut I,
         limit: u64,
+        dropped: Reason,
+        tally: &mut TallyWriter,
         step: F,
     ) -> (u64, bool)
     where
@@ -63,17 +67,24 @@ impl<S> Stage<S> {
         F: FnMut(T) -> Step<U>,
     {
         if self.failed {
-            return (limit, false); // the upstream is cancelled; whatever it still sends is ignored
+            // The upstream is cancelled: nothing more is pulled (what it still holds is its own
+            // to count).
+            return (limit, false);
         }
         let mut guarded = Guarded {
             items,
             step,
             stopped: false,
+            dropped: 0,
             failure: None,
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
+        if guarded.dropped > 0 {
+            tally.add(dropped, guarded.dropped);
+        }
         match guarded.failure {
             Some(error) => {
+                tally.add(Reason::Failed, 1);
                 self.fail(error);
                 (limit, false)
             }
@@ -145,6 +156,8 @@ struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
     stopped: bool,
+    /// Items the step dropped (`Skip`, `Stop`).
+    dropped: u64,
     failure: Option<Error>,
 }
 
@@ -162,12 +175,15 @@ where
             let step = &mut self.step;
             match guard::catch(|| step(item)) {
                 Ok(Step::Emit(out)) => return Some(out),
-                Ok(Step::Skip) => continue,
+                Ok(Step::Skip) => self.dropped += 1,
                 Ok(Step::EmitLast(out)) => {
                     self.stopped = true;
                     return Some(out);
                 }
-                Ok(Step::Stop) => self.stopped = true,
+                Ok(Step::Stop) => {
+                    self.dropped += 1;
+                    self.stopped = true;
+                }
                 Ok(Step::Fail(error)) | Err(error) => self.failure = Some(error),
             }
         }

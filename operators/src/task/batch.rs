@@ -133,12 +133,17 @@ impl<T: Send + 'static> BatchTask<T> {
     fn emit<S: Subscriber<Vec<T>>>(&mut self, out: &mut Outlet<S>) {
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_items));
         self.timing = false;
+        out.reshaped(full.len() as u64, 1);
         out.emit(full);
         out.flush();
     }
 }
 
 impl<T: Send + 'static> TaskOperator<Vec<T>> for BatchTask<T> {
+    fn held(&self) -> u64 {
+        self.batch.len() as u64
+    }
+
     fn advance<S: Subscriber<Vec<T>>>(
         &mut self,
         cx: &mut Context<'_>,

@@ -100,6 +100,8 @@ where
             overflow: self.overflow,
             ready: Vec::new(),
             ended: None,
+            holding: 0,
+            in_hand: false,
         });
     }
 }
@@ -116,6 +118,10 @@ struct GroupTask<T, K, F> {
     /// Groups to emit, in order.
     ready: Vec<(K, Vec<T>)>,
     ended: Option<Result<(), Error>>,
+    /// Items in open and ready groups (and the one being filed).
+    holding: u64,
+    /// An item is being handed to the key function.
+    in_hand: bool,
 }
 
 impl<T, K, F> GroupTask<T, K, F>
@@ -163,6 +169,14 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     F: FnMut(&T) -> K + Send + 'static,
 {
+    fn held(&self) -> u64 {
+        self.holding
+    }
+
+    fn in_hand(&self) -> u64 {
+        u64::from(self.in_hand)
+    }
+
     fn advance<S: Subscriber<(K, Vec<T>)>>(
         &mut self,
         cx: &mut Context<'_>,
@@ -176,6 +190,9 @@ where
             }
             let n = (demand as usize).min(self.ready.len());
             for group in self.ready.drain(..n) {
+                let members = group.1.len() as u64;
+                self.holding -= members;
+                out.reshaped(members, 1);
                 out.emit(group);
             }
             out.flush();
@@ -206,7 +223,10 @@ where
                 // through the lane's pop, which would leave the item in its slot to be dropped a
                 // second time.
                 if let Some(item) = popped {
+                    self.holding += 1;
+                    self.in_hand = true;
                     let key = (self.key)(&item);
+                    self.in_hand = false;
                     self.file(key, item);
                 }
             }

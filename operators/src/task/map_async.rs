@@ -18,6 +18,7 @@ use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
+use super::calls::Calls;
 use super::check_concurrent;
 use crate::guard;
 
@@ -28,6 +29,7 @@ pub struct MapAsync<P, F, T> {
     concurrency: usize,
     ordered: bool,
     metrics: Arc<BoundaryMetrics>,
+    calls: Arc<Calls>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
@@ -44,6 +46,7 @@ impl<P, F, T> MapAsync<P, F, T> {
             concurrency,
             ordered,
             metrics: BoundaryMetrics::new(name, StageKind::Boundary, concurrency.max(1)),
+            calls: Calls::new(name, false),
             _input: std::marker::PhantomData,
         }
     }
@@ -86,14 +89,36 @@ where
         }
         let mut f = self.f;
         let concurrency = self.concurrency;
-        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| match item {
-            Ok(item) => Either::Left(call_guarded(&mut f, item, name)),
-            Err(error) => Either::Right(ready(Err(error))),
+        let account = self.calls;
+        // Dropped with the stream: counts the calls still in flight then (cancel, abort).
+        let in_flight = account.guard();
+        let counted = account.clone();
+        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| {
+            let _in_flight = &in_flight;
+            match item {
+                Ok(item) => {
+                    counted.taken();
+                    let counted = counted.clone();
+                    Either::Left(call_guarded(&mut f, item, name).inspect(move |result| {
+                        if result.is_err() {
+                            counted.failed();
+                        }
+                    }))
+                }
+                Err(error) => Either::Right(ready(Err(error))),
+            }
         });
+        // A result leaves the stage when it is emitted (an ordered stage may hold one back).
+        let emitted = move |result: &Result<U, Error>| {
+            if result.is_ok() {
+                account.finished();
+            }
+        };
         if self.ordered {
-            from_try_stream(calls.buffered(concurrency)).subscribe(subscriber);
+            from_try_stream(calls.buffered(concurrency).inspect(emitted)).subscribe(subscriber);
         } else {
-            from_try_stream(calls.buffer_unordered(concurrency)).subscribe(subscriber);
+            from_try_stream(calls.buffer_unordered(concurrency).inspect(emitted))
+                .subscribe(subscriber);
         }
     }
 }

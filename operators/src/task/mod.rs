@@ -17,7 +17,12 @@
 //!   closure, or a hand-written upstream that the task drives while reading a lane) fails the
 //!   stream with [`ErrorKind::Panicked`] naming the stage;
 //! - when the operator is over it drops the operator first (so the upstreams it still reads are
-//!   cancelled) and then sends the downstream exactly one terminal signal, none after a cancel.
+//!   cancelled) and then sends the downstream exactly one terminal signal, none after a cancel;
+//! - it keeps the operator's ledger account (a [`Tally`] named after the stage, registered with
+//!   the ledger scope the operator is subscribed in): what the operator holds between polls
+//!   ([`TaskOperator::held`]), what it made and consumed ([`Outlet::reshaped`]), and at the end
+//!   what it still held: cancelled, or failed for the item a panic happened on
+//!   ([`TaskOperator::in_hand`]).
 //!
 //! Memory stays bounded because a lane holds at most its capacity and asks its upstream for more
 //! only as it drains, and an [`Outlet`] emits only within the downstream's demand.
@@ -32,6 +37,7 @@ use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
 use weir_runtime::lane::{Lane, lane, lane_observed};
+use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::metrics::BoundaryMetrics;
 use weir_runtime::task::{Next, TaskSubscription};
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
@@ -41,6 +47,7 @@ use crate::guard;
 pub(crate) mod batch;
 pub(crate) mod breaker;
 pub(crate) mod buffer;
+mod calls;
 pub(crate) mod fan_out;
 pub(crate) mod flat_map;
 pub(crate) mod group_by;
@@ -68,6 +75,19 @@ pub trait TaskOperator<T>: Send + 'static {
         demand: u64,
         out: &mut Outlet<S>,
     ) -> Progress;
+
+    /// Items the operator holds in its own state (taken from its lanes, not yet emitted: a
+    /// partial batch, open groups, futures in flight), for the ledger. Whatever it still holds
+    /// when it ends is counted as cancelled (or failed, see [`in_hand`](Self::in_hand)).
+    fn held(&self) -> u64 {
+        0
+    }
+
+    /// Of [`held`](Self::held), the items being handed to user code right now (a key function,
+    /// a closure): if that code panics, they are counted as failed rather than cancelled.
+    fn in_hand(&self) -> u64 {
+        0
+    }
 }
 
 /// What a [`TaskOperator`] step did.
@@ -125,6 +145,7 @@ where
             stage,
             closed: false,
             emitted: 0,
+            tally: Tally::new(stage).writer(),
         },
         _items: PhantomData,
     });
@@ -179,6 +200,8 @@ pub struct Outlet<S> {
     closed: bool,
     /// Items emitted in the current poll, against `POLL_BUDGET`.
     emitted: u64,
+    /// The operator's ledger account.
+    tally: TallyWriter,
 }
 
 impl<S> std::fmt::Debug for Outlet<S> {
@@ -254,6 +277,21 @@ impl<S> Outlet<S> {
         (taken, accepted)
     }
 
+    /// Counts a reshaping for the ledger: `consumed` items went into `made` new ones (a batch of
+    /// 100 items: 100, 1; a pair of a zip: the second item, 0 plus the item itself, see its
+    /// docs). Call it as the made items are emitted.
+    #[inline]
+    pub fn reshaped(&mut self, consumed: u64, made: u64) {
+        self.tally.add_consumed(consumed);
+        self.tally.add_made(made);
+    }
+
+    /// Counts `n` items the operator let go for `reason` (a shedding throttle's drops...).
+    #[inline]
+    pub fn count(&mut self, reason: Reason, n: u64) {
+        self.tally.add(reason, n);
+    }
+
     /// Tells the downstream that nothing more comes for now: call it after a burst, before the
     /// task waits (subscribers that batch their hand-off make held items visible).
     #[inline]
@@ -303,11 +341,20 @@ where
             return Poll::Ready(());
         };
         let out = &mut this.out;
-        let result = match guard::catch(|| out.drive(operator, cx)) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => result,
-            Err(panicked) => Err(panicked.in_stage(this.out.stage)),
+        let (result, panicked) = match guard::catch(|| out.drive(operator, cx)) {
+            Ok(Poll::Pending) => {
+                this.out.tally.set_held(operator.held());
+                return Poll::Pending;
+            }
+            Ok(Poll::Ready(result)) => (result, false),
+            Err(panicked) => (Err(panicked.in_stage(this.out.stage)), true),
         };
+        // What the operator still holds is dropped with it: counted, never lost.
+        let (held, in_hand) = (operator.held(), operator.in_hand().min(operator.held()));
+        let failed = if panicked { in_hand } else { 0 };
+        this.out.tally.add(Reason::Failed, failed);
+        this.out.tally.add(Reason::Cancelled, held - failed);
+        this.out.tally.set_held(0);
         this.operator = None;
         this.out.end(result);
         Poll::Ready(())

@@ -4,10 +4,15 @@
 //! one (at most a lane's capacity ahead) instead of buffering without bound. The zip completes when
 //! either source ends (a lone item left on the other side has no partner and is dropped, as in
 //! `Iterator::zip`), and fails fast on either source's error; the other source is cancelled.
+//!
+//! In the ledger, `left` is the stream the zip belongs to (its items came in); each `right` item
+//! is counted as made when the zip takes it, and each pair as made out of its two members. What
+//! the right source still holds when the zip ends was never taken, so it is not this stream's.
 
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent};
+use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::{Error, Publisher, Subscriber};
 
 use super::{Outlet, Progress, TaskOperator, input, start};
@@ -52,7 +57,17 @@ where
                 held: None,
             },
             right: Side {
-                lane: input(self.right, "zip.right", LANE_CAPACITY),
+                lane: {
+                    // Not an account of the stream: its items count once taken (see above).
+                    let metrics = BoundaryMetrics::unregistered(
+                        "zip.right",
+                        StageKind::Boundary,
+                        LANE_CAPACITY,
+                    );
+                    let (inlet, lane) = lane_observed(metrics);
+                    self.right.subscribe(inlet);
+                    lane
+                },
                 held: None,
             },
         });
@@ -72,7 +87,15 @@ enum Offer {
 }
 
 impl<T: Send + 'static> Side<T> {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Offer {
+    /// Looks for this side's next item; returns what it has to offer and whether it took a new
+    /// item from its lane.
+    fn poll(&mut self, cx: &mut Context<'_>) -> (Offer, bool) {
+        let had = self.held.is_some();
+        let offer = self.offer(cx);
+        (offer, !had && self.held.is_some())
+    }
+
+    fn offer(&mut self, cx: &mut Context<'_>) -> Offer {
         if self.held.is_some() {
             return Offer::Ready;
         }
@@ -97,13 +120,22 @@ struct ZipTask<A, B> {
 }
 
 impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B> {
+    fn held(&self) -> u64 {
+        u64::from(self.left.held.is_some()) + u64::from(self.right.held.is_some())
+    }
+
     fn advance<S: Subscriber<(A, B)>>(
         &mut self,
         cx: &mut Context<'_>,
         demand: u64,
         out: &mut Outlet<S>,
     ) -> Progress {
-        match (self.left.poll(cx), self.right.poll(cx)) {
+        let (left, _) = self.left.poll(cx);
+        let (right, took_right) = self.right.poll(cx);
+        if took_right {
+            out.reshaped(0, 1); // a right item enters the stream
+        }
+        match (left, right) {
             // Ending drops both lanes, which cancels the other source.
             (Offer::Ended(Err(error)), _) | (_, Offer::Ended(Err(error))) => {
                 Progress::Done(Err(error))
@@ -115,6 +147,7 @@ impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B
                     self.left.held.take().expect("ready"),
                     self.right.held.take().expect("ready"),
                 );
+                out.reshaped(2, 1);
                 out.emit(pair);
                 out.flush();
                 Progress::Again

@@ -31,6 +31,7 @@ where
 {
     type Out = T;
     const NAME: &'static str = "dedupe";
+    const DROPPED: weir_runtime::ledger::Reason = weir_runtime::ledger::Reason::Duplicate;
     #[inline]
     fn step(&mut self, item: T) -> Step<T> {
         let key = (self.key)(&item);
