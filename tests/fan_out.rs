@@ -115,3 +115,59 @@ async fn zero_outputs_is_a_clear_error() {
         "stage `balance`: at least one output is needed"
     );
 }
+
+/// Collects every output and checks each ended with the same panic error.
+async fn expect_outputs_panicked<T: std::fmt::Debug + Send + 'static>(
+    outputs: Vec<weir::operators::FanOutput<T>>,
+    expected: &str,
+) {
+    let tasks: Vec<_> = outputs
+        .into_iter()
+        .map(|output| tokio::spawn(output.collect()))
+        .collect();
+    for task in tasks {
+        let error = task.await.unwrap().unwrap_err();
+        assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+        assert_eq!(error.to_string(), expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_partition_key_fails_every_output_naming_the_stage() {
+    let outputs = partition(source::from_iter(0..100u32), 2, 8, |x| {
+        if *x == 5 {
+            panic!("bad key");
+        }
+        x % 2
+    })
+    .unwrap();
+    expect_outputs_panicked(outputs, "stage `partition`: panicked: bad key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_upstream_fails_every_output_instead_of_completing_them() {
+    let outputs = broadcast(support::panics_on_request::<u32>(), 2, 8, Lagging::Wait).unwrap();
+    expect_outputs_panicked(outputs, "stage `broadcast`: panicked: upstream exploded").await;
+    let outputs = balance(support::panics_on_request::<u32>(), 2, 8).unwrap();
+    expect_outputs_panicked(outputs, "stage `balance`: panicked: upstream exploded").await;
+}
+
+/// Clones itself fine until the fifth item.
+#[derive(Debug)]
+struct FragileClone(u32);
+
+impl Clone for FragileClone {
+    fn clone(&self) -> Self {
+        if self.0 == 5 {
+            panic!("clone failed");
+        }
+        Self(self.0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_clone_in_a_broadcast_fails_every_output() {
+    let items = source::from_iter((0..100).map(FragileClone));
+    let outputs = broadcast(items, 2, 8, Lagging::Wait).unwrap();
+    expect_outputs_panicked(outputs, "stage `broadcast`: panicked: clone failed").await;
+}

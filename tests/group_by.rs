@@ -81,3 +81,70 @@ fn without_demand_the_upstream_is_held_back() {
     );
     recorder.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_key_fails_the_stream_naming_the_stage() {
+    let error = source::from_iter(0..10u32)
+        .group_by(
+            |x| if *x == 3 { panic!("bad key") } else { x % 2 },
+            4,
+            4,
+            GroupOverflow::EmitOldest,
+        )
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+    assert_eq!(error.to_string(), "stage `group_by`: panicked: bad key");
+}
+
+static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An item that counts its drops (it owns no memory, so a double drop shows as a count).
+struct Counted(u32);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        DROPPED.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_key_drops_every_item_exactly_once() {
+    let items = (0..100).map(|i| {
+        CREATED.fetch_add(1, Ordering::SeqCst);
+        Counted(i)
+    });
+    let error = source::from_iter(items)
+        .group_by(
+            |item| {
+                if item.0 == 5 {
+                    panic!("bad key")
+                } else {
+                    item.0 % 2
+                }
+            },
+            4,
+            4,
+            GroupOverflow::EmitOldest,
+        )
+        .collect()
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+    // The lane and the source let go of their items once the cancel has reached them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while DROPPED.load(Ordering::SeqCst) < CREATED.load(Ordering::SeqCst)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        DROPPED.load(Ordering::SeqCst),
+        CREATED.load(Ordering::SeqCst),
+        "every item dropped exactly once"
+    );
+}

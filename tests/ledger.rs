@@ -116,3 +116,56 @@ fn ledger_a_fallible_sink_fails_the_pipeline_naming_the_stage() {
         assert_eq!(source.to_string(), "constraint violated");
     });
 }
+
+/// Every stage's books and the graph's balance after a run: an ingress that rejects, a source, a
+/// merge, a filtering stage, a boundary and a sink.
+#[test]
+fn ledger_balances_per_stage_and_for_the_graph_after_a_run() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("books");
+        let (orders_in, orders) = p.ingress::<u64>(
+            "orders",
+            8,
+            Overflow::Reject {
+                retry_after: std::time::Duration::from_millis(10),
+            },
+        );
+        let replays = p.source("replays", source::from_iter(1_000..1_500u64));
+        let all = p.merge("all", [&orders, &replays]);
+        let even = p.stage("even", &all, |n| n.filter(|n| n % 2 == 0));
+        let hop = p.boundary("hop", &even, 16);
+        let stored = Arc::new(AtomicU64::new(0));
+        let count = stored.clone();
+        p.sink("store", &hop, move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        let mut refused = 0;
+        for order in 0..200u64 {
+            if orders_in.push(order).await.is_err() {
+                refused += 1;
+            }
+        }
+        drop(orders_in);
+        (&mut running).await.unwrap();
+        let snapshot = running.metrics();
+        for stage in &snapshot.stages {
+            assert!(stage.ledger.balances(), "{}: {}", stage.name, stage.ledger);
+        }
+        let orders = snapshot.stage("orders").unwrap().ledger;
+        assert_eq!(orders.offered, 200);
+        assert_eq!(orders.rejected, refused);
+        let even = snapshot.stage("even").unwrap().ledger;
+        assert_eq!(even.offered, 700 - refused);
+        assert_eq!(
+            even.by_reason[Reason::Filtered],
+            even.offered - even.delivered
+        );
+        let books = snapshot.ledger();
+        assert!(books.balances(), "{books}");
+        assert_eq!(books.offered, 700);
+        assert_eq!(books.delivered, stored.load(Ordering::SeqCst));
+        assert_eq!(books.held, 0);
+    });
+}

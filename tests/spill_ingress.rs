@@ -232,3 +232,17 @@ fn an_in_stream_spilling_buffer_needs_a_runtime() {
     assert_eq!(error.stage(), Some("orders"));
     assert!(matches!(error.kind(), ErrorKind::NoRuntime), "{error}");
 }
+
+#[test]
+fn a_panic_while_feeding_a_spilling_buffer_fails_its_stream_naming_it() {
+    let runtime = support::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpillQueue::<u64>::open(dir.path(), 2, small_segments()).unwrap();
+    let buffered = support::panics_on_request::<u64>().buffer_spilling("orders", store);
+    let error = runtime.block_on(buffered.collect()).unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::Panicked(_)), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "stage `orders`: panicked: upstream exploded"
+    );
+}

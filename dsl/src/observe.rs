@@ -5,7 +5,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use weir_runtime::ledger::Entry;
 use weir_runtime::metrics::{BoundarySnapshot, Reason};
 use weir_spill::SpillSnapshot;
 
@@ -207,10 +206,7 @@ fn ledgers(running: &Running) -> Vec<Ledger> {
         .zip(stages)
         .enumerate()
         .map(|(index, (node, counters))| {
-            let mut entries = Entry::default();
-            for account in &counters.accounts {
-                entries.add(&account.entry());
-            }
+            let entries = counters.scope.entry();
             let received: u64 = counters.inputs.iter().map(|count| count.get()).sum();
             let delivered = if node.kind == StageKind::Sink {
                 entries.delivered

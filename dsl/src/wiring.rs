@@ -3,9 +3,9 @@
 //! through which it takes its inputs (tapped, type-erased), sets its outputs and registers what
 //! the running pipeline observes: buffers, spill logs, sinks and ledger accounts.
 //!
-//! A stage's build code runs inside a [`ledger::scope`](weir_runtime::ledger::scope) and its
-//! stage's `tracing` span, so every account its operators create is that stage's and everything it
-//! logs while building is labelled with it.
+//! A stage's build code runs inside the stage's ledger [`Scope`] and its `tracing` span, and so does
+//! the subscription of its output (when task-based operators make their lanes): every account its
+//! operators create is that stage's, and everything it logs is labelled with it.
 
 use std::any::Any;
 use std::future::Future;
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use weir_operators::merge::{LaneMetrics, Merge};
-use weir_runtime::ledger::{self, Account, Entry};
+use weir_runtime::ledger::Scope;
 use weir_runtime::metrics::{BoundaryMetrics, BoundarySnapshot};
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
 use weir_spill::SpillMetrics;
@@ -123,36 +123,31 @@ pub(crate) struct SinkRun {
     pub(crate) slot: Arc<Mutex<SinkSlot>>,
 }
 
-/// One account of a stage: registered while it was built, or a merge lane known once subscribed.
-#[derive(Debug, Clone)]
-pub(crate) enum StageAccount {
-    Direct(Arc<dyn Account>),
-    Lane(Arc<OnceLock<LaneMetrics>>, usize),
-}
-
-impl StageAccount {
-    pub(crate) fn entry(&self) -> Entry {
-        match self {
-            StageAccount::Direct(account) => account.entry(),
-            StageAccount::Lane(slot, k) => slot
-                .get()
-                .and_then(|lanes| lanes.snapshot().into_iter().nth(*k))
-                .map(|lane| lane.entry())
-                .unwrap_or_default(),
-        }
-    }
-}
-
 /// What the running pipeline counts of one stage.
 #[derive(Debug)]
 pub(crate) struct StageCounters {
     /// Items received, one count per input.
     pub(crate) inputs: Vec<Arc<InputCount>>,
-    /// The stage's accounts (queues, operators, its output edge).
-    pub(crate) accounts: Vec<StageAccount>,
+    /// The stage's accounts (queues, lanes, operators, its output edge).
+    pub(crate) scope: Arc<Scope>,
     /// Pushes offered, for an ingress.
     pub(crate) offered: Option<Arc<BoundaryMetrics>>,
     pub(crate) span: tracing::Span,
+}
+
+/// A stage's output: subscribed inside the stage's ledger scope and span, so the lanes and
+/// accounts its operators make when subscribed are the stage's.
+struct Scoped<P> {
+    inner: P,
+    scope: Arc<Scope>,
+    span: tracing::Span,
+}
+
+impl<T, P: Publisher<T>> Publisher<T> for Scoped<P> {
+    fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        let Scoped { inner, scope, span } = self;
+        span.in_scope(|| scope.enter(|| inner.subscribe(subscriber)));
+    }
 }
 
 /// What the stages' build code gets while the pipeline starts.
@@ -188,7 +183,7 @@ pub(crate) fn wire(
         .iter()
         .map(|node| StageCounters {
             inputs: node.inputs.iter().map(|_| Arc::default()).collect(),
-            accounts: Vec::new(),
+            scope: Scope::new(),
             offered: None,
             span: tracing::info_span!(
                 parent: parent,
@@ -213,10 +208,8 @@ pub(crate) fn wire(
     for index in graph::topological_order(nodes) {
         if let Some(build) = builds[index].take() {
             let span = wiring.stages[index].span.clone();
-            let ((), accounts) = span.in_scope(|| ledger::scope(|| build(&mut wiring)));
-            wiring.stages[index]
-                .accounts
-                .extend(accounts.into_iter().map(StageAccount::Direct));
+            let scope = wiring.stages[index].scope.clone();
+            span.in_scope(|| scope.enter(|| build(&mut wiring)));
         }
     }
     Wired {
@@ -276,14 +269,20 @@ impl Wiring<'_> {
 
     /// Sets output `k` of `node` (0 unless it is a fan-out), type-erased: boxed here, in the
     /// stage's ledger scope, so what the edge drops when its consumer stops mid-burst is counted
-    /// as this stage's.
+    /// as this stage's; and subscribed in that scope and the stage's span.
     pub(crate) fn output<T: Send + 'static>(
         &mut self,
         node: usize,
         k: usize,
         publisher: impl Publisher<T>,
     ) {
-        self.outputs[node][k] = Some(Box::new(publisher.boxed()));
+        let stage = &self.stages[node];
+        let scoped = Scoped {
+            inner: publisher,
+            scope: stage.scope.clone(),
+            span: stage.span.clone(),
+        };
+        self.outputs[node][k] = Some(Box::new(scoped.boxed()));
     }
 
     /// Counts the pushes offered to the ingress `stage` (its queue's counters).
@@ -307,7 +306,7 @@ impl Wiring<'_> {
         });
     }
 
-    /// Registers lane `k` of the fan-in `stage`, named `stage.upstream`, as a buffer and an account.
+    /// Registers lane `k` of the fan-in `stage`, named `stage.upstream`.
     pub(crate) fn lane_buffer(&mut self, stage: usize, k: usize, observed: &Observed) {
         let input = &self.nodes[stage].inputs[k];
         let upstream = graph::output_name(self.nodes, input.from, input.output);
@@ -318,9 +317,6 @@ impl Wiring<'_> {
             name: format!("{}.{upstream}", self.nodes[stage].name),
             counters: Counters::Lane(observed.slot.clone(), k),
         });
-        self.stages[stage]
-            .accounts
-            .push(StageAccount::Lane(observed.slot.clone(), k));
     }
 
     /// Registers the queue of output `output` of the fan-out `stage`, named `stage[output]`.

@@ -4,15 +4,20 @@ use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 use weir_runtime::sink::{self, IntoStream};
 use weir_runtime::{Error, Publisher};
 
-use crate::steps::{
-    DedupeStep, FilterMapStep, FilterStep, InspectStep, MapStep, ScanStep, SkipStep, TakeStep,
-    TakeWhileStep, TryMapStep,
+use crate::fused::Fused;
+use crate::fused::steps::{
+    Dedupe, DedupeStep, Filter, FilterMap, FilterMapStep, FilterStep, Inspect, InspectStep, Map,
+    MapStep, Scan, ScanStep, Skip, SkipStep, Take, TakeStep, TakeWhile, TakeWhileStep, TryMap,
+    TryMapStep,
 };
-use crate::timing::{OnSilence, Throttle, ThrottleMode, Timeout};
-use crate::{
-    Batch, Buffer, Dedupe, Filter, FilterMap, Fused, Inspect, Map, MapAsync, Scan, Skip, Take,
-    TakeWhile, TryMap,
-};
+use crate::task::batch::Batch;
+use crate::task::breaker::{self, Breaker, Rejected};
+use crate::task::buffer::Buffer;
+use crate::task::flat_map::FlatMap;
+use crate::task::group_by::{GroupBy, GroupOverflow};
+use crate::task::map_async::MapAsync;
+use crate::task::throttle::{Throttle, ThrottleMode};
+use crate::task::timeout::{OnSilence, Timeout};
 
 /// Operators and sinks as methods on every [`Publisher`].
 pub trait PublisherExt<T>: Publisher<T> + Sized {
@@ -34,6 +39,9 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
 
     /// Transforms every item with a fallible `f`; the first `Err` fails the stream with an error
     /// naming the stage (and keeping the original error as its source), cancelling the upstream.
+    /// The error may be anything that converts into `Box<dyn Error + Send + Sync>`: a std or
+    /// library error, a `String` or `&str`, an `anyhow::Error`, a boxed error, or a weir
+    /// [`Error`] (passed on as it is).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -44,11 +52,20 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     ///     .await
     ///     .unwrap_err();
     /// assert_eq!(error.to_string(), "stage `try_map`: invalid digit found in string");
+    /// let source = std::error::Error::source(&error).unwrap();
+    /// assert!(source.is::<std::num::ParseIntError>());
+    ///
+    /// let error = weir_runtime::source::from_iter([1, 2, 3])
+    ///     .try_map(|x| if x < 3 { Ok(x) } else { Err(format!("{x} is too many")) })
+    ///     .collect()
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(error.to_string(), "stage `try_map`: 3 is too many");
     /// # }
     /// ```
     fn try_map<U, E, F>(self, f: F) -> TryMap<Self, F, T>
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
         F: FnMut(T) -> Result<U, E> + Send + 'static,
     {
         Fused::new(self, TryMapStep(f))
@@ -216,12 +233,12 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     /// assert_eq!(all, vec![0, 0, 0, 1, 1, 2]);
     /// # }
     /// ```
-    fn flat_map<U, F, Q>(self, concurrency: usize, f: F) -> crate::FlatMap<Self, F, T>
+    fn flat_map<U, F, Q>(self, concurrency: usize, f: F) -> FlatMap<Self, F, T>
     where
         F: FnMut(T) -> Q + Send + 'static,
         Q: Publisher<U>,
     {
-        crate::FlatMap::new(self, concurrency, f)
+        FlatMap::new(self, concurrency, f)
     }
 
     /// Like [`map_async`](PublisherExt::map_async), but emits results as they complete.
@@ -343,9 +360,9 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     fn circuit_breaker<U, E, F, Fut>(
         self,
         concurrency: usize,
-        breaker: crate::Breaker,
+        breaker: Breaker,
         f: F,
-    ) -> impl Publisher<Result<U, crate::Rejected<T, E>>>
+    ) -> impl Publisher<Result<U, Rejected<T, E>>>
     where
         T: Send + 'static,
         U: Send + 'static,
@@ -353,7 +370,7 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         F: FnMut(T) -> Fut + Send + 'static,
         Fut: Future<Output = Result<U, E>> + Send + 'static,
     {
-        crate::breaker::through(self, concurrency, breaker, f)
+        breaker::through(self, concurrency, breaker, f)
     }
 
     /// An in-stream buffer that spills: items beyond the store's memory part go to its durable
@@ -405,13 +422,13 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         key: F,
         max_groups: usize,
         max_items: usize,
-        overflow: crate::GroupOverflow,
-    ) -> crate::GroupBy<Self, F, T>
+        overflow: GroupOverflow,
+    ) -> GroupBy<Self, F, T>
     where
         K: std::hash::Hash + Eq + Clone + Send + 'static,
         F: FnMut(&T) -> K + Send + 'static,
     {
-        crate::GroupBy::new(self, key, max_groups, max_items, overflow)
+        GroupBy::new(self, key, max_groups, max_items, overflow)
     }
 
     /// Ends the fused segment at an async boundary (see [`weir_runtime::boundary`]).

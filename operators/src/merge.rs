@@ -11,15 +11,14 @@
 //! Errors fail fast (cancelling the other sources) unless the merge delays them
 //! ([`merge_delay_error`]): then the other sources run to their end and the first error follows.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent, lane};
+use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::BoundarySnapshot;
-use weir_runtime::task::{Next, TaskSubscription};
-use weir_runtime::{BoxPublisher, Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
+
+use crate::task::{Outlet, Progress, TaskOperator, input, start};
 
 /// Items a lane of weight 1 may emit per visit in a [`merge`]: large enough that serving a lane
 /// costs little per item.
@@ -29,8 +28,6 @@ pub const QUANTUM: u64 = 64;
 pub const PRIORITY_QUANTUM: u64 = 1;
 /// Items held per source by [`merge`] unless configured.
 pub const DEFAULT_LANE_CAPACITY: usize = 256;
-/// Items the merge task emits before it yields to the tokio scheduler.
-const POLL_BUDGET: u64 = 16 * 1024;
 
 /// One input of a merge: a source, its weight and its lane's capacity.
 struct Input<P> {
@@ -234,7 +231,7 @@ impl<P> Merge<P> {
         T: Send + 'static,
         S: Subscriber<T>,
     {
-        start(self, subscriber)
+        run(self, subscriber)
     }
 }
 
@@ -244,47 +241,40 @@ where
     T: Send + 'static,
 {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
-        start(self, subscriber);
+        run(self, subscriber);
     }
 }
 
-fn start<T, P, S>(merge: Merge<P>, mut subscriber: S) -> LaneMetrics
+/// Starts the merge's task; the lanes' counters come back (none if it could not start).
+fn run<T, P, S>(merge: Merge<P>, subscriber: S) -> LaneMetrics
 where
     P: Publisher<T>,
     T: Send + 'static,
     S: Subscriber<T>,
 {
-    let stage = merge.stage;
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(stage));
-        return LaneMetrics(Arc::new(Vec::new()));
-    };
-    let mut lanes = Vec::with_capacity(merge.inputs.len());
-    for input in merge.inputs {
-        let (inlet, reader) = lane(&input.name, input.capacity);
-        input.source.subscribe(inlet);
-        lanes.push(LaneState {
-            reader,
-            weight: input.weight.max(1),
-            deficit: 0,
-            ended: false,
-        });
-    }
-    let metrics = LaneMetrics(Arc::new(lanes.iter().map(|l| l.reader.metrics()).collect()));
-    let downstream = Arc::new(TaskSubscription::default());
-    subscriber.on_subscribe(Subscription::new(downstream.clone()));
-    let live = lanes.len();
-    runtime.spawn(MergeTask {
-        lanes,
-        subscriber,
-        downstream,
-        next: 0,
-        live,
-        delay_error: merge.delay_error,
-        first_error: None,
-        quantum: merge.quantum,
+    let mut metrics = Vec::new();
+    start(merge.stage, subscriber, || {
+        let lanes: Vec<_> = merge
+            .inputs
+            .into_iter()
+            .map(|source| LaneState {
+                reader: input(source.source, &source.name, source.capacity),
+                weight: source.weight.max(1),
+                deficit: 0,
+                ended: false,
+            })
+            .collect();
+        metrics = lanes.iter().map(|l| l.reader.metrics()).collect();
+        MergeTask {
+            live: lanes.len(),
+            lanes,
+            next: 0,
+            delay_error: merge.delay_error,
+            first_error: None,
+            quantum: merge.quantum,
+        }
     });
-    metrics
+    LaneMetrics(Arc::new(metrics))
 }
 
 struct LaneState<T> {
@@ -294,10 +284,8 @@ struct LaneState<T> {
     ended: bool,
 }
 
-struct MergeTask<T, S> {
+struct MergeTask<T> {
     lanes: Vec<LaneState<T>>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
     /// Where the next round starts (rotated for fairness).
     next: usize,
     /// Lanes not ended yet.
@@ -308,50 +296,40 @@ struct MergeTask<T, S> {
     quantum: u64,
 }
 
-// No field is structurally pinned.
-impl<T, S> Unpin for MergeTask<T, S> {}
-
 enum Round {
-    /// Moved items (this many accepted); go on.
-    Served(u64),
+    /// Moved items; go on.
+    Served,
     /// Nothing to emit now: every lane is waiting (wakers registered) or demand ran out.
     Idle,
-    /// The merge is over (an error failed it, or every lane ended).
-    Over,
+    /// The merge is over (an error failed it, or every lane ended): its result.
+    Over(Result<(), Error>),
 }
 
-impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
-    fn cancel_all(&mut self) {
-        for lane in &mut self.lanes {
-            lane.reader.cancel();
-        }
-    }
-
-    /// A lane ended: count it, and fail fast on an error unless errors are delayed. Returns `true`
-    /// when the merge is over.
-    fn lane_ended(&mut self, index: usize, result: Result<(), Error>) -> bool {
+impl<T: Send + 'static> MergeTask<T> {
+    /// A lane ended: count it, and fail fast on an error unless errors are delayed. Returns the
+    /// merge's result when it is over (ending drops the other lanes, which cancels their sources).
+    fn lane_ended(&mut self, index: usize, result: Result<(), Error>) -> Option<Result<(), Error>> {
         self.lanes[index].ended = true;
         self.live -= 1;
         if let Err(error) = result {
             if !self.delay_error {
-                self.cancel_all();
-                self.subscriber.on_error(error);
-                return true;
+                return Some(Err(error));
             }
             self.first_error.get_or_insert(error);
         }
         if self.live == 0 {
-            match self.first_error.take() {
-                Some(error) => self.subscriber.on_error(error),
-                None => self.subscriber.on_complete(),
-            }
-            return true;
+            return Some(self.first_error.take().map_or(Ok(()), Err));
         }
-        false
+        None
     }
 
     /// One deficit round-robin round over the lanes with up to `demand` items.
-    fn round(&mut self, cx: &mut Context<'_>, demand: u64) -> Round {
+    fn round<S: Subscriber<T>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Round {
         let count = self.lanes.len();
         let quantum = self.quantum;
         let mut served = 0;
@@ -364,8 +342,8 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
             match self.lanes[index].reader.poll_lane(cx) {
                 Poll::Pending => self.lanes[index].deficit = 0,
                 Poll::Ready(LaneEvent::Ended(result)) => {
-                    if self.lane_ended(index, result) {
-                        return Round::Over;
+                    if let Some(result) = self.lane_ended(index, result) {
+                        return Round::Over(result);
                     }
                 }
                 Poll::Ready(LaneEvent::Items) => {
@@ -375,7 +353,7 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
                     let lane = &mut self.lanes[index];
                     lane.deficit = lane.deficit.saturating_add(quantum * lane.weight);
                     let max = lane.deficit.min(demand - served);
-                    let (taken, accepted) = lane.reader.emit_to(&mut self.subscriber, max);
+                    let (taken, accepted) = out.emit_from(&mut lane.reader, max);
                     lane.deficit = lane.deficit.saturating_sub(taken as u64);
                     served += accepted;
                     moved |= taken > 0;
@@ -384,81 +362,49 @@ impl<T: Send + 'static, S: Subscriber<T>> MergeTask<T, S> {
         }
         self.next = (self.next + 1) % count.max(1);
         // Items a filter downstream declined still count as progress: look again.
-        if moved {
-            Round::Served(served)
-        } else {
-            Round::Idle
-        }
+        if moved { Round::Served } else { Round::Idle }
     }
 
     /// Without demand, still notice lanes that end (an error needs no demand to be signalled).
-    fn watch_ends(&mut self, cx: &mut Context<'_>) -> bool {
+    fn watch_ends(&mut self, cx: &mut Context<'_>) -> Option<Result<(), Error>> {
         for index in 0..self.lanes.len() {
             if self.lanes[index].ended {
                 continue;
             }
             if let Poll::Ready(LaneEvent::Ended(result)) = self.lanes[index].reader.poll_lane(cx)
-                && self.lane_ended(index, result)
+                && let Some(result) = self.lane_ended(index, result)
             {
-                return true;
+                return Some(result);
             }
         }
-        false
+        None
     }
 }
 
-impl<T: Send + 'static, S: Subscriber<T>> Future for MergeTask<T, S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if this.live == 0 {
-            this.subscriber.on_complete(); // merge of no sources
-            return Poll::Ready(());
+impl<T: Send + 'static> TaskOperator<T> for MergeTask<T> {
+    fn advance<S: Subscriber<T>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Progress {
+        if self.live == 0 {
+            return Progress::Done(Ok(())); // merge of no sources
         }
-        let mut emitted = 0;
-        loop {
-            let demand = match this.downstream.poll_next(cx) {
-                Next::Emit(n) => n,
-                Next::Wait => {
-                    return if this.watch_ends(cx) {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    };
-                }
-                Next::Cancelled => {
-                    this.cancel_all();
-                    return Poll::Ready(());
-                }
-                Next::BadRequest => {
-                    this.cancel_all();
-                    this.subscriber.on_error(Error::new(ErrorKind::RequestZero));
-                    return Poll::Ready(());
-                }
+        if demand == 0 {
+            return match self.watch_ends(cx) {
+                Some(result) => Progress::Done(result),
+                None => Progress::Wait,
             };
-            match this.round(cx, demand) {
-                Round::Over => return Poll::Ready(()),
-                Round::Idle => {
-                    // Every live lane is registered for wake-up; demand is registered below only
-                    // if it runs out, so also watch for cancel.
-                    return match this.downstream.watch(cx) {
-                        Next::Cancelled | Next::BadRequest => {
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                        _ => Poll::Pending,
-                    };
-                }
-                Round::Served(n) => {
-                    this.downstream.demand().consume(n);
-                    this.subscriber.on_flush();
-                    emitted += n;
-                    if emitted >= POLL_BUDGET {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                }
+        }
+        match self.round(cx, demand, out) {
+            Round::Over(result) => Progress::Done(result),
+            // Every live lane is registered for wake-up, and the engine registered the task for
+            // demand and cancel.
+            Round::Idle => Progress::Wait,
+            Round::Served => {
+                out.flush();
+                Progress::Again
             }
         }
     }

@@ -225,6 +225,22 @@ impl Tally {
         }
     }
 
+    /// Notes that `n` more items are held (an atomic add: for paths that are not per item, or
+    /// state shared between tasks; per-subscription state uses [`TallyWriter::set_held`]).
+    pub fn hold(&self, n: u64) {
+        self.shared.held.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Notes that `n` held items left (delivered, or counted under an exit).
+    pub fn release(&self, n: u64) {
+        self.shared.held.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Items held as noted with [`hold`](Self::hold) / [`release`](Self::release).
+    pub fn shared_held(&self) -> u64 {
+        self.shared.held.load(Ordering::Relaxed)
+    }
+
     /// Counts `n` items made (see [`Entry::made`]).
     pub fn add_made(&self, n: u64) {
         self.shared.made.fetch_add(n, Ordering::Relaxed);
@@ -321,11 +337,76 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 thread_local! {
-    static SCOPES: RefCell<Vec<Vec<Arc<dyn Account>>>> = const { RefCell::new(Vec::new()) };
+    static SCOPES: RefCell<Vec<Arc<Scope>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `build` and returns, with its result, every account registered on this thread meanwhile
-/// (by operators constructed in it): the accounts of one stage.
+/// The accounts of one stage: every account created while it is [entered](Scope::enter) on a
+/// thread is added to it (the innermost scope of that thread wins). A pipeline enters a stage's
+/// scope while it builds the stage and again while the stage's operators subscribe, which is when
+/// task-based operators make their lanes.
+///
+/// ```
+/// use weir_runtime::ledger::{Scope, Tally};
+/// let stage = Scope::new();
+/// stage.enter(|| Tally::new("filter"));
+/// stage.enter(|| Tally::new("batch"));
+/// let names: Vec<String> = stage.accounts().iter().map(|a| a.name().to_owned()).collect();
+/// assert_eq!(names, ["filter", "batch"]);
+/// ```
+#[derive(Default)]
+pub struct Scope {
+    accounts: Mutex<Vec<Arc<dyn Account>>>,
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("accounts", &lock(&self.accounts).len())
+            .finish()
+    }
+}
+
+impl Scope {
+    /// An empty scope.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Runs `f` with this scope entered on the current thread.
+    pub fn enter<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                SCOPES.with(|scopes| scopes.borrow_mut().pop());
+            }
+        }
+        SCOPES.with(|scopes| scopes.borrow_mut().push(self.clone()));
+        let _leave = Leave;
+        f()
+    }
+
+    /// Adds `account`.
+    pub fn add(&self, account: Arc<dyn Account>) {
+        lock(&self.accounts).push(account);
+    }
+
+    /// Every account added so far.
+    pub fn accounts(&self) -> Vec<Arc<dyn Account>> {
+        lock(&self.accounts).clone()
+    }
+
+    /// The sum of every account's entry now.
+    pub fn entry(&self) -> Entry {
+        let mut total = Entry::default();
+        for account in lock(&self.accounts).iter() {
+            total.add(&account.entry());
+        }
+        total
+    }
+}
+
+/// Runs `build` in a fresh [`Scope`] and returns, with its result, every account registered on
+/// this thread meanwhile (by operators constructed in it).
 ///
 /// ```
 /// use weir_runtime::ledger::{self, Tally};
@@ -334,24 +415,9 @@ thread_local! {
 /// assert_eq!(accounts[0].name(), "filter");
 /// ```
 pub fn scope<R>(build: impl FnOnce() -> R) -> (R, Vec<Arc<dyn Account>>) {
-    struct Pop;
-    impl Drop for Pop {
-        fn drop(&mut self) {
-            SCOPES.with(|scopes| scopes.borrow_mut().pop());
-        }
-    }
-    SCOPES.with(|scopes| scopes.borrow_mut().push(Vec::new()));
-    let pop = Pop;
-    let result = build();
-    let accounts = SCOPES.with(|scopes| {
-        scopes
-            .borrow_mut()
-            .last_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    });
-    drop(pop);
-    (result, accounts)
+    let scope = Scope::new();
+    let result = scope.enter(build);
+    (result, scope.accounts())
 }
 
 /// Whether this thread runs inside a [`scope`].
@@ -359,11 +425,10 @@ pub(crate) fn in_scope() -> bool {
     SCOPES.with(|scopes| !scopes.borrow().is_empty())
 }
 
-/// Adds `account` to the innermost [`scope`] of this thread, if any.
+/// Adds `account` to the innermost [`Scope`] entered on this thread, if any.
 pub fn register(account: Arc<dyn Account>) {
-    SCOPES.with(|scopes| {
-        if let Some(scope) = scopes.borrow_mut().last_mut() {
-            scope.push(account);
-        }
-    });
+    let scope = SCOPES.with(|scopes| scopes.borrow().last().cloned());
+    if let Some(scope) = scope {
+        scope.add(account);
+    }
 }

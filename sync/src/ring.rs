@@ -457,24 +457,24 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn pop_each(&mut self, max: u64, mut f: impl FnMut(T) -> bool) -> (usize, u64) {
         self.see_tail();
-        let shared = &*self.shared;
         let start = self.head;
         let end = self.tail_seen;
-        let mut head = start;
         let mut accepted = 0;
-        while head != end && accepted < max {
-            let item = shared.slot(head).with_mut(|slot| {
-                // SAFETY: published by the producer, read exactly once.
+        while self.head != end && accepted < max {
+            let head = self.head;
+            // The head moves before `f` runs: if `f` panics, the item it was given is never read
+            // (nor dropped) again.
+            self.head = head.wrapping_add(1);
+            let item = self.shared.slot(head).with_mut(|slot| {
+                // SAFETY: published by the producer, read exactly once: the head is already past it.
                 unsafe { (*slot).assume_init_read() }
             });
-            head = head.wrapping_add(1);
             accepted += u64::from(f(item));
         }
-        self.head = head;
-        if head.wrapping_sub(self.released) >= PUBLISH_EVERY {
+        if self.head.wrapping_sub(self.released) >= PUBLISH_EVERY {
             self.release();
         }
-        (head.wrapping_sub(start), accepted)
+        (self.head.wrapping_sub(start), accepted)
     }
 
     /// The published items as an iterator, for handing a burst to code that pulls (a subscriber's
@@ -697,6 +697,38 @@ mod tests {
         assert_eq!(*first, 7);
         assert_eq!(consumer.pop().map(|b| *b), Some(8));
         assert!(consumer.pop().is_none());
+    }
+
+    #[test]
+    fn a_panic_in_pop_each_never_drops_an_item_twice() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (mut producer, mut consumer, credit) = ring::<Counted>(4);
+        for _ in 0..3 {
+            assert!(producer.push(Counted(drops.clone())).is_ok());
+        }
+        producer.publish();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            consumer.pop_each(u64::MAX, |item| {
+                drop(item);
+                panic!("the callback fails on the first item");
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop((producer, consumer, credit));
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            3,
+            "each item dropped exactly once"
+        );
     }
 
     #[test]

@@ -253,3 +253,24 @@ impl<T: Send + 'static> PlainDriver<T> {
         self.shared.demand.lock().unwrap().0
     }
 }
+
+/// A hand-written publisher whose subscription panics at the first `request`: stands for user code
+/// that an operator's task drives while reading its upstream.
+pub struct PanicsOnRequest<T>(std::marker::PhantomData<fn() -> T>);
+
+pub fn panics_on_request<T>() -> PanicsOnRequest<T> {
+    PanicsOnRequest(std::marker::PhantomData)
+}
+
+impl<T: Send + 'static> weir::Publisher<T> for PanicsOnRequest<T> {
+    fn subscribe<S: Subscriber<T>>(self, mut subscriber: S) {
+        struct Exploding;
+        impl weir::runtime::RawSubscription for Exploding {
+            fn request(&self, _: u64) {
+                panic!("upstream exploded");
+            }
+            fn cancel(&self) {}
+        }
+        subscriber.on_subscribe(Subscription::new(Arc::new(Exploding)));
+    }
+}

@@ -7,13 +7,17 @@
 //! polls only with demand. So at most `concurrency` inner publishers run, each holding at most
 //! `INNER_PREFETCH` items. A panic in `f` fails the stream naming the stage.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use futures::future::{Either, ready};
 use futures::stream::{self, StreamExt};
 use weir_runtime::sink::into_stream_named;
 use weir_runtime::source::from_try_stream;
-use weir_runtime::{Error, Publisher, Subscriber, reject};
+use weir_runtime::{Publisher, Subscriber, reject};
+
+use super::calls::{Calls, InnerCall};
+use super::check_concurrent;
+use crate::guard;
 
 /// Items each inner publisher may have buffered.
 pub const INNER_PREFETCH: usize = 64;
@@ -23,6 +27,7 @@ pub struct FlatMap<P, F, T> {
     upstream: P,
     f: F,
     concurrency: usize,
+    calls: Arc<Calls>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
@@ -32,6 +37,7 @@ impl<P, F, T> FlatMap<P, F, T> {
             upstream,
             f,
             concurrency,
+            calls: Calls::new("flat_map", true),
             _input: std::marker::PhantomData,
         }
     }
@@ -55,21 +61,33 @@ where
     Q: Publisher<U>,
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage("flat_map");
+        if let Err(error) = check_concurrent("flat_map", self.concurrency) {
             return reject(subscriber, error);
         }
         let mut f = self.f;
+        let calls = self.calls;
+        // Dropped with the stream: counts the outer items still in flight then.
+        let in_flight = calls.guard();
         let inners =
             into_stream_named(self.upstream, self.concurrency, "flat_map").map(move |item| {
-                let inner = item.and_then(|item| {
-                    catch_unwind(AssertUnwindSafe(|| f(item)))
-                        .map_err(|payload| Error::panicked(payload.as_ref()).in_stage("flat_map"))
-                });
-                match inner {
-                    Ok(inner) => {
-                        Either::Left(into_stream_named(inner, INNER_PREFETCH, "flat_map.inner"))
+                let _in_flight = &in_flight;
+                let inner = match item {
+                    Ok(item) => {
+                        calls.taken();
+                        guard::catch(|| f(item)).map_err(|panicked| {
+                            calls.failed();
+                            panicked.in_stage("flat_map")
+                        })
                     }
+                    Err(error) => Err(error),
+                };
+                match inner {
+                    Ok(inner) => Either::Left(InnerCall {
+                        // The inner publisher's items count once the stage emits them.
+                        stream: into_stream_named(inner, INNER_PREFETCH, "flat_map.inner"),
+                        calls: calls.clone(),
+                        over: false,
+                    }),
                     Err(error) => Either::Right(stream::once(ready(Err(error)))),
                 }
             });

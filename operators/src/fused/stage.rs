@@ -1,12 +1,11 @@
 //! What every closure-running operator shares: the downstream, the upstream subscription and the
 //! panic-to-error path.
 
-use std::any::Any;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
+use weir_runtime::ledger::{Reason, TallyWriter};
 use weir_runtime::{Error, Subscriber, Subscription};
 
-use crate::fused::Step;
+use super::step::Step;
+use crate::guard;
 
 /// The downstream half of an operator's subscriber.
 pub(crate) struct Stage<S> {
@@ -39,10 +38,10 @@ impl<S> Stage<S> {
     where
         S: Subscriber<T>,
     {
-        match catch_unwind(AssertUnwindSafe(f)) {
+        match guard::catch(f) {
             Ok(value) => Some(value),
-            Err(payload) => {
-                self.fail(Error::panicked(payload.as_ref()));
+            Err(panicked) => {
+                self.fail(panicked);
                 None
             }
         }
@@ -50,13 +49,16 @@ impl<S> Stage<S> {
 
     /// Passes a burst on through `step`: the downstream pulls from an adapter, so the whole fused
     /// chain moves the burst in one loop. A panic in `step` ends the adapter and fails the stage.
-    /// Returns how many items the downstream accepted and whether `step` ended the stream
-    /// ([`Step::EmitLast`] / [`Step::Stop`]).
+    /// Items the step drops are counted in `tally` under `dropped` (once per burst), the one it
+    /// failed on as failed. Returns how many items the downstream accepted and whether `step`
+    /// ended the stream ([`Step::EmitLast`] / [`Step::Stop`]).
     #[inline]
     pub(crate) fn forward_iter<T, U, I, F>(
         &mut self,
         items: &mut I,
         limit: u64,
+        dropped: Reason,
+        tally: &mut TallyWriter,
         step: F,
     ) -> (u64, bool)
     where
@@ -65,27 +67,28 @@ impl<S> Stage<S> {
         F: FnMut(T) -> Step<U>,
     {
         if self.failed {
-            return (limit, false); // the upstream is cancelled; whatever it still sends is ignored
+            // The upstream is cancelled: nothing more is pulled (what it still holds is its own
+            // to count).
+            return (limit, false);
         }
         let mut guarded = Guarded {
             items,
             step,
             stopped: false,
-            panic: None,
+            dropped: 0,
+            failure: None,
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
-        let stopped = guarded.stopped;
-        let failure = match guarded.panic {
-            Some(Halt::Panicked(payload)) => Some(Error::panicked(payload.as_ref())),
-            Some(Halt::Failed(error)) => Some(error),
-            None => None,
-        };
-        match failure {
+        if guarded.dropped > 0 {
+            tally.add(dropped, guarded.dropped);
+        }
+        match guarded.failure {
             Some(error) => {
+                tally.add(Reason::Failed, 1);
                 self.fail(error);
                 (limit, false)
             }
-            None => (accepted, stopped),
+            None => (accepted, guarded.stopped),
         }
     }
 
@@ -147,19 +150,15 @@ impl<S> Stage<S> {
     }
 }
 
-/// An iterator adapter that applies an operator's step under `catch_unwind`; it stops at a panic
-/// and at the end the step asks for.
+/// An iterator adapter that applies an operator's step under the panic guard; it stops at a
+/// failure (a panic or [`Step::Fail`]) and at the end the step asks for.
 struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
     stopped: bool,
-    panic: Option<Halt>,
-}
-
-/// Why the adapter stopped early.
-enum Halt {
-    Panicked(Box<dyn Any + Send>),
-    Failed(Error),
+    /// Items the step dropped (`Skip`, `Stop`).
+    dropped: u64,
+    failure: Option<Error>,
 }
 
 impl<I, U, F> Iterator for Guarded<'_, I, F>
@@ -171,19 +170,21 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<U> {
-        while !self.stopped && self.panic.is_none() {
+        while !self.stopped && self.failure.is_none() {
             let item = self.items.next()?;
             let step = &mut self.step;
-            match catch_unwind(AssertUnwindSafe(|| step(item))) {
+            match guard::catch(|| step(item)) {
                 Ok(Step::Emit(out)) => return Some(out),
-                Ok(Step::Skip) => continue,
+                Ok(Step::Skip) => self.dropped += 1,
                 Ok(Step::EmitLast(out)) => {
                     self.stopped = true;
                     return Some(out);
                 }
-                Ok(Step::Stop) => self.stopped = true,
-                Ok(Step::Fail(error)) => self.panic = Some(Halt::Failed(error)),
-                Err(payload) => self.panic = Some(Halt::Panicked(payload)),
+                Ok(Step::Stop) => {
+                    self.dropped += 1;
+                    self.stopped = true;
+                }
+                Ok(Step::Fail(error)) | Err(error) => self.failure = Some(error),
             }
         }
         None

@@ -1,59 +1,62 @@
-//! The fused operators: each is a [`StepFn`] (what to do with one item) run by one shared subscriber,
-//! so every per-item operator gets the same demand handling, panic guard, burst path and termination
-//! rules from one place.
+//! The fused level: per-item operators that run inside their upstream's call chain.
+//!
+//! Each operator is a [`StepFn`]: what to do with one item, answered with a [`Step`]. [`Fused`]
+//! runs a step as a publisher generic over its upstream, with one subscriber shared by every step,
+//! so all of them get the same rules from one place:
+//!
+//! - demand passes through: the downstream's `request(n)` goes to the upstream unchanged (capped at
+//!   [`StepFn::request_cap`] in total, for `take`); an item the step drops ([`Step::Skip`]) gives its
+//!   unit of demand back, so no new request is needed;
+//! - bursts stay fused: `try_on_next_iter` passes an adapter downstream, so a burst moves through
+//!   the whole chain in one loop with no queue and no allocation per item;
+//! - the step runs under the crate's panic guard: a panic, like [`Step::Fail`], cancels the upstream
+//!   and fails the stream with an error naming [`StepFn::NAME`]; later upstream signals are ignored;
+//! - [`Step::EmitLast`] and [`Step::Stop`] complete the stream and cancel the upstream;
+//! - every item the step does not pass on is counted in the operator's ledger account (a
+//!   [`Tally`] named [`StepFn::NAME`]): dropped under [`StepFn::DROPPED`], the one a failure
+//!   happened on as failed, those the upstream still sends after the end as cancelled.
+//!
+//! See the [crate documentation](crate#how-to-write-an-operator) for an example.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
 
-use crate::stage::Stage;
+mod stage;
+mod step;
+pub(crate) mod steps;
 
-/// What a fused operator does with one item.
-#[derive(Debug)]
-pub enum Step<U> {
-    /// Pass this on downstream.
-    Emit(U),
-    /// Drop the item (its unit of demand is reused).
-    Skip,
-    /// Pass this on, then complete (and cancel the upstream).
-    EmitLast(U),
-    /// Complete now (and cancel the upstream), dropping the item.
-    Stop,
-    /// Fail the stream with this error (named after the stage), cancelling the upstream.
-    Fail(Error),
-}
-
-/// One fused operator's per-item logic. Implement it to add an operator that runs inside the
-/// upstream's call chain; [`Fused`] does the rest.
-pub trait StepFn<T>: Send + 'static {
-    /// The items it emits.
-    type Out;
-    /// The stage name used in errors and metrics.
-    const NAME: &'static str;
-    /// Handles one item.
-    fn step(&mut self, item: T) -> Step<Self::Out>;
-    /// The most items this operator will ever want from upstream, if bounded (`take`).
-    fn request_cap(&self) -> Option<u64> {
-        None
-    }
-}
+use stage::Stage;
+pub use step::{Step, StepFn};
 
 /// A publisher that runs a [`StepFn`] on every item of its upstream, fused into its call chain.
 pub struct Fused<P, S, T> {
     upstream: P,
     step: S,
+    tally: Arc<Tally>,
     _input: PhantomData<fn(T)>,
 }
 
-impl<P, S, T> Fused<P, S, T> {
-    pub(crate) fn new(upstream: P, step: S) -> Self {
+impl<P, S: StepFn<T>, T> Fused<P, S, T> {
+    /// Runs `step` on every item of `upstream`. Its ledger account is registered with the current
+    /// [`ledger::scope`](weir_runtime::ledger::scope) (a pipeline stage being built).
+    pub fn new(upstream: P, step: S) -> Self {
         Self {
             upstream,
             step,
+            tally: Tally::new(S::NAME),
             _input: PhantomData,
         }
+    }
+}
+
+impl<P, S, T> Fused<P, S, T> {
+    /// The operator's ledger account: items it dropped, failed on or received after it ended.
+    pub fn tally(&self) -> Arc<Tally> {
+        self.tally.clone()
     }
 
     pub(crate) fn step(&self) -> &S {
@@ -63,7 +66,12 @@ impl<P, S, T> Fused<P, S, T> {
 
 impl<P: Clone, S: Clone, T> Clone for Fused<P, S, T> {
     fn clone(&self) -> Self {
-        Self::new(self.upstream.clone(), self.step.clone())
+        Self {
+            upstream: self.upstream.clone(),
+            step: self.step.clone(),
+            tally: self.tally.clone(),
+            _input: PhantomData,
+        }
     }
 }
 
@@ -89,6 +97,7 @@ where
             step: self.step,
             cap,
             done: false,
+            tally: self.tally.writer(),
             _input: PhantomData,
         });
     }
@@ -100,6 +109,7 @@ struct FusedSubscriber<D, S, T> {
     cap: Option<u64>,
     /// Completed by the step (`EmitLast` / `Stop`): ignore the rest.
     done: bool,
+    tally: TallyWriter,
     _input: PhantomData<fn(T)>,
 }
 
@@ -108,14 +118,20 @@ where
     S: StepFn<T>,
     D: Subscriber<S::Out>,
 {
-    /// Runs the step under the panic guard; `None` when the stage is over (failed or done).
+    /// Runs the step under the panic guard; `None` when the stage is over (failed or done: the
+    /// item is counted as cancelled) or the step panicked (counted as failed).
     #[inline]
     fn run(&mut self, item: T) -> Option<Step<S::Out>> {
         if self.done || self.stage.is_failed() {
+            self.tally.add(Reason::Cancelled, 1);
             return None;
         }
         let step = &mut self.step;
-        self.stage.guard::<S::Out, _>(|| step.step(item))
+        let outcome = self.stage.guard::<S::Out, _>(|| step.step(item));
+        if outcome.is_none() {
+            self.tally.add(Reason::Failed, 1);
+        }
+        outcome
     }
 
     #[cold]
@@ -151,13 +167,22 @@ where
     fn on_next(&mut self, item: T) {
         match self.run(item) {
             Some(Step::Emit(out)) => self.stage.downstream.on_next(out),
-            Some(Step::Skip) => self.stage.request_one(),
+            Some(Step::Skip) => {
+                self.tally.add(S::DROPPED, 1);
+                self.stage.request_one();
+            }
             Some(Step::EmitLast(out)) => {
                 self.stage.downstream.on_next(out);
                 self.finish();
             }
-            Some(Step::Stop) => self.finish(),
-            Some(Step::Fail(error)) => self.stage.fail::<S::Out>(error),
+            Some(Step::Stop) => {
+                self.tally.add(S::DROPPED, 1);
+                self.finish();
+            }
+            Some(Step::Fail(error)) => {
+                self.tally.add(Reason::Failed, 1);
+                self.stage.fail::<S::Out>(error);
+            }
             None => {}
         }
     }
@@ -166,17 +191,22 @@ where
     fn try_on_next(&mut self, item: T) -> bool {
         match self.run(item) {
             Some(Step::Emit(out)) => self.stage.downstream.try_on_next(out),
-            Some(Step::Skip) => false,
+            Some(Step::Skip) => {
+                self.tally.add(S::DROPPED, 1);
+                false
+            }
             Some(Step::EmitLast(out)) => {
                 self.stage.downstream.try_on_next(out);
                 self.finish();
                 true
             }
             Some(Step::Stop) => {
+                self.tally.add(S::DROPPED, 1);
                 self.finish();
                 true
             }
             Some(Step::Fail(error)) => {
+                self.tally.add(Reason::Failed, 1);
                 self.stage.fail::<S::Out>(error);
                 true
             }
@@ -193,9 +223,11 @@ where
             return limit;
         }
         let step = &mut self.step;
-        let (accepted, stopped) = self
-            .stage
-            .forward_iter(items, limit, |item| step.step(item));
+        let (accepted, stopped) =
+            self.stage
+                .forward_iter(items, limit, S::DROPPED, &mut self.tally, |item| {
+                    step.step(item)
+                });
         if stopped {
             self.finish();
             return limit;

@@ -9,16 +9,18 @@
 //! next to the I/O such a stage waits for.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use futures::future::{Either, FutureExt, ready};
 use futures::stream::StreamExt;
-use std::sync::Arc;
-
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
 use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
+
+use super::calls::Calls;
+use super::check_concurrent;
+use crate::guard;
 
 /// See [`PublisherExt::map_async`](crate::PublisherExt::map_async).
 pub struct MapAsync<P, F, T> {
@@ -27,6 +29,7 @@ pub struct MapAsync<P, F, T> {
     concurrency: usize,
     ordered: bool,
     metrics: Arc<BoundaryMetrics>,
+    calls: Arc<Calls>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
@@ -43,6 +46,7 @@ impl<P, F, T> MapAsync<P, F, T> {
             concurrency,
             ordered,
             metrics: BoundaryMetrics::new(name, StageKind::Boundary, concurrency.max(1)),
+            calls: Calls::new(name, false),
             _input: std::marker::PhantomData,
         }
     }
@@ -80,27 +84,47 @@ where
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
         let name = self.name();
-        if self.concurrency == 0 {
-            let error = Error::msg("a concurrency of at least 1 is needed").in_stage(name);
-            reject(subscriber, error);
-            return;
+        if let Err(error) = check_concurrent(name, self.concurrency) {
+            return reject(subscriber, error);
         }
         let mut f = self.f;
         let concurrency = self.concurrency;
-        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| match item {
-            Ok(item) => Either::Left(call_guarded(&mut f, item, name)),
-            Err(error) => Either::Right(ready(Err(error))),
+        let account = self.calls;
+        // Dropped with the stream: counts the calls still in flight then (cancel, abort).
+        let in_flight = account.guard();
+        let counted = account.clone();
+        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| {
+            let _in_flight = &in_flight;
+            match item {
+                Ok(item) => {
+                    counted.taken();
+                    let counted = counted.clone();
+                    Either::Left(call_guarded(&mut f, item, name).inspect(move |result| {
+                        if result.is_err() {
+                            counted.failed();
+                        }
+                    }))
+                }
+                Err(error) => Either::Right(ready(Err(error))),
+            }
         });
+        // A result leaves the stage when it is emitted (an ordered stage may hold one back).
+        let emitted = move |result: &Result<U, Error>| {
+            if result.is_ok() {
+                account.finished();
+            }
+        };
         if self.ordered {
-            from_try_stream(calls.buffered(concurrency)).subscribe(subscriber);
+            from_try_stream(calls.buffered(concurrency).inspect(emitted)).subscribe(subscriber);
         } else {
-            from_try_stream(calls.buffer_unordered(concurrency)).subscribe(subscriber);
+            from_try_stream(calls.buffer_unordered(concurrency).inspect(emitted))
+                .subscribe(subscriber);
         }
     }
 }
 
-/// Calls `f` and polls its future under `catch_unwind`: a panic in either fails the stream with an
-/// error naming the stage.
+/// Calls `f` and polls its future under the panic guard: a panic in either fails the stream with
+/// an error naming the stage.
 fn call_guarded<T, U, F, Fut>(
     f: &mut F,
     item: T,
@@ -111,12 +135,10 @@ where
     Fut: Future<Output = U> + Send + 'static,
     U: Send + 'static,
 {
-    match catch_unwind(AssertUnwindSafe(|| f(item))) {
-        Ok(future) => Either::Left(AssertUnwindSafe(future).catch_unwind().map(move |result| {
-            result.map_err(|payload| Error::panicked(payload.as_ref()).in_stage(stage))
-        })),
-        Err(payload) => Either::Right(ready(
-            Err(Error::panicked(payload.as_ref()).in_stage(stage)),
-        )),
+    match guard::catch(|| f(item)) {
+        Ok(future) => Either::Left(
+            guard::catch_future(future).map(move |result| result.map_err(|e| e.in_stage(stage))),
+        ),
+        Err(panicked) => Either::Right(ready(Err(panicked.in_stage(stage)))),
     }
 }

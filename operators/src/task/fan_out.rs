@@ -21,8 +21,11 @@ use futures::StreamExt;
 use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
 };
+use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::sink::into_stream_named;
-use weir_runtime::{Error, ErrorKind, Publisher};
+use weir_runtime::{Error, Publisher};
+
+use super::{runtime, spawn_guarded};
 
 /// What a full output does to the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,8 +154,7 @@ where
     if outputs == 0 {
         return Err(Error::msg("at least one output is needed").in_stage(stage));
     }
-    let runtime = tokio::runtime::Handle::try_current()
-        .map_err(|_| Error::new(ErrorKind::NoRuntime).in_stage(stage))?;
+    let runtime = runtime(stage)?;
     let waiting = Arc::new(Waiting {
         left: AtomicUsize::new(outputs),
         all_in: Notify::new(),
@@ -169,19 +171,40 @@ where
             waiting: waiting.clone(),
         });
     }
+    // A panic in the hub (a key function, `Clone`, or a hand-written upstream it drives) fails
+    // every output: dropping their handles would close them as if the stream had completed.
+    // The hub's account: copies made and originals consumed (a broadcast), items it could not
+    // place, the item in its hands while it waits for an output (failed if the hub panics with
+    // it). Its input lane is made here too (its upstream is only asked for items once the hub
+    // runs), so both are counted in the ledger scope the fan-out is built in.
+    let account = Tally::new(stage);
+    let mut tally = account.writer();
+    let mut items = into_stream_named(upstream, capacity, stage);
+    let failing: Vec<IngressHandle<T>> = handles.iter().flatten().cloned().collect();
+    let hub_account = account.clone();
+    let on_panic = move |error: Error| {
+        let in_hand = account.shared_held();
+        account.release(in_hand);
+        account.add(Reason::Failed, in_hand);
+        for handle in &failing {
+            handle.fail(error.clone());
+        }
+    };
     let mut route = route;
-    runtime.spawn(async move {
+    let hub = async move {
         // Nothing flows until every output has its subscriber: items pushed earlier would be
         // shed (or would stall) for an output nobody reads yet.
         let all_in = waiting.all_in.notified();
         if waiting.left.load(Ordering::Acquire) > 0 {
             all_in.await;
         }
-        let mut items = into_stream_named(upstream, capacity, stage);
         while let Some(item) = items.next().await {
             match item {
                 Ok(item) => {
-                    if !route.dispatch(item, &mut handles, stage).await {
+                    hub_account.hold(1);
+                    let live = route.dispatch(item, &mut handles, stage, &mut tally).await;
+                    hub_account.release(1);
+                    if !live {
                         return; // every output went away: dropping `items` cancels the upstream
                     }
                 }
@@ -196,7 +219,8 @@ where
         for handle in handles.iter().flatten() {
             handle.close();
         }
-    });
+    };
+    spawn_guarded(&runtime, stage.into(), hub, on_panic);
     Ok(publishers)
 }
 
@@ -262,6 +286,7 @@ trait Dispatch<T> {
         item: T,
         outputs: &mut [Option<IngressHandle<T>>],
         stage: &'static str,
+        tally: &mut TallyWriter,
     ) -> impl std::future::Future<Output = bool> + Send;
 }
 
@@ -271,18 +296,23 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
         item: T,
         outputs: &mut [Option<IngressHandle<T>>],
         stage: &'static str,
+        tally: &mut TallyWriter,
     ) -> bool {
+        // The item is consumed into one copy per live output (made as it is cloned; a copy an
+        // output refuses is counted by that output's queue: dropped, rejected or closed).
+        let mut copies = 0;
         for (index, slot) in outputs.iter_mut().enumerate() {
             let Some(handle) = slot.as_ref() else {
                 continue;
             };
+            let copy = item.clone();
+            tally.add_made(1);
+            copies += 1;
             let keep = match self.0 {
-                Lagging::Wait => push_waiting(handle, item.clone()).await,
+                Lagging::Wait => push_waiting(handle, copy).await,
                 // A full output drops the item (counted by its ingress).
-                Lagging::Drop => {
-                    !matches!(handle.try_push(item.clone()), Err(PushError::Closed { .. }))
-                }
-                Lagging::Disconnect => match handle.try_push(item.clone()) {
+                Lagging::Drop => !matches!(handle.try_push(copy), Err(PushError::Closed { .. })),
+                Lagging::Disconnect => match handle.try_push(copy) {
                     Ok(_) => true,
                     Err(PushError::Closed { .. }) => false,
                     Err(_) => {
@@ -303,6 +333,11 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
                 *slot = None;
             }
         }
+        if copies > 0 {
+            tally.add_consumed(1);
+        } else {
+            tally.add(Reason::Cancelled, 1); // every output went away
+        }
         outputs.iter().any(Option::is_some)
     }
 }
@@ -313,6 +348,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
         item: T,
         outputs: &mut [Option<IngressHandle<T>>],
         _: &'static str,
+        tally: &mut TallyWriter,
     ) -> bool {
         let count = outputs.len();
         let roomiest = (0..count)
@@ -321,7 +357,10 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
             .min_by_key(|&(_, len)| len)
             .map(|(i, _)| i);
         self.next = (self.next + 1) % count;
-        let Some(index) = roomiest else { return false };
+        let Some(index) = roomiest else {
+            tally.add(Reason::Cancelled, 1); // every output went away
+            return false;
+        };
         let handle = outputs[index].as_ref().expect("chosen among live outputs");
         if !push_waiting(handle, item).await {
             outputs[index] = None;
@@ -340,6 +379,7 @@ where
         item: T,
         outputs: &mut [Option<IngressHandle<T>>],
         stage: &'static str,
+        tally: &mut TallyWriter,
     ) -> bool {
         let index = ((self.0)(&item) % outputs.len() as u64) as usize;
         let Some(handle) = outputs[index].as_ref() else {
@@ -349,6 +389,7 @@ where
                 output = index,
                 "dropping an item for a closed partition"
             );
+            tally.add(Reason::Cancelled, 1);
             return outputs.iter().any(Option::is_some);
         };
         if !push_waiting(handle, item).await {

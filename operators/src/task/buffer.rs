@@ -17,22 +17,29 @@
 //!   never a failure. The upstream runs in a task of its own (like a boundary's), so a subscriber
 //!   needs a tokio runtime; a disk error fails the stream, naming the buffer.
 //!
-//! The dropping and rejecting policies run in the upstream's task (the buffer is an ingress fed by
-//! a subscriber); put a boundary after it when the downstream is slow and should run elsewhere.
+//! Under the dropping and rejecting policies a pump task keeps the upstream asked for items a
+//! chunk at a time (so `subscribe` returns at once, also over an endless synchronous source); the
+//! items are pushed where the upstream emits them. Put a boundary after the buffer when the
+//! downstream is slow and should run elsewhere. Every policy needs a tokio runtime.
 
 use std::sync::Arc;
-
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 
 use futures::StreamExt;
+use tokio::sync::Notify;
+use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 use weir_runtime::ingress::{
     IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, SpillFull, SpillStore,
     ingress, ingress_spilling,
 };
+use weir_runtime::ledger::Tally;
 use weir_runtime::metrics::BoundaryMetrics;
+use weir_runtime::sink::IntoStream;
 use weir_runtime::sink::into_stream_named;
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
+
+use super::{runtime, spawn_guarded};
 
 /// See [`PublisherExt::buffer`](crate::PublisherExt::buffer).
 pub struct Buffer<P, T> {
@@ -115,29 +122,15 @@ impl<P, T: Send + 'static> Buffer<P, T> {
 /// Items the feeding task reads ahead from the upstream of a spilling buffer.
 const FEED_PREFETCH: usize = 256;
 
-/// Fails the ingress if the task holding it unwinds: a panic must not end the stream as if it had
-/// completed.
-pub(crate) struct FailOnPanic<'a, T>(pub(crate) &'a IngressHandle<T>, pub(crate) &'a str);
-
-impl<T> Drop for FailOnPanic<'_, T> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let error =
-                Error::msg("the task feeding this stage panicked").in_stage(self.1.to_owned());
-            self.0.fail(error);
-        }
-    }
-}
-
-/// Moves the upstream's items into a spilling ingress, waiting while its disk budget is full: the
-/// task stops reading, so the upstream stops being asked for more.
-async fn feed<T, P>(upstream: P, handle: IngressHandle<T>, name: Arc<str>)
-where
-    T: Send + 'static,
-    P: Publisher<T>,
-{
-    let failed = FailOnPanic(&handle, &name);
-    let mut items = into_stream_named(upstream, FEED_PREFETCH, &name);
+/// Moves the upstream's items (read ahead through `items`) into a spilling ingress, waiting while
+/// its disk budget is full: the task stops reading, so the upstream stops being asked for more.
+/// The item it waits with is held in `feeding`'s account; one the ingress refuses is counted there
+/// (closed, spill failure) as its caller's.
+async fn feed<T: Send + 'static>(
+    mut items: IntoStream<T>,
+    handle: IngressHandle<T>,
+    feeding: Arc<Tally>,
+) {
     while let Some(next) = items.next().await {
         let item = match next {
             Ok(item) => item,
@@ -148,7 +141,10 @@ where
         };
         // Accepted at once while there is room (memory or disk); otherwise waits for room, as
         // long as it takes (backpressure: nothing is counted as rejected).
-        match handle.push_waiting(item).await {
+        feeding.hold(1);
+        let pushed = handle.push_waiting(item).await;
+        feeding.release(1);
+        match pushed {
             Ok(_) => {}
             Err(PushError::Failed { error, .. }) => {
                 handle.fail(error);
@@ -158,7 +154,6 @@ where
             Err(_) => return,
         }
     }
-    drop(failed);
     handle.close();
 }
 
@@ -176,12 +171,20 @@ where
                 handle,
                 output,
                 name,
-            }) => match tokio::runtime::Handle::try_current() {
+            }) => match runtime(&name) {
                 Ok(runtime) => {
                     output.subscribe(subscriber);
-                    runtime.spawn(feed(upstream, handle, name));
+                    // The read-ahead lane is made here, so that it is counted where the buffer
+                    // is subscribed; the task only reads it.
+                    let items = into_stream_named(upstream, FEED_PREFETCH, &name);
+                    let feeding = Tally::new(format!("{name}.feed"));
+                    // A panic while feeding (in a hand-written upstream the task drives) fails
+                    // the buffer's stream: it must not end as if it had completed.
+                    let failing = handle.clone();
+                    let task = feed(items, handle, feeding);
+                    spawn_guarded(&runtime, name, task, move |error| failing.fail(error));
                 }
-                Err(_) => reject(subscriber, Error::new(ErrorKind::NoRuntime).in_stage(name)),
+                Err(error) => reject(subscriber, error),
             },
             Ok(Inner::Shedding {
                 upstream,
@@ -189,25 +192,108 @@ where
                 output,
                 name,
                 capacity,
-            }) => {
-                output.subscribe(subscriber);
-                upstream.subscribe(Feeder {
-                    handle,
-                    upstream: None,
-                    name,
-                    capacity,
-                });
+            }) => match runtime(&name) {
+                Ok(runtime) => {
+                    output.subscribe(subscriber);
+                    let pump = Arc::new(Pump::default());
+                    upstream.subscribe(Feeder {
+                        handle,
+                        upstream: None,
+                        name: name.clone(),
+                        capacity,
+                        pump: pump.clone(),
+                    });
+                    let done = pump.clone();
+                    spawn_guarded(&runtime, name, pump.run(), move |_| done.finish());
+                }
+                Err(error) => reject(subscriber, error),
+            },
+        }
+    }
+}
+
+/// Items the pump asks a shedding buffer's upstream for at a time.
+const PUMP_CHUNK: u64 = 1024;
+
+/// Keeps a shedding buffer's upstream asked for items, a chunk at a time, from a task of its own:
+/// the upstream is never slowed (what does not fit is shed), yet `subscribe` returns at once and a
+/// synchronous upstream emits a chunk per request, not forever inside one call.
+#[derive(Default)]
+struct Pump {
+    upstream: std::sync::Mutex<Option<Subscription>>,
+    /// Items the feeder received so far.
+    received: AtomicU64,
+    /// The feeder stopped (the upstream ended, failed or was cancelled).
+    done: AtomicBool,
+    more: Notify,
+}
+
+impl Pump {
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.more.notify_one();
+    }
+
+    fn received(&self) {
+        let received = self.received.fetch_add(1, Ordering::AcqRel) + 1;
+        if received.is_multiple_of(PUMP_CHUNK / 2) {
+            self.more.notify_one();
+        }
+    }
+
+    /// Requests a chunk whenever half of what was asked for has arrived, yielding in between.
+    async fn run(self: Arc<Self>) {
+        let mut requested = 0u64;
+        loop {
+            let wake = self.more.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            let upstream = self
+                .upstream
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match upstream {
+                Some(upstream)
+                    if requested.saturating_sub(self.received.load(Ordering::Acquire))
+                        <= PUMP_CHUNK / 2 =>
+                {
+                    requested += PUMP_CHUNK;
+                    upstream.request(PUMP_CHUNK);
+                    tokio::task::yield_now().await;
+                }
+                _ => wake.await,
             }
         }
     }
 }
 
-/// Feeds the buffer: asks the upstream for everything and pushes without waiting.
+/// Feeds a shedding buffer: pushes without waiting what the pump asked the upstream for.
 struct Feeder<T> {
     handle: IngressHandle<T>,
     upstream: Option<Subscription>,
     name: Arc<str>,
     capacity: usize,
+    pump: Arc<Pump>,
+}
+
+impl<T> Feeder<T> {
+    fn stop(&mut self) {
+        if let Some(upstream) = self.upstream.take() {
+            upstream.cancel();
+        }
+        *self.pump.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.pump.finish();
+    }
+}
+
+impl<T> Drop for Feeder<T> {
+    fn drop(&mut self) {
+        self.pump.finish();
+    }
 }
 
 impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
@@ -216,17 +302,18 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
             subscription.cancel();
             return;
         }
-        subscription.request(u64::MAX);
-        self.upstream = Some(subscription);
+        self.upstream = Some(subscription.clone());
+        *self.pump.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
+        self.pump.more.notify_one();
     }
 
     fn on_next(&mut self, item: T) {
+        self.pump.received();
+        // Every refusal is counted by the ingress (dropped, rejected, closed).
         match self.handle.try_push(item) {
-            Ok(_) | Err(PushError::Dropped { .. }) => {} // drops are counted by the ingress
+            Ok(_) | Err(PushError::Dropped { .. }) => {}
             Err(PushError::Rejected { .. }) => {
-                if let Some(upstream) = self.upstream.take() {
-                    upstream.cancel();
-                }
+                self.stop();
                 let error = Error::msg(format!(
                     "buffer overflowed: more than {} items waiting",
                     self.capacity
@@ -235,27 +322,23 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
                 self.handle.fail(error);
             }
             Err(PushError::Failed { error, .. }) => {
-                if let Some(upstream) = self.upstream.take() {
-                    upstream.cancel();
-                }
+                self.stop();
                 self.handle.fail(error);
             }
-            Err(_closed) => {
-                // The downstream went away: stop the upstream.
-                if let Some(upstream) = self.upstream.take() {
-                    upstream.cancel();
-                }
-            }
+            // The downstream went away: stop the upstream.
+            Err(_closed) => self.stop(),
         }
     }
 
     fn on_error(&mut self, error: Error) {
         self.upstream = None;
+        self.pump.finish();
         self.handle.fail(error);
     }
 
     fn on_complete(&mut self) {
         self.upstream = None;
+        self.pump.finish();
         self.handle.close();
     }
 }

@@ -8,18 +8,15 @@
 //! requests them: while one waits, the upstream is not read (its lane fills, then it stops).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::hash::Hash;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
-use weir_runtime::task::TaskSubscription;
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::{Error, Publisher, Subscriber, reject};
 
-use crate::timing::allowance;
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// Which open group to emit when a new key needs room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,25 +84,14 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     F: FnMut(&T) -> K + Send + 'static,
 {
-    fn subscribe<S: Subscriber<(K, Vec<T>)>>(self, mut subscriber: S) {
+    fn subscribe<S: Subscriber<(K, Vec<T>)>>(self, subscriber: S) {
         if self.max_groups == 0 || self.max_items == 0 {
             let error =
                 Error::msg("max_groups and max_items must be at least 1").in_stage("group_by");
             return reject(subscriber, error);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            reject(
-                subscriber,
-                Error::new(ErrorKind::NoRuntime).in_stage("group_by"),
-            );
-            return;
-        };
-        let (inlet, reader) = lane_observed(self.metrics);
-        self.upstream.subscribe(inlet);
-        let downstream = Arc::new(TaskSubscription::default());
-        subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(GroupTask {
-            lane: reader,
+        start("group_by", subscriber, || GroupTask {
+            lane: input_observed(self.upstream, self.metrics),
             key: self.key,
             groups: HashMap::new(),
             opened: 0,
@@ -113,15 +99,14 @@ where
             max_items: self.max_items,
             overflow: self.overflow,
             ready: Vec::new(),
-            pending: None,
             ended: None,
-            subscriber,
-            downstream,
+            holding: 0,
+            in_hand: false,
         });
     }
 }
 
-struct GroupTask<T, K, F, S> {
+struct GroupTask<T, K, F> {
     lane: Lane<T>,
     key: F,
     /// Open groups: items and the order in which they were opened.
@@ -132,30 +117,28 @@ struct GroupTask<T, K, F, S> {
     overflow: GroupOverflow,
     /// Groups to emit, in order.
     ready: Vec<(K, Vec<T>)>,
-    /// An item whose new group waits for room.
-    pending: Option<(K, T)>,
     ended: Option<Result<(), Error>>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
+    /// Items in open and ready groups (and the one being filed).
+    holding: u64,
+    /// An item is being handed to the key function.
+    in_hand: bool,
 }
 
-impl<T, K, F, S> Unpin for GroupTask<T, K, F, S> {}
-
-impl<T, K, F, S> GroupTask<T, K, F, S>
+impl<T, K, F> GroupTask<T, K, F>
 where
     T: Send + 'static,
     K: Hash + Eq + Clone + Send + 'static,
     F: FnMut(&T) -> K,
 {
-    /// Files one item; returns `false` if it must wait for room (kept in `pending`).
-    fn file(&mut self, key: K, item: T) -> bool {
+    /// Files one item, emitting a group first if the item's key needs room.
+    fn file(&mut self, key: K, item: T) {
         if let Some((_, items)) = self.groups.get_mut(&key) {
             items.push(item);
             if items.len() == self.max_items {
                 let (_, full) = self.groups.remove(&key).expect("just found");
                 self.ready.push((key, full));
             }
-            return true;
+            return;
         }
         if self.groups.len() == self.max_groups {
             let victim = match self.overflow {
@@ -177,69 +160,77 @@ where
         } else {
             self.groups.insert(key, (self.opened, items));
         }
-        true
     }
 }
 
-impl<T, K, F, S> Future for GroupTask<T, K, F, S>
+impl<T, K, F> TaskOperator<(K, Vec<T>)> for GroupTask<T, K, F>
 where
     T: Send + 'static,
     K: Hash + Eq + Clone + Send + 'static,
-    F: FnMut(&T) -> K,
-    S: Subscriber<(K, Vec<T>)>,
+    F: FnMut(&T) -> K + Send + 'static,
 {
-    type Output = ();
+    fn held(&self) -> u64 {
+        self.holding
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            let Some(demand) = allowance(&this.downstream, &mut this.subscriber, cx, "group_by")
-            else {
-                return Poll::Ready(());
-            };
-            // Emit what is ready, as far as demand goes.
-            if !this.ready.is_empty() {
-                if demand == 0 {
-                    return Poll::Pending;
-                }
-                let n = (demand as usize).min(this.ready.len());
-                for group in this.ready.drain(..n) {
-                    this.subscriber.on_next(group);
-                }
-                this.downstream.demand().consume(n as u64);
-                this.subscriber.on_flush();
-                continue;
+    fn in_hand(&self) -> u64 {
+        u64::from(self.in_hand)
+    }
+
+    fn advance<S: Subscriber<(K, Vec<T>)>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Progress {
+        // Emit what is ready, as far as demand goes.
+        if !self.ready.is_empty() {
+            if demand == 0 {
+                return Progress::Wait;
             }
-            if let Some(result) = this.ended.take() {
-                if result.is_ok() && !this.groups.is_empty() {
-                    let mut rest: Vec<_> = this.groups.drain().collect();
-                    rest.sort_by_key(|(_, (at, _))| *at);
-                    this.ready
-                        .extend(rest.into_iter().map(|(k, (_, items))| (k, items)));
-                    this.ended = Some(Ok(()));
-                    continue;
-                }
-                match result {
-                    Ok(()) => this.subscriber.on_complete(),
-                    Err(error) => this.subscriber.on_error(error),
-                }
-                return Poll::Ready(());
+            let n = (demand as usize).min(self.ready.len());
+            for group in self.ready.drain(..n) {
+                let members = group.1.len() as u64;
+                self.holding -= members;
+                out.reshaped(members, 1);
+                out.emit(group);
             }
-            // Nothing ready: read more (the groups are bounded, so reading is bounded too).
-            match this.lane.poll_lane(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Ended(result)) => this.ended = Some(result),
-                Poll::Ready(LaneEvent::Items) => {
-                    let (key_fn, staged) = (&mut this.key, &mut this.pending);
-                    this.lane.pop_each(1, |item| {
-                        *staged = Some((key_fn(&item), item));
-                        true
-                    });
-                    if let Some((key, item)) = this.pending.take() {
-                        this.file(key, item);
-                    }
+            out.flush();
+            return Progress::Again;
+        }
+        if let Some(result) = self.ended.take() {
+            if result.is_ok() && !self.groups.is_empty() {
+                let mut rest: Vec<_> = self.groups.drain().collect();
+                rest.sort_by_key(|(_, (at, _))| *at);
+                self.ready
+                    .extend(rest.into_iter().map(|(k, (_, items))| (k, items)));
+                self.ended = Some(Ok(()));
+                return Progress::Again;
+            }
+            return Progress::Done(result);
+        }
+        // Nothing ready: read more (the groups are bounded, so reading is bounded too).
+        match self.lane.poll_lane(cx) {
+            Poll::Pending => return Progress::Wait,
+            Poll::Ready(LaneEvent::Ended(result)) => self.ended = Some(result),
+            Poll::Ready(LaneEvent::Items) => {
+                let mut popped = None;
+                self.lane.pop_each(1, |item| {
+                    popped = Some(item);
+                    true
+                });
+                // The key runs once the item is out of the lane: a panic in it must not unwind
+                // through the lane's pop, which would leave the item in its slot to be dropped a
+                // second time.
+                if let Some(item) = popped {
+                    self.holding += 1;
+                    self.in_hand = true;
+                    let key = (self.key)(&item);
+                    self.in_hand = false;
+                    self.file(key, item);
                 }
             }
         }
+        Progress::Again
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use weir_runtime::Publisher;
 
-use crate::PublisherExt;
+use super::map_async::MapAsync;
 
 /// Settings of a [`circuit_breaker`](crate::PublisherExt::circuit_breaker).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,5 +262,10 @@ where
     F: FnMut(T) -> Fut + Send + 'static,
     Fut: Future<Output = Result<U, E>> + Send + 'static,
 {
-    upstream.map_async(concurrency, move |item| breaker.call(&mut f, item))
+    MapAsync::new(
+        upstream,
+        concurrency,
+        move |item| breaker.call(&mut f, item),
+        true,
+    )
 }

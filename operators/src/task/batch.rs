@@ -15,10 +15,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::lane::{Lane, LaneEvent};
 use weir_runtime::metrics::{BoundaryMetrics, StageKind};
-use weir_runtime::task::{Next, TaskSubscription};
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::{Error, Publisher, Subscriber, reject};
+
+use super::{Outlet, Progress, TaskOperator, input_observed, start};
 
 /// See [`PublisherExt::batch`](crate::PublisherExt::batch).
 #[derive(Debug)]
@@ -50,27 +51,13 @@ where
     P: Publisher<T>,
     T: Send + 'static,
 {
-    fn subscribe<S: Subscriber<Vec<T>>>(self, mut subscriber: S) {
+    fn subscribe<S: Subscriber<Vec<T>>>(self, subscriber: S) {
         if self.max_items == 0 {
             let error = Error::msg("a batch needs max_items of at least 1").in_stage("batch");
-            reject(subscriber, error);
-            return;
+            return reject(subscriber, error);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            reject(
-                subscriber,
-                Error::new(ErrorKind::NoRuntime).in_stage("batch"),
-            );
-            return;
-        };
-        let (inlet, reader) = lane_observed(self.metrics);
-        self.upstream.subscribe(inlet);
-        let downstream = Arc::new(TaskSubscription::default());
-        subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(BatchTask {
-            lane: reader,
-            subscriber,
-            downstream,
+        start("batch", subscriber, || BatchTask {
+            lane: input_observed(self.upstream, self.metrics),
             max_items: self.max_items,
             max_wait: self.max_wait,
             batch: Vec::with_capacity(self.max_items),
@@ -88,10 +75,8 @@ fn deadline(max_wait: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
-struct BatchTask<T, S> {
+struct BatchTask<T> {
     lane: Lane<T>,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
     max_items: usize,
     max_wait: Duration,
     batch: Vec<T>,
@@ -102,10 +87,7 @@ struct BatchTask<T, S> {
     ended: Option<Result<(), Error>>,
 }
 
-// Only the boxed timer is pinned, and it is boxed.
-impl<T, S> Unpin for BatchTask<T, S> {}
-
-impl<T: Send + 'static, S: Subscriber<Vec<T>>> BatchTask<T, S> {
+impl<T: Send + 'static> BatchTask<T> {
     /// Pulls items from the lane into the open batch; returns whether anything moved.
     fn fill(&mut self, cx: &mut Context<'_>) -> bool {
         if self.ended.is_some() || self.batch.len() == self.max_items {
@@ -148,68 +130,49 @@ impl<T: Send + 'static, S: Subscriber<Vec<T>>> BatchTask<T, S> {
             || (self.timing && self.timer.as_mut().poll(cx).is_ready())
     }
 
-    fn emit(&mut self) {
+    fn emit<S: Subscriber<Vec<T>>>(&mut self, out: &mut Outlet<S>) {
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_items));
         self.timing = false;
-        self.downstream.demand().consume(1);
-        self.subscriber.on_next(full);
-        self.subscriber.on_flush();
+        out.reshaped(full.len() as u64, 1);
+        out.emit(full);
+        out.flush();
     }
 }
 
-impl<T: Send + 'static, S: Subscriber<Vec<T>>> Future for BatchTask<T, S> {
-    type Output = ();
+impl<T: Send + 'static> TaskOperator<Vec<T>> for BatchTask<T> {
+    fn held(&self) -> u64 {
+        self.batch.len() as u64
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            let moved = this.fill(cx);
-            if this.due(cx) {
-                match this.downstream.poll_next(cx) {
-                    Next::Emit(_) => {
-                        this.emit();
-                        continue;
-                    }
-                    Next::Wait => {
-                        // A full batch waits for demand: the lane fills, then the upstream stops.
-                        if let Some(Err(error)) = this.ended.take() {
-                            let dropped = this.batch.len();
-                            tracing::warn!(stage = "batch", dropped, %error, "upstream failed while a batch waited for demand");
-                            this.subscriber.on_error(error);
-                            return Poll::Ready(());
-                        }
-                        return Poll::Pending;
-                    }
-                    Next::Cancelled => return Poll::Ready(()),
-                    Next::BadRequest => {
-                        this.subscriber
-                            .on_error(Error::new(ErrorKind::RequestZero).in_stage("batch"));
-                        return Poll::Ready(());
-                    }
-                }
+    fn advance<S: Subscriber<Vec<T>>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Progress {
+        let moved = self.fill(cx);
+        if self.due(cx) {
+            if demand > 0 {
+                self.emit(out);
+                return Progress::Again;
             }
-            if this.batch.is_empty()
-                && let Some(result) = this.ended.take()
-            {
-                match result {
-                    Ok(()) => this.subscriber.on_complete(),
-                    Err(error) => this.subscriber.on_error(error),
-                }
-                return Poll::Ready(());
+            // A full batch waits for demand: the lane fills, then the upstream stops.
+            if let Some(Err(error)) = self.ended.take() {
+                let dropped = self.batch.len();
+                tracing::warn!(stage = "batch", dropped, %error, "upstream failed while a batch waited for demand");
+                return Progress::Done(Err(error));
             }
-            if moved {
-                continue;
-            }
-            // Waiting for items, the timer or nothing: also watch for cancel and request(0).
-            return match this.downstream.watch(cx) {
-                Next::Cancelled => Poll::Ready(()),
-                Next::BadRequest => {
-                    this.subscriber
-                        .on_error(Error::new(ErrorKind::RequestZero).in_stage("batch"));
-                    Poll::Ready(())
-                }
-                _ => Poll::Pending,
-            };
+            return Progress::Wait;
+        }
+        if self.batch.is_empty()
+            && let Some(result) = self.ended.take()
+        {
+            return Progress::Done(result);
+        }
+        if moved {
+            Progress::Again
+        } else {
+            Progress::Wait // for items or the timer
         }
     }
 }

@@ -8,14 +8,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent, lane};
-use weir_runtime::task::TaskSubscription;
-use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
+use weir_runtime::lane::{Lane, LaneEvent};
+use weir_runtime::{Error, Publisher, Subscriber, reject};
+
+use super::{Outlet, Progress, TaskOperator, input, start};
 
 const LANE_CAPACITY: usize = 256;
 
@@ -104,28 +104,16 @@ where
     F: FnMut() -> P + Send + 'static,
     P: Publisher<T>,
 {
-    fn subscribe<S: Subscriber<T>>(mut self, mut subscriber: S) {
+    fn subscribe<S: Subscriber<T>>(mut self, subscriber: S) {
         if self.policy.max_attempts == 0 {
             let error = Error::msg("max_attempts must be at least 1").in_stage("retry");
             return reject(subscriber, error);
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            reject(
-                subscriber,
-                Error::new(ErrorKind::NoRuntime).in_stage("retry"),
-            );
-            return;
-        };
-        let current = attempt(&mut self.factory);
-        let downstream = Arc::new(TaskSubscription::default());
-        subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(RetryTask {
+        start("retry", subscriber, || RetryTask {
+            current: Some(attempt(&mut self.factory)),
             factory: self.factory,
             policy: self.policy,
-            current: Some(current),
             attempts: 1,
-            subscriber,
-            downstream,
             backoff: Box::pin(tokio::time::sleep(Duration::ZERO)),
             random: seed(),
         });
@@ -133,9 +121,7 @@ where
 }
 
 fn attempt<T: Send + 'static, P: Publisher<T>>(factory: &mut impl FnMut() -> P) -> Lane<T> {
-    let (inlet, reader) = lane("retry", LANE_CAPACITY);
-    factory().subscribe(inlet);
-    reader
+    input(factory(), "retry", LANE_CAPACITY)
 }
 
 /// A per-subscription seed for the jitter (no shared generator, no extra dependency).
@@ -153,73 +139,58 @@ fn next_random(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-struct RetryTask<T, F, S> {
+struct RetryTask<T, F> {
     factory: F,
     policy: RetryPolicy,
     /// The running attempt; `None` while backing off.
     current: Option<Lane<T>>,
     attempts: u32,
-    subscriber: S,
-    downstream: Arc<TaskSubscription>,
     backoff: Pin<Box<Sleep>>,
     random: u64,
 }
 
-impl<T, F, S> Unpin for RetryTask<T, F, S> {}
-
-impl<T, F, P, S> Future for RetryTask<T, F, S>
+impl<T, F, P> TaskOperator<T> for RetryTask<T, F>
 where
     T: Send + 'static,
-    F: FnMut() -> P,
+    F: FnMut() -> P + Send + 'static,
     P: Publisher<T>,
-    S: Subscriber<T>,
 {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            let Some(demand) =
-                crate::timing::allowance(&this.downstream, &mut this.subscriber, cx, "retry")
-            else {
-                return Poll::Ready(());
-            };
-            let Some(current) = this.current.as_mut() else {
-                // Backing off.
-                if this.backoff.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+    fn advance<S: Subscriber<T>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Progress {
+        let Some(current) = self.current.as_mut() else {
+            // Backing off.
+            if self.backoff.as_mut().poll(cx).is_pending() {
+                return Progress::Wait;
+            }
+            self.attempts += 1;
+            tracing::info!(stage = "retry", attempt = self.attempts, "resubscribing");
+            self.current = Some(attempt(&mut self.factory));
+            return Progress::Again;
+        };
+        match current.poll_lane(cx) {
+            Poll::Pending => Progress::Wait,
+            Poll::Ready(LaneEvent::Items) if demand == 0 => Progress::Wait,
+            Poll::Ready(LaneEvent::Items) => {
+                out.emit_from(current, demand);
+                out.flush();
+                Progress::Again
+            }
+            Poll::Ready(LaneEvent::Ended(Ok(()))) => Progress::Done(Ok(())),
+            Poll::Ready(LaneEvent::Ended(Err(error))) => {
+                if self.attempts >= self.policy.max_attempts {
+                    return Progress::Done(Err(error));
                 }
-                this.attempts += 1;
-                tracing::info!(stage = "retry", attempt = this.attempts, "resubscribing");
-                this.current = Some(attempt(&mut this.factory));
-                continue;
-            };
-            match current.poll_lane(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(LaneEvent::Items) if demand == 0 => return Poll::Pending,
-                Poll::Ready(LaneEvent::Items) => {
-                    let subscriber = &mut this.subscriber;
-                    let (_, accepted) =
-                        current.pop_each(demand, |item| subscriber.try_on_next(item));
-                    this.downstream.demand().consume(accepted);
-                    this.subscriber.on_flush();
-                }
-                Poll::Ready(LaneEvent::Ended(Ok(()))) => {
-                    this.subscriber.on_complete();
-                    return Poll::Ready(());
-                }
-                Poll::Ready(LaneEvent::Ended(Err(error))) => {
-                    if this.attempts >= this.policy.max_attempts {
-                        this.subscriber.on_error(error);
-                        return Poll::Ready(());
-                    }
-                    let wait = this
-                        .policy
-                        .backoff(this.attempts - 1, next_random(&mut this.random));
-                    tracing::warn!(stage = "retry", attempt = this.attempts, %error, ?wait, "source failed; retrying");
-                    this.current = None;
-                    this.backoff.as_mut().reset(Instant::now() + wait);
-                }
+                let wait = self
+                    .policy
+                    .backoff(self.attempts - 1, next_random(&mut self.random));
+                tracing::warn!(stage = "retry", attempt = self.attempts, %error, ?wait, "source failed; retrying");
+                self.current = None;
+                self.backoff.as_mut().reset(Instant::now() + wait);
+                Progress::Again
             }
         }
     }

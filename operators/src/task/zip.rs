@@ -1,0 +1,158 @@
+//! `zip`: pairs the n-th items of two sources.
+//!
+//! Each source is read through its own bounded [`Lane`], so a fast source is held back by the slow
+//! one (at most a lane's capacity ahead) instead of buffering without bound. The zip completes when
+//! either source ends (a lone item left on the other side has no partner and is dropped, as in
+//! `Iterator::zip`), and fails fast on either source's error; the other source is cancelled.
+//!
+//! In the ledger, `left` is the stream the zip belongs to (its items came in); each `right` item
+//! is counted as made when the zip takes it, and each pair as made out of its two members. What
+//! the right source still holds when the zip ends was never taken, so it is not this stream's.
+
+use std::task::{Context, Poll};
+
+use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
+use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::{Error, Publisher, Subscriber};
+
+use super::{Outlet, Progress, TaskOperator, input, start};
+
+const LANE_CAPACITY: usize = 64;
+
+/// See [`zip`].
+#[derive(Debug)]
+pub struct Zip<L, R> {
+    left: L,
+    right: R,
+}
+
+/// Pairs the items of `left` and `right` in order: `(l0, r0), (l1, r1), ...`.
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_operators::{PublisherExt, zip};
+/// use weir_runtime::source;
+/// let pairs = zip(source::from_iter(1..=3u32), source::from_iter(["a", "b", "c", "d"]))
+///     .collect()
+///     .await
+///     .unwrap();
+/// assert_eq!(pairs, vec![(1, "a"), (2, "b"), (3, "c")]);
+/// # }
+/// ```
+pub fn zip<L, R>(left: L, right: R) -> Zip<L, R> {
+    Zip { left, right }
+}
+
+impl<A, B, L, R> Publisher<(A, B)> for Zip<L, R>
+where
+    A: Send + 'static,
+    B: Send + 'static,
+    L: Publisher<A>,
+    R: Publisher<B>,
+{
+    fn subscribe<S: Subscriber<(A, B)>>(self, subscriber: S) {
+        start("zip", subscriber, || ZipTask {
+            left: Side {
+                lane: input(self.left, "zip.left", LANE_CAPACITY),
+                held: None,
+            },
+            right: Side {
+                lane: {
+                    // Not an account of the stream: its items count once taken (see above).
+                    let metrics = BoundaryMetrics::unregistered(
+                        "zip.right",
+                        StageKind::Boundary,
+                        LANE_CAPACITY,
+                    );
+                    let (inlet, lane) = lane_observed(metrics);
+                    self.right.subscribe(inlet);
+                    lane
+                },
+                held: None,
+            },
+        });
+    }
+}
+
+struct Side<T> {
+    lane: Lane<T>,
+    held: Option<T>,
+}
+
+/// What one side has to offer.
+enum Offer {
+    Ready,
+    Waiting,
+    Ended(Result<(), Error>),
+}
+
+impl<T: Send + 'static> Side<T> {
+    /// Looks for this side's next item; returns what it has to offer and whether it took a new
+    /// item from its lane.
+    fn poll(&mut self, cx: &mut Context<'_>) -> (Offer, bool) {
+        let had = self.held.is_some();
+        let offer = self.offer(cx);
+        (offer, !had && self.held.is_some())
+    }
+
+    fn offer(&mut self, cx: &mut Context<'_>) -> Offer {
+        if self.held.is_some() {
+            return Offer::Ready;
+        }
+        match self.lane.poll_lane(cx) {
+            Poll::Ready(LaneEvent::Items) => {
+                let held = &mut self.held;
+                self.lane.pop_each(1, |item| {
+                    *held = Some(item);
+                    true
+                });
+                Offer::Ready
+            }
+            Poll::Ready(LaneEvent::Ended(result)) => Offer::Ended(result),
+            Poll::Pending => Offer::Waiting,
+        }
+    }
+}
+
+struct ZipTask<A, B> {
+    left: Side<A>,
+    right: Side<B>,
+}
+
+impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B> {
+    fn held(&self) -> u64 {
+        u64::from(self.left.held.is_some()) + u64::from(self.right.held.is_some())
+    }
+
+    fn advance<S: Subscriber<(A, B)>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        demand: u64,
+        out: &mut Outlet<S>,
+    ) -> Progress {
+        let (left, _) = self.left.poll(cx);
+        let (right, took_right) = self.right.poll(cx);
+        if took_right {
+            out.reshaped(0, 1); // a right item enters the stream
+        }
+        match (left, right) {
+            // Ending drops both lanes, which cancels the other source.
+            (Offer::Ended(Err(error)), _) | (_, Offer::Ended(Err(error))) => {
+                Progress::Done(Err(error))
+            }
+            // A side that ended with nothing held leaves nothing to pair.
+            (Offer::Ended(Ok(())), _) | (_, Offer::Ended(Ok(()))) => Progress::Done(Ok(())),
+            (Offer::Ready, Offer::Ready) if demand > 0 => {
+                let pair = (
+                    self.left.held.take().expect("ready"),
+                    self.right.held.take().expect("ready"),
+                );
+                out.reshaped(2, 1);
+                out.emit(pair);
+                out.flush();
+                Progress::Again
+            }
+            _ => Progress::Wait,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The task engine's panic guard: a panic in code that a task-based operator runs — a closure or a
+//! hand-written upstream its task drives — fails the stream with `ErrorKind::Panicked` naming the
+//! stage, instead of killing the task without a terminal signal.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{panics_on_request, runtime};
+use weir::ErrorKind;
+use weir::operators::{GroupOverflow, OnSilence, RetryPolicy, ThrottleMode, merge, retry, zip};
+use weir::prelude::*;
+
+/// Runs `publisher` to its end; a description of what went wrong unless it failed with the
+/// upstream's panic, named after `stage`.
+fn panicked_in<T: Send + 'static>(publisher: impl Publisher<T>, stage: &str) -> Option<String> {
+    let outcome = runtime().block_on(publisher.collect()).map(|_| ());
+    let expected = format!("stage `{stage}`: panicked: upstream exploded");
+    match outcome {
+        Err(error)
+            if matches!(error.kind(), ErrorKind::Panicked(_)) && error.to_string() == expected =>
+        {
+            None
+        }
+        other => Some(format!("{stage}: {other:?}")),
+    }
+}
+
+#[test]
+fn a_panicking_upstream_fails_each_task_operator_naming_it() {
+    let wrong: Vec<String> = [
+        panicked_in::<Vec<u64>>(
+            panics_on_request().batch(4, Duration::from_millis(5)),
+            "batch",
+        ),
+        panicked_in::<(u64, Vec<u64>)>(
+            panics_on_request().group_by(|x: &u64| *x, 2, 2, GroupOverflow::EmitOldest),
+            "group_by",
+        ),
+        panicked_in::<(u64, u64)>(zip(source::from_iter(0..3u64), panics_on_request()), "zip"),
+        panicked_in::<u64>(merge(vec![panics_on_request()]), "merge"),
+        panicked_in::<u64>(
+            panics_on_request().throttle(10, 10, ThrottleMode::Delay),
+            "throttle",
+        ),
+        panicked_in::<u64>(
+            panics_on_request().timeout(Duration::from_secs(5), OnSilence::Fail),
+            "timeout",
+        ),
+        panicked_in::<u64>(retry(panics_on_request, RetryPolicy::new(2)), "retry"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    assert!(
+        wrong.is_empty(),
+        "not failed with the named panic: {wrong:#?}"
+    );
+}
+
+#[test]
+fn a_panicking_retry_factory_fails_the_stream_naming_the_stage() {
+    let rt = runtime();
+    // On a later attempt, inside the retry's task.
+    let mut attempts = 0;
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(1),
+    };
+    let flaky = retry(
+        move || {
+            attempts += 1;
+            if attempts > 1 {
+                panic!("factory broke");
+            }
+            source::error::<u32>(weir::Error::msg("connection reset"))
+        },
+        policy,
+    );
+    let error = rt.block_on(flaky.collect()).unwrap_err();
+    assert_eq!(error.to_string(), "stage `retry`: panicked: factory broke");
+
+    // On the first attempt, while subscribing.
+    let broken = retry(
+        || -> source::Fail<u32> { panic!("factory broke") },
+        RetryPolicy::new(2),
+    );
+    let error = rt.block_on(broken.collect()).unwrap_err();
+    assert_eq!(error.to_string(), "stage `retry`: panicked: factory broke");
+}
