@@ -12,7 +12,10 @@ use weir::prelude::*;
 fn until_offered(metrics: &weir::metrics::BoundaryMetrics, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while metrics.offered() < n {
-        assert!(std::time::Instant::now() < deadline, "the upstream did not run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream did not run"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
