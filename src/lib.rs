@@ -7,6 +7,8 @@
 )]
 
 pub use weir_dsl as dsl;
+#[cfg(feature = "nats")]
+pub use weir_nats as nats;
 pub use weir_operators as operators;
 pub use weir_runtime as runtime;
 pub use weir_spill as spill;

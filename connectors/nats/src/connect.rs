@@ -64,3 +64,29 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connecting_installs_the_crypto_provider_tls_needs() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = connect(&format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, NatsError::Unreachable { .. }));
+        // What async-nats does for a TLS connection; it panics when rustls has no default
+        // provider and more than one compiled in.
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+        let _config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let error = connect("nats://127.0.0.1:notaport").await.unwrap_err();
+        assert!(matches!(error, NatsError::BadAddress { .. }), "{error}");
+    }
+}

@@ -24,8 +24,10 @@
 //! earlier run is read back, it counts as one item in [`SpillStore::len`].
 //!
 //! The reader fills the read-ahead in the background: it calls the function given to
-//! [`JetStreamSpillStore::on_available`] when records arrive, so whoever owns the store (an
-//! ingress) looks at it again.
+//! [`JetStreamSpillStore::on_available`] when records arrive, so whoever owns the store looks at
+//! it again. An ingress (`ingress_spilling`) looks at its store when it is pushed to or asked for
+//! items; the runtime's [`SpillStore`] trait has no way yet for a store to wake its ingress, so
+//! behind an ingress, records read back while neither happens wait for the next push or request.
 
 use std::collections::VecDeque;
 use std::fmt;
