@@ -169,3 +169,188 @@ fn ledger_balances_per_stage_and_for_the_graph_after_a_run() {
         assert_eq!(books.held, 0);
     });
 }
+
+/// Abort while an async stage and an async sink have calls in flight: every one of them is counted
+/// as cancelled in flight (they used to vanish), and the books balance.
+#[test]
+fn ledger_abort_counts_async_calls_in_flight() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("slow");
+        let numbers = p.source("numbers", source::from_iter(0..1_000u64));
+        let enriched = p.stage_async("enrich", &numbers, 4, |x| async move {
+            if x >= 8 {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+            x
+        });
+        p.sink_async("store", &enriched, 3, |_| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        // Both stages fill up: 3 calls in the sink, 4 in the stage.
+        for _ in 0..200 {
+            let snapshot = running.metrics();
+            let held = |name: &str| snapshot.stage(name).unwrap().ledger.held;
+            if held("store") >= 3 && held("enrich") >= 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        running.abort();
+        let _ = (&mut running).await;
+        let mut snapshot = running.metrics();
+        for _ in 0..200 {
+            if snapshot.ledger().balances() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            snapshot = running.metrics();
+        }
+        let store = snapshot.stage("store").unwrap().ledger;
+        let enrich = snapshot.stage("enrich").unwrap().ledger;
+        // The sink's three stuck calls; the stage's slow futures (how many of its four slots
+        // were slow calls rather than finished results waiting for demand depends on timing).
+        assert_eq!(store.by_reason[Reason::CancelledInFlight], 3, "{store}");
+        assert!(enrich.by_reason[Reason::CancelledInFlight] >= 1, "{enrich}");
+        for stage in &snapshot.stages {
+            assert!(stage.ledger.balances(), "{}: {}", stage.name, stage.ledger);
+        }
+        assert!(snapshot.ledger().balances(), "{}", snapshot.ledger());
+    });
+}
+
+/// Dropping the handle of a running pipeline aborts it (it used to keep running detached, and its
+/// items vanished with the runtime): the ingress closes, pushes are refused with the item back.
+#[test]
+fn ledger_dropping_a_running_handle_aborts_the_pipeline() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("dropped");
+        let (orders_in, orders) = p.ingress::<u64>(
+            "orders",
+            16,
+            Overflow::Reject {
+                retry_after: std::time::Duration::from_millis(10),
+            },
+        );
+        p.sink_async("store", &orders, 1, |_| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        let running = p.build().unwrap().start().unwrap();
+        orders_in.push(1).await.unwrap();
+        drop(running);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match orders_in.push(2).await {
+                Err(refused)
+                    if matches!(refused, weir::runtime::ingress::PushError::Closed { .. }) =>
+                {
+                    assert_eq!(refused.into_inner(), 2);
+                    break;
+                }
+                _ => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the pipeline still runs"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+}
+
+/// Stage closures and async stage futures run inside their stage's tracing span.
+#[test]
+fn stage_code_runs_in_its_stage_span() {
+    use std::sync::Mutex;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// Records, for every event, the `stage` field of the innermost span it happened in.
+    #[derive(Clone, Default)]
+    struct Stages(Arc<Mutex<Vec<(String, String)>>>);
+    struct StageName(String);
+    struct Visitor<'a>(&'a mut Option<String>);
+    impl tracing::field::Visit for Visitor<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "stage" || field.name() == "message" {
+                *self.0 = Some(format!("{value:?}").trim_matches('"').to_owned());
+            }
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "stage" || field.name() == "message" {
+                *self.0 = Some(value.to_owned());
+            }
+        }
+    }
+    impl<S> tracing_subscriber::Layer<S> for Stages
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: Context<'_, S>,
+        ) {
+            let mut stage = None;
+            attrs.record(&mut Visitor(&mut stage));
+            if let (Some(stage), Some(span)) = (stage, ctx.span(id)) {
+                span.extensions_mut().insert(StageName(stage));
+            }
+        }
+        fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+            let mut message = None;
+            event.record(&mut Visitor(&mut message));
+            let stage = ctx.event_scope(event).and_then(|scope| {
+                scope
+                    .from_root()
+                    .filter_map(|span| span.extensions().get::<StageName>().map(|s| s.0.clone()))
+                    .last()
+            });
+            if let (Some(message), Some(stage)) = (message, stage) {
+                self.0.lock().unwrap().push((message, stage));
+            }
+        }
+    }
+
+    let stages = Stages::default();
+    let subscriber = tracing_subscriber::registry().with(stages.clone());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("spans");
+        let numbers = p.source("numbers", source::from_iter(0..3u64));
+        let doubled = p.stage("double", &numbers, |n| {
+            n.map(|x| {
+                tracing::info!("doubling");
+                x * 2
+            })
+        });
+        let looked_up = p.stage_async("lookup", &doubled, 2, |x| async move {
+            tracing::info!("looking up");
+            x
+        });
+        p.sink("store", &looked_up, |_| tracing::info!("storing"));
+        p.build().unwrap().start().unwrap().await.unwrap();
+    });
+    let seen = stages.0.lock().unwrap().clone();
+    for (message, stage) in [
+        ("doubling", "double"),
+        ("looking up", "lookup"),
+        ("storing", "store"),
+    ] {
+        let spans: Vec<&String> = seen
+            .iter()
+            .filter(|(m, _)| m == message)
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(spans.len(), 3, "{message}: {seen:?}");
+        assert!(
+            spans.iter().all(|s| *s == stage),
+            "{message} ran in {spans:?}"
+        );
+    }
+}

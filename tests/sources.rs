@@ -91,7 +91,7 @@ fn once_empty_and_error_sources() {
     assert_eq!(rt.block_on(source::once(7).collect()).unwrap(), vec![7]);
     assert_eq!(
         rt.block_on(source::empty::<u8>().collect()).unwrap(),
-        vec![]
+        Vec::<u8>::new()
     );
     let error = rt
         .block_on(source::error::<u8>(weir::Error::msg("no")).collect())

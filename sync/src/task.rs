@@ -17,7 +17,9 @@ use std::task::Context;
 use crate::loom::{AtomicBool, Ordering};
 use crate::{Demand, WakeSlot};
 
-/// See the [module documentation](self).
+/// The subscription state of a publisher that emits from a task of its own: `request` and
+/// `cancel` record what they want and wake the task on transitions; the task does all the
+/// emitting (see [`Next`]).
 #[derive(Debug, Default)]
 pub struct TaskSubscription {
     demand: Demand,

@@ -105,8 +105,8 @@ fn read_millis(name: &str) -> Option<Duration> {
 /// Test doubles run their checks on whatever thread the publisher or subscriber under test signals
 /// from; what they find is recorded here with [`Env::flop`] (the Java TCK's name) and turned into a
 /// test failure by [`Env::verify_no_async_errors`]. An `on_error` received by a
-/// [`ManualSubscriber`] counts as such an error until the test consumes it with
-/// [`ManualSubscriber::expect_error`]. Cheap to clone: clones share the list.
+/// [`ManualSubscriber`](crate::ManualSubscriber) counts as such an error until the test consumes it with
+/// [`ManualSubscriber::expect_error`](crate::ManualSubscriber::expect_error). Cheap to clone: clones share the list.
 #[derive(Clone)]
 pub struct Env {
     shared: Arc<Shared>,

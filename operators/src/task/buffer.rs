@@ -119,8 +119,12 @@ impl<P, T: Send + 'static> Buffer<P, T> {
     }
 }
 
-/// Items the feeding task reads ahead from the upstream of a spilling buffer.
-const FEED_PREFETCH: usize = 256;
+/// Items the feeding task of a spilling buffer whose memory part holds `memory_capacity` items
+/// reads ahead from its upstream (held in memory besides the memory part: a pipeline's inventory
+/// counts them): as many as the memory part, at most 256.
+pub fn spill_read_ahead(memory_capacity: usize) -> usize {
+    memory_capacity.clamp(1, 256)
+}
 
 /// Moves the upstream's items (read ahead through `items`) into a spilling ingress, waiting while
 /// its disk budget is full: the task stops reading, so the upstream stops being asked for more.
@@ -173,10 +177,12 @@ where
                 name,
             }) => match runtime(&name) {
                 Ok(runtime) => {
+                    let read_ahead =
+                        spill_read_ahead(output.metrics().snapshot().capacity as usize);
                     output.subscribe(subscriber);
                     // The read-ahead lane is made here, so that it is counted where the buffer
                     // is subscribed; the task only reads it.
-                    let items = into_stream_named(upstream, FEED_PREFETCH, &name);
+                    let items = into_stream_named(upstream, read_ahead, &name);
                     let feeding = Tally::new(format!("{name}.feed"));
                     // A panic while feeding (in a hand-written upstream the task drives) fails
                     // the buffer's stream: it must not end as if it had completed.

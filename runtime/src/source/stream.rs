@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
+use crate::ledger::{Reason, Tally, TallyWriter};
 use crate::task::{Next, TaskSubscription};
 use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
@@ -104,6 +105,7 @@ where
         unpack,
         look_ahead,
         held: None,
+        tally: Tally::new("from_stream").writer(),
     });
 }
 
@@ -118,6 +120,17 @@ struct StreamTask<St, S, M, T> {
     look_ahead: bool,
     /// The item looked ahead at, emitted first when demand comes.
     held: Option<T>,
+    /// Counts the item looked ahead at: held, or cancelled if the subscription ends first.
+    tally: TallyWriter,
+}
+
+impl<St, S, M, T> Drop for StreamTask<St, S, M, T> {
+    fn drop(&mut self) {
+        if self.held.take().is_some() {
+            self.tally.set_held(0);
+            self.tally.add(Reason::Cancelled, 1);
+        }
+    }
 }
 
 // No field is structurally pinned (the stream is boxed), so moving the task is fine.
@@ -141,7 +154,10 @@ where
                         catch_unwind(AssertUnwindSafe(|| this.stream.as_mut().poll_next(cx)));
                     match polled {
                         Ok(Poll::Ready(Some(item))) => match (this.unpack)(item) {
-                            Ok(item) => this.held = Some(item),
+                            Ok(item) => {
+                                this.held = Some(item);
+                                this.tally.set_held(1);
+                            }
                             Err(error) => {
                                 this.subscriber.on_error(error);
                                 return Poll::Ready(());
@@ -170,6 +186,7 @@ where
             let mut accepted = 0;
             let mut pulled = 0;
             if let Some(item) = this.held.take() {
+                this.tally.set_held(0);
                 accepted += u64::from(this.subscriber.try_on_next(item));
             }
             while accepted < demand {
