@@ -3,7 +3,7 @@
 //! `tracing` events.
 //!
 //! A running pipeline records its counters every quarter of its rate window (250 ms by default)
-//! and on every [`PipelineHandle::export_metrics`] call. Install the recorder before or after
+//! and on every [`PipelineHandle::export_metrics`](crate::PipelineHandle::export_metrics) call. Install the recorder before or after
 //! starting the pipeline: handles are looked up at every export. Without a recorder, an export
 //! costs a few dozen no-op calls.
 //!
@@ -15,7 +15,7 @@
 //! | name | type | labels | what it is |
 //! |---|---|---|---|
 //! | `weir_pipeline_live` | gauge | | 1 while the pipeline's tasks run, else 0 |
-//! | `weir_pipeline_ready` | gauge | | 1 when [`ready`](PipelineHandle::ready) holds, else 0 |
+//! | `weir_pipeline_ready` | gauge | | 1 when [`ready`](crate::PipelineHandle::ready) holds, else 0 |
 //! | `weir_pipeline_unaccounted` | gauge | | the graph's [ledger](crate::Ledger) difference: 0 when every item is accounted for (at a quiescent point) |
 //! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: handled; a fan-out: taken in) |
 //! | `weir_stage_offered_total` | counter | `stage`, `kind` | items that came into the stage (an ingress: pushes offered) |

@@ -1,34 +1,34 @@
-//! The pipeline's ledger: every item accounted for, per stage and for the whole graph.
-//!
-//! For a stage, at a quiescent point:
-//!
-//! ```text
-//! offered + made = delivered + consumed + rejected + dropped + failed + cancelled + held
-//! ```
-//!
-//! - `offered`: what came in: the pushes offered to an ingress (accepted or not), the items a
-//!   source produced, the items any other stage received on its inputs (counted by the taps on
-//!   its input edges);
-//! - `delivered`: what went out: the items a stage handed to the next ones (what they received),
-//!   the items a sink handled successfully;
-//! - `rejected`, `dropped`, `failed`, `cancelled`: the exits, each split by reason in
-//!   [`Ledger::by_reason`], as the stage's accounts counted them (its queues, its operators,
-//!   what its output edge dropped when a consumer stopped mid-burst);
-//! - `held`: what the stage holds now: queues, rings, lanes, futures in flight, a partial batch,
-//!   records on disk;
-//! - `made` / `consumed`: items a stage made out of others (a batch out of its members, broadcast
-//!   copies out of an original) and the items consumed into them.
-//!
-//! For the graph the same equation holds with `offered` summed over the ingresses and sources and
-//! `delivered` over the sinks: every item that entered is delivered, counted under a named exit,
-//! or still held. While items move, counters are read one after another, so the equation holds
-//! exactly only at a quiescent point (a pipeline that completed, failed, drained or was aborted);
-//! [`Ledger::unaccounted`] is the difference.
+//! The pipeline's ledger (see [`Ledger`]).
 
 use serde::{Deserialize, Serialize};
 use weir_runtime::ledger::{Entry, Exit, Exits};
 
-/// One stage's (or the whole graph's) books; see the [module documentation](self).
+/// The pipeline's ledger: every item accounted for, per stage and for the whole graph.
+///
+/// For a stage, at a quiescent point:
+///
+/// ```text
+/// offered + made = delivered + consumed + rejected + dropped + failed + cancelled + held
+/// ```
+///
+/// - `offered`: what came in: the pushes offered to an ingress (accepted or not), the items a
+///   source produced, the items any other stage received on its inputs (counted by the taps on
+///   its input edges);
+/// - `delivered`: what went out: the items a stage handed to the next ones (what they received),
+///   the items a sink handled successfully;
+/// - `rejected`, `dropped`, `failed`, `cancelled`: the exits, each split by reason in
+///   [`Ledger::by_reason`], as the stage's accounts counted them (its queues, its operators,
+///   what its output edge dropped when a consumer stopped mid-burst);
+/// - `held`: what the stage holds now: queues, rings, lanes, futures in flight, a partial batch,
+///   records on disk;
+/// - `made` / `consumed`: items a stage made out of others (a batch out of its members, broadcast
+///   copies out of an original) and the items consumed into them.
+///
+/// For the graph the same equation holds with `offered` summed over the ingresses and sources and
+/// `delivered` over the sinks: every item that entered is delivered, counted under a named exit,
+/// or still held. While items move, counters are read one after another, so the equation holds
+/// exactly only at a quiescent point (a pipeline that completed, failed, drained or was aborted);
+/// [`Ledger::unaccounted`] is the difference.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Items that came in.
