@@ -16,6 +16,18 @@
 //! ceiling. Delivery is at-least-once: after a crash every record acknowledged as written
 //! ([`Written`]) and not acknowledged downstream is replayed; consumers dedupe by key if needed.
 //!
+//! A full or failing disk loses nothing that was accepted: `Ok` from [`SpillLog::append`] means
+//! the log holds the record. A batch write (or its fsync) that fails is cut back to the last
+//! whole record and kept, not forgotten: the error ([`SpillError::Unwritten`]) says how many
+//! records wait, the next append, flush or sync writes them again (with their sequence numbers,
+//! so the numbering stays dense), and [`SpillLog::take_unwritten`] hands them back to a caller
+//! that keeps them elsewhere. [`SpillQueue`] does that: it holds them in memory, in their FIFO
+//! place, refuses new items (handing them back) while the disk keeps failing, writes them again
+//! when space frees, and hands every accepted item out in order. [`spill_to_disk`] fails its
+//! stream naming how many items it could not write. Only a close whose last write fails gives
+//! records up, and counts them (`dropped_unwritten`). Failed writes are counted in
+//! `write_failures`.
+//!
 //! Recovery: opening creates a missing directory, takes an exclusive lock (a second opener gets
 //! [`SpillError::Locked`]), writes the ledger back (so an unwritable directory or a full disk fails
 //! at open), and scans the last segment: a torn tail is truncated, counted (`truncations`) and logged;
@@ -71,6 +83,6 @@ pub use config::{FsyncPolicy, OnCorruption, SpillConfig, WhenFull};
 pub use error::SpillError;
 pub use log::{SpillLog, Spilled, Written};
 pub use metrics::{SpillMetrics, SpillSnapshot};
-pub use queue::{Placement, SpillPushError, SpillQueue};
+pub use queue::{ExtraMemory, Placement, RETRY_AFTER, SpillPushError, SpillQueue};
 pub use sink::{SinkOutcome, SinkReport, SpillSink, spill_to_disk};
 pub use source::{Acker, REPLAY_READ_AHEAD, Replay, replay, replay_with_acker};

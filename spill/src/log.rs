@@ -10,7 +10,13 @@
 //! - a segment is deleted only when every record in it is acknowledged (`acked_seq` reached the next
 //!   segment's first record), and never while it is the active (last) segment;
 //! - the ledger is replaced atomically; acknowledgements newer than the ledger are replayed after a
-//!   crash (at-least-once), never skipped.
+//!   crash (at-least-once), never skipped;
+//! - an append that returns `Ok` holds its record: a batch is written *before* the next record joins
+//!   it, so a failed write refuses the new item and keeps the batch (cut off the file, to be written
+//!   again or taken back); nothing after a failed write is published until it succeeds, and a
+//!   segment file always ends at a whole record once the failed write is cut off;
+//! - after a failed roll nothing more is appended to the old segment: the half-made new one
+//!   already claims the next sequence number by its name.
 //!
 //! Locks: `writer` and `reader` are independent; each may take `state` briefly (never the other way
 //! round). Writers wait for budget on the `space` condvar of `state`.
@@ -132,8 +138,8 @@ struct Inner {
 /// `every`, if anything is unsynced (a written batch, or one still in memory), it writes the batch
 /// and fsyncs, so nothing waits longer than `every`. It holds the log weakly; dropping the last
 /// [`SpillLog`] clone stops and joins it, so the log is closed (and its directory unlocked) when
-/// that drop returns. A failed write is kept and reported by the next append, flush or sync: the
-/// records of that batch were lost, and their appends had already returned.
+/// that drop returns. A failed write keeps its batch, as any failed write does: the next append,
+/// flush or sync (or the next interval) writes it again, and reports the failure if it persists.
 struct Syncer {
     stop: Mutex<Option<mpsc::Sender<()>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -175,8 +181,7 @@ fn run_syncer(log: &Weak<Inner>, every: Duration, stopped: &mpsc::Receiver<()>) 
         }
         let due = writer.unsynced || writer.batch_records > 0;
         if due && let Err(error) = inner.write_batch(&mut writer, true) {
-            tracing::warn!(dir = %inner.dir.display(), %error, "interval fsync failed");
-            writer.failed.get_or_insert(error);
+            tracing::warn!(dir = %inner.dir.display(), %error, "interval fsync failed: the batch is kept and written again");
         }
     }
 }
@@ -215,8 +220,13 @@ struct Writer {
     scratch: Vec<u8>,
     last_sync: Instant,
     unsynced: bool,
-    /// A batch write of the interval syncer failed: reported by the next append, flush or sync.
-    failed: Option<SpillError>,
+    /// The last write (or fsync) of `batch` failed: it is written again before anything joins it.
+    failed_write: bool,
+    /// Cutting a failed write off the active segment failed, so the file may end past
+    /// `active_len`: it is cut again before anything else is written to it.
+    cut_pending: bool,
+    /// Starting a new segment failed: the next append starts it before anything else.
+    roll_pending: bool,
 }
 
 struct Cursor {
@@ -321,7 +331,10 @@ impl ReadBuf {
             self.end -= self.start;
             self.start = 0;
             if self.bytes.len() < need {
-                self.bytes.resize(need.max(READ_BUFFER), 0);
+                // Exactly: `SpillLog::max_buffer_bytes` counts this buffer at its size.
+                let size = need.max(READ_BUFFER);
+                self.bytes.reserve_exact(size - self.bytes.len());
+                self.bytes.resize(size, 0);
             }
         }
         let file_pos = offset + (self.end - self.start) as u64;
@@ -403,27 +416,41 @@ impl<T> SpillLog<T> {
         self.inner.metrics.clone()
     }
 
+    /// The most bytes the log's own buffers hold: the reader's read-ahead (1 MiB, or one frame
+    /// of `max_record_bytes` if that is larger), the writer's batch (a batch is written once it
+    /// reaches `batch_bytes`, so at most that plus one frame) and the buffer an item is encoded
+    /// into (one record). Allocated as they are first used. Mapped sealed segments
+    /// ([`SpillConfig::mapped_reads`]) are page cache, not counted.
+    pub fn max_buffer_bytes(&self) -> u64 {
+        let config = &self.inner.config;
+        let max_frame = FRAME_HEADER_LEN + u64::from(config.max_record_bytes);
+        let read_ahead = (READ_BUFFER as u64).max(max_frame);
+        let batch = config.batch_bytes as u64 + max_frame;
+        read_ahead + batch + u64::from(config.max_record_bytes)
+    }
+
     /// Writes the current batch (fsync per policy) and reports how far the log is written.
+    ///
+    /// A failed write loses nothing: the error ([`SpillError::Unwritten`]) says how many records
+    /// are not written, the log keeps them and the next append, flush or sync writes them again.
     pub fn flush(&self) -> Result<Written, SpillError> {
-        let mut writer = lock(&self.inner.writer);
-        if let Some(error) = writer.failed.take() {
-            return Err(error);
-        }
-        self.inner.write_batch(&mut writer, false)
+        self.inner.write_batch(&mut lock(&self.inner.writer), false)
     }
 
     /// Writes the current batch and fsyncs, whatever the policy.
     pub fn sync(&self) -> Result<Written, SpillError> {
-        let mut writer = lock(&self.inner.writer);
-        if let Some(error) = writer.failed.take() {
-            return Err(error);
-        }
-        self.inner.write_batch(&mut writer, true)
+        self.inner.write_batch(&mut lock(&self.inner.writer), true)
     }
 
     /// Acknowledges every record below `seq`: they will not be replayed after a restart (once the
     /// ledger is persisted; see [`SpillConfig::ledger_every`]) and their segments are deleted once
     /// wholly acknowledged. Only records already read can be acknowledged (`seq` is capped there).
+    ///
+    /// The acknowledgement always takes effect in memory. A ledger write that fails (a full disk)
+    /// is counted in `write_failures` and logged, not returned: the ledger on disk lags, so
+    /// records acknowledged since its last write would be replayed after a crash (at-least-once),
+    /// and the next acknowledgement or the close writes it again. An error is returned only if
+    /// the log is closed ([`SpillError::Closed`]).
     pub fn ack_through(&self, seq: u64) -> Result<(), SpillError> {
         self.inner.ack_through(seq)
     }
@@ -450,6 +477,31 @@ impl<T> SpillLog<T> {
         lock(&self.inner.writer).next_seq
     }
 
+    /// Records accepted by [`append`](Self::append) whose write failed, held by the log until a
+    /// later write succeeds or [`take_unwritten`](Self::take_unwritten) takes them back.
+    pub fn unwritten(&self) -> u64 {
+        let writer = lock(&self.inner.writer);
+        if writer.failed_write {
+            writer.batch_records
+        } else {
+            0
+        }
+    }
+
+    /// Gives up the records whose write failed (see [`unwritten`](Self::unwritten)): they are
+    /// counted in `dropped_unwritten` and logged, and the log continues as if they had never been
+    /// appended. Returns how many. For a writer that reports them lost itself (the sink, which
+    /// fails its stream naming the count).
+    pub(crate) fn discard_unwritten(&self) -> u64 {
+        let mut writer = lock(&self.inner.writer);
+        let dropped = self.inner.forget_unwritten(&mut writer);
+        if dropped > 0 {
+            SpillMetrics::add(&self.inner.metrics.dropped_unwritten, dropped);
+            tracing::error!(dir = %self.inner.dir.display(), records = dropped, "spill records accepted but never written were given up");
+        }
+        dropped
+    }
+
     /// Flushes, fsyncs and persists the ledger. Appends afterwards fail with [`SpillError::Closed`].
     /// Dropping the last clone does the same, logging instead of returning errors.
     pub fn close(&self) -> Result<Written, SpillError> {
@@ -460,7 +512,12 @@ impl<T> SpillLog<T> {
 impl<T: Serialize> SpillLog<T> {
     /// Appends `item` to the current batch and returns its sequence number; when the budget is
     /// full, [`WhenFull`] decides (block with a timeout, or reject). The record is acknowledged as
-    /// written once [`flush`](Self::flush) (or a full batch) reports it in [`Written`].
+    /// written once [`flush`](Self::flush) (or [`sync`](Self::sync)) reports it in [`Written`].
+    ///
+    /// `Ok` means the log holds the record: it is written with its batch, or, if that write fails,
+    /// kept and written again (never forgotten). An error means the item was not appended. A full
+    /// batch is written before the next record joins it, so a failed write refuses the *next*
+    /// item, with [`SpillError::Unwritten`] saying how many accepted records wait to be written.
     pub fn append(&self, item: &T) -> Result<u64, SpillError> {
         let wait = match self.inner.config.when_full {
             WhenFull::Reject => None,
@@ -476,6 +533,39 @@ impl<T: Serialize> SpillLog<T> {
 }
 
 impl<T: DeserializeOwned> SpillLog<T> {
+    /// Takes back, oldest first, the records whose write failed ([`unwritten`](Self::unwritten)),
+    /// decoded into `out`, and returns how many were taken. The log then continues as if they had
+    /// never been appended: the next append gets the first one's sequence number, so the numbers
+    /// stay dense. For a caller that keeps them elsewhere ([`SpillQueue`](crate::SpillQueue)
+    /// keeps them in memory). A record that does not decode (a `T` whose `Deserialize` does not
+    /// read what its `Serialize` wrote; reading it from disk would fail the same way) is counted in
+    /// `corruptions` and logged.
+    pub fn take_unwritten(&self, out: &mut impl Extend<Spilled<T>>) -> u64 {
+        let inner = &*self.inner;
+        let mut writer = lock(&inner.writer);
+        if !writer.failed_write {
+            return 0;
+        }
+        let first = writer.next_seq - writer.batch_records;
+        let max_record = inner.config.max_record_bytes;
+        let mut rest = &writer.batch[..];
+        let mut seq = first;
+        while let Parsed::Frame(Frame::Record { frame_len, .. }, payload) =
+            parse_frame(rest, rest.len() as u64, max_record)
+        {
+            match postcard::from_bytes::<T>(payload) {
+                Ok(item) => out.extend(std::iter::once(Spilled { seq, item })),
+                Err(source) => {
+                    SpillMetrics::add(&inner.metrics.corruptions, 1);
+                    tracing::warn!(dir = %inner.dir.display(), seq, %source, "an unwritten spill record does not decode");
+                }
+            }
+            rest = &rest[frame_len as usize..];
+            seq += 1;
+        }
+        inner.forget_unwritten(&mut writer)
+    }
+
     /// The next unread record, or `None` when the reader has caught up with what is written
     /// (call [`flush`](Self::flush) first to read your own recent appends). Corrupt data in the
     /// middle of a segment fails with [`SpillError::Corrupt`] (naming file and offset), or is skipped
@@ -786,8 +876,10 @@ impl Inner {
                 batch_first_ms: 0,
                 scratch: Vec::new(),
                 last_sync: Instant::now(),
-                failed: None,
                 unsynced: false,
+                failed_write: false,
+                cut_pending: false,
+                roll_pending: false,
             }),
             reader: Mutex::new(Reader {
                 next_seq: acked_seq,
@@ -819,9 +911,6 @@ impl Inner {
     fn append<T: Serialize>(&self, item: &T, wait: Option<Duration>) -> Result<u64, SpillError> {
         let mut writer = lock(&self.writer);
         let w = &mut *writer;
-        if let Some(error) = w.failed.take() {
-            return Err(error);
-        }
         w.scratch.clear();
         let payload = postcard::to_extend(item, std::mem::take(&mut w.scratch))
             .map_err(SpillError::Encode)?;
@@ -842,9 +931,19 @@ impl Inner {
                 max: self.config.max_record_bytes,
             });
         }
+        // What must be written before this record joins the batch: a full batch, or one whose
+        // write failed (written again now). If that fails, this record is refused and the batch
+        // kept: `Ok` below is only ever returned for a record the log holds.
+        if w.failed_write
+            || w.batch_records >= self.config.batch_records as u64
+            || w.batch.len() >= self.config.batch_bytes
+        {
+            self.write_batch(w, false)?;
+        }
         let frame = FRAME_HEADER_LEN + payload.len() as u64;
-        let roll = w.active_len + w.batch.len() as u64 > SEGMENT_HEADER_LEN
-            && w.active_len + w.batch.len() as u64 + frame > self.config.segment_bytes;
+        let roll = w.roll_pending
+            || (w.active_len + w.batch.len() as u64 > SEGMENT_HEADER_LEN
+                && w.active_len + w.batch.len() as u64 + frame > self.config.segment_bytes);
         let needed = frame + if roll { SEGMENT_HEADER_LEN } else { 0 };
         self.reserve(w, needed, wait)?;
         if roll {
@@ -858,11 +957,6 @@ impl Inner {
         w.batch_records += 1;
         let seq = w.next_seq;
         w.next_seq += 1;
-        if w.batch_records >= self.config.batch_records as u64
-            || w.batch.len() >= self.config.batch_bytes
-        {
-            self.write_batch(w, false)?;
-        }
         Ok(seq)
     }
 
@@ -924,11 +1018,17 @@ impl Inner {
         }
     }
 
-    /// Seals the active segment and starts a new one at the next sequence number.
+    /// Seals the active segment and starts a new one at the next sequence number. A failure leaves
+    /// the active segment as it was, and the next append rolls first: nothing more goes into the
+    /// old segment, since a half-made new one (started over by that roll) already claims the next
+    /// sequence number by its name, and recovery trusts the last segment's name.
     fn roll(&self, w: &mut Writer) -> Result<(), SpillError> {
         let sync_sealed = self.config.fsync != FsyncPolicy::Never;
         self.write_batch(w, sync_sealed)?;
-        let (path, file) = create_segment(&*self.fs, &self.dir, w.next_seq, self.config.fsync)?;
+        let created = create_segment(&*self.fs, &self.dir, w.next_seq, self.config.fsync);
+        w.roll_pending = created.is_err();
+        let (path, file) =
+            created.inspect_err(|_| SpillMetrics::add(&self.metrics.write_failures, 1))?;
         w.file = file;
         w.active_first = w.next_seq;
         w.active_path = path.clone();
@@ -959,45 +1059,46 @@ impl Inner {
     }
 
     /// Writes the batch, fsyncs per policy (or if `force_sync`), and publishes the new positions.
+    /// A failure publishes nothing and loses nothing: see [`write_failed`](Self::write_failed).
     fn write_batch(&self, w: &mut Writer, force_sync: bool) -> Result<Written, SpillError> {
         let written_bytes = w.batch.len() as u64;
         let records = w.batch_records;
-        if written_bytes > 0 {
-            if let Err(error) = w.file.write_all(&w.batch) {
-                // Forget the batch: none of its records was acknowledged as written. Cut off any
-                // partial write so that the file ends at a record boundary.
-                w.next_seq -= w.batch_records;
-                w.batch.clear();
-                w.batch_records = 0;
-                if let Err(cut) = self.fs.truncate(&w.active_path, w.active_len) {
-                    tracing::warn!(file = %w.active_path.display(), %cut, "could not cut a failed batch write");
-                }
-                return Err(SpillError::io(&w.active_path, "write batch", error));
+        if w.cut_pending {
+            // Appending after the rest of a failed write would break the framing: cut it first.
+            if let Err(error) = self.fs.truncate(&w.active_path, w.active_len) {
+                return Err(self.write_failed(w, "cut a failed write", error));
             }
-            w.active_len += written_bytes;
-            w.unsynced = true;
+            w.cut_pending = false;
         }
-        let sync = w.unsynced
+        if written_bytes > 0
+            && let Err(error) = w.file.write_all(&w.batch)
+        {
+            return Err(self.write_failed(w, "write batch", error));
+        }
+        let sync = (written_bytes > 0 || w.unsynced)
             && (force_sync
                 || match self.config.fsync {
                     FsyncPolicy::EveryBatch => true,
                     FsyncPolicy::Interval(every) => w.last_sync.elapsed() >= every,
                     FsyncPolicy::Never => false,
                 });
+        if sync && let Err(error) = w.file.sync_data() {
+            return Err(self.write_failed(w, "fsync segment", error));
+        }
+        w.active_len += written_bytes;
+        if sync {
+            w.last_sync = Instant::now();
+            w.unsynced = false;
+        } else if written_bytes > 0 {
+            w.unsynced = true;
+        }
         let first_seq = w.next_seq - records;
         let first_ms = w.batch_first_ms;
         w.batch.clear();
         w.batch_records = 0;
-        let synced = if sync {
-            w.file
-                .sync_data()
-                .map_err(|e| SpillError::io(&w.active_path, "fsync segment", e))
-        } else {
-            Ok(())
-        };
-        if sync && synced.is_ok() {
-            w.last_sync = Instant::now();
-            w.unsynced = false;
+        if w.failed_write {
+            w.failed_write = false;
+            SpillMetrics::set(&self.metrics.unwritten_records, 0);
         }
         let mut state = lock(&self.state);
         if let Some(info) = state.segments.get_mut(&w.active_first) {
@@ -1005,7 +1106,7 @@ impl Inner {
         }
         state.disk_bytes += written_bytes;
         state.written_seq = w.next_seq;
-        if sync && synced.is_ok() {
+        if sync {
             state.durable_seq = w.next_seq;
         }
         if records > 0 {
@@ -1014,16 +1115,61 @@ impl Inner {
             SpillMetrics::add(&self.metrics.spilled_bytes, written_bytes);
         }
         self.publish_gauges(&mut state);
-        let written = Written {
+        Ok(Written {
             written: state.written_seq,
             durable: state.durable_seq,
-        };
-        drop(state);
-        synced.map(|()| written)
+        })
+    }
+
+    /// A write (or fsync) of the batch failed: counts it, cuts off whatever part of the batch
+    /// reached the file (so that it ends at the last published record: nothing half-written is
+    /// read, or appended after) and keeps the batch, to be written again before anything joins it.
+    /// Under [`FsyncPolicy::Interval`] and [`FsyncPolicy::Never`], batches written earlier and not
+    /// yet fsynced stay published: their fsync is retried with the next one (`durable` does not
+    /// move until then).
+    fn write_failed(&self, w: &mut Writer, stage: &'static str, error: io::Error) -> SpillError {
+        SpillMetrics::add(&self.metrics.write_failures, 1);
+        let error = SpillError::io(&w.active_path, stage, error);
+        if w.batch_records == 0 {
+            tracing::warn!(%error, "spill write failed");
+            return error;
+        }
+        w.failed_write = true;
+        SpillMetrics::set(&self.metrics.unwritten_records, w.batch_records);
+        match self.fs.truncate(&w.active_path, w.active_len) {
+            Ok(()) => w.cut_pending = false,
+            Err(cut) => {
+                w.cut_pending = true;
+                tracing::warn!(file = %w.active_path.display(), %cut, "could not cut a failed write off the spill segment: it is cut again before the next write");
+            }
+        }
+        tracing::warn!(records = w.batch_records, %error, "spill batch write failed: the records are kept and written again");
+        SpillError::Unwritten {
+            records: w.batch_records,
+            source: Box::new(error),
+        }
+    }
+
+    /// Forgets the batch whose write failed, as if its records had never been appended (their
+    /// sequence numbers are given out again). Returns how many records it held.
+    fn forget_unwritten(&self, w: &mut Writer) -> u64 {
+        if !w.failed_write {
+            return 0;
+        }
+        let records = w.batch_records;
+        w.next_seq -= records;
+        w.batch.clear();
+        w.batch_records = 0;
+        w.failed_write = false;
+        SpillMetrics::set(&self.metrics.unwritten_records, 0);
+        records
     }
 
     fn ack_through(&self, seq: u64) -> Result<(), SpillError> {
         let mut state = lock(&self.state);
+        if state.closed {
+            return Err(SpillError::Closed);
+        }
         let seq = seq.min(state.read_seq);
         if seq <= state.acked_seq {
             return Ok(());
@@ -1034,17 +1180,21 @@ impl Inner {
         let due = deleted
             || state.acked_seq - state.ledger.acked_seq >= self.config.ledger_every
             || state.ledger_at.elapsed() >= self.config.ledger_interval;
-        let result = if due {
+        if due {
             let next = state.written_seq;
-            self.persist_ledger(&mut state, next)
-        } else {
-            Ok(())
-        };
+            if let Err(error) = self.persist_ledger(&mut state, next) {
+                // The acknowledgement holds in memory; only the ledger's copy lags (records
+                // acknowledged since its last write are replayed after a crash: at-least-once).
+                // The next acknowledgement or the close writes it again.
+                SpillMetrics::add(&self.metrics.write_failures, 1);
+                tracing::warn!(dir = %self.dir.display(), %error, "could not persist the spill ledger");
+            }
+        }
         self.publish_gauges(&mut state);
         if deleted {
             self.space.notify_all();
         }
-        result
+        Ok(())
     }
 
     /// Deletes sealed segments whose every record is acknowledged. Returns whether any went.
@@ -1112,6 +1262,12 @@ impl Inner {
             });
         }
         let written = self.write_batch(&mut writer, true);
+        // The last chance to write what was appended: what fails now is lost, and counted.
+        let dropped = self.forget_unwritten(&mut writer);
+        if dropped > 0 {
+            SpillMetrics::add(&self.metrics.dropped_unwritten, dropped);
+            tracing::error!(dir = %self.dir.display(), records = dropped, "closing the spill log: records accepted but never written are lost");
+        }
         let mut state = lock(&self.state);
         state.closed = true;
         let next = writer.next_seq;

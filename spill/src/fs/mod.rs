@@ -1,10 +1,16 @@
 //! The filesystem seam: every file operation of the log goes through [`Filesystem`], so recovery
 //! tests can inject faults (a full disk, a failing fsync, a torn write) without a real broken disk.
+//! [`StdFilesystem`] is the real one; [`MemFilesystem`] keeps everything in memory, with faults to
+//! inject, for tests and the fuzz target.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+mod mem;
+
+pub use mem::MemFilesystem;
 
 /// A file opened for reading.
 pub trait ReadFile: Read + Seek + Send {}
