@@ -33,8 +33,9 @@
 //! at open), and scans the last segment: a torn tail is truncated, counted (`truncations`) and logged;
 //! a bad record followed by good ones, or any bad record in a sealed segment, is corruption:
 //! [`SpillError::Corrupt`] naming file and offset, or skipped and counted under
-//! [`OnCorruption::Skip`]. No file content makes it panic (the fuzz target in `fuzz/` checks the
-//! segment reader). Every file operation goes through the [`fs::Filesystem`] seam.
+//! [`OnCorruption::Skip`]. No file content makes it panic (the fuzz target in `fuzz/` opens and
+//! reads logs made of arbitrary bytes). Every file operation goes through the [`fs::Filesystem`]
+//! seam; [`fs::MemFilesystem`] runs a log in memory, with faults to inject.
 //!
 //! Reading: segments are read with `read(2)` into a 1 MiB read-ahead and records are checked and
 //! decoded in place. [`SpillConfig::mapped_reads`] maps sealed segments (all but the one being
@@ -76,6 +77,7 @@ pub mod fs;
 mod log;
 pub mod metrics;
 mod queue;
+mod reasons;
 mod sink;
 mod source;
 

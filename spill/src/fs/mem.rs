@@ -171,6 +171,26 @@ impl MemFilesystem {
             .collect()
     }
 
+    /// An independent copy of every directory and file (no locks, no faults): what a crash would
+    /// leave now, to open and inspect without disturbing the log running on this one.
+    pub fn snapshot(&self) -> MemFilesystem {
+        let tree = self.tree();
+        let copy = Tree {
+            nodes: tree
+                .names
+                .values()
+                .map(|node| (*node, tree.nodes.get(node).cloned().unwrap_or_default()))
+                .collect(),
+            names: tree.names.clone(),
+            next_node: tree.next_node,
+            dirs: tree.dirs.clone(),
+            ..Tree::default()
+        };
+        MemFilesystem {
+            tree: Arc::new(Mutex::new(copy)),
+        }
+    }
+
     /// What a killed process leaves behind: every written byte stays (the page cache survives a
     /// process), and the locks it held are released, so a new log can open the directory while
     /// the old one is leaked (`std::mem::forget`) instead of closed.
