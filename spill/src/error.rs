@@ -41,6 +41,18 @@ pub enum SpillError {
         #[source]
         source: io::Error,
     },
+    /// A path of the spill directory is not safe for private data: a directory that others may
+    /// write to or that another user owns, or a symlink or special file where the log keeps its
+    /// files. Nothing was read or written through it; `fix` says what to do.
+    #[error("spill path `{}` is not safe to use: {problem}; {fix}", path.display())]
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// Another process (or another log in this process) holds the directory's lock.
     #[error("spill directory `{}` is already opened by another process or log (lock `{}` is held)", dir.display(), dir.join(crate::format::LOCK_FILE).display())]
     Locked {
@@ -205,6 +217,11 @@ impl SpillError {
                 source: io(source),
             },
             SpillError::Locked { dir } => SpillError::Locked { dir: dir.clone() },
+            SpillError::Insecure { path, problem, fix } => SpillError::Insecure {
+                path: path.clone(),
+                problem: problem.clone(),
+                fix: fix.clone(),
+            },
             SpillError::Corrupt {
                 file,
                 offset,

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <dir>/LOCK                      flock'ed while a log is open (one writer process per directory)
-//! <dir>/ledger                    struct Ledger, replaced atomically (tmp + fsync + rename)
+//! <dir>/ledger                    struct Ledger, replaced atomically (ledger.tmp + fsync + rename)
 //! <dir>/<first_seq:020>.seg       segments; the name is the sequence number of the first record
 //!
 //! struct SegmentHeader {          // 36 bytes; do not reorder fields
@@ -44,6 +44,8 @@ use crate::reasons;
 pub const LOCK_FILE: &str = "LOCK";
 /// The ledger file's name.
 pub const LEDGER_FILE: &str = "ledger";
+/// The name of the ledger's temporary file while it is replaced.
+pub const LEDGER_TMP_FILE: &str = "ledger.tmp";
 /// The extension of segment files.
 pub const SEGMENT_EXT: &str = "seg";
 

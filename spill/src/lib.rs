@@ -37,6 +37,27 @@
 //! reads logs made of arbitrary bytes). Every file operation goes through the [`fs::Filesystem`]
 //! seam; [`fs::MemFilesystem`] runs a log in memory, with faults to inject.
 //!
+//! Data at rest stays private (spilled records are user data). On Unix, whatever the umask:
+//! - the log creates its directory (and any missing parent) `0700`, and every file in it
+//!   (segments, the ledger and its temporary file, the lock) `0600`, owned by the process's user;
+//!   a file others could read, left by an older version, is made `0600` at open (and logged);
+//! - an existing directory that its group or others may write to, or that another user owns, is
+//!   refused at open with [`SpillError::Insecure`], which names the path and the fix (`chmod 700`
+//!   / `chown`), unless [`SpillConfig::allow_shared_directory`] says the sharing is deliberate;
+//! - no file is opened through a symlink (`O_NOFOLLOW`) or blocked on as a fifo (`O_NONBLOCK`): a
+//!   symlink, directory or special file where the log keeps a file is refused at open
+//!   ([`SpillError::Insecure`]) and never read, written or truncated; the lock file and the
+//!   ledger's temporary file (created exclusively, `O_EXCL`, after removing whatever was at its
+//!   name) cannot be used to create, truncate or overwrite a file elsewhere;
+//! - a record longer than [`SpillConfig::max_record_bytes`], or whose contents claim more than its
+//!   bytes hold (a length prefix of 2^40 elements in a 20-byte record), is corruption under
+//!   [`OnCorruption`], never an allocation: collections are preallocated for at most as many
+//!   elements as the record has bytes.
+//!
+//! These checks go through the [`fs::Filesystem`] seam, so [`fs::MemFilesystem`] runs them with
+//! simulated owners, modes and links. What they do not cover: a process running as the same user
+//! (or root) can still read the files, and nothing is encrypted.
+//!
 //! Reading: segments are read with `read(2)` into a 1 MiB read-ahead and records are checked and
 //! decoded in place. [`SpillConfig::mapped_reads`] maps sealed segments (all but the one being
 //! written) instead: the log never writes or shrinks those, so a map cannot fault unless another
@@ -71,6 +92,7 @@
 
 pub mod config;
 mod crc;
+mod decode;
 pub mod error;
 pub mod format;
 pub mod fs;

@@ -10,7 +10,6 @@ pub(crate) const LIST_DIRECTORY: &str = "list directory";
 pub(crate) const FSYNC_DIRECTORY: &str = "fsync directory";
 pub(crate) const READ_LEDGER: &str = "read ledger";
 pub(crate) const WRITE_LEDGER: &str = "write ledger";
-pub(crate) const STAT_SEGMENT: &str = "stat segment";
 pub(crate) const CREATE_SEGMENT: &str = "create segment";
 pub(crate) const RESET_SEGMENT: &str = "reset segment";
 pub(crate) const WRITE_SEGMENT_HEADER: &str = "write segment header";
@@ -25,6 +24,9 @@ pub(crate) const WRITE_BATCH: &str = "write batch";
 pub(crate) const FSYNC_SEGMENT: &str = "fsync segment";
 pub(crate) const CUT_FAILED_WRITE: &str = "cut a failed write";
 pub(crate) const START_SYNCER: &str = "start the interval fsync thread";
+pub(crate) const CHECK_DIRECTORY: &str = "check directory";
+pub(crate) const CHECK_FILE: &str = "check file";
+pub(crate) const MAKE_PRIVATE: &str = "make file private";
 
 // Why recovery truncated the end of the last segment (logged with the truncation).
 pub(crate) const HEADER_CUT_SHORT: &str = "segment header cut short";

@@ -1,10 +1,13 @@
 //! The spill log against its invariants: round trip, rollover and deletion, budget, restart,
 //! locking, torn tails, corruption and injected I/O faults.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::segments;
 use weir_spill::fs::MemFilesystem;
 use weir_spill::{
     FsyncPolicy, OnCorruption, Placement, SpillConfig, SpillError, SpillLog, SpillQueue, WhenFull,
@@ -29,16 +32,6 @@ fn read_all(log: &SpillLog<(u64, String)>) -> Vec<u64> {
         seen.push(record.item.0);
     }
     seen
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -541,4 +534,28 @@ fn queue_recovers_spilled_items_first_after_a_restart() {
     queue.take_into(100, &mut out).unwrap();
     let order: Vec<u64> = out.into_iter().map(|(i, _)| i).collect();
     assert_eq!(order, vec![2, 3, 4, 5, 6, 7, 8, 9, 100]);
+}
+
+/// A segment deleted by someone else while the log is open is an error naming it: the reader
+/// does not look for it forever.
+#[test]
+fn a_segment_that_vanishes_under_the_log_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::open(dir.path(), small()).unwrap();
+    for i in 0..30 {
+        log.append(&item(i)).unwrap();
+    }
+    log.flush().unwrap();
+    let first = segments(dir.path()).remove(0);
+    std::fs::remove_file(&first).unwrap();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(log.read().map(|r| r.map(|r| r.seq))));
+    let error = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the read returns")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(&first.display().to_string()),
+        "{error}"
+    );
 }

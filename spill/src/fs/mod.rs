@@ -1,15 +1,23 @@
 //! The filesystem seam: every file operation of the log goes through [`Filesystem`], so recovery
-//! tests can inject faults (a full disk, a failing fsync, a torn write) without a real broken disk.
+//! tests can inject faults (a full disk, a failing fsync, a torn write) without a real broken disk,
+//! and the privacy checks (modes, owners, symlinks) run the same on a simulated tree.
 //! [`StdFilesystem`] is the real one; [`MemFilesystem`] keeps everything in memory, with faults to
 //! inject, for tests and the fuzz target.
+//!
+//! The contract every implementation keeps (what makes spilled data private at rest): directories
+//! it creates are private to their owner (`0700` on Unix) and so are files (`0600`), whatever the
+//! umask; a file is never opened through a symlink at its path (`O_NOFOLLOW`), and a path that is
+//! not a regular file is an error, never read, written or truncated.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+mod disk;
 mod mem;
 
+pub use disk::StdFilesystem;
 pub use mem::MemFilesystem;
 
 /// A file opened for reading.
@@ -35,15 +43,50 @@ pub type SegmentBytes = Box<dyn AsRef<[u8]> + Send>;
 pub trait DirLock: Send + Sync + fmt::Debug {}
 impl DirLock for File {}
 
-/// The file operations a spill log uses.
+/// What kind of entry a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (only seen without following it).
+    Symlink,
+    /// Anything else: a fifo, a socket, a device.
+    Other,
+}
+
+/// What the log checks about a path before it trusts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// What the entry is.
+    pub kind: FileKind,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its permission bits (`mode & 0o7777`), where the platform has them.
+    pub mode: Option<u32>,
+    /// Its owner's user id, where the platform has one.
+    pub uid: Option<u32>,
+}
+
+/// The file operations a spill log uses. See the module doc for the privacy contract.
 pub trait Filesystem: Send + Sync + fmt::Debug + 'static {
-    /// Creates `path` and its parents.
+    /// Creates `path` and its missing parents, each private to its owner (`0700`), whatever the
+    /// umask. Existing directories are left as they are.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// What `path` is, following symlinks (the spill directory itself may be a link).
+    fn metadata(&self, path: &Path) -> io::Result<FileInfo>;
+    /// What `path` is, without following a symlink at `path`.
+    fn symlink_metadata(&self, path: &Path) -> io::Result<FileInfo>;
+    /// The user id the process acts as (its effective uid), where the platform has one.
+    fn process_uid(&self) -> Option<u32>;
+    /// Makes a regular file readable and writable by its owner only (`0600`).
+    fn set_private(&self, path: &Path) -> io::Result<()>;
     /// The entries of a directory.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
-    /// Opens a file for reading.
+    /// Opens a regular file for reading.
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>>;
-    /// Opens a file for appending, creating it if needed.
+    /// Opens a regular file for appending, creating it (`0600`) if needed.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
     /// The first `len` bytes of a sealed segment (one the log never writes again) in memory, for the
     /// reader to check and decode in place; `Ok(None)` to have it read through
@@ -53,122 +96,35 @@ pub trait Filesystem: Send + Sync + fmt::Debug + 'static {
         let _ = (path, len);
         Ok(None)
     }
-    /// Reads a whole (small) file.
+    /// Reads a whole (small) regular file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Replaces `path` with `bytes` atomically and durably (temporary file, fsync, rename, fsync of
-    /// the directory).
+    /// Replaces `path` with `bytes` atomically and durably: a new private temporary file (created
+    /// exclusively, never through a link), fsync, rename over `path`, fsync of the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
-    /// The length of a file.
-    fn len(&self, path: &Path) -> io::Result<u64>;
-    /// Cuts a file to `len` bytes and makes that durable.
+    /// Cuts a regular file to `len` bytes and makes that durable.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
-    /// Deletes a file.
+    /// Deletes a file (a link itself, never its target).
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (created, removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Takes an exclusive lock on `path` (created if missing) without waiting: an error of kind
-    /// [`io::ErrorKind::WouldBlock`] means someone else holds it.
+    /// Takes an exclusive lock on the regular file `path` (created, `0600`, if missing) without
+    /// waiting: an error of kind [`io::ErrorKind::WouldBlock`] means someone else holds it.
     fn try_lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>>;
 }
 
-/// The real filesystem (`std::fs`; the lock is `flock` through [`File::try_lock`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StdFilesystem;
-
-impl Filesystem for StdFilesystem {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        fs::read_dir(dir)?
-            .map(|entry| entry.map(|entry| entry.path()))
-            .collect()
-    }
-
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
-        Ok(Box::new(File::open(path)?))
-    }
-
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        Ok(Box::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        ))
-    }
-
-    /// Maps the segment read-only (`mmap`, with sequential read-ahead advice), or `Ok(None)` when
-    /// the file is shorter than `len` (the read path then reports it) or `len` is 0.
-    fn map_sealed(&self, path: &Path, len: u64) -> io::Result<Option<SegmentBytes>> {
-        let file = File::open(path)?;
-        let Ok(len) = usize::try_from(len) else {
-            return Ok(None);
-        };
-        if len == 0 || file.metadata()?.len() < len as u64 {
-            return Ok(None);
-        }
-        // SAFETY: a map is sound while nobody changes or truncates the mapped bytes (a change
-        // breaks the `&[u8]` it hands out; an access past a truncated end raises SIGBUS). Here:
-        // - the log only maps a *sealed* segment, one that is not the last: it only ever appends
-        //   to the last segment, so the bytes never change;
-        // - it truncates only the last segment (back to its published length after a failed
-        //   write) and, at open, the last segment of the previous run, before any reader exists;
-        //   deleting an acknowledged segment only unlinks its name, the map keeps the file alive;
-        // - `len` is checked against the file's length just above, so the map ends inside it;
-        // - another weir process cannot open the directory: the log holds an exclusive `flock`.
-        // What remains is a process that ignores that lock and shrinks a sealed segment while it is
-        // read: documented at `SpillConfig::mapped_reads`, which is off unless a user turns it on.
-        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
-        // Only advice: the kernel reads ahead further for a cold file.
-        let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Some(Box::new(map)))
-    }
-
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        fs::read(path)
-    }
-
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        {
-            let mut file = File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_data()?;
-        }
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            self.sync_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    fn len(&self, path: &Path) -> io::Result<u64> {
-        Ok(fs::metadata(path)?.len())
-    }
-
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        let file = OpenOptions::new().write(true).open(path)?;
-        file.set_len(len)?;
-        file.sync_all()
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        fs::remove_file(path)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
-
-    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(file)),
-            Err(fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(fs::TryLockError::Error(error)) => Err(error),
-        }
-    }
+/// The error for a path that is a symlink or not a regular file where the log needs one.
+pub(crate) fn not_regular(path: &Path, kind: FileKind) -> io::Error {
+    let what = match kind {
+        FileKind::Symlink => "a symlink",
+        FileKind::Dir => "a directory",
+        FileKind::File => "a regular file",
+        FileKind::Other => "not a regular file (a fifo, socket or device)",
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "`{}` is {what}: the spill log only opens regular files, never through a link",
+            path.display()
+        ),
+    )
 }

@@ -24,6 +24,7 @@
 //! Files, by role (each uses only the ones below it):
 //! - `mod.rs`: the [`SpillLog`] handle, which assembles the parts and holds the locks;
 //! - `recover.rs`: opening a directory and recovering the last segment after a crash;
+//! - `private.rs`: the checks that keep spilled data private at rest;
 //! - `syncer.rs`: the interval fsync thread;
 //! - `writer.rs`: batching, writing, rolling over, the budget, failed writes;
 //! - `reader.rs`: reading records back, the corruption policy;
@@ -46,6 +47,7 @@ use crate::fs::DirLock;
 use crate::metrics::SpillMetrics;
 use crate::reasons;
 
+mod private;
 mod reader;
 mod recover;
 mod segment;

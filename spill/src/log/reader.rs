@@ -110,7 +110,14 @@ impl Reader {
                 );
                 match opened {
                     Ok(cursor) => self.current = Some(cursor),
-                    Err(OpenCursor::Gone(_)) => continue,
+                    Err(OpenCursor::Gone(path, error)) => {
+                        // Deleted once acknowledged: move on. Still listed: it vanished under
+                        // the log, an error (looking again would never end).
+                        if lock(&shared.state).segments.contains_key(&first) {
+                            return Err(SpillError::io(path, reasons::OPEN_FOR_READING, error));
+                        }
+                        continue;
+                    }
                     Err(OpenCursor::Failed(error)) => return Err(error),
                     Err(OpenCursor::BadHeader(path, bad)) => {
                         let reason = bad.reason();
@@ -330,7 +337,7 @@ fn deliver<T: DeserializeOwned>(
     path: &Path,
     out: &mut impl Extend<Spilled<T>>,
 ) -> Result<bool, SpillError> {
-    match postcard::from_bytes::<T>(payload) {
+    match crate::decode::decode::<T>(payload) {
         Ok(item) => {
             out.extend(std::iter::once(Spilled { seq, item }));
             Ok(true)

@@ -1,5 +1,5 @@
-//! Opening a log: the directory, its lock, the ledger, the segments, and crash recovery of the
-//! last segment. A torn tail (a partial or garbled last record with no good record after it, what
+//! Opening a log: the directory (checked private first, see `private.rs`), its lock, the ledger,
+//! the segments, and crash recovery of the last segment. A torn tail (a partial or garbled last record with no good record after it, what
 //! a crash mid-write leaves) is truncated, counted and logged; a bad record followed by good ones
 //! is corruption in the middle, handled by [`OnCorruption`]. The last segment is read with the same
 //! [`Cursor`] (and so the same frame parser) as the reader's.
@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use super::private;
 use super::reader::Reader;
 use super::segment::{BadHeader, Cursor, OpenCursor, ReadBuf};
 use super::state::{SegmentInfo, Shared, State, lock};
@@ -17,7 +18,8 @@ use super::writer::{Writer, create_segment};
 use crate::config::{OnCorruption, SpillConfig};
 use crate::error::SpillError;
 use crate::format::{
-    Frame, LEDGER_FILE, LOCK_FILE, Ledger, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name,
+    Frame, LEDGER_FILE, LEDGER_TMP_FILE, LOCK_FILE, Ledger, SEGMENT_HEADER_LEN, SegmentHeader,
+    parse_segment_name,
 };
 use crate::fs::{DirLock, Filesystem};
 use crate::metrics::SpillMetrics;
@@ -43,7 +45,10 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
     SpillMetrics::set(&metrics.budget_bytes, config.budget_bytes);
     fs.create_dir_all(dir)
         .map_err(|e| SpillError::io(dir, reasons::CREATE_DIRECTORY, e))?;
+    // Nothing in the directory is trusted before it and the lock file are.
+    private::check_directory(&*fs, dir, &config)?;
     let lock_path = dir.join(LOCK_FILE);
+    private::check_file(&*fs, &lock_path, &config)?;
     let dir_lock = match fs.try_lock(&lock_path) {
         Ok(held) => held,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -51,9 +56,8 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
         }
         Err(e) => return Err(SpillError::io(lock_path, reasons::LOCK_DIRECTORY, e)),
     };
-    let ledger = read_ledger(&*fs, dir, &config, &metrics)?;
 
-    // The segments.
+    // The segments, and every other file the log keeps: checked before any is read.
     let mut segments = BTreeMap::new();
     for path in fs
         .list(dir)
@@ -62,13 +66,24 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if let Some(first_seq) = parse_segment_name(name) {
-            let bytes = fs
-                .len(&path)
-                .map_err(|e| SpillError::io(&path, reasons::STAT_SEGMENT, e))?;
-            segments.insert(first_seq, SegmentInfo { path, bytes });
+        let first_seq = parse_segment_name(name);
+        if first_seq.is_none() && name != LEDGER_FILE && name != LEDGER_TMP_FILE {
+            continue;
+        }
+        let Some(info) = private::check_file(&*fs, &path, &config)? else {
+            continue; // gone meanwhile
+        };
+        if let Some(first_seq) = first_seq {
+            segments.insert(
+                first_seq,
+                SegmentInfo {
+                    path,
+                    bytes: info.len,
+                },
+            );
         }
     }
+    let ledger = read_ledger(&*fs, dir, &config, &metrics)?;
 
     // Recover the last segment: its valid records give the next sequence number.
     let mut samples = VecDeque::new();
@@ -237,8 +252,8 @@ fn recover_last(
     );
     let mut cursor = match opened {
         Ok(cursor) => cursor,
-        Err(OpenCursor::Gone(e)) => {
-            return Err(SpillError::io(&path, reasons::OPEN_FOR_RECOVERY, e));
+        Err(OpenCursor::Gone(path, e)) => {
+            return Err(SpillError::io(path, reasons::OPEN_FOR_RECOVERY, e));
         }
         Err(OpenCursor::Failed(error)) => return Err(error),
         Err(OpenCursor::BadHeader(_, bad @ (BadHeader::Mismatch { .. } | BadHeader::Short(_)))) => {

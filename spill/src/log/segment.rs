@@ -161,8 +161,8 @@ pub(super) struct Cursor {
 
 /// Why a segment could not be opened for reading.
 pub(super) enum OpenCursor {
-    /// The file is gone (deleted once acknowledged).
-    Gone(io::Error),
+    /// The file is not there (deleted once acknowledged, or by someone else).
+    Gone(PathBuf, io::Error),
     Failed(SpillError),
     BadHeader(PathBuf, BadHeader),
 }
@@ -212,7 +212,9 @@ impl Cursor {
         let mapped = if map && limit >= SEGMENT_HEADER_LEN {
             match fs.map_sealed(&path, limit) {
                 Ok(mapped) => mapped,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone(e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(OpenCursor::Gone(path, e));
+                }
                 Err(error) => {
                     // Reading it is still possible (and reports the real trouble, if any).
                     tracing::debug!(file = %path.display(), %error, "mapping a sealed spill segment failed: reading it instead");
@@ -226,7 +228,9 @@ impl Cursor {
             Some(bytes) => Source::Mapped(bytes),
             None => match fs.open_read(&path) {
                 Ok(file) => Source::Read(file),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenCursor::Gone(e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(OpenCursor::Gone(path, e));
+                }
                 Err(e) => return Err(OpenCursor::Failed(SpillError::io(path, stage, e))),
             },
         };

@@ -363,7 +363,7 @@ impl Writer {
         while let Parsed::Frame(Frame::Record { frame_len, .. }, payload) =
             parse_frame(rest, rest.len() as u64, max_record)
         {
-            match postcard::from_bytes::<T>(payload) {
+            match crate::decode::decode::<T>(payload) {
                 Ok(item) => out.extend(std::iter::once(Spilled { seq, item })),
                 Err(source) => {
                     SpillMetrics::add(&shared.metrics.corruptions, 1);
@@ -428,7 +428,7 @@ pub(super) fn create_segment(
 ) -> Result<(PathBuf, Box<dyn AppendFile>), SpillError> {
     let path = dir.join(segment_name(first_seq));
     // A leftover empty or torn file of the same name holds no record: start it over.
-    if fs.len(&path).is_ok() {
+    if fs.symlink_metadata(&path).is_ok() {
         fs.truncate(&path, 0)
             .map_err(|e| SpillError::io(&path, reasons::RESET_SEGMENT, e))?;
     }
