@@ -287,6 +287,7 @@ impl<T: Serialize> SpillLog<T> {
     /// kept and written again (never forgotten). An error means the item was not appended. A full
     /// batch is written before the next record joins it, so a failed write refuses the *next*
     /// item, with [`SpillError::Unwritten`] saying how many accepted records wait to be written.
+    #[inline]
     pub fn append(&self, item: &T) -> Result<u64, SpillError> {
         let wait = match self.inner.shared.config.when_full {
             WhenFull::Reject => None,
@@ -296,6 +297,7 @@ impl<T: Serialize> SpillLog<T> {
     }
 
     /// Like [`append`](Self::append) but never waits: a full budget is [`SpillError::BudgetFull`].
+    #[inline]
     pub fn try_append(&self, item: &T) -> Result<u64, SpillError> {
         lock(&self.inner.writer).append(&self.inner.shared, item, None)
     }
@@ -317,6 +319,7 @@ impl<T: DeserializeOwned> SpillLog<T> {
     /// (call [`flush`](Self::flush) first to read your own recent appends). Corrupt data in the
     /// middle of a segment fails with [`SpillError::Corrupt`] (naming file and offset), or is skipped
     /// and counted under [`OnCorruption::Skip`](crate::OnCorruption::Skip). [`read_batch`](Self::read_batch) is the fast path.
+    #[inline]
     pub fn read(&self) -> Result<Option<Spilled<T>>, SpillError> {
         let mut one = One(None);
         self.read_batch(1, &mut one)?;
@@ -343,6 +346,7 @@ impl<T: DeserializeOwned> SpillLog<T> {
     /// assert_eq!(out.iter().map(|r| r.item).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
     /// log.ack_through(out[9].seq + 1).unwrap();
     /// ```
+    #[inline]
     pub fn read_batch(
         &self,
         max: usize,

@@ -92,6 +92,7 @@ impl Writer {
     }
 
     /// Encodes `item` and appends it (see [`SpillLog::append`](super::SpillLog::append)).
+    #[inline]
     pub(super) fn append<T: Serialize>(
         &mut self,
         shared: &Shared,
