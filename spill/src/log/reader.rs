@@ -216,6 +216,8 @@ impl Reader {
 }
 
 /// Reads up to `max` records into `out` (see [`SpillLog::read_batch`](super::SpillLog::read_batch)).
+/// Inlined so that [`SpillLog::read`](super::SpillLog::read) gets a loop specialised for one record.
+#[inline]
 pub(super) fn read_batch<T: DeserializeOwned>(
     shared: &Shared,
     reader: &Mutex<Reader>,
