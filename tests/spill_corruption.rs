@@ -1,13 +1,16 @@
-//! Bad data never panics: truncated, bit-flipped and random segment files go through the segment
-//! reader (`format::scan_segment`, the fuzz target's entry point) and through a whole log (open,
-//! recovery, reads); each gives records, a counted truncation or a clear error naming file and offset.
+//! Bad data never panics: truncated, bit-flipped and random segment files go through a whole log
+//! (open with crash recovery, then reads, under both corruption policies) on an in-memory
+//! filesystem; each gives records, a counted truncation or a clear error naming file and offset.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use weir_spill::format::{self, SegmentHeader};
+use weir_spill::fs::MemFilesystem;
 use weir_spill::{OnCorruption, SpillConfig, SpillError, SpillLog};
 
 const MAX_RECORD: u32 = 1 << 16;
+const DIR: &str = "/spill";
 
 struct Rng(u64);
 impl Rng {
@@ -19,30 +22,45 @@ impl Rng {
     }
 }
 
-fn good_segment(records: u64) -> Vec<u8> {
+/// A segment of `records` records, and the offset where each record ends.
+fn good_segment(records: u64) -> (Vec<u8>, Vec<usize>) {
     let mut bytes = SegmentHeader {
         first_seq: 0,
         created_ms: 1,
     }
     .encode()
     .to_vec();
+    let mut ends = Vec::new();
     for i in 0..records {
         let payload = postcard::to_allocvec(&(i, format!("record {i}"))).unwrap();
         format::encode_record(&mut bytes, &payload, 1_000 + i);
+        ends.push(bytes.len());
     }
-    bytes
+    (bytes, ends)
 }
 
-/// Puts `bytes` as the only segment of a fresh log directory, opens the log and reads everything.
-fn through_the_log(dir: &Path, bytes: &[u8], policy: OnCorruption) -> Result<u64, SpillError> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("00000000000000000000.seg"), bytes).unwrap();
+/// Puts `bytes` as the first segment of a fresh log directory, opens the log and reads everything.
+/// The segment is the last one (recovered at open, then read as the active segment) or, when
+/// `sealed`, one followed by an empty segment (read as a sealed segment, with no recovery).
+fn through_the_log(bytes: &[u8], policy: OnCorruption, sealed: bool) -> Result<u64, SpillError> {
+    let fs = MemFilesystem::new();
+    fs.write_file(&Path::new(DIR).join("00000000000000000000.seg"), bytes);
+    if sealed {
+        let last = SegmentHeader {
+            first_seq: 1 << 20,
+            created_ms: 2,
+        };
+        fs.write_file(
+            &Path::new(DIR).join("00000000000001048576.seg"),
+            &last.encode(),
+        );
+    }
     let config = SpillConfig::new()
         .segment_bytes(1 << 20)
         .max_record_bytes(MAX_RECORD)
-        .on_corruption(policy);
-    let log = SpillLog::<(u64, String)>::open(dir, config)?;
+        .on_corruption(policy)
+        .filesystem(Arc::new(fs));
+    let log = SpillLog::<(u64, String)>::open(DIR, config)?;
     let mut read = 0;
     while let Some(record) = log.read()? {
         assert_eq!(
@@ -56,34 +74,30 @@ fn through_the_log(dir: &Path, bytes: &[u8], policy: OnCorruption) -> Result<u64
 
 #[test]
 fn truncated_files_lose_only_the_torn_tail() {
-    let bytes = good_segment(20);
-    let dir = tempfile::tempdir().unwrap();
+    let (bytes, ends) = good_segment(20);
     for cut in 0..bytes.len() {
-        let scan = format::scan_segment(&bytes[..cut], MAX_RECORD, false);
-        assert!(scan.records <= 20);
-        assert!(scan.valid_len <= cut as u64 || scan.header.is_none());
         // Every prefix is what a crash can leave: the log opens and replays the whole records.
-        let read = through_the_log(&dir.path().join("t"), &bytes[..cut], OnCorruption::Fail)
+        let read = through_the_log(&bytes[..cut], OnCorruption::Fail, false)
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        assert_eq!(read, scan.records.min(20), "cut at {cut}");
+        let whole = ends.iter().filter(|&&end| end <= cut).count() as u64;
+        assert_eq!(read, whole, "cut at {cut}");
     }
 }
 
 #[test]
 fn bit_flips_are_detected_or_reported() {
-    let bytes = good_segment(6);
-    let dir = tempfile::tempdir().unwrap();
+    let (bytes, _) = good_segment(6);
     for bit in 0..bytes.len() * 8 {
         let mut flipped = bytes.clone();
         flipped[bit / 8] ^= 1 << (bit % 8);
-        let scan = format::scan_segment(&flipped, MAX_RECORD, true);
-        assert!(
-            scan.records + scan.bad_crc < 6 + 1,
-            "bit {bit}: at most the records written"
-        );
-        for policy in [OnCorruption::Fail, OnCorruption::Skip] {
-            match through_the_log(&dir.path().join("f"), &flipped, policy) {
-                Ok(read) => assert!(read <= 6),
+        for (policy, sealed) in [
+            (OnCorruption::Fail, false),
+            (OnCorruption::Skip, false),
+            (OnCorruption::Fail, true),
+            (OnCorruption::Skip, true),
+        ] {
+            match through_the_log(&flipped, policy, sealed) {
+                Ok(read) => assert!(read <= 6, "bit {bit}: at most the records written"),
                 Err(error) => {
                     assert!(error.is_corruption(), "bit {bit}: {error}");
                     assert!(
@@ -99,7 +113,6 @@ fn bit_flips_are_detected_or_reported() {
 #[test]
 fn random_files_never_panic() {
     let mut rng = Rng(0xC0FF_EE00_1234_5678);
-    let dir = tempfile::tempdir().unwrap();
     let header = SegmentHeader {
         first_seq: 0,
         created_ms: 0,
@@ -112,9 +125,11 @@ fn random_files_never_panic() {
             // Half the files get a valid header, so the record parser sees garbage too.
             bytes.splice(0..0, header);
         }
-        let _ = format::scan_segment(&bytes, MAX_RECORD, round % 3 == 0);
-        let _ = through_the_log(&dir.path().join("r"), &bytes, OnCorruption::Fail);
-        let _ = through_the_log(&dir.path().join("r"), &bytes, OnCorruption::Skip);
+        for policy in [OnCorruption::Fail, OnCorruption::Skip] {
+            for sealed in [false, true] {
+                let _ = through_the_log(&bytes, policy, sealed);
+            }
+        }
     }
 }
 

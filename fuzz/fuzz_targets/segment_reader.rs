@@ -1,22 +1,71 @@
-//! Fuzz target for the spill segment reader: any bytes must give records, a stop reason or an error,
-//! never a panic or an unbounded allocation; and the record CRC's fast path must agree with the
-//! portable one on any header and payload.
+//! Fuzz target for the spill log's readers: any bytes, as a segment file or as the ledger, must
+//! give records, a counted truncation or a clear error, never a panic or an unbounded allocation;
+//! and the record CRC's fast path must agree with the portable one on any header and payload.
+//!
+//! The bytes go through the production path: `SpillLog::open` (crash recovery of the last segment,
+//! the ledger) and reads, on an in-memory filesystem, under both corruption policies, as the last
+//! segment and as a sealed one.
 //!
 //! - libFuzzer (nightly): `cd fuzz && cargo +nightly fuzz run segment_reader --features libfuzzer`
 //! - stable replay: `cd fuzz && cargo run --release --bin segment_reader -- FILE...` (stdin if none)
 #![cfg_attr(feature = "libfuzzer", no_main)]
 
-fn check(data: &[u8]) {
-    for skip in [false, true] {
-        let scan = weir_spill::format::scan_segment(data, 1 << 20, skip);
-        assert!(scan.valid_len <= data.len() as u64 || scan.header.is_none());
+use std::path::Path;
+use std::sync::Arc;
+
+use weir_spill::format::{self, SegmentHeader};
+use weir_spill::fs::MemFilesystem;
+use weir_spill::{OnCorruption, SpillConfig, SpillLog};
+
+const DIR: &str = "/spill";
+
+/// Opens a log whose directory holds `files` and reads everything it can.
+fn through_the_log(files: &[(&str, &[u8])], policy: OnCorruption) {
+    let fs = MemFilesystem::new();
+    for (name, bytes) in files {
+        fs.write_file(&Path::new(DIR).join(name), bytes);
     }
-    let _ = weir_spill::format::Ledger::decode(data);
+    let config = SpillConfig::new()
+        .max_record_bytes(1 << 20)
+        .on_corruption(policy)
+        .filesystem(Arc::new(fs));
+    let Ok(log) = SpillLog::<(u64, String)>::open(DIR, config) else {
+        return;
+    };
+    let mut batch = Vec::new();
+    while let Ok(n) = log.read_batch(16, &mut batch) {
+        if n == 0 {
+            break;
+        }
+        batch.clear();
+    }
+}
+
+fn check(data: &[u8]) {
+    let last = SegmentHeader {
+        first_seq: 1 << 40,
+        created_ms: 0,
+    }
+    .encode();
+    for policy in [OnCorruption::Fail, OnCorruption::Skip] {
+        // The last segment: recovered at open, then read.
+        through_the_log(&[("00000000000000000000.seg", data)], policy);
+        // A sealed segment: read by the reader alone.
+        through_the_log(
+            &[
+                ("00000000000000000000.seg", data),
+                ("00000001099511627776.seg", &last),
+            ],
+            policy,
+        );
+        // The ledger.
+        through_the_log(&[("ledger", data)], policy);
+    }
     // The reader's CRC (three interleaved chains where the CPU allows) is the portable one.
     if let Some((header, payload)) = data.split_first_chunk::<16>() {
         assert_eq!(
-            weir_spill::format::record_crc(header, payload),
-            weir_spill::format::record_crc_portable(header, payload)
+            format::record_crc(header, payload),
+            format::record_crc_portable(header, payload)
         );
     }
 }

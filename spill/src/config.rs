@@ -86,6 +86,7 @@ pub struct SpillConfig {
     pub(crate) ledger_interval: Duration,
     pub(crate) fs: Arc<dyn Filesystem>,
     pub(crate) mapped_reads: bool,
+    pub(crate) shared_directory: bool,
 }
 
 /// 64 MiB segments: large enough that rollover (one file create + directory fsync) is rare, small
@@ -123,6 +124,7 @@ impl SpillConfig {
             ledger_interval: Duration::from_millis(500),
             fs: Arc::new(StdFilesystem),
             mapped_reads: false,
+            shared_directory: false,
         }
     }
 
@@ -212,6 +214,17 @@ impl SpillConfig {
     /// sealed segment, and its directory lock keeps other weir processes out.
     pub fn mapped_reads(mut self, on: bool) -> Self {
         self.mapped_reads = on;
+        self
+    }
+
+    /// Accepts a spill directory that is writable by its group or by others, or owned by another
+    /// user: a shared setup (a service group's directory, say), chosen deliberately. Off by
+    /// default: such a directory is refused at open with [`SpillError::Insecure`], as PostgreSQL
+    /// refuses a data directory others can reach, since whoever can write to it can replace or
+    /// remove the log's files. Everything else stays as strict: files are created `0600`, links
+    /// and special files are refused, nothing is opened through a link.
+    pub fn allow_shared_directory(mut self, allow: bool) -> Self {
+        self.shared_directory = allow;
         self
     }
 

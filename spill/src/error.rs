@@ -41,6 +41,18 @@ pub enum SpillError {
         #[source]
         source: io::Error,
     },
+    /// A path of the spill directory is not safe for private data: a directory that others may
+    /// write to or that another user owns, or a symlink or special file where the log keeps its
+    /// files. Nothing was read or written through it; `fix` says what to do.
+    #[error("spill path `{}` is not safe to use: {problem}; {fix}", path.display())]
+    Insecure {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// Another process (or another log in this process) holds the directory's lock.
     #[error("spill directory `{}` is already opened by another process or log (lock `{}` is held)", dir.display(), dir.join(crate::format::LOCK_FILE).display())]
     Locked {
@@ -107,6 +119,19 @@ pub enum SpillError {
     /// The log was closed.
     #[error("spill log is closed")]
     Closed,
+    /// Records that [`append`](crate::SpillLog::append) had accepted are not written: their batch
+    /// write (or its fsync) failed, and the file was cut back to the last written record. The log
+    /// keeps them, with their sequence numbers: the next append, flush or sync writes them again,
+    /// and [`take_unwritten`](crate::SpillLog::take_unwritten) hands them back. Closing the log
+    /// is their last chance: if that write fails too, they are counted in `dropped_unwritten`.
+    #[error("spill log: {records} records are not written: {source}")]
+    Unwritten {
+        /// How many records are not written.
+        records: u64,
+        /// Why the write failed.
+        #[source]
+        source: Box<SpillError>,
+    },
 }
 
 impl SpillError {
@@ -140,6 +165,113 @@ impl SpillError {
             self,
             SpillError::BudgetFull { .. } | SpillError::BudgetTimeout { .. }
         )
+    }
+
+    /// How many accepted records are not written, for an [`SpillError::Unwritten`].
+    pub fn unwritten_records(&self) -> Option<u64> {
+        match self {
+            SpillError::Unwritten { records, .. } => Some(*records),
+            _ => None,
+        }
+    }
+
+    /// Whether the device is full ([`SpillError::DiskFull`], or records left unwritten by one).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SpillError::DiskFull { .. } => true,
+            SpillError::Unwritten { source, .. } => source.is_disk_full(),
+            _ => false,
+        }
+    }
+
+    /// The same error again, to report one failure to several callers (`io::Error` is not
+    /// `Clone`: the copy keeps its kind and message).
+    pub(crate) fn duplicate(&self) -> SpillError {
+        let io = |source: &io::Error| io::Error::new(source.kind(), source.to_string());
+        match self {
+            SpillError::Io {
+                path,
+                stage,
+                source,
+            } => SpillError::Io {
+                path: path.clone(),
+                stage,
+                source: io(source),
+            },
+            SpillError::NotWritable {
+                path,
+                stage,
+                source,
+            } => SpillError::NotWritable {
+                path: path.clone(),
+                stage,
+                source: io(source),
+            },
+            SpillError::DiskFull {
+                path,
+                stage,
+                source,
+            } => SpillError::DiskFull {
+                path: path.clone(),
+                stage,
+                source: io(source),
+            },
+            SpillError::Locked { dir } => SpillError::Locked { dir: dir.clone() },
+            SpillError::Insecure { path, problem, fix } => SpillError::Insecure {
+                path: path.clone(),
+                problem: problem.clone(),
+                fix: fix.clone(),
+            },
+            SpillError::Corrupt {
+                file,
+                offset,
+                reason,
+            } => SpillError::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            SpillError::Decode {
+                file,
+                offset,
+                seq,
+                source,
+            } => SpillError::Decode {
+                file: file.clone(),
+                offset: *offset,
+                seq: *seq,
+                source: source.clone(),
+            },
+            SpillError::Encode(source) => SpillError::Encode(source.clone()),
+            SpillError::RecordTooLarge { size, max } => SpillError::RecordTooLarge {
+                size: *size,
+                max: *max,
+            },
+            SpillError::BudgetFull {
+                budget,
+                used,
+                needed,
+            } => SpillError::BudgetFull {
+                budget: *budget,
+                used: *used,
+                needed: *needed,
+            },
+            SpillError::BudgetTimeout {
+                waited,
+                budget,
+                used,
+            } => SpillError::BudgetTimeout {
+                waited: *waited,
+                budget: *budget,
+                used: *used,
+            },
+            SpillError::Config(message) => SpillError::Config(message.clone()),
+            SpillError::Closed => SpillError::Closed,
+            SpillError::Unwritten { records, source } => SpillError::Unwritten {
+                records: *records,
+                source: Box::new(source.duplicate()),
+            },
+        }
     }
 
     /// Whether this reports bad data on disk ([`SpillError::Corrupt`] or [`SpillError::Decode`]).

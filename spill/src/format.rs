@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <dir>/LOCK                      flock'ed while a log is open (one writer process per directory)
-//! <dir>/ledger                    struct Ledger, replaced atomically (tmp + fsync + rename)
+//! <dir>/ledger                    struct Ledger, replaced atomically (ledger.tmp + fsync + rename)
 //! <dir>/<first_seq:020>.seg       segments; the name is the sequence number of the first record
 //!
 //! struct SegmentHeader {          // 36 bytes; do not reorder fields
@@ -38,12 +38,14 @@
 //! has a stable, documented wire format since 1.0, no unsafe code, and is actively maintained; bincode
 //! 2 was the alternative, but its serde support is a side feature while postcard is serde-first.
 
-use std::io::{self, Read};
+use crate::reasons;
 
 /// The lock file's name.
 pub const LOCK_FILE: &str = "LOCK";
 /// The ledger file's name.
 pub const LEDGER_FILE: &str = "ledger";
+/// The name of the ledger's temporary file while it is replaced.
+pub const LEDGER_TMP_FILE: &str = "ledger.tmp";
 /// The extension of segment files.
 pub const SEGMENT_EXT: &str = "seg";
 
@@ -83,24 +85,23 @@ impl SegmentHeader {
     /// Parses a header, saying what is wrong with a bad one.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() < SEGMENT_HEADER_LEN as usize {
-            return Err(format!(
-                "segment header is {} bytes, expected {SEGMENT_HEADER_LEN}",
-                bytes.len()
+            return Err(reasons::wrong_size(
+                "segment header",
+                bytes.len(),
+                SEGMENT_HEADER_LEN,
             ));
         }
         if bytes[0..4] != SEGMENT_MAGIC {
-            return Err(format!("bad segment magic {:02x?}", &bytes[0..4]));
+            return Err(reasons::bad_magic("segment", &bytes[0..4]));
         }
         let stored = u32_at(bytes, 32);
         let computed = crc32c::crc32c(&bytes[..32]);
         if stored != computed {
-            return Err(format!(
-                "segment header crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            ));
+            return Err(reasons::crc_mismatch("segment header", stored, computed));
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != VERSION {
-            return Err(format!("unsupported segment version {version}"));
+            return Err(reasons::unsupported_version(version));
         }
         Ok(Self {
             first_seq: u64_at(bytes, 8),
@@ -137,20 +138,19 @@ impl Ledger {
     /// Parses a ledger, saying what is wrong with a bad one.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() != LEDGER_LEN {
-            return Err(format!(
-                "ledger is {} bytes, expected {LEDGER_LEN}",
-                bytes.len()
+            return Err(reasons::wrong_size(
+                "ledger",
+                bytes.len(),
+                LEDGER_LEN as u64,
             ));
         }
         if bytes[0..4] != LEDGER_MAGIC {
-            return Err(format!("bad ledger magic {:02x?}", &bytes[0..4]));
+            return Err(reasons::bad_magic("ledger", &bytes[0..4]));
         }
         let stored = u32_at(bytes, 36);
         let computed = crc32c::crc32c(&bytes[..36]);
         if stored != computed {
-            return Err(format!(
-                "ledger crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            ));
+            return Err(reasons::crc_mismatch("ledger", stored, computed));
         }
         Ok(Self {
             acked_seq: u64_at(bytes, 8),
@@ -171,10 +171,10 @@ pub fn encode_record(out: &mut Vec<u8>, payload: &[u8], written_ms: u64) {
     out.extend_from_slice(payload);
 }
 
-/// What reading one frame found.
+/// What parsing one frame found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// A record whose payload is now in the caller's buffer.
+    /// A whole record with a good CRC.
     Record {
         /// When it was appended (ms since the Unix epoch).
         written_ms: u64,
@@ -204,6 +204,20 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// What is wrong with this frame, for an error or a warning; `None` for a record or the end.
+    pub fn problem(&self, max_record: u32) -> Option<String> {
+        match *self {
+            Frame::Record { .. } | Frame::End => None,
+            Frame::Torn { remaining } => Some(reasons::record_cut_short(remaining)),
+            Frame::BadLength { len } => Some(reasons::record_too_long(len, max_record)),
+            Frame::BadCrc {
+                stored, computed, ..
+            } => Some(reasons::crc_mismatch("record", stored, computed)),
+        }
+    }
+}
+
 /// What [`parse_frame`] found at the start of a byte slice.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
@@ -220,9 +234,15 @@ pub enum Parsed<'a> {
 }
 
 /// Parses the frame at the start of `bytes`, a prefix of the `remaining` readable bytes from the
-/// frame's start (bytes past `remaining` are ignored). No copy: a record's payload is borrowed. Never
-/// panics, whatever the bytes: this is the reader's hot path and, through [`scan_segment`], the fuzz
-/// target's entry point.
+/// frame's start (bytes past `remaining` are ignored). No copy: a record's payload is borrowed.
+/// Never panics and never allocates, whatever the bytes (a length above `max_record` is
+/// [`Frame::BadLength`], a length past `remaining` [`Frame::Torn`]).
+///
+/// The log's one frame parser: the reader's hot loop calls it on its read-ahead or mapped
+/// segment, and the same bytes go through it again, framed by a segment cursor, for the reader's
+/// general path, for crash recovery at open and for records taken back after a failed write. The
+/// fuzz target and the corruption tests drive it through `SpillLog::open` and reads on a
+/// [`MemFilesystem`](crate::fs::MemFilesystem).
 #[inline]
 pub fn parse_frame(bytes: &[u8], remaining: u64, max_record: u32) -> Parsed<'_> {
     let bytes = &bytes[..bytes
@@ -285,132 +305,6 @@ pub fn record_crc_portable(header: &[u8; FRAME_HEADER_LEN as usize], payload: &[
     crate::crc::record_portable(u32_at(header, 0), u64_at(header, 8), payload)
 }
 
-/// Reads one frame from `reader`, of which `remaining` bytes are readable, into `payload`. Never
-/// allocates more than `max_record` bytes and never panics, whatever the bytes. (The log's reader
-/// parses its own read-ahead buffer with [`parse_frame`] instead, without the copy.)
-pub fn read_frame<R: Read + ?Sized>(
-    reader: &mut R,
-    remaining: u64,
-    max_record: u32,
-    payload: &mut Vec<u8>,
-) -> io::Result<Frame> {
-    if remaining == 0 {
-        return Ok(Frame::End);
-    }
-    if remaining < FRAME_HEADER_LEN {
-        return Ok(Frame::Torn { remaining });
-    }
-    let mut header = [0u8; FRAME_HEADER_LEN as usize];
-    reader.read_exact(&mut header)?;
-    let len = u32_at(&header, 0);
-    let stored = u32_at(&header, 4);
-    let written_ms = u64_at(&header, 8);
-    if len > max_record {
-        return Ok(Frame::BadLength { len });
-    }
-    let frame_len = FRAME_HEADER_LEN + u64::from(len);
-    if frame_len > remaining {
-        return Ok(Frame::Torn { remaining });
-    }
-    payload.clear();
-    payload.resize(len as usize, 0);
-    reader.read_exact(payload)?;
-    let computed = record_crc(&header, payload);
-    if computed != stored {
-        return Ok(Frame::BadCrc {
-            stored,
-            computed,
-            frame_len,
-        });
-    }
-    Ok(Frame::Record {
-        written_ms,
-        frame_len,
-    })
-}
-
-/// What [`scan_segment`] found in a segment's bytes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SegmentScan {
-    /// The header, if it parsed.
-    pub header: Option<SegmentHeader>,
-    /// Whole records with a good CRC, in order.
-    pub records: u64,
-    /// The offset after the last good record: where a torn tail would be truncated.
-    pub valid_len: u64,
-    /// Records skipped for a bad CRC (their framing was intact).
-    pub bad_crc: u64,
-    /// Where the scan stopped and why, if not at a clean end.
-    pub stopped: Option<(u64, String)>,
-    /// The written time of the first good record.
-    pub first_written_ms: Option<u64>,
-}
-
-/// Scans a whole segment held in memory: the header, then every frame. Stops at a torn tail or a
-/// lost framing; skips (and counts) records with a bad CRC when `skip_bad_crc`. Never panics: this is
-/// the fuzz target's entry point, and the log's reader uses the same [`parse_frame`].
-pub fn scan_segment(bytes: &[u8], max_record: u32, skip_bad_crc: bool) -> SegmentScan {
-    let mut scan = SegmentScan::default();
-    match SegmentHeader::decode(bytes) {
-        Ok(header) => scan.header = Some(header),
-        Err(reason) => {
-            scan.stopped = Some((0, reason));
-            return scan;
-        }
-    }
-    let mut offset = SEGMENT_HEADER_LEN;
-    scan.valid_len = offset;
-    loop {
-        let rest = bytes.get(offset as usize..).unwrap_or_default();
-        let frame = match parse_frame(rest, rest.len() as u64, max_record) {
-            Parsed::Frame(frame, _) => frame,
-            // Unreachable: the slice holds every readable byte. Stop rather than loop.
-            Parsed::Incomplete { needed } => {
-                scan.stopped = Some((offset, format!("frame needs {needed} bytes")));
-                return scan;
-            }
-        };
-        match frame {
-            Frame::End => return scan,
-            Frame::Record {
-                written_ms,
-                frame_len,
-            } => {
-                scan.first_written_ms.get_or_insert(written_ms);
-                scan.records += 1;
-                offset += frame_len;
-                scan.valid_len = offset;
-            }
-            Frame::BadCrc {
-                stored,
-                computed,
-                frame_len,
-            } => {
-                let reason = format!(
-                    "record crc mismatch: stored {stored:#010x}, computed {computed:#010x}"
-                );
-                if !skip_bad_crc {
-                    scan.stopped = Some((offset, reason));
-                    return scan;
-                }
-                scan.bad_crc += 1;
-                offset += frame_len;
-            }
-            Frame::BadLength { len } => {
-                scan.stopped = Some((
-                    offset,
-                    format!("record length {len} exceeds the maximum {max_record}"),
-                ));
-                return scan;
-            }
-            Frame::Torn { remaining } => {
-                scan.stopped = Some((offset, format!("torn record: only {remaining} bytes left")));
-                return scan;
-            }
-        }
-    }
-}
-
 #[inline]
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];
@@ -450,34 +344,65 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// The records of `bytes` (frames after a segment header) that parse whole with a good CRC.
+    fn records(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut rest = bytes.get(SEGMENT_HEADER_LEN as usize..).unwrap_or_default();
+        let mut records = Vec::new();
+        while let Parsed::Frame(Frame::Record { frame_len, .. }, payload) =
+            parse_frame(rest, rest.len() as u64, 1024)
+        {
+            records.push(payload.to_vec());
+            rest = &rest[frame_len as usize..];
+        }
+        records
+    }
+
     #[test]
     fn record_round_trip_and_bit_flips() {
-        let mut bytes = SegmentHeader {
+        let header = SegmentHeader {
             first_seq: 7,
             created_ms: 1,
-        }
-        .encode()
-        .to_vec();
+        };
+        let mut bytes = header.encode().to_vec();
         encode_record(&mut bytes, b"hello", 42);
         encode_record(&mut bytes, b"world!", 43);
-        let scan = scan_segment(&bytes, 1024, false);
-        assert_eq!(scan.records, 2);
-        assert_eq!(scan.valid_len, bytes.len() as u64);
-        assert_eq!(scan.first_written_ms, Some(42));
+        assert_eq!(records(&bytes), [b"hello".to_vec(), b"world!".to_vec()]);
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            let scan = scan_segment(&flipped, 1024, false);
             assert!(
-                scan.records < 2
-                    || scan.header
-                        != Some(SegmentHeader {
-                            first_seq: 7,
-                            created_ms: 1
-                        }),
+                records(&flipped).len() < 2 || SegmentHeader::decode(&flipped) != Ok(header),
                 "bit {bit} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn a_frame_says_what_is_wrong_with_it() {
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, b"hello", 42);
+        let Parsed::Frame(frame, _) = parse_frame(&bytes[..10], 10, 1024) else {
+            panic!("a short frame is torn, not incomplete");
+        };
+        assert_eq!(frame, Frame::Torn { remaining: 10 });
+        assert!(frame.problem(1024).unwrap().contains("cut short"));
+        let Parsed::Frame(frame, _) = parse_frame(&bytes, bytes.len() as u64, 4) else {
+            panic!("a long frame is refused on its length");
+        };
+        assert_eq!(
+            frame.problem(4).unwrap(),
+            "record length 5 exceeds the maximum 4"
+        );
+        bytes[20] ^= 1;
+        let Parsed::Frame(frame, _) = parse_frame(&bytes, bytes.len() as u64, 1024) else {
+            panic!("a whole frame parses");
+        };
+        assert!(
+            frame
+                .problem(1024)
+                .unwrap()
+                .starts_with("record crc mismatch")
+        );
     }
 
     #[test]

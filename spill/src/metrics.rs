@@ -11,6 +11,9 @@
 //! | `budget_rejections` | appends refused (or timed out) because the budget was full |
 //! | `truncations` / `truncated_bytes` | torn tails cut off at open |
 //! | `corruptions` | corrupt records or segments found (skipped or failed on) |
+//! | `write_failures` | failed writes: batch writes, fsyncs, segment creations, ledger writes |
+//! | `unwritten_records` | records accepted by `append` whose write failed, held by the log for a retry |
+//! | `dropped_unwritten` | items given to the log to write (appended, or received by the sink) and never written: given up by a failing sink, or by a close whose last write failed (each also named in an error or a warning) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +37,9 @@ pub struct SpillMetrics {
     pub(crate) truncations: AtomicU64,
     pub(crate) truncated_bytes: AtomicU64,
     pub(crate) corruptions: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+    pub(crate) unwritten_records: AtomicU64,
+    pub(crate) dropped_unwritten: AtomicU64,
 }
 
 /// A copy of every counter of a [`SpillMetrics`].
@@ -63,6 +69,13 @@ pub struct SpillSnapshot {
     pub truncated_bytes: u64,
     /// Corrupt records or segments found.
     pub corruptions: u64,
+    /// Failed writes (batch writes, fsyncs, segment creations, ledger writes).
+    pub write_failures: u64,
+    /// Records accepted by an append whose write failed, held by the log for a retry.
+    pub unwritten_records: u64,
+    /// Items given to the log to write (appended, or received by the sink) and never written:
+    /// given up after a failed write.
+    pub dropped_unwritten: u64,
 }
 
 impl SpillMetrics {
@@ -83,6 +96,9 @@ impl SpillMetrics {
             truncations: get(&self.truncations),
             truncated_bytes: get(&self.truncated_bytes),
             corruptions: get(&self.corruptions),
+            write_failures: get(&self.write_failures),
+            unwritten_records: get(&self.unwritten_records),
+            dropped_unwritten: get(&self.dropped_unwritten),
         }
     }
 

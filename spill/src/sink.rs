@@ -6,6 +6,12 @@
 //! the budget is full the log's [`WhenFull`](crate::WhenFull) decides: `Reject` fails the stream,
 //! `Block` holds the calling thread up to its timeout (run the sink behind a boundary then).
 //! Acknowledgement happens downstream of the log: whoever replays it ([`crate::replay`]).
+//!
+//! A failed write fails the stream with [`SpillError::Unwritten`], whose count is every item the
+//! sink received and did not write: the records of the failed batch (given up) and the item the
+//! log refused. Everything before them is written. The sink cancels its upstream then; items that
+//! still arrive (a publisher may emit what was requested before it sees the cancel) are not
+//! written either. All of them are counted in the log's `dropped_unwritten`.
 
 use std::fmt;
 use std::path::Path;
@@ -16,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use weir_runtime::{Error, Subscriber, Subscription};
 
-use crate::{SpillConfig, SpillError, SpillLog, Written};
+use crate::{SpillConfig, SpillError, SpillLog, SpillMetrics, Written};
 
 /// What a finished [`SpillSink`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,25 +117,43 @@ impl<T> SpillSink<T> {
     fn finish(&mut self, result: Result<(), Error>) {
         self.subscription = None;
         if let Some(done) = self.done.take() {
-            let result = result.and_then(|()| {
-                let written = self
-                    .log
-                    .flush()
-                    .map_err(|e| Error::from(e).in_stage("spill_to_disk"))?;
-                Ok(SinkReport {
+            let result = result.and_then(|()| match self.log.flush() {
+                Ok(written) => Ok(SinkReport {
                     records: self.records,
                     written,
-                })
+                }),
+                Err(error) => Err(self.not_written(error, 0)),
             });
             let _ = done.send(result);
         }
     }
 
-    fn fail(&mut self, error: SpillError) {
+    /// The stream's error after `error` from the log, naming every item received and not
+    /// written: the records the log could not write (given up here: the sink does not retry) and
+    /// `refused` items the log did not take.
+    fn not_written(&self, error: SpillError, refused: u64) -> Error {
+        SpillMetrics::add(&self.log.metrics().dropped_unwritten, refused);
+        let lost = self.log.discard_unwritten() + refused;
+        let error = match error {
+            _ if lost == 0 => error,
+            SpillError::Unwritten { source, .. } => SpillError::Unwritten {
+                records: lost,
+                source,
+            },
+            other => SpillError::Unwritten {
+                records: lost,
+                source: Box::new(other),
+            },
+        };
+        Error::from(error).in_stage("spill_to_disk")
+    }
+
+    fn fail(&mut self, error: SpillError, refused: u64) {
         if let Some(subscription) = self.subscription.take() {
             subscription.cancel();
         }
-        self.finish(Err(Error::from(error).in_stage("spill_to_disk")));
+        let error = self.not_written(error, refused);
+        self.finish(Err(error));
     }
 }
 
@@ -145,10 +169,12 @@ impl<T: Serialize + Send + 'static> Subscriber<T> for SpillSink<T> {
 
     fn on_next(&mut self, item: T) {
         if self.done.is_none() {
-            return; // failed or cancelled: late items are ignored (rule 2.8)
+            // Failed: an item requested before the cancel (rule 2.8). Not written, counted.
+            SpillMetrics::add(&self.log.metrics().dropped_unwritten, 1);
+            return;
         }
         if let Err(error) = self.log.append(&item) {
-            self.fail(error);
+            self.fail(error, 1);
             return;
         }
         self.records += 1;
@@ -156,7 +182,7 @@ impl<T: Serialize + Send + 'static> Subscriber<T> for SpillSink<T> {
         if self.received == self.window {
             self.received = 0;
             if let Err(error) = self.log.flush() {
-                self.fail(error);
+                self.fail(error, 0);
                 return;
             }
             if let Some(subscription) = &self.subscription {
@@ -166,8 +192,12 @@ impl<T: Serialize + Send + 'static> Subscriber<T> for SpillSink<T> {
     }
 
     fn on_error(&mut self, error: Error) {
-        // What arrived before the failure is kept: write it, then report the upstream's error.
-        let _ = self.log.flush();
+        // What arrived before the failure is kept: write it, then report the upstream's error
+        // (the cause of the end). Items that cannot be written are counted and logged.
+        if let Err(write) = self.log.flush() {
+            let lost = self.log.discard_unwritten();
+            tracing::error!(records = lost, error = %write, "spill_to_disk: the upstream failed, and items received before it could not be written");
+        }
         self.finish(Err(error));
     }
 
@@ -179,7 +209,7 @@ impl<T: Serialize + Send + 'static> Subscriber<T> for SpillSink<T> {
         if self.done.is_some()
             && let Err(error) = self.log.flush()
         {
-            self.fail(error);
+            self.fail(error, 0);
         }
     }
 }

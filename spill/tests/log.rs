@@ -1,13 +1,14 @@
 //! The spill log against its invariants: round trip, rollover and deletion, budget, restart,
 //! locking, torn tails, corruption and injected I/O faults.
 
-use std::io;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir_spill::fs::{AppendFile, DirLock, Filesystem, ReadFile, StdFilesystem};
+use support::segments;
+use weir_spill::fs::MemFilesystem;
 use weir_spill::{
     FsyncPolicy, OnCorruption, Placement, SpillConfig, SpillError, SpillLog, SpillQueue, WhenFull,
 };
@@ -31,16 +32,6 @@ fn read_all(log: &SpillLog<(u64, String)>) -> Vec<u64> {
         seen.push(record.item.0);
     }
     seen
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -351,119 +342,43 @@ fn mapped_segments_can_be_deleted_while_mapped() {
     );
 }
 
-/// A filesystem whose appends fail with "no space left" once `full` is set.
-#[derive(Debug, Default)]
-struct FullDisk {
-    full: Arc<AtomicBool>,
-}
-
-struct FullFile {
-    inner: Box<dyn AppendFile>,
-    full: Arc<AtomicBool>,
-}
-
-impl io::Write for FullFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.full.load(Ordering::SeqCst) {
-            // Half the batch lands before the device fills up.
-            let half = self.inner.write(&buf[..buf.len() / 2])?;
-            let _ = half;
-            return Err(io::Error::from(io::ErrorKind::StorageFull));
-        }
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl AppendFile for FullFile {
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
-impl Filesystem for FullDisk {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFilesystem.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        StdFilesystem.list(dir)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadFile>> {
-        StdFilesystem.open_read(path)
-    }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        Ok(Box::new(FullFile {
-            inner: StdFilesystem.open_append(path)?,
-            full: self.full.clone(),
-        }))
-    }
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        StdFilesystem.read(path)
-    }
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(io::ErrorKind::StorageFull.into());
-        }
-        StdFilesystem.write_atomic(path, bytes)
-    }
-    fn len(&self, path: &Path) -> io::Result<u64> {
-        StdFilesystem.len(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        StdFilesystem.truncate(path, len)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFilesystem.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFilesystem.sync_dir(dir)
-    }
-    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn DirLock>> {
-        StdFilesystem.try_lock(path)
-    }
-}
-
 #[test]
 fn a_full_disk_is_a_clear_error_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let fs = Arc::new(FullDisk { full: full.clone() });
-    let log = SpillLog::open(dir.path(), small().filesystem(fs.clone())).unwrap();
+    let fs = MemFilesystem::new();
+    let config = || small().filesystem(Arc::new(fs.clone()));
+    let log = SpillLog::open("/spill", config()).unwrap();
     for i in 0..3 {
         log.append(&item(i)).unwrap();
     }
     assert_eq!(log.flush().unwrap().durable, 3);
-    full.store(true, Ordering::SeqCst);
+    fs.set_capacity(Some(fs.used() + 20));
     log.append(&item(3)).unwrap();
     let error = log.flush().unwrap_err();
-    assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
+    assert!(error.is_disk_full(), "{error}");
     assert!(error.to_string().contains("write batch"), "{error}");
-    full.store(false, Ordering::SeqCst);
-    // The failed batch was cut off: numbering continues from the last written record.
-    assert_eq!(log.append(&item(3)).unwrap(), 3);
+    fs.set_capacity(None);
+    // The failed batch was kept: it is written before the next record, numbering continues.
+    assert_eq!(log.append(&item(4)).unwrap(), 4);
     log.flush().unwrap();
-    assert_eq!(read_all(&log), vec![0, 1, 2, 3]);
+    assert_eq!(read_all(&log), vec![0, 1, 2, 3, 4]);
     drop(log);
     // At open, a full disk (the ledger cannot be written) is an error too.
-    full.store(true, Ordering::SeqCst);
-    let error = SpillLog::<u64>::open(dir.path(), small().filesystem(fs)).unwrap_err();
+    fs.set_capacity(Some(fs.used()));
+    let error = SpillLog::<u64>::open("/spill", config()).unwrap_err();
     assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
 }
 
-/// A batch the interval syncer fails to write is reported by the next call, not only logged.
+/// A batch the interval syncer fails to write is kept, and reported by the next call while the
+/// disk stays full.
 #[test]
 fn a_failed_background_write_is_reported_by_the_next_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let fs = Arc::new(FullDisk { full: full.clone() });
+    let fs = MemFilesystem::new();
     let config = small()
         .batch_records(1_000)
         .fsync(FsyncPolicy::Interval(Duration::from_millis(5)))
-        .filesystem(fs);
-    let log = SpillLog::open(dir.path(), config).unwrap();
-    full.store(true, Ordering::SeqCst);
+        .filesystem(Arc::new(fs.clone()));
+    let log = SpillLog::open("/spill", config).unwrap();
+    fs.set_capacity(Some(fs.used()));
     log.append(&item(0)).unwrap();
     // The syncer tries to write the batch within a few intervals and fails.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -474,7 +389,7 @@ fn a_failed_background_write_is_reported_by_the_next_call() {
         }
         assert!(std::time::Instant::now() < deadline, "no error reported");
     };
-    assert!(matches!(error, SpillError::DiskFull { .. }), "{error}");
+    assert!(error.is_disk_full(), "{error}");
 }
 
 #[test]
@@ -619,4 +534,28 @@ fn queue_recovers_spilled_items_first_after_a_restart() {
     queue.take_into(100, &mut out).unwrap();
     let order: Vec<u64> = out.into_iter().map(|(i, _)| i).collect();
     assert_eq!(order, vec![2, 3, 4, 5, 6, 7, 8, 9, 100]);
+}
+
+/// A segment deleted by someone else while the log is open is an error naming it: the reader
+/// does not look for it forever.
+#[test]
+fn a_segment_that_vanishes_under_the_log_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::open(dir.path(), small()).unwrap();
+    for i in 0..30 {
+        log.append(&item(i)).unwrap();
+    }
+    log.flush().unwrap();
+    let first = segments(dir.path()).remove(0);
+    std::fs::remove_file(&first).unwrap();
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(log.read().map(|r| r.map(|r| r.seq))));
+    let error = outcome
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the read returns")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(&first.display().to_string()),
+        "{error}"
+    );
 }
