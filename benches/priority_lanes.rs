@@ -30,7 +30,7 @@ fn run(with_batch_load: bool) -> Vec<f64> {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let (interactive, interactive_in) = ingress::<(bool, Instant)>(
+        let (interactive, interactive_in) = ingress::bounded::<(bool, Instant)>(
             IngressConfig::new(
                 "interactive",
                 1_024,
@@ -40,7 +40,7 @@ fn run(with_batch_load: bool) -> Vec<f64> {
             )
             .unwrap(),
         );
-        let (batch, batch_in) = ingress::<(bool, Instant)>(
+        let (batch, batch_in) = ingress::bounded::<(bool, Instant)>(
             IngressConfig::new("batch", 100_000, Overflow::DropNewest).unwrap(),
         );
         let lanes = PriorityLanes::new()

@@ -87,7 +87,7 @@ struct Outcomes {
 
 async fn run_weir(options: &Options, overflow: Overflow) -> Result<Outcomes, Error> {
     let config = IngressConfig::new("checkout", options.capacity, overflow)?;
-    let (handle, events) = ingress::<Event>(config);
+    let (handle, events) = ingress::bounded::<Event>(config);
     let metrics = handle.metrics();
     let consumer_ns = options.consumer_ns;
     // The consumer runs behind a boundary, in its own task.
@@ -118,12 +118,12 @@ async fn run_weir(options: &Options, overflow: Overflow) -> Result<Outcomes, Err
     }
     drop(handle); // close: the consumer finishes what was accepted
     outcomes.delivered = consumer.await.map_err(Error::msg)??.0;
-    outcomes.evicted_oldest = metrics.shed(weir::metrics::Reason::DroppedOldest);
+    outcomes.evicted_oldest = metrics.shed(weir::runtime::metrics::Reason::DroppedOldest);
     println!("ingress metrics: {}", describe(&metrics.snapshot()));
     Ok(outcomes)
 }
 
-fn describe(snapshot: &weir::metrics::BoundarySnapshot) -> String {
+fn describe(snapshot: &weir::runtime::metrics::BoundarySnapshot) -> String {
     format!(
         "in={} out={} depth={} rejected={:?} dropped={:?} producer_wait={:.0}ms",
         snapshot.items_in,

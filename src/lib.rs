@@ -15,19 +15,15 @@ pub use weir_spill as spill;
 #[cfg(feature = "tck")]
 pub use weir_tck as tck;
 
-pub use weir_runtime::{
-    BoxPublisher, Error, ErrorKind, Processor, Publisher, Subscriber, Subscription, boundary,
-    ingress, metrics, sink, source,
-};
-
 /// The names most programs need: `use weir::prelude::*;`.
 pub mod prelude {
     pub use weir_dsl::Pipeline;
     pub use weir_operators::{Lagging, PublisherExt};
     pub use weir_runtime::boundary::BoundaryConfig;
-    pub use weir_runtime::ingress::{
-        IngressConfig, Overflow, PushError, Pushed, SpillFull, ingress,
+    pub use weir_runtime::ingress::{self, IngressConfig, Overflow, PushError, SpillFull};
+    pub use weir_runtime::queue::{Pushed, WhenFull};
+    pub use weir_runtime::{
+        BoxPublisher, Error, ErrorKind, Publisher, Subscriber, Subscription, sink, source,
     };
-    pub use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, sink, source};
     pub use weir_spill::{SpillConfig, SpillQueue};
 }

@@ -42,7 +42,7 @@ proptest! {
 
 #[tokio::test(start_paused = true)]
 async fn a_partial_batch_goes_when_its_oldest_item_has_waited_max_wait() {
-    let (handle, publisher) = ingress::<u32>(
+    let (handle, publisher) = ingress::bounded::<u32>(
         IngressConfig::new(
             "in",
             16,

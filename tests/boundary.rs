@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use support::{probe, runtime};
+use weir::prelude::ErrorKind;
 use weir::prelude::*;
-use weir::{ErrorKind, boundary};
+use weir::runtime::boundary;
 
 #[test]
 fn never_holds_more_than_its_capacity() {
@@ -94,10 +95,10 @@ fn errors_arrive_after_the_items_accepted_before_them() {
     let (subscriber, recorder) = probe::<u32>();
     outlet.subscribe(subscriber);
     // Play a well-behaved upstream by hand: two items within the granted capacity, then a failure.
-    inlet.on_subscribe(weir::Subscription::noop());
+    inlet.on_subscribe(weir::runtime::Subscription::noop());
     inlet.on_next(1);
     inlet.on_next(2);
-    inlet.on_error(weir::Error::msg("boom"));
+    inlet.on_error(weir::runtime::Error::msg("boom"));
     recorder.expect_quiet(Duration::from_millis(50)); // no demand yet: items wait, the error waits
     recorder.request(10);
     let error = recorder.expect_terminal().unwrap_err();
@@ -112,7 +113,7 @@ fn an_upstream_that_ignores_demand_is_stopped_with_a_clear_error() {
     let (mut inlet, outlet) = boundary::processor::<u32>(BoundaryConfig::new("hop", 2).unwrap());
     let (subscriber, recorder) = probe::<u32>();
     outlet.subscribe(subscriber);
-    inlet.on_subscribe(weir::Subscription::noop());
+    inlet.on_subscribe(weir::runtime::Subscription::noop());
     for i in 0..10 {
         inlet.on_next(i); // far beyond the capacity of 2 (rounded up to a ring of 2)
     }
@@ -174,7 +175,7 @@ fn metrics_show_depth_waits_and_age_under_pressure() {
     assert!(snapshot.producer_wait_ms >= 40.0, "{snapshot:?}");
     assert_eq!(snapshot.oldest_item_age_ms, None);
     let json = serde_json::to_string(&snapshot).unwrap();
-    let back: weir::metrics::BoundarySnapshot = serde_json::from_str(&json).unwrap();
+    let back: weir::runtime::metrics::BoundarySnapshot = serde_json::from_str(&json).unwrap();
     assert_eq!(back, snapshot);
 }
 

@@ -5,11 +5,11 @@ mod support;
 use std::time::Duration;
 
 use support::{probe, runtime};
-use weir::metrics::Reason;
 use weir::prelude::*;
+use weir::runtime::metrics::Reason;
 
 /// Waits until the buffer was offered `n` items (its upstream ran through).
-fn until_offered(metrics: &weir::metrics::BoundaryMetrics, n: u64) {
+fn until_offered(metrics: &weir::runtime::metrics::BoundaryMetrics, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while metrics.offered() < n {
         assert!(
@@ -25,7 +25,11 @@ fn drop_oldest_keeps_the_freshest_and_counts_the_rest() {
     let rt = runtime();
     let _guard = rt.enter();
     let (subscriber, recorder) = probe::<u32>();
-    let buffered = source::from_iter(0..100u32).buffer("telemetry", 8, Overflow::DropOldest);
+    let buffered = source::from_iter(0..100u32).buffer(
+        "telemetry",
+        8,
+        weir::runtime::queue::WhenFull::DropOldest,
+    );
     let metrics = buffered.metrics().unwrap();
     buffered.subscribe(subscriber);
     // Nothing requested yet: the whole upstream runs through the buffer, keeping the newest 8.
@@ -46,7 +50,11 @@ fn drop_newest_keeps_the_first_and_counts_the_rest() {
     let rt = runtime();
     let _guard = rt.enter();
     let (subscriber, recorder) = probe::<u32>();
-    let buffered = source::from_iter(0..100u32).buffer("telemetry", 8, Overflow::DropNewest);
+    let buffered = source::from_iter(0..100u32).buffer(
+        "telemetry",
+        8,
+        weir::runtime::queue::WhenFull::DropNewest,
+    );
     let metrics = buffered.metrics().unwrap();
     buffered.subscribe(subscriber);
     until_offered(&metrics, 100);
@@ -61,13 +69,8 @@ fn reject_fails_the_stream_after_the_buffered_items() {
     let rt = runtime();
     let _guard = rt.enter();
     let (subscriber, recorder) = probe::<u32>();
-    let buffered = source::from_iter(0..100u32).buffer(
-        "orders",
-        8,
-        Overflow::Reject {
-            retry_after: Duration::from_millis(1),
-        },
-    );
+    let buffered =
+        source::from_iter(0..100u32).buffer("orders", 8, weir::runtime::queue::WhenFull::Refuse);
     let metrics = buffered.metrics().unwrap();
     buffered.subscribe(subscriber);
     until_offered(&metrics, 9);
@@ -86,13 +89,7 @@ fn block_is_backpressure_and_loses_nothing() {
     let items = rt
         .block_on(
             source::from_iter(0..10_000u32)
-                .buffer(
-                    "orders",
-                    16,
-                    Overflow::Block {
-                        timeout: Duration::from_secs(1),
-                    },
-                )
+                .buffer("orders", 16, weir::runtime::queue::WhenFull::Wait)
                 .collect(),
         )
         .unwrap();
@@ -103,12 +100,12 @@ fn block_is_backpressure_and_loses_nothing() {
 fn zero_capacity_fails_the_subscription_with_the_stage_name() {
     let (subscriber, recorder) = probe::<u32>();
     source::from_iter(0..3u32)
-        .buffer("orders", 0, Overflow::DropNewest)
+        .buffer("orders", 0, weir::runtime::queue::WhenFull::DropNewest)
         .subscribe(subscriber);
     let error = recorder.expect_terminal().unwrap_err();
     assert_eq!(
         error.to_string(),
-        "stage `orders`: an ingress needs a capacity of at least 1"
+        "stage `orders`: a queue needs a capacity of at least 1"
     );
 }
 
@@ -125,7 +122,7 @@ fn a_shedding_buffer_over_an_endless_source_returns_from_subscribe() {
     std::thread::spawn(move || {
         let _guard = handle.enter();
         source::from_iter(0u64..)
-            .buffer("telemetry", 8, Overflow::DropOldest)
+            .buffer("telemetry", 8, weir::runtime::queue::WhenFull::DropOldest)
             .subscribe(subscriber);
         let _ = returned.send(());
     });

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::probe;
-use weir::metrics::Reason;
 use weir::operators::{Lagging, balance, broadcast, partition};
 use weir::prelude::*;
+use weir::runtime::metrics::Reason;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_waits_for_the_slowest_and_everyone_gets_everything() {
@@ -127,7 +127,10 @@ async fn expect_outputs_panicked<T: std::fmt::Debug + Send + 'static>(
         .collect();
     for task in tasks {
         let error = task.await.unwrap().unwrap_err();
-        assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+        assert!(matches!(
+            error.kind(),
+            weir::runtime::ErrorKind::Panicked(_)
+        ));
         assert_eq!(error.to_string(), expected);
     }
 }

@@ -49,7 +49,7 @@ async fn an_inner_error_or_a_panic_fails_the_stream() {
     let error = source::from_iter(0..10u32)
         .flat_map(2, |n| {
             if n == 3 {
-                source::error::<u32>(weir::Error::msg("inner 3 broke")).boxed()
+                source::error::<u32>(weir::runtime::Error::msg("inner 3 broke")).boxed()
             } else {
                 source::from_iter([n]).boxed()
             }
@@ -74,22 +74,32 @@ async fn an_inner_error_or_a_panic_fails_the_stream() {
 fn probe_u64() -> (Counter, CounterHandle) {
     let shared = Arc::new((
         AtomicU64::new(0),
-        std::sync::Mutex::new(None::<weir::Subscription>),
+        std::sync::Mutex::new(None::<weir::runtime::Subscription>),
     ));
     (Counter(shared.clone()), CounterHandle(shared))
 }
 
-struct Counter(Arc<(AtomicU64, std::sync::Mutex<Option<weir::Subscription>>)>);
-struct CounterHandle(Arc<(AtomicU64, std::sync::Mutex<Option<weir::Subscription>>)>);
+struct Counter(
+    Arc<(
+        AtomicU64,
+        std::sync::Mutex<Option<weir::runtime::Subscription>>,
+    )>,
+);
+struct CounterHandle(
+    Arc<(
+        AtomicU64,
+        std::sync::Mutex<Option<weir::runtime::Subscription>>,
+    )>,
+);
 
 impl Subscriber<u64> for Counter {
-    fn on_subscribe(&mut self, subscription: weir::Subscription) {
+    fn on_subscribe(&mut self, subscription: weir::runtime::Subscription) {
         *self.0.1.lock().unwrap() = Some(subscription);
     }
     fn on_next(&mut self, _: u64) {
         self.0.0.fetch_add(1, Ordering::SeqCst);
     }
-    fn on_error(&mut self, error: weir::Error) {
+    fn on_error(&mut self, error: weir::runtime::Error) {
         panic!("{error}");
     }
     fn on_complete(&mut self) {}

@@ -94,7 +94,10 @@ async fn a_panicking_key_fails_the_stream_naming_the_stage() {
         .collect()
         .await
         .unwrap_err();
-    assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+    assert!(matches!(
+        error.kind(),
+        weir::runtime::ErrorKind::Panicked(_)
+    ));
     assert_eq!(error.to_string(), "stage `group_by`: panicked: bad key");
 }
 
@@ -133,7 +136,10 @@ async fn a_panicking_key_drops_every_item_exactly_once() {
         .await
         .map(|_| ())
         .unwrap_err();
-    assert!(matches!(error.kind(), weir::ErrorKind::Panicked(_)));
+    assert!(matches!(
+        error.kind(),
+        weir::runtime::ErrorKind::Panicked(_)
+    ));
     // The lane and the source let go of their items once the cancel has reached them.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while DROPPED.load(Ordering::SeqCst) < CREATED.load(Ordering::SeqCst)

@@ -5,9 +5,9 @@ mod support;
 use std::time::Duration;
 
 use support::probe;
-use weir::ErrorKind;
-use weir::metrics::Reason;
 use weir::prelude::*;
+use weir::runtime::ErrorKind;
+use weir::runtime::metrics::Reason;
 
 fn config(capacity: usize, overflow: Overflow) -> IngressConfig {
     IngressConfig::new("checkout", capacity, overflow).unwrap()
@@ -16,7 +16,7 @@ fn config(capacity: usize, overflow: Overflow) -> IngressConfig {
 #[tokio::test]
 async fn reject_hands_the_item_back_with_a_retry_hint_and_counts_it() {
     let retry_after = Duration::from_millis(250);
-    let (handle, publisher) = ingress::<u32>(config(2, Overflow::Reject { retry_after }));
+    let (handle, publisher) = ingress::bounded::<u32>(config(2, Overflow::Reject { retry_after }));
     assert_eq!(handle.push(1).await.unwrap(), Pushed::Enqueued);
     assert_eq!(handle.push(2).await.unwrap(), Pushed::Enqueued);
     let error = handle.push(3).await.unwrap_err();
@@ -40,7 +40,7 @@ async fn reject_hands_the_item_back_with_a_retry_hint_and_counts_it() {
 
 #[tokio::test]
 async fn drop_newest_refuses_the_new_item_and_drop_oldest_evicts_the_old_one() {
-    let (handle, publisher) = ingress::<u32>(config(2, Overflow::DropNewest));
+    let (handle, publisher) = ingress::bounded::<u32>(config(2, Overflow::DropNewest));
     for i in 0..5 {
         let _ = handle.try_push(i);
     }
@@ -49,7 +49,7 @@ async fn drop_newest_refuses_the_new_item_and_drop_oldest_evicts_the_old_one() {
     assert_eq!(publisher.collect().await.unwrap(), vec![0, 1]);
     assert_eq!(metrics.shed(Reason::DroppedNewest), 3);
 
-    let (handle, publisher) = ingress::<u32>(config(2, Overflow::DropOldest));
+    let (handle, publisher) = ingress::bounded::<u32>(config(2, Overflow::DropOldest));
     let mut outcomes = Vec::new();
     for i in 0..5 {
         outcomes.push(handle.try_push(i).unwrap());
@@ -67,7 +67,7 @@ async fn drop_newest_refuses_the_new_item_and_drop_oldest_evicts_the_old_one() {
 #[tokio::test(start_paused = true)]
 async fn block_waits_for_space_then_times_out_with_the_item() {
     let timeout = Duration::from_millis(100);
-    let (handle, publisher) = ingress::<u32>(config(1, Overflow::Block { timeout }));
+    let (handle, publisher) = ingress::bounded::<u32>(config(1, Overflow::Block { timeout }));
     handle.push(1).await.unwrap();
     // Full and nobody consumes: the push waits the whole timeout, then hands the item back.
     let started = tokio::time::Instant::now();
@@ -96,7 +96,7 @@ async fn block_waits_for_space_then_times_out_with_the_item() {
 
 #[tokio::test]
 async fn pushes_after_close_fail_and_return_the_item() {
-    let (handle, publisher) = ingress::<String>(config(4, Overflow::DropNewest));
+    let (handle, publisher) = ingress::bounded::<String>(config(4, Overflow::DropNewest));
     handle.push("a".into()).await.unwrap();
     handle.close();
     assert!(handle.is_closed());
@@ -108,7 +108,7 @@ async fn pushes_after_close_fail_and_return_the_item() {
 
 #[tokio::test]
 async fn cancel_closes_the_ingress_and_counts_what_was_still_queued() {
-    let (handle, publisher) = ingress::<u32>(config(8, Overflow::DropNewest));
+    let (handle, publisher) = ingress::bounded::<u32>(config(8, Overflow::DropNewest));
     for i in 0..6 {
         handle.push(i).await.unwrap();
     }
@@ -131,7 +131,7 @@ async fn cancel_closes_the_ingress_and_counts_what_was_still_queued() {
 
 #[tokio::test]
 async fn a_second_subscriber_gets_a_clear_error() {
-    let (handle, publisher) = ingress::<u32>(config(4, Overflow::DropNewest));
+    let (handle, publisher) = ingress::bounded::<u32>(config(4, Overflow::DropNewest));
     let (first, _recorder) = probe::<u32>();
     publisher.clone().subscribe(first);
     let error = publisher.collect().await.unwrap_err();
@@ -151,7 +151,7 @@ fn zero_capacity_is_refused_with_the_stage_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_producers_every_item_is_delivered_or_counted() {
-    let (handle, publisher) = ingress::<u64>(config(
+    let (handle, publisher) = ingress::bounded::<u64>(config(
         64,
         Overflow::Reject {
             retry_after: Duration::from_millis(1),

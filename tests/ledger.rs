@@ -199,9 +199,10 @@ fn ledger_abort_counts_async_calls_in_flight() {
         }
         running.abort();
         let _ = (&mut running).await;
+        // Cancellation travels through the stages' tasks: wait until they let go of everything.
         let mut snapshot = running.metrics();
-        for _ in 0..200 {
-            if snapshot.ledger().balances() {
+        for _ in 0..500 {
+            if snapshot.ledger().balances() && snapshot.ledger().held == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::probe;
-use weir::ErrorKind;
 use weir::prelude::*;
+use weir::runtime::ErrorKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_concurrency_futures_run_and_order_is_kept() {
@@ -100,7 +100,7 @@ async fn zero_concurrency_is_a_clear_error() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through() {
-    let error = source::error::<u64>(weir::Error::msg("db down"))
+    let error = source::error::<u64>(weir::runtime::Error::msg("db down"))
         .map_async(2, |x| async move { x })
         .collect()
         .await

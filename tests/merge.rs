@@ -81,7 +81,7 @@ fn an_error_fails_fast_and_cancels_the_others() {
             counter.fetch_add(1, Ordering::Relaxed);
         })
         .boxed();
-    let failing = source::error::<u64>(weir::Error::msg("source 2 broke")).boxed();
+    let failing = source::error::<u64>(weir::runtime::Error::msg("source 2 broke")).boxed();
     let error = rt
         .block_on(merge(vec![endless, failing]).collect())
         .unwrap_err();
@@ -102,7 +102,7 @@ fn delay_error_lets_the_others_finish_first() {
     let (subscriber, recorder) = probe::<u64>();
     merge_delay_error(vec![
         source::from_iter(0..50u64).boxed(),
-        source::error::<u64>(weir::Error::msg("late")).boxed(),
+        source::error::<u64>(weir::runtime::Error::msg("late")).boxed(),
     ])
     .subscribe(subscriber);
     recorder.request(u64::MAX);

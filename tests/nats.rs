@@ -420,7 +420,7 @@ impl DemandProbe {
 }
 
 /// Takes everything from a spill store, waiting for its reader between empty takes.
-async fn take_all<S: weir::ingress::SpillStore<u64> + std::fmt::Debug>(
+async fn take_all<S: weir::runtime::queue::SpillStore<u64> + std::fmt::Debug>(
     store: &mut S,
     expected: usize,
 ) -> Vec<u64> {
@@ -445,7 +445,7 @@ async fn take_all<S: weir::ingress::SpillStore<u64> + std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spill_store_round_trips_through_the_broker_in_order() {
-    use weir::ingress::{SpillStore, StoreRefusal};
+    use weir::runtime::queue::{SpillStore, StoreRefusal};
     use weir_nats::{JetStreamSpillStore, SpillStoreConfig};
 
     let Some(server) = server_for_tests().unwrap() else {

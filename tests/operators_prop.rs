@@ -15,7 +15,7 @@ use weir::operators::{
 use weir::prelude::*;
 
 /// Builds the operator under test over `0..len`.
-type Build = fn(u64) -> weir::BoxPublisher<u64>;
+type Build = fn(u64) -> weir::runtime::BoxPublisher<u64>;
 
 fn operators() -> Vec<(&'static str, Build)> {
     vec![
@@ -36,13 +36,7 @@ fn operators() -> Vec<(&'static str, Build)> {
         }),
         ("buffer_block", |n| {
             source::from_iter(0..n)
-                .buffer(
-                    "p",
-                    5,
-                    Overflow::Block {
-                        timeout: Duration::from_secs(1),
-                    },
-                )
+                .buffer("p", 5, weir::runtime::queue::WhenFull::Wait)
                 .boxed()
         }),
         ("throttle", |n| {

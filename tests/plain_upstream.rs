@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use support::{plain_publisher, runtime};
 use weir::prelude::*;
-use weir::{boundary, sink};
+use weir::runtime::{boundary, sink};
 
 /// How long an item may take to come out: generous for a loaded CI machine, far below "never".
 const WITHIN: Duration = Duration::from_secs(2);

@@ -10,13 +10,14 @@ use weir::prelude::*;
 fn flaky(
     failures: u32,
     attempts: Arc<AtomicU32>,
-) -> impl FnMut() -> weir::BoxPublisher<u32> + Send {
+) -> impl FnMut() -> weir::runtime::BoxPublisher<u32> + Send {
     move || {
         let n = attempts.fetch_add(1, Ordering::SeqCst);
         if n < failures {
             // Emits a little, then fails: what was delivered is not repeated by the operator.
             let items = source::from_iter([n * 100]);
-            let broken = source::error::<u32>(weir::Error::msg(format!("attempt {n} failed")));
+            let broken =
+                source::error::<u32>(weir::runtime::Error::msg(format!("attempt {n} failed")));
             weir::operators::merge_delay_error(vec![items.boxed(), broken.boxed()]).boxed()
         } else {
             source::from_iter([7, 8, 9]).boxed()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use support::probe;
 use weir::prelude::*;
-use weir::{ErrorKind, Subscription};
+use weir::runtime::{ErrorKind, Subscription};
 
 /// Requests one item from inside every `on_next`: a million times, which would overflow the stack if
 /// `request` recursed into `on_next` instead of being trampolined (rule 3.3).
@@ -27,7 +27,7 @@ impl Subscriber<u64> for OneByOne {
         self.received.fetch_add(1, Ordering::Relaxed);
         self.subscription.as_ref().unwrap().request(1);
     }
-    fn on_error(&mut self, error: weir::Error) {
+    fn on_error(&mut self, error: weir::runtime::Error) {
         panic!("{error}");
     }
     fn on_complete(&mut self) {}
@@ -94,7 +94,7 @@ fn once_empty_and_error_sources() {
         Vec::<u8>::new()
     );
     let error = rt
-        .block_on(source::error::<u8>(weir::Error::msg("no")).collect())
+        .block_on(source::error::<u8>(weir::runtime::Error::msg("no")).collect())
         .unwrap_err();
     assert_eq!(error.to_string(), "no");
 }
@@ -141,7 +141,7 @@ async fn into_stream_prefetches_at_most_its_bound_and_cancels_on_drop() {
 
 #[tokio::test]
 async fn into_stream_ends_with_the_error() {
-    let mut stream = source::error::<u8>(weir::Error::msg("boom")).into_stream(4);
+    let mut stream = source::error::<u8>(weir::runtime::Error::msg("boom")).into_stream(4);
     assert_eq!(
         stream.next().await.unwrap().unwrap_err().to_string(),
         "boom"
@@ -195,7 +195,7 @@ async fn filter_reuses_demand_for_dropped_items() {
 
 #[tokio::test]
 async fn boxed_publishers_erase_the_chain_type() {
-    let publishers: Vec<weir::BoxPublisher<u32>> = vec![
+    let publishers: Vec<weir::runtime::BoxPublisher<u32>> = vec![
         source::from_iter(0..3u32).boxed(),
         source::from_iter(0..3u32).map(|x| x * 10).boxed(),
     ];

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use support::probe;
-use weir::ingress::{Pushed, SpillFull, ingress_spilling};
-use weir::metrics::Reason;
 use weir::prelude::*;
+use weir::runtime::ingress::{self, SpillFull};
+use weir::runtime::metrics::Reason;
+use weir::runtime::queue::Pushed;
 use weir::spill::{SpillConfig, SpillQueue};
 
 fn small_segments() -> SpillConfig {
@@ -31,7 +32,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let store = SpillQueue::<u64>::open(dir.path(), capacity, small_segments()).unwrap();
         let full = SpillFull::Reject { retry_after: Duration::from_millis(10) };
-        let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+        let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
         let mut spilled = 0;
         for i in 0..items {
             if handle.try_push(i).unwrap() == Pushed::Spilled {
@@ -65,7 +66,7 @@ async fn pushes_during_spilling_follow_the_spilled_items() {
     let full = SpillFull::Block {
         timeout: Duration::from_secs(5),
     };
-    let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
     let consumer = tokio::spawn(
         publisher
             .boundary(BoundaryConfig::new("work", 8).unwrap())
@@ -90,7 +91,7 @@ async fn a_full_budget_rejects_with_a_retry_hint_and_frees_as_the_consumer_drain
     let store = SpillQueue::<u64>::open(dir.path(), 2, config).unwrap();
     let retry_after = Duration::from_millis(25);
     let (handle, publisher) =
-        ingress_spilling("orders", store, SpillFull::Reject { retry_after }).unwrap();
+        ingress::spilling("orders", store, SpillFull::Reject { retry_after }).unwrap();
     let mut accepted = 0u64;
     let refused = loop {
         match handle.push(accepted).await {
@@ -133,7 +134,7 @@ async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
     };
     {
         let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
-        let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+        let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
         for i in 0..40 {
             handle.push(i).await.unwrap();
         }
@@ -147,7 +148,7 @@ async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
         assert_eq!(handle.metrics().shed(Reason::Cancelled), 2);
     }
     let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
-    let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
     handle.push(100).await.unwrap();
     drop(handle);
     let replayed = publisher.collect().await.unwrap();

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::probe;
-use weir::ingress::{SpillFull, ingress_spilling};
-use weir::metrics::Reason;
 use weir::prelude::*;
+use weir::runtime::ingress::{self, SpillFull};
+use weir::runtime::metrics::Reason;
 use weir::spill::fs::MemFilesystem;
 use weir::spill::{SpillConfig, SpillQueue};
 
@@ -45,7 +45,7 @@ fn offer_through_a_spilling_ingress(dir: &Path, config: SpillConfig, items: u64)
     let full = SpillFull::Reject {
         retry_after: Duration::from_millis(1),
     };
-    let (handle, publisher) = ingress_spilling("ledger", store, full).unwrap();
+    let (handle, publisher) = ingress::spilling("ledger", store, full).unwrap();
     let metrics = handle.metrics();
     let consumer = runtime.spawn(
         publisher

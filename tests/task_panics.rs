@@ -7,9 +7,9 @@ mod support;
 use std::time::Duration;
 
 use support::{panics_on_request, runtime};
-use weir::ErrorKind;
 use weir::operators::{GroupOverflow, OnSilence, RetryPolicy, ThrottleMode, merge, retry, zip};
 use weir::prelude::*;
+use weir::runtime::ErrorKind;
 
 /// Runs `publisher` to its end; a description of what went wrong unless it failed with the
 /// upstream's panic, named after `stage`.
@@ -74,7 +74,7 @@ fn a_panicking_retry_factory_fails_the_stream_naming_the_stage() {
             if attempts > 1 {
                 panic!("factory broke");
             }
-            source::error::<u32>(weir::Error::msg("connection reset"))
+            source::error::<u32>(weir::runtime::Error::msg("connection reset"))
         },
         policy,
     );

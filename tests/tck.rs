@@ -14,7 +14,8 @@ use std::time::Duration;
 use weir_runtime as runtime;
 
 use runtime::boundary::{self, BoundaryConfig, Inlet};
-use runtime::ingress::{self, IngressConfig, IngressPublisher, Overflow};
+use runtime::ingress::{self, IngressConfig, Overflow};
+use runtime::queue::QueuePublisher;
 use runtime::sink::Fold;
 use runtime::{Error, Publisher, Subscriber, source};
 use weir_tck::WhiteboxProbe;
@@ -50,12 +51,12 @@ fn outlet_of<P: Publisher<u64>>(upstream: P) -> boundary::Outlet<u64> {
 }
 
 /// An ingress pre-filled with `0..n`, then closed.
-fn ingress_of(n: u64) -> IngressPublisher<u64> {
+fn ingress_of(n: u64) -> QueuePublisher<u64> {
     let capacity = usize::try_from(n.max(1)).expect("ingress capacity fits usize");
     let overflow = Overflow::Reject {
         retry_after: Duration::from_millis(1),
     };
-    let (handle, publisher) = ingress::ingress(
+    let (handle, publisher) = ingress::bounded(
         IngressConfig::new("tck", capacity, overflow).expect("a positive capacity"),
     );
     for item in 0..n {
@@ -69,7 +70,7 @@ fn ingress_of(n: u64) -> IngressPublisher<u64> {
 
 /// An ingress that already has its subscriber: it answers every other one with `on_subscribe` then
 /// `on_error(AlreadySubscribed)`, which makes it a failed publisher (rule 1.9).
-fn rejecting_ingress() -> IngressPublisher<u64> {
+fn rejecting_ingress() -> QueuePublisher<u64> {
     let publisher = ingress_of(0);
     publisher
         .clone()

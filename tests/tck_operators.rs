@@ -8,7 +8,7 @@ use weir_runtime::processor::{RelayPublisher, from_chain};
 const CAPACITY: usize = 16;
 
 fn failed() -> source::Fail<u64> {
-    source::error(weir::Error::msg("failed publisher"))
+    source::error(weir::runtime::Error::msg("failed publisher"))
 }
 
 weir_tck::publisher_verification!(
@@ -131,31 +131,19 @@ weir_tck::publisher_verification!(
 weir_tck::publisher_verification!(
     buffer_drop_oldest,
     // Capacity above every element count the TCK asks for: nothing is dropped.
-    |n: u64| source::from_iter(0..n).buffer("tck", 4_096, weir::ingress::Overflow::DropOldest),
-    failed = Some(|| failed().buffer("tck", 16, weir::ingress::Overflow::DropOldest)),
+    |n: u64| source::from_iter(0..n).buffer(
+        "tck",
+        4_096,
+        weir::runtime::queue::WhenFull::DropOldest
+    ),
+    failed = Some(|| failed().buffer("tck", 16, weir::runtime::queue::WhenFull::DropOldest)),
     max_elements = 4_096,
 );
 
 weir_tck::publisher_verification!(
     buffer_block,
-    |n: u64| {
-        source::from_iter(0..n).buffer(
-            "tck",
-            16,
-            weir::ingress::Overflow::Block {
-                timeout: std::time::Duration::from_secs(1),
-            },
-        )
-    },
-    failed = Some(|| {
-        failed().buffer(
-            "tck",
-            16,
-            weir::ingress::Overflow::Block {
-                timeout: std::time::Duration::from_secs(1),
-            },
-        )
-    }),
+    |n: u64| { source::from_iter(0..n).buffer("tck", 16, weir::runtime::queue::WhenFull::Wait,) },
+    failed = Some(|| { failed().buffer("tck", 16, weir::runtime::queue::WhenFull::Wait,) }),
 );
 
 weir_tck::publisher_verification!(
@@ -215,7 +203,7 @@ weir_tck::publisher_verification!(
 /// The single output of a fan-out built by `fan`.
 fn only_output<F>(fan: F) -> weir::operators::FanOutput<u64>
 where
-    F: FnOnce() -> Result<Vec<weir::operators::FanOutput<u64>>, weir::Error>,
+    F: FnOnce() -> Result<Vec<weir::operators::FanOutput<u64>>, weir::runtime::Error>,
 {
     fan().expect("a fan-out").remove(0)
 }
@@ -315,13 +303,7 @@ weir_tck::identity_processor_verification!(map_async_processor, |_buffer: usize|
 
 weir_tck::identity_processor_verification!(buffer_processor, |buffer: usize| {
     from_chain(move |relay: RelayPublisher<u64>| {
-        relay.buffer(
-            "tck",
-            buffer.max(1),
-            weir::ingress::Overflow::Block {
-                timeout: std::time::Duration::from_secs(1),
-            },
-        )
+        relay.buffer("tck", buffer.max(1), weir::runtime::queue::WhenFull::Wait)
     })
 });
 

@@ -96,13 +96,13 @@ weir_tck::publisher_verification!(
 weir_tck::subscriber_blackbox_verification!(spill_sink, sink);
 
 /// A spilling ingress pre-filled with `0..n` (memory for 4 of them, the rest on disk), then closed.
-fn spilling_ingress_of(n: u64) -> weir::ingress::IngressPublisher<u64> {
+fn spilling_ingress_of(n: u64) -> weir::runtime::queue::QueuePublisher<u64> {
     let store = weir_spill::SpillQueue::open(scratch(), 4, small()).expect("open the store");
-    let full = weir::ingress::SpillFull::Reject {
+    let full = weir::runtime::ingress::SpillFull::Reject {
         retry_after: std::time::Duration::from_millis(1),
     };
     let (handle, publisher) =
-        weir::ingress::ingress_spilling("tck", store, full).expect("a spilling ingress");
+        weir::runtime::ingress::spilling("tck", store, full).expect("a spilling ingress");
     for x in 0..n {
         handle.try_push(x).expect("room on disk");
     }

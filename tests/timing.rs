@@ -4,10 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use weir::ErrorKind;
-use weir::metrics::Reason;
 use weir::operators::{OnSilence, ThrottleMode};
 use weir::prelude::*;
+use weir::runtime::ErrorKind;
+use weir::runtime::metrics::Reason;
 
 #[tokio::test(start_paused = true)]
 async fn a_delaying_throttle_holds_the_rate_after_its_burst() {

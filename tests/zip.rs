@@ -24,7 +24,7 @@ async fn pairs_in_order_and_ends_with_the_shorter_source() {
 async fn an_error_on_either_side_fails_the_zip() {
     let error = zip(
         source::from_iter(0..10u32),
-        source::error::<u32>(weir::Error::msg("right side broke")),
+        source::error::<u32>(weir::runtime::Error::msg("right side broke")),
     )
     .collect()
     .await

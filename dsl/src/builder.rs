@@ -21,17 +21,18 @@ use weir_operators::{
     merge::DEFAULT_LANE_CAPACITY, partition,
 };
 use weir_runtime::boundary::{BoundaryConfig, boundary};
-use weir_runtime::ingress::{
-    IngressConfig, IngressHandle, IngressPublisher, Overflow, SpillFull, ingress, ingress_spilling,
-};
+use weir_runtime::ingress::{self, IngressConfig, IngressHandle, Overflow, SpillFull};
 use weir_runtime::ledger::{self, Tally};
+use weir_runtime::queue::QueuePublisher;
 use weir_runtime::sink::{Fold, SinkResult};
 use weir_runtime::{Error, Publisher, source};
 use weir_spill::{SpillMetrics, SpillQueue};
 
 use crate::describe::Diagram;
 use crate::error::PipelineError;
-use crate::graph::{self, BuildError, Edge, ItemType, LaneSpec, Node, Problem, StageKind};
+use crate::graph::{
+    self, BuildError, Edge, ItemType, LaneSpec, Node, Problem, SpillMemory, StageKind,
+};
 use crate::handle::{self, PipelineHandle};
 use crate::inventory::{BufferKind, Inventory};
 use crate::tap::{Input, SinkSubscriber};
@@ -140,6 +141,7 @@ impl PipelineBuilder {
             inputs: Vec::new(),
             min_inputs: 0,
             outputs: usize::from(kind != StageKind::Sink),
+            spill: None,
         }
     }
 
@@ -199,7 +201,7 @@ impl PipelineBuilder {
         // A zero capacity is reported by `build`; meanwhile the handle needs a queue.
         let config = IngressConfig::new(name, capacity.max(1), overflow)
             .expect("a capacity of at least 1 is accepted");
-        let (handle, publisher) = ingress::<T>(config);
+        let (handle, publisher) = ingress::bounded::<T>(config);
         let port = self.add_ingress(
             name,
             capacity,
@@ -213,7 +215,7 @@ impl PipelineBuilder {
 
     /// Adds an ingress that spills to disk instead of shedding: items beyond the queue's memory
     /// part go to `store`'s log and come back in FIFO order as the pipeline catches up (see
-    /// [`weir_runtime::ingress::ingress_spilling`]); when the disk budget is full too, `when_full`
+    /// [`weir_runtime::ingress::spilling`]); when the disk budget is full too, `when_full`
     /// decides. Open the store first (`SpillQueue::open(dir, config, memory_capacity)`): that is
     /// where a bad directory fails. The stage's snapshot carries the spill counters;
     /// [`drain`](crate::PipelineHandle::drain) delivers what was spilled before completing,
@@ -229,20 +231,22 @@ impl PipelineBuilder {
     {
         let capacity = store.capacity();
         let spill = store.metrics();
+        let memory = spill_memory(&store, 0);
         let detail = match when_full {
             SpillFull::Block { timeout } => format!("spill, block {timeout:?} when full"),
             SpillFull::Reject { .. } => "spill, reject when full".to_owned(),
         };
-        let (handle, publisher) = match ingress_spilling(name, store, when_full) {
+        let (handle, publisher) = match ingress::spilling(name, store, when_full) {
             Ok(pair) => pair,
             Err(_) => {
                 // Only a zero memory capacity is refused; `build` reports it.
                 let config = IngressConfig::new(name, 1, Overflow::DropNewest)
                     .expect("a capacity of 1 is accepted");
-                ingress::<T>(config)
+                ingress::bounded::<T>(config)
             }
         };
         let port = self.add_ingress(name, capacity, detail, &handle, publisher, Some(spill));
+        self.nodes[port.node].spill = Some(memory);
         (handle, port)
     }
 
@@ -252,7 +256,7 @@ impl PipelineBuilder {
         capacity: usize,
         detail: String,
         handle: &IngressHandle<T>,
-        publisher: IngressPublisher<T>,
+        publisher: QueuePublisher<T>,
         spill: Option<Arc<SpillMetrics>>,
     ) -> Port<T> {
         let closer = handle.closer();
@@ -368,6 +372,59 @@ impl PipelineBuilder {
                 let hop = boundary(upstream, config);
                 w.own_buffer(me, BufferKind::Boundary, hop.metrics());
                 w.output(me, 0, hop);
+            }),
+        );
+        self.port(me)
+    }
+
+    /// Adds an in-stream spill: items that do not fit in `store`'s memory part go to its log on
+    /// disk and come back in FIFO order as the downstream catches up; while the disk budget lasts
+    /// the upstream is not slowed, and while it is full the upstream is paused (backpressure, never
+    /// a failure). The upstream runs in a task of its own, reading ahead at most
+    /// [`spill_read_ahead`](weir_operators::spill_read_ahead) items. The stage's snapshot carries
+    /// the spill counters; its queue's depth (memory and disk) counts against readiness; the
+    /// inventory lists its memory part, its read-ahead and the log's buffers.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_dsl::Pipeline;
+    /// use weir_runtime::source;
+    /// use weir_spill::{SpillConfig, SpillQueue};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SpillQueue::<u64>::open(dir.path(), 64, SpillConfig::new()).unwrap();
+    /// let mut p = Pipeline::builder("etl");
+    /// let rows = p.source("rows", source::from_iter(0..10_000u64));
+    /// let parked = p.spill("parked", &rows, store);
+    /// p.sink("store", &parked, |_| {});
+    /// let mut running = p.build().unwrap().start().unwrap();
+    /// (&mut running).await.unwrap();
+    /// assert_eq!(running.metrics().stage("store").unwrap().items, 10_000);
+    /// # }
+    /// ```
+    pub fn spill<T>(&mut self, name: &str, input: &Port<T>, store: SpillQueue<T>) -> Port<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let (mut node, me) = self.fed_node(name, StageKind::Spill, ItemType::of::<T>(), input);
+        let capacity = store.capacity();
+        node.capacity = Some(capacity);
+        node.detail = Some("spill".to_owned());
+        node.spill = Some(spill_memory(
+            &store,
+            weir_operators::spill_read_ahead(capacity),
+        ));
+        let spill = store.metrics();
+        let stage: Arc<str> = name.into();
+        self.add(
+            node,
+            Box::new(move |w: &mut Wiring<'_>| {
+                let upstream = w.input::<T>(me, 0);
+                let buffered = upstream.buffer_spilling(&stage, store);
+                if let Some(metrics) = buffered.metrics() {
+                    w.own_buffer(me, BufferKind::Spill, metrics);
+                }
+                w.spill(me, spill);
+                w.output(me, 0, buffered);
             }),
         );
         self.port(me)
@@ -779,6 +836,16 @@ impl Pipeline {
             self.settings,
             runtime,
         )
+    }
+}
+
+/// What a spilling stage over `store` holds in memory besides its memory part.
+fn spill_memory<T>(store: &SpillQueue<T>, read_ahead: usize) -> SpillMemory {
+    let extra = store.max_extra_memory();
+    SpillMemory {
+        read_ahead,
+        held_back: extra.items as usize,
+        log_bytes: extra.buffer_bytes,
     }
 }
 

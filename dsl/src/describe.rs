@@ -63,7 +63,10 @@ fn note(node: &Node) -> String {
 }
 
 fn has_own_queue(kind: StageKind) -> bool {
-    matches!(kind, StageKind::Ingress | StageKind::Boundary)
+    matches!(
+        kind,
+        StageKind::Ingress | StageKind::Boundary | StageKind::Spill
+    )
 }
 
 impl Diagram {
@@ -149,6 +152,7 @@ impl Diagram {
                 StageKind::Stage => "shape=box",
                 StageKind::AsyncStage => "shape=box, peripheries=2",
                 StageKind::Boundary => "shape=box3d",
+                StageKind::Spill => "shape=folder",
                 StageKind::Merge | StageKind::PriorityLanes => "shape=invtrapezium",
                 StageKind::Broadcast | StageKind::Balance | StageKind::Partition => {
                     "shape=trapezium"
@@ -193,6 +197,7 @@ impl Diagram {
                 StageKind::Stage => ("[", "]"),
                 StageKind::AsyncStage => ("[[", "]]"),
                 StageKind::Boundary => ("{{", "}}"),
+                StageKind::Spill => ("[(", ")]"),
                 StageKind::Merge | StageKind::PriorityLanes => ("[\\", "/]"),
                 StageKind::Broadcast | StageKind::Balance | StageKind::Partition => ("[/", "\\]"),
                 StageKind::Junction => ("((", "))"),

@@ -27,6 +27,9 @@ pub enum StageKind {
     AsyncStage,
     /// An async boundary: a bounded queue and a task on the consumer side.
     Boundary,
+    /// An in-stream spill: a bounded memory queue whose overflow goes to a durable log and comes
+    /// back in order (the upstream runs in a task of its own).
+    Spill,
     /// Fan-in, fair across inputs, each read through a bounded lane.
     Merge,
     /// Fan-in by weight, each input a bounded lane; no lane starves.
@@ -52,6 +55,7 @@ impl StageKind {
             StageKind::Stage => "stage",
             StageKind::AsyncStage => "async_stage",
             StageKind::Boundary => "boundary",
+            StageKind::Spill => "spill",
             StageKind::Merge => "merge",
             StageKind::PriorityLanes => "priority_lanes",
             StageKind::Junction => "junction",
@@ -75,6 +79,7 @@ impl StageKind {
         matches!(
             self,
             StageKind::Boundary
+                | StageKind::Spill
                 | StageKind::Merge
                 | StageKind::PriorityLanes
                 | StageKind::Junction
@@ -132,6 +137,17 @@ pub(crate) fn short_type_name(name: &str) -> String {
     out
 }
 
+/// The memory a spilling stage (an ingress, an in-stream spill) holds besides its memory part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpillMemory {
+    /// Items read ahead from the upstream before they are placed (an in-stream spill).
+    pub(crate) read_ahead: usize,
+    /// Items a failed write hands back to memory at most (one batch).
+    pub(crate) held_back: usize,
+    /// Bytes of the log's buffers (read-ahead, write batch).
+    pub(crate) log_bytes: u64,
+}
+
 /// One input of a stage: where it comes from (which output of which stage) and, for fan-in
 /// stages, its lane.
 #[derive(Debug, Clone)]
@@ -169,6 +185,8 @@ pub(crate) struct Node {
     pub(crate) min_inputs: usize,
     /// How many outputs the stage has: 0 for a sink, 1 for most, n for a fan-out.
     pub(crate) outputs: usize,
+    /// What a spilling stage holds in memory besides its memory part (`capacity`).
+    pub(crate) spill: Option<SpillMemory>,
 }
 
 /// How output `output` of stage `from` is named in buffers and metrics: the stage's name, or

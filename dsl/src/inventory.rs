@@ -28,6 +28,10 @@ pub enum BufferKind {
     Prefetch,
     /// The futures in flight of an async stage or sink (each holds its item).
     InFlight,
+    /// The memory part of a spilling queue (an ingress or an in-stream spill).
+    Spill,
+    /// Buffers of a spill log, in bytes (its read-ahead, its write batch).
+    SpillLog,
 }
 
 impl BufferKind {
@@ -40,6 +44,8 @@ impl BufferKind {
             BufferKind::FanOut => "fan_out",
             BufferKind::Prefetch => "prefetch",
             BufferKind::InFlight => "in_flight",
+            BufferKind::Spill => "spill",
+            BufferKind::SpillLog => "spill_log",
         }
     }
 }
@@ -90,20 +96,67 @@ impl Inventory {
                 capacity: capacity as u64,
                 item_type,
                 item_bytes: bytes as u64,
-                max_bytes: (capacity as u64).saturating_mul(bytes as u64),
+                // A log's buffers are bytes without an item capacity.
+                max_bytes: if kind == BufferKind::SpillLog {
+                    bytes as u64
+                } else {
+                    (capacity as u64).saturating_mul(bytes as u64)
+                },
             });
         };
         for (index, node) in nodes.iter().enumerate() {
             match node.kind {
-                StageKind::Ingress | StageKind::Boundary => {
-                    let kind = if node.kind == StageKind::Ingress {
-                        BufferKind::Ingress
-                    } else {
-                        BufferKind::Boundary
+                StageKind::Ingress | StageKind::Boundary | StageKind::Spill => {
+                    let kind = match (node.kind, node.spill) {
+                        (_, Some(_)) => BufferKind::Spill,
+                        (StageKind::Ingress, None) => BufferKind::Ingress,
+                        _ => BufferKind::Boundary,
                     };
                     let capacity = node.capacity.unwrap_or(0);
                     let item = node.item.short_name();
-                    add(node.name.clone(), node, kind, capacity, item, sizes[index]);
+                    add(
+                        node.name.clone(),
+                        node,
+                        kind,
+                        capacity,
+                        item.clone(),
+                        sizes[index],
+                    );
+                    if let Some(spill) = node.spill {
+                        if spill.read_ahead > 0 {
+                            let name = format!("{}.read_ahead", node.name);
+                            let kind = BufferKind::Prefetch;
+                            add(
+                                name,
+                                node,
+                                kind,
+                                spill.read_ahead,
+                                item.clone(),
+                                sizes[index],
+                            );
+                        }
+                        // A failed write hands one batch back to memory.
+                        let name = format!("{}.held_back", node.name);
+                        add(
+                            name,
+                            node,
+                            BufferKind::Spill,
+                            spill.held_back,
+                            item,
+                            sizes[index],
+                        );
+                        // The log's buffers hold bytes, not items: no capacity, their size.
+                        let name = format!("{}.log", node.name);
+                        let bytes = spill.log_bytes as usize;
+                        add(
+                            name,
+                            node,
+                            BufferKind::SpillLog,
+                            0,
+                            "bytes".to_owned(),
+                            bytes,
+                        );
+                    }
                 }
                 StageKind::Merge | StageKind::PriorityLanes => {
                     for input in &node.inputs {

@@ -271,16 +271,16 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         Batch::new(self, max_items, max_wait)
     }
 
-    /// An in-stream bounded buffer of `capacity` items named `name`, with the ingress's overflow
-    /// policies: `Block` is backpressure (an async boundary), `DropOldest` / `DropNewest` shed and
-    /// count, `Reject` fails the stream on overflow. See [`Buffer`] for details.
+    /// An in-stream bounded buffer of `capacity` items named `name`, with a queue's policy when
+    /// full: `Wait` is backpressure (an async boundary), `DropOldest` / `DropNewest` shed and
+    /// count, `Refuse` fails the stream on overflow. See [`Buffer`] for details.
     ///
     /// ```
     /// # #[tokio::main] async fn main() {
     /// use weir_operators::PublisherExt;
-    /// use weir_runtime::ingress::Overflow;
+    /// use weir_runtime::queue::WhenFull;
     /// let kept = weir_runtime::source::from_iter(0..10u32)
-    ///     .buffer("telemetry", 4, Overflow::DropOldest)
+    ///     .buffer("telemetry", 4, WhenFull::DropOldest)
     ///     .collect()
     ///     .await
     ///     .unwrap();
@@ -291,12 +291,12 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
         self,
         name: &str,
         capacity: usize,
-        overflow: weir_runtime::ingress::Overflow,
+        when_full: weir_runtime::queue::WhenFull,
     ) -> Buffer<Self, T>
     where
         T: Send + 'static,
     {
-        Buffer::new(self, name, capacity, overflow)
+        Buffer::new(self, name, capacity, when_full)
     }
 
     /// Token-bucket rate limiting: at most `per_second` items per second on average, bursts of up
@@ -380,7 +380,7 @@ pub trait PublisherExt<T>: Publisher<T> + Sized {
     fn buffer_spilling(
         self,
         name: &str,
-        store: impl weir_runtime::ingress::SpillStore<T> + 'static,
+        store: impl weir_runtime::queue::SpillStore<T> + 'static,
     ) -> Buffer<Self, T>
     where
         T: Send + 'static,

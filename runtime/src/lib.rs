@@ -7,7 +7,9 @@
 //!   turn a publisher back into a `futures::Stream`;
 //! - [`boundary`]: the bounded, credit-based hand-off between two tokio tasks;
 //! - [`lane`]: one upstream read through a bounded credit ring from a task of your own;
-//! - [`ingress`]: where callers that cannot be slowed push in, with an explicit overflow policy;
+//! - [`queue`]: a bounded queue pushed into and emitting on demand, with an explicit policy when
+//!   full (in-stream buffers, fan-out outputs);
+//! - [`ingress`]: the queue's face for callers that cannot be slowed: deadlines and retry hints;
 //! - [`metrics`]: counters per boundary and ingress, as serde snapshots;
 //! - [`processor`]: operator chains as processors, through a [`processor::relay`].
 //!
@@ -34,6 +36,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod processor;
 pub mod protocol;
+pub mod queue;
 mod recheck;
 pub mod sink;
 pub mod source;

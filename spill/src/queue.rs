@@ -451,19 +451,20 @@ impl<T> Extend<Spilled<T>> for IntoMemory<'_, T> {
     }
 }
 
-/// The spill queue as the store behind a spilling ingress
-/// ([`weir_runtime::ingress::ingress_spilling`]): memory first, then the log, FIFO.
+/// The spill queue as the store behind a spilling queue or ingress
+/// ([`weir_runtime::ingress::spilling`]): memory first, then the log, FIFO.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::time::Duration;
-/// use weir_runtime::ingress::{ingress_spilling, Pushed, SpillFull};
+/// use weir_runtime::ingress::{self, SpillFull};
+/// use weir_runtime::queue::Pushed;
 /// use weir_spill::{SpillConfig, SpillQueue};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = SpillQueue::<u32>::open(dir.path(), 2, SpillConfig::new()).unwrap();
 /// let full = SpillFull::Reject { retry_after: Duration::from_millis(100) };
-/// let (handle, publisher) = ingress_spilling("orders", store, full).unwrap();
+/// let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
 /// assert_eq!(handle.push(1).await.unwrap(), Pushed::Enqueued);
 /// assert_eq!(handle.push(2).await.unwrap(), Pushed::Enqueued);
 /// assert_eq!(handle.push(3).await.unwrap(), Pushed::Spilled); // memory full: to disk, in order
@@ -471,7 +472,7 @@ impl<T> Extend<Spilled<T>> for IntoMemory<'_, T> {
 /// assert_eq!(weir_runtime::sink::collect(publisher).await.unwrap(), vec![1, 2, 3]);
 /// # }
 /// ```
-impl<T> weir_runtime::ingress::SpillStore<T> for SpillQueue<T>
+impl<T> weir_runtime::queue::SpillStore<T> for SpillQueue<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
@@ -479,8 +480,8 @@ where
         self.capacity
     }
 
-    fn push(&mut self, item: T) -> Result<bool, (T, weir_runtime::ingress::StoreRefusal)> {
-        use weir_runtime::ingress::StoreRefusal;
+    fn push(&mut self, item: T) -> Result<bool, (T, weir_runtime::queue::StoreRefusal)> {
+        use weir_runtime::queue::StoreRefusal;
         match SpillQueue::push(self, item) {
             Ok(placement) => Ok(matches!(placement, Placement::Spilled(_))),
             Err(SpillPushError { item, error }) if error.is_budget() => {

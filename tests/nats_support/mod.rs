@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weir::runtime::RawSubscription;
-use weir::{Error, Publisher, Subscriber, Subscription};
+use weir::runtime::{Error, Publisher, Subscriber, Subscription};
 use weir_nats::async_nats::jetstream::{self, consumer, stream};
 
 /// A JetStream context on `url`.

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use weir::{Error, Subscriber, Subscription};
+use weir::runtime::{Error, Subscriber, Subscription};
 
 /// The runtime most tests use: two workers (like CI's machine), timers enabled.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -210,7 +210,7 @@ pub fn plain_publisher<T: Send + 'static>() -> (PlainPublisher<T>, PlainDriver<T
     )
 }
 
-impl<T: Send + 'static> weir::Publisher<T> for PlainPublisher<T> {
+impl<T: Send + 'static> weir::runtime::Publisher<T> for PlainPublisher<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
         let mut subscriber: Box<dyn Subscriber<T>> = Box::new(subscriber);
         subscriber.on_subscribe(Subscription::new(Arc::new(PlainSubscription(
@@ -262,7 +262,7 @@ pub fn panics_on_request<T>() -> PanicsOnRequest<T> {
     PanicsOnRequest(std::marker::PhantomData)
 }
 
-impl<T: Send + 'static> weir::Publisher<T> for PanicsOnRequest<T> {
+impl<T: Send + 'static> weir::runtime::Publisher<T> for PanicsOnRequest<T> {
     fn subscribe<S: Subscriber<T>>(self, mut subscriber: S) {
         struct Exploding;
         impl weir::runtime::RawSubscription for Exploding {

@@ -9,7 +9,7 @@
 //! - [`JetStreamSink`]: publishes with JetStream acknowledgements and message ids (the broker's
 //!   duplicate window dedupes retries), at most `max_in_flight` unconfirmed; retries transient
 //!   errors with backoff; settles the input's [`Ack`] once its output is stored.
-//! - [`JetStreamSpillStore`]: a spill store for an ingress (`ingress_spilling`) backed by a
+//! - [`JetStreamSpillStore`]: a spill store for an ingress (`ingress::spilling`) backed by a
 //!   JetStream stream, so overflow goes to the broker instead of a local disk.
 //! - [`local`]: `nats-server` processes on loopback for tests, examples and benchmarks.
 //!

@@ -24,10 +24,9 @@
 //! earlier run is read back, it counts as one item in [`SpillStore::len`].
 //!
 //! The reader fills the read-ahead in the background: it calls the function given to
-//! [`JetStreamSpillStore::on_available`] when records arrive, so whoever owns the store looks at
-//! it again. An ingress (`ingress_spilling`) looks at its store when it is pushed to or asked for
-//! items; the runtime's [`SpillStore`] trait has no way yet for a store to wake its ingress, so
-//! behind an ingress, records read back while neither happens wait for the next push or request.
+//! [`JetStreamSpillStore::on_available`] (or, behind a queue or an ingress, the queue's wake given
+//! through [`SpillStore::set_wake`]) when records arrive, so whoever owns the store looks at it
+//! again and emits them if there is demand.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,7 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use weir_runtime::Error;
-use weir_runtime::ingress::{SpillStore, StoreRefusal};
+use weir_runtime::queue::{SpillStore, StoreRefusal};
 
 use crate::NatsError;
 
@@ -138,6 +137,10 @@ struct Durable {
     in_broker: i64,
     /// Messages from an earlier run not yet read back.
     leftover: u64,
+    /// Messages of this run read back while an earlier run's are still to come (given back by a
+    /// reader that closed, they return late): held until those are read, so order is kept. Their
+    /// records still count in `in_broker`.
+    parked: VecDeque<(Option<Subject>, Vec<Bytes>)>,
     read_ahead: VecDeque<Record>,
     unsettled: VecDeque<Unsettled>,
     /// Ack subjects of messages whose records were all taken.
@@ -148,6 +151,22 @@ struct Durable {
 }
 
 impl Durable {
+    /// Queues the records of one message read back for taking.
+    fn read_back(&mut self, reply: Option<Subject>, records: Vec<Bytes>) {
+        self.next_message += 1;
+        let id = self.next_message;
+        self.unsettled.push_back(Unsettled {
+            id,
+            remaining: records.len(),
+            reply,
+        });
+        self.read_ahead.extend(
+            records
+                .into_iter()
+                .map(|bytes| Record { bytes, message: id }),
+        );
+    }
+
     /// Records in the durable part (an earlier run's unread message counts as one).
     fn len(&self) -> u64 {
         let signed = self.writing as i64 + self.in_broker;
@@ -357,6 +376,10 @@ impl<T> SpillStore<T> for JetStreamSpillStore<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
+    fn set_wake(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.on_available(move || wake());
+    }
+
     fn memory_capacity(&self) -> usize {
         self.capacity
     }
@@ -579,6 +602,22 @@ async fn read(client: Client, reader: PullConsumer, run: Arc<str>, shared: Arc<S
             }
         }
         if closed {
+            // Give back at once every message read and not settled, so the next reader of the
+            // stream gets them now, in order, rather than after the ack wait.
+            let unsettled: Vec<Subject> = {
+                let mut durable = shared.durable.lock().unwrap();
+                durable.read_ahead.clear();
+                let parked = std::mem::take(&mut durable.parked);
+                let unsettled = std::mem::take(&mut durable.unsettled);
+                unsettled
+                    .into_iter()
+                    .filter_map(|message| message.reply)
+                    .chain(parked.into_iter().filter_map(|(reply, _)| reply))
+                    .collect()
+            };
+            for reply in unsettled {
+                let _ = client.publish(reply, Bytes::from_static(b"-NAK")).await;
+            }
             return;
         }
         if !want {
@@ -622,23 +661,23 @@ async fn read(client: Client, reader: PullConsumer, run: Arc<str>, shared: Arc<S
                 continue;
             };
             let mut durable = shared.durable.lock().unwrap();
+            if ours && durable.leftover > 0 {
+                // Newer than what an earlier run left, which is still to come back: wait for it.
+                durable.parked.push_back((message.reply, records));
+                continue;
+            }
             if ours {
                 durable.in_broker -= records.len() as i64;
             } else {
                 durable.leftover = durable.leftover.saturating_sub(1);
             }
-            durable.next_message += 1;
-            let id = durable.next_message;
-            durable.unsettled.push_back(Unsettled {
-                id,
-                remaining: records.len(),
-                reply: message.reply,
-            });
-            durable.read_ahead.extend(
-                records
-                    .into_iter()
-                    .map(|bytes| Record { bytes, message: id }),
-            );
+            durable.read_back(message.reply, records);
+            if durable.leftover == 0 {
+                while let Some((reply, records)) = durable.parked.pop_front() {
+                    durable.in_broker -= records.len() as i64;
+                    durable.read_back(reply, records);
+                }
+            }
             arrived = true;
         }
         if arrived {

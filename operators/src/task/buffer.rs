@@ -1,12 +1,12 @@
-//! `buffer(capacity, overflow)`: an in-stream bounded buffer with the ingress's overflow policies.
+//! `buffer(capacity, when_full)`: an in-stream bounded buffer with a [queue](weir_runtime::queue)'s
+//! policies.
 //!
-//! - [`Overflow::Block`]: inside a stream nobody needs to block: the upstream is simply granted no
-//!   more than the buffer can hold, so this is an async boundary of `capacity` (pure backpressure;
-//!   the timeout does not apply).
-//! - [`Overflow::DropOldest`] / [`Overflow::DropNewest`]: the upstream is asked for everything and
+//! - [`WhenFull::Wait`]: the upstream is simply granted no more than the buffer can hold, so this
+//!   is an async boundary of `capacity` (pure backpressure).
+//! - [`WhenFull::DropOldest`] / [`WhenFull::DropNewest`]: the upstream is asked for everything and
 //!   items that do not fit are dropped by the policy, each counted by reason in the buffer's
 //!   metrics: for sources that cannot slow down and telemetry where freshness beats completeness.
-//! - [`Overflow::Reject`]: an overflow fails the stream (after the buffered items) with an error
+//! - [`WhenFull::Refuse`]: an overflow fails the stream (after the buffered items) with an error
 //!   naming the buffer; the upstream is cancelled. For streams where loss is not acceptable and
 //!   overflow is a bug to surface.
 //!
@@ -24,17 +24,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Notify;
 use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
-use weir_runtime::ingress::{
-    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, SpillFull, SpillStore,
-    ingress, ingress_spilling,
-};
 use weir_runtime::ledger::Tally;
 use weir_runtime::metrics::BoundaryMetrics;
+use weir_runtime::queue::{
+    self, QueueHandle, QueuePublisher, Refused, SpillStore, WhenFull, WhenStoreFull,
+};
 use weir_runtime::sink::IntoStream;
 use weir_runtime::sink::into_stream_named;
 use weir_runtime::{Error, Publisher, Subscriber, Subscription, reject};
@@ -50,14 +48,14 @@ enum Inner<P, T> {
     Blocking(Boundary<P>),
     Spilling {
         upstream: P,
-        handle: IngressHandle<T>,
-        output: IngressPublisher<T>,
+        handle: QueueHandle<T>,
+        output: QueuePublisher<T>,
         name: Arc<str>,
     },
     Shedding {
         upstream: P,
-        handle: IngressHandle<T>,
-        output: IngressPublisher<T>,
+        handle: QueueHandle<T>,
+        output: QueuePublisher<T>,
         name: Arc<str>,
         capacity: usize,
     },
@@ -86,12 +84,11 @@ impl<P, T> Buffer<P, T> {
 }
 
 impl<P, T: Send + 'static> Buffer<P, T> {
-    pub(crate) fn new(upstream: P, name: &str, capacity: usize, overflow: Overflow) -> Self {
-        let inner = match overflow {
-            Overflow::Block { .. } => BoundaryConfig::new(name, capacity)
+    pub(crate) fn new(upstream: P, name: &str, capacity: usize, when_full: WhenFull) -> Self {
+        let inner = match when_full {
+            WhenFull::Wait => BoundaryConfig::new(name, capacity)
                 .map(|config| Inner::Blocking(boundary(upstream, config))),
-            _ => IngressConfig::new(name, capacity, overflow).map(|config| {
-                let (handle, output) = ingress::<T>(config);
+            _ => queue::bounded::<T>(name, capacity, when_full).map(|(handle, output)| {
                 Inner::Shedding {
                     upstream,
                     handle,
@@ -106,14 +103,13 @@ impl<P, T: Send + 'static> Buffer<P, T> {
 
     pub(crate) fn spilling(upstream: P, name: &str, store: impl SpillStore<T> + 'static) -> Self {
         // The feeding task waits for room while the budget is full (see `feed`).
-        let full = SpillFull::Block {
-            timeout: Duration::MAX,
-        };
-        let inner = ingress_spilling(name, store, full).map(|(handle, output)| Inner::Spilling {
-            upstream,
-            handle,
-            output,
-            name: name.into(),
+        let inner = queue::spilling(name, store, WhenStoreFull::Wait).map(|(handle, output)| {
+            Inner::Spilling {
+                upstream,
+                handle,
+                output,
+                name: name.into(),
+            }
         });
         Self { inner }
     }
@@ -132,7 +128,7 @@ pub fn spill_read_ahead(memory_capacity: usize) -> usize {
 /// (closed, spill failure) as its caller's.
 async fn feed<T: Send + 'static>(
     mut items: IntoStream<T>,
-    handle: IngressHandle<T>,
+    handle: QueueHandle<T>,
     feeding: Arc<Tally>,
 ) {
     while let Some(next) = items.next().await {
@@ -146,11 +142,11 @@ async fn feed<T: Send + 'static>(
         // Accepted at once while there is room (memory or disk); otherwise waits for room, as
         // long as it takes (backpressure: nothing is counted as rejected).
         feeding.hold(1);
-        let pushed = handle.push_waiting(item).await;
+        let pushed = handle.push(item).await;
         feeding.release(1);
         match pushed {
             Ok(_) => {}
-            Err(PushError::Failed { error, .. }) => {
+            Err(Refused::Failed(_, error)) => {
                 handle.fail(error);
                 return;
             }
@@ -279,7 +275,7 @@ impl Pump {
 
 /// Feeds a shedding buffer: pushes without waiting what the pump asked the upstream for.
 struct Feeder<T> {
-    handle: IngressHandle<T>,
+    handle: QueueHandle<T>,
     upstream: Option<Subscription>,
     name: Arc<str>,
     capacity: usize,
@@ -317,8 +313,8 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
         self.pump.received();
         // Every refusal is counted by the ingress (dropped, rejected, closed).
         match self.handle.try_push(item) {
-            Ok(_) | Err(PushError::Dropped { .. }) => {}
-            Err(PushError::Rejected { .. }) => {
+            Ok(_) | Err(Refused::Dropped(_)) => {}
+            Err(Refused::Full(_)) => {
                 self.stop();
                 let error = Error::msg(format!(
                     "buffer overflowed: more than {} items waiting",
@@ -327,7 +323,7 @@ impl<T: Send + 'static> Subscriber<T> for Feeder<T> {
                 .in_stage(self.name.clone());
                 self.handle.fail(error);
             }
-            Err(PushError::Failed { error, .. }) => {
+            Err(Refused::Failed(_, error)) => {
                 self.stop();
                 self.handle.fail(error);
             }

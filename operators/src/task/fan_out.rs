@@ -11,17 +11,14 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::sync::Notify;
 use weir_runtime::Subscriber;
 use weir_runtime::metrics::BoundaryMetrics;
 
 use futures::StreamExt;
-use weir_runtime::ingress::{
-    IngressConfig, IngressHandle, IngressPublisher, Overflow, PushError, ingress,
-};
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
+use weir_runtime::queue::{self, QueueHandle, QueuePublisher, Refused, WhenFull};
 use weir_runtime::sink::into_stream_named;
 use weir_runtime::{Error, Publisher};
 
@@ -38,12 +35,7 @@ pub enum Lagging {
     Disconnect,
 }
 
-/// Outputs that make the hub wait, with no deadline (the hub pushes with
-/// [`IngressHandle::push_waiting`]: a full output is backpressure, not a rejection).
-const WAIT: Overflow = Overflow::Block {
-    timeout: Duration::MAX,
-};
-
+/// A broadcast's route: every item to every live output, a full output handled per [`Lagging`].
 struct BroadcastRoute(Lagging);
 /// `next`: where the scan for the roomiest output starts, rotated so that ties are shared.
 struct BalanceRoute {
@@ -73,19 +65,19 @@ where
     T: Clone + Send + 'static,
     P: Publisher<T>,
 {
-    let overflow = match lagging {
-        Lagging::Wait => WAIT,
-        Lagging::Drop => Overflow::DropNewest,
-        Lagging::Disconnect => Overflow::Reject {
-            retry_after: Duration::ZERO,
-        },
+    // A full output waits (backpressure), drops the copy (counted) or refuses it (then the hub
+    // disconnects that output).
+    let when_full = match lagging {
+        Lagging::Wait => WhenFull::Wait,
+        Lagging::Drop => WhenFull::DropNewest,
+        Lagging::Disconnect => WhenFull::Refuse,
     };
     start(
         upstream,
         "broadcast",
         outputs,
         capacity,
-        overflow,
+        when_full,
         BroadcastRoute(lagging),
     )
 }
@@ -107,7 +99,7 @@ where
         "balance",
         outputs,
         capacity,
-        WAIT,
+        WhenFull::Wait,
         BalanceRoute { next: 0 },
     )
 }
@@ -133,7 +125,7 @@ where
         "partition",
         outputs,
         capacity,
-        WAIT,
+        WhenFull::Wait,
         PartitionRoute(move |item: &T| hasher.hash_one(key(item))),
     )
 }
@@ -143,7 +135,7 @@ fn start<T, P, R>(
     stage: &'static str,
     outputs: usize,
     capacity: usize,
-    overflow: Overflow,
+    when_full: WhenFull,
     route: R,
 ) -> Result<Vec<FanOutput<T>>, Error>
 where
@@ -162,8 +154,7 @@ where
     let mut handles = Vec::with_capacity(outputs);
     let mut publishers = Vec::with_capacity(outputs);
     for i in 0..outputs {
-        let config = IngressConfig::new(format!("{stage}.{i}"), capacity, overflow)?;
-        let (handle, publisher) = ingress::<T>(config);
+        let (handle, publisher) = queue::bounded::<T>(format!("{stage}.{i}"), capacity, when_full)?;
         handles.push(Some(handle));
         publishers.push(FanOutput {
             inner: publisher,
@@ -180,7 +171,7 @@ where
     let account = Tally::new(stage);
     let mut tally = account.writer();
     let mut items = into_stream_named(upstream, capacity, stage);
-    let failing: Vec<IngressHandle<T>> = handles.iter().flatten().cloned().collect();
+    let failing: Vec<QueueHandle<T>> = handles.iter().flatten().cloned().collect();
     let hub_account = account.clone();
     let on_panic = move |error: Error| {
         let in_hand = account.shared_held();
@@ -233,7 +224,7 @@ struct Waiting {
 /// One output of a fan-out: a publisher serving one subscriber (a second one gets
 /// `AlreadySubscribed`). Items start flowing once every output of the fan-out is subscribed.
 pub struct FanOutput<T> {
-    inner: IngressPublisher<T>,
+    inner: QueuePublisher<T>,
     counted: Arc<AtomicBool>,
     waiting: Arc<Waiting>,
 }
@@ -275,8 +266,8 @@ impl<T: Send + 'static> Publisher<T> for FanOutput<T> {
 }
 
 /// Pushes into an output, waiting while it is full. `false` if the output is gone.
-async fn push_waiting<T>(handle: &IngressHandle<T>, item: T) -> bool {
-    handle.push_waiting(item).await.is_ok()
+async fn push_waiting<T>(handle: &QueueHandle<T>, item: T) -> bool {
+    handle.push(item).await.is_ok()
 }
 
 /// How a route places one item; returns `false` when no output is left.
@@ -284,7 +275,7 @@ trait Dispatch<T> {
     fn dispatch(
         &mut self,
         item: T,
-        outputs: &mut [Option<IngressHandle<T>>],
+        outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
     ) -> impl std::future::Future<Output = bool> + Send;
@@ -294,7 +285,7 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
     async fn dispatch(
         &mut self,
         item: T,
-        outputs: &mut [Option<IngressHandle<T>>],
+        outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
     ) -> bool {
@@ -311,10 +302,10 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
             let keep = match self.0 {
                 Lagging::Wait => push_waiting(handle, copy).await,
                 // A full output drops the item (counted by its ingress).
-                Lagging::Drop => !matches!(handle.try_push(copy), Err(PushError::Closed { .. })),
+                Lagging::Drop => !matches!(handle.try_push(copy), Err(Refused::Closed(_))),
                 Lagging::Disconnect => match handle.try_push(copy) {
                     Ok(_) => true,
-                    Err(PushError::Closed { .. }) => false,
+                    Err(Refused::Closed(_)) => false,
                     Err(_) => {
                         tracing::warn!(
                             stage,
@@ -346,7 +337,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
     async fn dispatch(
         &mut self,
         item: T,
-        outputs: &mut [Option<IngressHandle<T>>],
+        outputs: &mut [Option<QueueHandle<T>>],
         _: &'static str,
         tally: &mut TallyWriter,
     ) -> bool {
@@ -377,7 +368,7 @@ where
     async fn dispatch(
         &mut self,
         item: T,
-        outputs: &mut [Option<IngressHandle<T>>],
+        outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
     ) -> bool {

@@ -1,0 +1,75 @@
+//! A spilling queue whose store gains items by itself (a store that reads back in the background)
+//! emits them when the store calls the queue's wake, without waiting for another push or request.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use weir_runtime::queue::{self, SpillStore, StoreRefusal, WhenStoreFull};
+use weir_runtime::{Error, sink};
+
+/// How a store wakes its queue.
+type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Items become takeable only when `arrive` is called from elsewhere; then the store wakes its
+/// queue.
+#[derive(Clone, Default)]
+struct Background {
+    ready: Arc<Mutex<VecDeque<u64>>>,
+    wake: Arc<Mutex<Option<Wake>>>,
+}
+
+impl Background {
+    fn arrive(&self, item: u64) {
+        self.ready.lock().unwrap().push_back(item);
+        let wake = self.wake.lock().unwrap().clone();
+        if let Some(wake) = wake {
+            wake();
+        }
+    }
+}
+
+impl SpillStore<u64> for Background {
+    fn memory_capacity(&self) -> usize {
+        4
+    }
+    fn push(&mut self, item: u64) -> Result<bool, (u64, StoreRefusal)> {
+        self.ready.lock().unwrap().push_back(item);
+        Ok(false)
+    }
+    fn take_into(&mut self, max: usize, out: &mut VecDeque<u64>) -> Result<usize, Error> {
+        let mut ready = self.ready.lock().unwrap();
+        let n = max.min(ready.len());
+        out.extend(ready.drain(..n));
+        Ok(n)
+    }
+    fn len(&self) -> u64 {
+        self.ready.lock().unwrap().len() as u64
+    }
+    fn in_memory(&self) -> usize {
+        self.ready.lock().unwrap().len()
+    }
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn set_wake(&mut self, wake: Wake) {
+        *self.wake.lock().unwrap() = Some(wake);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_gains_items_by_itself_wakes_its_queue() {
+    let store = Background::default();
+    let outside = store.clone();
+    let (handle, publisher) = queue::spilling("replayed", store, WhenStoreFull::Wait).unwrap();
+    let mut items = sink::into_stream(publisher, 4);
+    // Demand is waiting and nothing is pushed: the item must come through the wake alone.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    outside.arrive(7);
+    let first = tokio::time::timeout(Duration::from_secs(2), items.next())
+        .await
+        .expect("the store's wake did not reach the queue");
+    assert_eq!(first.unwrap().unwrap(), 7);
+    drop(handle);
+}
