@@ -75,6 +75,13 @@ def dependencies(src):
                     target = resolve(base + name, mods)
                     if target != module and target in graph:
                         graph[module].add(target)
+        # `use self::child::...` and `use child::...` for a child module declared here.
+        children = set(re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", file.read_text(), re.M))
+        for child in re.finditer(r"\buse\s+(?:self::)?([a-z_][a-z0-9_]*)::", text):
+            if child.group(1) in children:
+                target = resolve(list(module) + [child.group(1)], mods)
+                if target != module and target in graph:
+                    graph[module].add(target)
         for match in PATH.finditer(text):
             base = [] if match.group(1) == "crate" else list(module[:-1])
             parts = [p for p in match.group(2).split("::") if p]

@@ -16,7 +16,10 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use weir::prelude::*;
 use weir_nats::async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
-use weir_nats::{JetStreamSink, JetStreamSource, OutMessage, SinkConfig, SourceConfig};
+use weir_nats::{
+    sink::{JetStreamSink, OutMessage, SinkConfig},
+    source::{JetStreamSource, SourceConfig},
+};
 
 /// Messages per pull, in both variants.
 const BATCH: usize = 256;

@@ -123,7 +123,7 @@ async fn run_weir(options: &Options, overflow: Overflow) -> Result<Outcomes, Err
     Ok(outcomes)
 }
 
-fn describe(snapshot: &weir::runtime::metrics::BoundarySnapshot) -> String {
+fn describe(snapshot: &weir::runtime::metrics::BufferCounts) -> String {
     format!(
         "in={} out={} depth={} rejected={:?} dropped={:?} producer_wait={:.0}ms",
         snapshot.items_in,

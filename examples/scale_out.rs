@@ -25,7 +25,10 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 use weir_nats::async_nats::jetstream::{self, consumer, stream};
-use weir_nats::{JetStreamSink, JetStreamSource, OutMessage, SinkConfig, SourceConfig};
+use weir_nats::{
+    sink::{JetStreamSink, OutMessage, SinkConfig},
+    source::{JetStreamSource, SourceConfig},
+};
 
 const PAYLOAD: usize = 256;
 

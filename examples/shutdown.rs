@@ -152,7 +152,7 @@ async fn main() -> ExitCode {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let processed = processed.load(Ordering::Relaxed);
-    let snapshot = running.metrics();
+    let snapshot = running.snapshot();
     let cancelled: u64 = snapshot
         .buffers()
         .map(|(_, b)| b.counters.dropped.get("cancelled").copied().unwrap_or(0))

@@ -175,7 +175,7 @@ fn metrics_show_depth_waits_and_age_under_pressure() {
     assert!(snapshot.producer_wait_ms >= 40.0, "{snapshot:?}");
     assert_eq!(snapshot.oldest_item_age_ms, None);
     let json = serde_json::to_string(&snapshot).unwrap();
-    let back: weir::runtime::metrics::BoundarySnapshot = serde_json::from_str(&json).unwrap();
+    let back: weir::runtime::metrics::BufferCounts = serde_json::from_str(&json).unwrap();
     assert_eq!(back, snapshot);
 }
 

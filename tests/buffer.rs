@@ -9,7 +9,7 @@ use weir::prelude::*;
 use weir::runtime::metrics::Reason;
 
 /// Waits until the buffer was offered `n` items (its upstream ran through).
-fn until_offered(metrics: &weir::runtime::metrics::BoundaryMetrics, n: u64) {
+fn until_offered(metrics: &weir::runtime::metrics::BufferMetrics, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while metrics.offered() < n {
         assert!(

@@ -56,7 +56,7 @@ async fn counters_are_exported_under_the_documented_names() {
             .filter(|e| e.to == "join")
             .all(|e| e.buffers.len() == 2)
     };
-    while !lanes_counted(&running.metrics()) {
+    while !lanes_counted(&running.snapshot()) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 

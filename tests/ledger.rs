@@ -88,7 +88,7 @@ fn ledger_a_stage_before_a_filter_counts_everything_it_emitted() {
         });
         let mut running = p.build().unwrap().start().unwrap();
         (&mut running).await.unwrap();
-        let snapshot = running.metrics();
+        let snapshot = running.snapshot();
         assert_eq!(snapshot.stage("numbers").unwrap().items, 100);
         assert_eq!(snapshot.stage("even").unwrap().items, 50);
         assert_eq!(snapshot.stage("store").unwrap().items, 50);
@@ -149,7 +149,7 @@ fn ledger_balances_per_stage_and_for_the_graph_after_a_run() {
         }
         drop(orders_in);
         (&mut running).await.unwrap();
-        let snapshot = running.metrics();
+        let snapshot = running.snapshot();
         for stage in &snapshot.stages {
             assert!(stage.ledger.balances(), "{}: {}", stage.name, stage.ledger);
         }
@@ -190,7 +190,7 @@ fn ledger_abort_counts_async_calls_in_flight() {
         let mut running = p.build().unwrap().start().unwrap();
         // Both stages fill up: 3 calls in the sink, 4 in the stage.
         for _ in 0..200 {
-            let snapshot = running.metrics();
+            let snapshot = running.snapshot();
             let held = |name: &str| snapshot.stage(name).unwrap().ledger.held;
             if held("store") >= 3 && held("enrich") >= 4 {
                 break;
@@ -200,13 +200,13 @@ fn ledger_abort_counts_async_calls_in_flight() {
         running.abort();
         let _ = (&mut running).await;
         // Cancellation travels through the stages' tasks: wait until they let go of everything.
-        let mut snapshot = running.metrics();
+        let mut snapshot = running.snapshot();
         for _ in 0..500 {
             if snapshot.ledger().balances() && snapshot.ledger().held == 0 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            snapshot = running.metrics();
+            snapshot = running.snapshot();
         }
         let store = snapshot.stage("store").unwrap().ledger;
         let enrich = snapshot.stage("enrich").unwrap().ledger;

@@ -399,13 +399,13 @@ async fn run(case: Case) -> Result<(), String> {
         let _ = pusher.await;
     }
     // Wait for the stages to settle (cancellations travel through tasks), then judge.
-    let mut snapshot = running.metrics();
+    let mut snapshot = running.snapshot();
     for _ in 0..400 {
         if balanced(&snapshot) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        snapshot = running.metrics();
+        snapshot = running.snapshot();
     }
     let books = snapshot.ledger();
     let mut problems = String::new();

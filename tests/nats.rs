@@ -12,7 +12,10 @@ use weir::prelude::*;
 use weir_nats::async_nats;
 use weir_nats::local::server_for_tests;
 use weir_nats::{
-    Delivery, JetStreamSink, JetStreamSource, NatsError, OutMessage, SinkConfig, SourceConfig,
+    NatsError,
+    delivery::Delivery,
+    sink::{JetStreamSink, OutMessage, SinkConfig},
+    source::{JetStreamSource, SourceConfig},
 };
 
 use nats_support::*;
@@ -446,7 +449,7 @@ async fn take_all<S: weir::runtime::queue::SpillStore<u64> + std::fmt::Debug>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_spill_store_round_trips_through_the_broker_in_order() {
     use weir::runtime::queue::{SpillStore, StoreRefusal};
-    use weir_nats::{JetStreamSpillStore, SpillStoreConfig};
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
 
     let Some(server) = server_for_tests().unwrap() else {
         return;

@@ -15,8 +15,9 @@ use weir::prelude::*;
 use weir_nats::async_nats::jetstream::{self, consumer};
 use weir_nats::local::{cluster_for_tests, server_for_tests};
 use weir_nats::{
-    JetStreamSink, JetStreamSource, OutMessage, SinkConfig, SinkSnapshot, SourceConfig,
-    SourceMetrics, SourceStop,
+    SinkSnapshot, SourceMetrics,
+    sink::{JetStreamSink, OutMessage, SinkConfig},
+    source::{JetStreamSource, SourceConfig, SourceStop},
 };
 
 use nats_support::*;

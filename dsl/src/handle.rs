@@ -110,7 +110,7 @@ impl PipelineHandle {
     /// A snapshot of every stage and edge: items and rates per stage with its
     /// [ledger](crate::Ledger); depth, capacity, in / out rates, demand, rejects and drops by
     /// reason, oldest-item age and lag per buffer.
-    pub fn metrics(&self) -> PipelineSnapshot {
+    pub fn snapshot(&self) -> PipelineSnapshot {
         observe::snapshot(&self.running)
     }
 
@@ -119,13 +119,13 @@ impl PipelineHandle {
     /// records on disk included) would take longer than the recovery budget to drain at its
     /// recent drain rate (or does not drain at all). Every reason is given.
     pub fn ready(&self) -> Readiness {
-        let snapshot = self.metrics();
+        let snapshot = self.snapshot();
         observe::readiness(&self.running, &snapshot)
     }
 
     /// A picture of the graph with the live depth / capacity of every buffered edge.
     pub fn describe(&self) -> Diagram {
-        let snapshot = self.metrics();
+        let snapshot = self.snapshot();
         Diagram::new(&self.running.name, &self.running.nodes, Some(&snapshot))
     }
 
@@ -137,7 +137,7 @@ impl PipelineHandle {
     /// Records every counter now through the `metrics` facade (the pipeline also does so every
     /// quarter of its rate window while it runs). See the [names table](crate::export).
     pub fn export_metrics(&self) {
-        let snapshot = self.metrics();
+        let snapshot = self.snapshot();
         let readiness = observe::readiness(&self.running, &snapshot);
         export::record(&snapshot, &readiness);
     }

@@ -3,7 +3,7 @@
 //! A [`PipelineBuilder`] adds stages with typed methods that return typed [`Port`]s; each port feeds
 //! one input, so the code reads like the graph it builds. [`PipelineBuilder::build`] validates the
 //! graph and reports every problem at once ([`BuildError`]); [`Pipeline::start`] runs it and returns
-//! a [`PipelineHandle`] to observe it ([`metrics`](PipelineHandle::metrics),
+//! a [`PipelineHandle`] to observe it ([`snapshot`](PipelineHandle::snapshot),
 //! [`ready`](PipelineHandle::ready), [`live`](PipelineHandle::live),
 //! [`describe`](PipelineHandle::describe)) and to stop it ([`drain`](PipelineHandle::drain),
 //! [`abort`](PipelineHandle::abort)); awaiting the handle yields the result, naming the failing

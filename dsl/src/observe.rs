@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use weir_runtime::metrics::{BoundarySnapshot, Reason};
+use weir_runtime::metrics::{BufferCounts, Reason};
 use weir_spill::SpillSnapshot;
 
 use crate::graph::StageKind;
@@ -15,7 +15,7 @@ use crate::rates::Reading;
 use crate::running::Running;
 
 /// Rejections that say "the pipeline cannot keep up" (not the ones caused by closing it).
-fn overload_rejections(snapshot: &BoundarySnapshot) -> u64 {
+fn overload_rejections(snapshot: &BufferCounts) -> u64 {
     [Reason::Full, Reason::Timeout, Reason::SpillFailed]
         .iter()
         .map(|reason| snapshot.rejected.get(reason.as_str()).copied().unwrap_or(0))
@@ -31,7 +31,7 @@ pub struct BufferSnapshot {
     /// Depth, capacity, items in / out, demand, rejects and drops by reason, oldest-item age and
     /// producer wait, as the runtime counts them (`name` is the stage, `merge.upstream` for a
     /// lane, `fan[k]` for output `k` of a fan-out).
-    pub counters: BoundarySnapshot,
+    pub counters: BufferCounts,
     /// Items accepted per second over the recent window.
     pub in_per_sec: Option<f64>,
     /// Items handed on per second over the recent window (the drain rate).
@@ -158,7 +158,7 @@ impl fmt::Display for Readiness {
 }
 
 /// Reads every counter once: the stages' ledgers and the buffers' snapshots.
-fn read(running: &Running) -> (Reading, Vec<Option<BoundarySnapshot>>, Vec<Ledger>) {
+fn read(running: &Running) -> (Reading, Vec<Option<BufferCounts>>, Vec<Ledger>) {
     let probes = &running.probes;
     let snapshots: Vec<_> = probes.buffers.iter().map(|b| b.read()).collect();
     let ledgers = ledgers(running);

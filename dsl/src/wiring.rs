@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use weir_operators::merge::{LaneMetrics, Merge};
 use weir_runtime::ledger::Scope;
-use weir_runtime::metrics::{BoundaryMetrics, BoundarySnapshot};
+use weir_runtime::metrics::{BufferCounts, BufferMetrics};
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
 use weir_spill::SpillMetrics;
 
@@ -39,13 +39,13 @@ pub(crate) type Closer = Box<dyn Fn() + Send + Sync>;
 /// Where a buffer's counters come from.
 #[derive(Debug, Clone)]
 pub(crate) enum Counters {
-    Direct(Arc<BoundaryMetrics>),
+    Direct(Arc<BufferMetrics>),
     /// Lane `k` of a merge, known once the merge is subscribed.
     Lane(Arc<OnceLock<LaneMetrics>>, usize),
 }
 
 impl Counters {
-    fn snapshot(&self) -> Option<BoundarySnapshot> {
+    fn snapshot(&self) -> Option<BufferCounts> {
         match self {
             Counters::Direct(metrics) => Some(metrics.snapshot()),
             Counters::Lane(slot, k) => slot.get()?.snapshot().into_iter().nth(*k),
@@ -69,7 +69,7 @@ pub(crate) struct BufferProbe {
 
 impl BufferProbe {
     /// The buffer's counters now, named after the DSL stage.
-    pub(crate) fn read(&self) -> Option<BoundarySnapshot> {
+    pub(crate) fn read(&self) -> Option<BufferCounts> {
         let mut snapshot = self.counters.snapshot()?;
         snapshot.name.clone_from(&self.name);
         Some(snapshot)
@@ -131,7 +131,7 @@ pub(crate) struct StageCounters {
     /// The stage's accounts (queues, lanes, operators, its output edge).
     pub(crate) scope: Arc<Scope>,
     /// Pushes offered, for an ingress.
-    pub(crate) offered: Option<Arc<BoundaryMetrics>>,
+    pub(crate) offered: Option<Arc<BufferMetrics>>,
     pub(crate) span: tracing::Span,
 }
 
@@ -286,7 +286,7 @@ impl Wiring<'_> {
     }
 
     /// Counts the pushes offered to the ingress `stage` (its queue's counters).
-    pub(crate) fn offered(&mut self, stage: usize, metrics: Arc<BoundaryMetrics>) {
+    pub(crate) fn offered(&mut self, stage: usize, metrics: Arc<BufferMetrics>) {
         self.stages[stage].offered = Some(metrics);
     }
 
@@ -295,7 +295,7 @@ impl Wiring<'_> {
         &mut self,
         stage: usize,
         kind: BufferKind,
-        metrics: Arc<BoundaryMetrics>,
+        metrics: Arc<BufferMetrics>,
     ) {
         self.buffers.push(BufferProbe {
             stage,
@@ -324,7 +324,7 @@ impl Wiring<'_> {
         &mut self,
         stage: usize,
         output: usize,
-        metrics: Arc<BoundaryMetrics>,
+        metrics: Arc<BufferMetrics>,
     ) {
         let Some((to, k)) = Node::consumer_of(self.nodes, stage, output) else {
             return;

@@ -75,7 +75,7 @@
 //! use std::task::{Context, Poll};
 //! use weir_operators::PublisherExt;
 //! use weir_operators::task::{Outlet, Progress, TaskOperator, input, start};
-//! use weir_runtime::lane::{Lane, LaneEvent};
+//! use weir_runtime::kit::{Lane, LaneEvent};
 //! use weir_runtime::{Publisher, Subscriber, source};
 //!
 //! /// Every item of the first source, then every item of the second.

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent};
-use weir_runtime::metrics::BoundarySnapshot;
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::metrics::BufferCounts;
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
 
 use crate::task::{Outlet, Progress, TaskOperator, input, start};
@@ -214,11 +214,11 @@ impl<T: Send + 'static> PriorityLanes<T> {
 
 /// Live counters of a running merge, one snapshot per lane.
 #[derive(Debug, Clone)]
-pub struct LaneMetrics(Arc<Vec<Arc<weir_runtime::metrics::BoundaryMetrics>>>);
+pub struct LaneMetrics(Arc<Vec<Arc<weir_runtime::metrics::BufferMetrics>>>);
 
 impl LaneMetrics {
     /// A snapshot of every lane's buffer (depth, items in / out, oldest-item age...).
-    pub fn snapshot(&self) -> Vec<BoundarySnapshot> {
+    pub fn snapshot(&self) -> Vec<BufferCounts> {
         self.0.iter().map(|metrics| metrics.snapshot()).collect()
     }
 }

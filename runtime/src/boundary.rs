@@ -1,6 +1,6 @@
 //! Async boundaries: where one fused segment ends and the next begins, in another tokio task.
 //!
-//! A boundary is a bounded, credit-based queue (the [`weir_sync::ring`]) with two tasks:
+//! A boundary is a bounded, credit-based queue (the [`weir_lockfree::ring`]) with two tasks:
 //! - the **credit task** requests `capacity` items from the upstream at the start and then, whenever
 //!   75% of the capacity has been freed by the consumer, requests that much again (Reactor's
 //!   `limitRate` rule). A synchronous upstream segment runs inside this task's `request` call, so the
@@ -16,7 +16,7 @@
 //! depends on `on_flush`: a plain Reactive Streams publisher that emits one item and pauses has it
 //! delivered (the consumer takes everything written before it waits, the inlet publishes when it
 //! sees the consumer waiting, and a second look a millisecond after a wait starts closes the race
-//! between the two; see `weir_sync::ring`).
+//! between the two; see `weir_lockfree::ring`).
 
 use std::future::Future;
 use std::future::poll_fn;
@@ -26,10 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use weir_sync::WakeSlot;
-use weir_sync::ring::{self, Consumer, Credit, Producer, Readable};
+use weir_lockfree::WakeSlot;
+use weir_lockfree::ring::{self, Consumer, Credit, Producer, Readable};
 
-use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::metrics::BufferMetrics;
 use crate::recheck::Recheck;
 use crate::task::{Next, TaskSubscription};
 use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
@@ -82,8 +82,8 @@ impl BoundaryConfig {
         &self.name
     }
 
-    fn new_metrics(&self) -> Arc<BoundaryMetrics> {
-        BoundaryMetrics::new(self.name.clone(), StageKind::Boundary, self.capacity)
+    fn new_metrics(&self) -> Arc<BufferMetrics> {
+        BufferMetrics::new(self.name.clone(), self.capacity)
     }
 }
 
@@ -99,7 +99,7 @@ pub(crate) struct Channel {
     /// When the inlet found the grant used up (nanoseconds on the metrics clock, plus one; 0 when
     /// not waiting): the start of a producer wait, which the credit side ends with its next grant.
     exhausted_at: AtomicU64,
-    pub(crate) metrics: Arc<BoundaryMetrics>,
+    pub(crate) metrics: Arc<BufferMetrics>,
 }
 
 impl Channel {
@@ -192,7 +192,7 @@ impl Grant {
 pub(crate) fn channel<T: Send + 'static>(
     name: Arc<str>,
     capacity: usize,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 ) -> (Inlet<T>, Consumer<T>, Credit<T>, Arc<Channel>) {
     let (producer, consumer, credit) = ring::ring(capacity);
     metrics.attach_ring(credit.occupancy());
@@ -401,7 +401,7 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
 /// [`ErrorKind::AlreadySubscribed`].
 pub struct Outlet<T> {
     parts: Arc<Mutex<Option<OutletParts<T>>>>,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 struct OutletParts<T> {
@@ -431,7 +431,7 @@ impl<T> std::fmt::Debug for Outlet<T> {
 
 impl<T> Outlet<T> {
     /// The boundary's live counters.
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }
@@ -454,7 +454,7 @@ pub fn processor<T: Send + 'static>(config: BoundaryConfig) -> (Inlet<T>, Outlet
 
 fn processor_with<T: Send + 'static>(
     config: BoundaryConfig,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 ) -> (Inlet<T>, Outlet<T>) {
     let (inlet, consumer, credit, channel) =
         channel(config.name.clone(), config.capacity, metrics.clone());
@@ -638,12 +638,12 @@ impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
 pub struct Boundary<P> {
     upstream: P,
     config: BoundaryConfig,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 impl<P> Boundary<P> {
     /// The boundary's live counters (they start counting once it is subscribed).
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }

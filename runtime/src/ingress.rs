@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::metrics::{BoundaryMetrics, Reason};
+use crate::metrics::{BufferMetrics, Reason};
 use crate::queue::{
     self, Pushed, QueueCloser, QueueHandle, QueuePublisher, Refused, SpillStore, WhenFull,
     WhenStoreFull,
@@ -370,7 +370,7 @@ impl<T> IngressHandle<T> {
     }
 
     /// The ingress's live counters.
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.queue.metrics()
     }
 }

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_sync::ring::{Consumer, Credit, Readable};
+use weir_lockfree::ring::{Consumer, Credit, Readable};
 
 use crate::boundary::{Channel, Grant, Inlet, channel};
-use crate::metrics::{BoundaryMetrics, StageKind};
+use crate::metrics::BufferMetrics;
 use crate::recheck::Recheck;
 use crate::{Error, Subscriber, Subscription};
 
@@ -31,7 +31,7 @@ pub enum LaneEvent {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use std::future::poll_fn;
-/// use weir_runtime::{Publisher, lane::{lane, LaneEvent}, source};
+/// use weir_runtime::{Publisher, kit::{lane, LaneEvent}, source};
 /// let (inlet, mut lane) = lane::<u32>("numbers", 2);
 /// source::from_iter(1..=5).subscribe(inlet);
 /// let mut got = Vec::new();
@@ -46,12 +46,12 @@ pub enum LaneEvent {
 /// ```
 pub fn lane<T: Send + 'static>(name: &str, capacity: usize) -> (Inlet<T>, Lane<T>) {
     let capacity = capacity.max(1);
-    lane_observed(BoundaryMetrics::new(name, StageKind::Boundary, capacity))
+    lane_observed(BufferMetrics::new(name, capacity))
 }
 
 /// A lane reporting into `metrics` (made beforehand, e.g. by an operator that hands them out before
 /// it is subscribed); its capacity is the metrics' capacity (at least 1).
-pub fn lane_observed<T: Send + 'static>(metrics: Arc<BoundaryMetrics>) -> (Inlet<T>, Lane<T>) {
+pub fn lane_observed<T: Send + 'static>(metrics: Arc<BufferMetrics>) -> (Inlet<T>, Lane<T>) {
     let capacity = (metrics.snapshot().capacity as usize).max(1);
     let (inlet, consumer, credit, channel) = channel(metrics.name().into(), capacity, metrics);
     (
@@ -164,7 +164,7 @@ impl<T: Send + 'static> Lane<T> {
     }
 
     /// The lane's buffer counters.
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.channel.metrics.clone()
     }
 

@@ -1,7 +1,7 @@
 //! The ledger: every item accounted for.
 //!
 //! weir's promise is checkable arithmetic. Every place that can hold an item or let it leave the
-//! happy path is an [`Account`]: a queue (its [`BoundaryMetrics`](crate::metrics::BoundaryMetrics)),
+//! happy path is an [`Account`]: a queue (its [`BufferMetrics`](crate::metrics::BufferMetrics)),
 //! an operator that filters, batches or awaits (a [`Tally`]), a sink. An account reports an
 //! [`Entry`]: what it holds now, how many items left it by [`Reason`], and, for operators that
 //! reshape items (a batch made of many, copies made by a broadcast), how many it *made* and how

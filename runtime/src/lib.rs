@@ -6,7 +6,9 @@
 //! - [`source`] and [`sink`]: publishers from iterators and streams, subscribers that fold, collect or
 //!   turn a publisher back into a `futures::Stream`;
 //! - [`boundary`]: the bounded, credit-based hand-off between two tokio tasks;
-//! - [`lane`]: one upstream read through a bounded credit ring from a task of your own;
+//! - [`kit`]: what operators are made of, for people who write operators: lanes (an upstream
+//!   read through a bounded credit ring from a task of your own) and the subscription state of a
+//!   task that emits;
 //! - [`queue`]: a bounded queue pushed into and emitting on demand, with an explicit policy when
 //!   full (in-stream buffers, fan-out outputs);
 //! - [`ingress`]: the queue's face for callers that cannot be slowed: deadlines and retry hints;
@@ -31,7 +33,8 @@
 pub mod boundary;
 mod error;
 pub mod ingress;
-pub mod lane;
+pub mod kit;
+mod lane;
 pub mod ledger;
 pub mod metrics;
 pub mod processor;
@@ -40,10 +43,10 @@ pub mod queue;
 mod recheck;
 pub mod sink;
 pub mod source;
-pub mod task;
+mod task;
 
 pub use error::{Error, ErrorKind};
 pub use protocol::{
     BoxPublisher, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject,
 };
-pub use weir_sync::Demand;
+pub use weir_lockfree::Demand;

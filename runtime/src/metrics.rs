@@ -1,10 +1,10 @@
-//! The metrics core: atomic counters and gauges per boundary and ingress, read as a plain,
-//! serde-serialisable [`BoundarySnapshot`].
+//! The metrics core: [`BufferMetrics`], the atomic counters and gauges of one buffer (a queue, a
+//! boundary's ring, a lane), read as plain, serde-serialisable [`BufferCounts`].
 //!
-//! Hot paths never touch these per item. Boundaries derive items in / out and depth from the ring's own
-//! positions when a snapshot is taken; ingresses update them under the lock they already hold. Every
-//! rejected or dropped item is counted here by [`Reason`] and logged at warn level, at most once per
-//! second per stage.
+//! Hot paths never touch these per item. Rings (boundaries, lanes) derive items in / out and depth
+//! from their own positions when a snapshot is taken; queues update them under the lock they
+//! already hold. Every rejected or dropped item is counted here by [`Reason`] and logged at warn
+//! level, at most once per second per buffer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_sync::ring::Occupancy;
+use weir_lockfree::ring::Occupancy;
 
 /// Why an item did not take the happy path. Each reason belongs to one exit of the ledger
 /// ([`Reason::exit`]): handed back to its caller, dropped on purpose, failed, or cancelled.
@@ -136,23 +136,13 @@ impl Reason {
     }
 }
 
-/// What kind of stage the metrics belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    /// An async boundary between two segments.
-    Boundary,
-    /// A push ingress.
-    Ingress,
-}
-
 const AGE_SAMPLES: usize = 16;
 
-/// Live counters of one boundary or ingress. Shared (`Arc`) between the stage and whoever reads it.
+/// Live counters of one buffer (a queue, a ring, a lane). Shared (`Arc`) between the buffer and
+/// whoever reads it.
 #[derive(Debug)]
-pub struct BoundaryMetrics {
+pub struct BufferMetrics {
     name: Arc<str>,
-    kind: StageKind,
     capacity: u64,
     epoch: Instant,
     occupancy: OnceLock<Arc<dyn Occupancy>>,
@@ -178,20 +168,19 @@ pub struct BoundaryMetrics {
     last_warn: AtomicU64,
 }
 
-impl BoundaryMetrics {
+impl BufferMetrics {
     /// Fresh counters for a stage, registered as an account of the current
     /// [`ledger::scope`](crate::ledger::scope) if there is one.
-    pub fn new(name: impl Into<Arc<str>>, kind: StageKind, capacity: usize) -> Arc<Self> {
-        let metrics = Self::unregistered(name, kind, capacity);
+    pub fn new(name: impl Into<Arc<str>>, capacity: usize) -> Arc<Self> {
+        let metrics = Self::unregistered(name, capacity);
         crate::ledger::register(metrics.clone());
         metrics
     }
 
     /// Fresh counters that no ledger scope sees (for a stage that registers them itself).
-    pub fn unregistered(name: impl Into<Arc<str>>, kind: StageKind, capacity: usize) -> Arc<Self> {
+    pub fn unregistered(name: impl Into<Arc<str>>, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
-            kind,
             capacity: capacity as u64,
             epoch: Instant::now(),
             occupancy: OnceLock::new(),
@@ -315,7 +304,7 @@ impl BoundaryMetrics {
 
     /// A consistent-enough copy of every counter (each is read atomically; together they are a
     /// moment's approximation).
-    pub fn snapshot(&self) -> BoundarySnapshot {
+    pub fn snapshot(&self) -> BufferCounts {
         let now = self.now_nanos();
         let Positions {
             items_in,
@@ -336,9 +325,8 @@ impl BoundaryMetrics {
                 dropped.insert(reason.as_str().to_owned(), count);
             }
         }
-        BoundarySnapshot {
+        BufferCounts {
             name: self.name.to_string(),
-            kind: self.kind,
             capacity: self.capacity,
             depth: self.depth(items_in, items_out, abandoned),
             items_in,
@@ -411,7 +399,7 @@ struct Positions {
     oldest: Option<u64>,
 }
 
-impl crate::ledger::Account for BoundaryMetrics {
+impl crate::ledger::Account for BufferMetrics {
     fn name(&self) -> &str {
         &self.name
     }
@@ -431,7 +419,7 @@ impl crate::ledger::Account for BoundaryMetrics {
     }
 }
 
-impl BoundarySnapshot {
+impl BufferCounts {
     /// The queue as a ledger entry: held = depth, exits by reason (from a copy, for queues whose
     /// live counters are out of reach).
     pub fn entry(&self) -> crate::ledger::Entry {
@@ -450,11 +438,9 @@ impl BoundarySnapshot {
 
 /// A copy of one stage's counters, for tests, UIs and exporters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BoundarySnapshot {
+pub struct BufferCounts {
     /// The stage's name.
     pub name: String,
-    /// Boundary or ingress.
-    pub kind: StageKind,
     /// The most items the stage may hold.
     pub capacity: u64,
     /// Items held now (`items_in - items_out` minus items evicted or cancelled from the queue).

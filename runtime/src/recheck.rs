@@ -1,12 +1,12 @@
 //! A second look for ring consumers that start waiting while their producer may still be making an
 //! item visible.
 //!
-//! The credit ring (`weir_sync::ring`) hands items over without a fence per item, so one race is
+//! The credit ring (`weir_lockfree::ring`) hands items over without a fence per item, so one race is
 //! left open by design: a consumer starts waiting at the very moment its producer stores its last
 //! write and looks at the consumer's waiting word. Each may miss the other; if the producer then
 //! pauses for good (a plain Reactive Streams publisher never says it paused), the item would sit in
 //! the ring. The consumer learns when it *started* a wait
-//! ([`Consumer::take_fresh_wait`](weir_sync::ring::Consumer::take_fresh_wait)) and asks for a
+//! ([`Consumer::take_fresh_wait`](weir_lockfree::ring::Consumer::take_fresh_wait)) and asks for a
 //! [`Recheck`]: one process-wide thread wakes it once, [`RECHECK_AFTER`] later, when the producer's
 //! store is long visible, and the consumer's next poll finds the item.
 //!

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::lane::{Lane, LaneEvent, lane};
 use crate::ledger::{Reason, Tally, TallyWriter};
-use crate::metrics::BoundaryMetrics;
+use crate::metrics::BufferMetrics;
 use crate::{Error, Publisher, Subscriber, Subscription};
 
 /// What a sink's closure returns: `()` (it cannot fail) or `Result<(), E>` (an `Err` fails the
@@ -286,7 +286,7 @@ where
 }
 
 /// [`into_stream`] reporting into `metrics` (made beforehand; its capacity is the prefetch).
-pub fn into_stream_observed<T, P>(publisher: P, metrics: Arc<BoundaryMetrics>) -> IntoStream<T>
+pub fn into_stream_observed<T, P>(publisher: P, metrics: Arc<BufferMetrics>) -> IntoStream<T>
 where
     T: Send + 'static,
     P: Publisher<T>,
@@ -312,7 +312,7 @@ impl<T> std::fmt::Debug for IntoStream<T> {
 
 impl<T: Send + 'static> IntoStream<T> {
     /// The stream's buffer counters.
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.lane.metrics()
     }
 }

@@ -1,5 +1,9 @@
 //! [`PublisherVerification`]: the publisher rules (Reactive Streams §1 and the publisher side of §3),
 //! after the Java TCK's `PublisherVerification`.
+//!
+//! One file for one concept: the publisher rules of the specification (§1 and §3), one function
+//! each, in the order of the Java TCK, so that the list reads like the specification (~940
+//! lines).
 
 use std::cell::Cell;
 use std::fmt::{self, Debug};

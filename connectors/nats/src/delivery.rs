@@ -23,7 +23,7 @@
 //! message, and deliveries are bounded by the pipeline's demand.
 //!
 //! ```
-//! use weir_nats::Delivery;
+//! use weir_nats::delivery::Delivery;
 //! let order = Delivery::detached("42"); // a delivery without a broker, as in tests
 //! let parsed = order.map(|text| text.parse::<u32>().unwrap());
 //! assert_eq!(*parsed.value(), 42);
@@ -320,7 +320,7 @@ impl<T> Delivery<T> {
     /// `batch` or `chunks` stage's output becomes.
     ///
     /// ```
-    /// use weir_nats::Delivery;
+    /// use weir_nats::delivery::Delivery;
     /// let batch = Delivery::batch(vec![Delivery::detached(1), Delivery::detached(2)]);
     /// assert_eq!(batch.value(), &vec![1, 2]);
     /// batch.ack(); // settles both

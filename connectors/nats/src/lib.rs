@@ -1,15 +1,15 @@
 //! NATS JetStream for weir: pipelines that meet across machines through a clustered broker, with
 //! demand kept end to end.
 //!
-//! - [`JetStreamSource`]: a durable pull consumer whose pulls follow downstream demand
+//! - [`JetStreamSource`](crate::source::JetStreamSource): a durable pull consumer whose pulls follow downstream demand
 //!   (`request(n)` becomes pulls of at most `n` messages, never more asked of the broker than
-//!   requested). Each item is a [`Delivery`] carrying its [`Ack`]: acknowledged when the
+//!   requested). Each item is a [`Delivery`](crate::delivery::Delivery) carrying its [`Ack`](crate::delivery::Ack): acknowledged when the
 //!   pipeline is done with it, nak'ed (redelivered) when it fails or is dropped undecided,
 //!   redelivered by the broker after the ack wait if the process dies.
-//! - [`JetStreamSink`]: publishes with JetStream acknowledgements and message ids (the broker's
+//! - [`JetStreamSink`](crate::sink::JetStreamSink): publishes with JetStream acknowledgements and message ids (the broker's
 //!   duplicate window dedupes retries), at most `max_in_flight` unconfirmed; retries transient
-//!   errors with backoff; settles the input's [`Ack`] once its output is stored.
-//! - [`JetStreamSpillStore`]: a spill store for an ingress (`ingress::spilling`) backed by a
+//!   errors with backoff; settles the input's [`Ack`](crate::delivery::Ack) once its output is stored.
+//! - [`JetStreamSpillStore`](crate::spill::JetStreamSpillStore): a spill store for an ingress (`ingress::spilling`) backed by a
 //!   JetStream stream, so overflow goes to the broker instead of a local disk.
 //! - [`local`]: `nats-server` processes on loopback for tests, examples and benchmarks.
 //!
@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use weir_nats::{JetStreamSink, JetStreamSource, OutMessage, SinkConfig, SourceConfig};
+//! use weir_nats::{sink::{JetStreamSink, OutMessage, SinkConfig}, source::{JetStreamSource, SourceConfig}};
 //! use weir_operators::PublisherExt;
 //!
 //! let jetstream = async_nats::jetstream::new(weir_nats::connect("nats://127.0.0.1:4222").await?);
@@ -47,9 +47,5 @@ pub mod spill;
 
 pub use async_nats;
 pub use connect::{CONNECT_TIMEOUT, connect, connect_with, install_crypto_provider};
-pub use delivery::{Ack, Delivery, DeliveryInfo};
 pub use error::NatsError;
 pub use metrics::{ConsumerLag, SinkMetrics, SinkSnapshot, SourceMetrics, SourceSnapshot};
-pub use sink::{JetStreamSink, OutMessage, Outgoing, SinkConfig};
-pub use source::{JetStreamSource, SourceConfig, SourceStop};
-pub use spill::{JetStreamSpillStore, SpillStoreConfig, SpillSync};

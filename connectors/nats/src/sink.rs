@@ -3,7 +3,7 @@
 //!
 //! Every publish carries a message id (`Nats-Msg-Id`), so when a publish is retried (its
 //! confirmation timed out, the connection broke) the stream's duplicate window stores it once.
-//! The id is the item's own when it has one; a [`Delivery`] from a [`JetStreamSource`](crate::JetStreamSource)
+//! The id is the item's own when it has one; a [`Delivery`] from a [`JetStreamSource`](crate::source::JetStreamSource)
 //! gets `<stream>.<sequence>` of the message it came from, so a redelivered input (a worker
 //! crashed before acknowledging it) is deduplicated too; otherwise the sink numbers its publishes.
 //!
@@ -160,7 +160,7 @@ impl Outgoing for Delivery<OutMessage> {
 ///
 /// ```no_run
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use weir_nats::{JetStreamSink, OutMessage, SinkConfig};
+/// use weir_nats::{sink::{JetStreamSink, OutMessage, SinkConfig}};
 /// let jetstream = async_nats::jetstream::new(weir_nats::connect("nats://127.0.0.1:4222").await?);
 /// let sink = JetStreamSink::bind(&jetstream, SinkConfig::new("store", "EVENTS", "events.in")).await?;
 /// let events = weir_runtime::source::from_iter((0..100).map(|n| OutMessage::new(format!("{n}"))));

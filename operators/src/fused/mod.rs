@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
 
-mod stage;
+mod link;
 mod step;
 pub(crate) mod steps;
 
-use stage::Stage;
+use link::Link;
 pub use step::{Step, StepFn};
 
 /// A publisher that runs a [`StepFn`] on every item of its upstream, fused into its call chain.
@@ -93,7 +93,7 @@ where
     fn subscribe<D: Subscriber<S::Out>>(self, subscriber: D) {
         let cap = self.step.request_cap();
         self.upstream.subscribe(FusedSubscriber {
-            stage: Stage::new(S::NAME, subscriber),
+            link: Link::new(S::NAME, subscriber),
             step: self.step,
             cap,
             done: false,
@@ -104,7 +104,7 @@ where
 }
 
 struct FusedSubscriber<D, S, T> {
-    stage: Stage<D>,
+    link: Link<D>,
     step: S,
     cap: Option<u64>,
     /// Completed by the step (`EmitLast` / `Stop`): ignore the rest.
@@ -122,12 +122,12 @@ where
     /// item is counted as cancelled) or the step panicked (counted as failed).
     #[inline]
     fn run(&mut self, item: T) -> Option<Step<S::Out>> {
-        if self.done || self.stage.is_failed() {
+        if self.done || self.link.is_failed() {
             self.tally.add(Reason::Cancelled, 1);
             return None;
         }
         let step = &mut self.step;
-        let outcome = self.stage.guard::<S::Out, _>(|| step.step(item));
+        let outcome = self.link.guard::<S::Out, _>(|| step.step(item));
         if outcome.is_none() {
             self.tally.add(Reason::Failed, 1);
         }
@@ -137,8 +137,8 @@ where
     #[cold]
     fn finish(&mut self) {
         self.done = true;
-        self.stage.cancel_upstream();
-        self.stage.downstream.on_complete();
+        self.link.cancel_upstream();
+        self.link.downstream.on_complete();
     }
 }
 
@@ -157,7 +157,7 @@ where
             })),
             None => subscription,
         };
-        self.stage.on_subscribe::<S::Out>(subscription);
+        self.link.on_subscribe::<S::Out>(subscription);
         if self.cap == Some(0) {
             self.finish(); // take(0): nothing to wait for
         }
@@ -166,13 +166,13 @@ where
     #[inline]
     fn on_next(&mut self, item: T) {
         match self.run(item) {
-            Some(Step::Emit(out)) => self.stage.downstream.on_next(out),
+            Some(Step::Emit(out)) => self.link.downstream.on_next(out),
             Some(Step::Skip) => {
                 self.tally.add(S::DROPPED, 1);
-                self.stage.request_one();
+                self.link.request_one();
             }
             Some(Step::EmitLast(out)) => {
-                self.stage.downstream.on_next(out);
+                self.link.downstream.on_next(out);
                 self.finish();
             }
             Some(Step::Stop) => {
@@ -181,7 +181,7 @@ where
             }
             Some(Step::Fail(error)) => {
                 self.tally.add(Reason::Failed, 1);
-                self.stage.fail::<S::Out>(error);
+                self.link.fail::<S::Out>(error);
             }
             None => {}
         }
@@ -190,13 +190,13 @@ where
     #[inline]
     fn try_on_next(&mut self, item: T) -> bool {
         match self.run(item) {
-            Some(Step::Emit(out)) => self.stage.downstream.try_on_next(out),
+            Some(Step::Emit(out)) => self.link.downstream.try_on_next(out),
             Some(Step::Skip) => {
                 self.tally.add(S::DROPPED, 1);
                 false
             }
             Some(Step::EmitLast(out)) => {
-                self.stage.downstream.try_on_next(out);
+                self.link.downstream.try_on_next(out);
                 self.finish();
                 true
             }
@@ -207,7 +207,7 @@ where
             }
             Some(Step::Fail(error)) => {
                 self.tally.add(Reason::Failed, 1);
-                self.stage.fail::<S::Out>(error);
+                self.link.fail::<S::Out>(error);
                 true
             }
             None => true,
@@ -224,7 +224,7 @@ where
         }
         let step = &mut self.step;
         let (accepted, stopped) =
-            self.stage
+            self.link
                 .forward_iter(items, limit, S::DROPPED, &mut self.tally, |item| {
                     step.step(item)
                 });
@@ -237,20 +237,20 @@ where
 
     fn on_error(&mut self, error: Error) {
         if !self.done {
-            self.stage.on_error::<S::Out>(error)
+            self.link.on_error::<S::Out>(error)
         }
     }
 
     fn on_complete(&mut self) {
         if !self.done {
-            self.stage.on_complete::<S::Out>()
+            self.link.on_complete::<S::Out>()
         }
     }
 
     #[inline]
     fn on_flush(&mut self) {
         if !self.done {
-            self.stage.downstream.on_flush()
+            self.link.downstream.on_flush()
         }
     }
 }

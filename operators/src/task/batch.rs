@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent};
-use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
 use super::{Outlet, Progress, TaskOperator, input_observed, start};
@@ -27,7 +27,7 @@ pub struct Batch<P> {
     upstream: P,
     max_items: usize,
     max_wait: Duration,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 impl<P> Batch<P> {
@@ -36,12 +36,12 @@ impl<P> Batch<P> {
             upstream,
             max_items,
             max_wait,
-            metrics: BoundaryMetrics::new("batch", StageKind::Boundary, max_items.max(1)),
+            metrics: BufferMetrics::new("batch", max_items.max(1)),
         }
     }
 
     /// The counters of the batch's input lane (depth, items in / out, oldest-item age).
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 use weir_runtime::ledger::Tally;
-use weir_runtime::metrics::BoundaryMetrics;
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::queue::{
     self, QueueHandle, QueuePublisher, Refused, SpillStore, WhenFull, WhenStoreFull,
 };
@@ -72,7 +72,7 @@ impl<P, T> std::fmt::Debug for Buffer<P, T> {
 impl<P, T> Buffer<P, T> {
     /// The buffer's live counters (depth, drops by reason...), once it is built; `None` if its
     /// configuration was refused (the subscription then fails with the reason).
-    pub fn metrics(&self) -> Option<Arc<BoundaryMetrics>> {
+    pub fn metrics(&self) -> Option<Arc<BufferMetrics>> {
         match &self.inner {
             Ok(Inner::Blocking(hop)) => Some(hop.metrics()),
             Ok(Inner::Shedding { output, .. } | Inner::Spilling { output, .. }) => {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 use weir_runtime::Subscriber;
-use weir_runtime::metrics::BoundaryMetrics;
+use weir_runtime::metrics::BufferMetrics;
 
 use futures::StreamExt;
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
@@ -249,7 +249,7 @@ impl<T> std::fmt::Debug for FanOutput<T> {
 
 impl<T> FanOutput<T> {
     /// This output's queue counters (depth, drops by reason).
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.inner.metrics()
     }
 }

@@ -12,8 +12,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent};
-use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
 use super::{Outlet, Progress, TaskOperator, input_observed, start};
@@ -34,7 +34,7 @@ pub struct GroupBy<P, F, T> {
     max_groups: usize,
     max_items: usize,
     overflow: GroupOverflow,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
     _input: std::marker::PhantomData<fn(T)>,
 }
 
@@ -52,17 +52,13 @@ impl<P, F, T> GroupBy<P, F, T> {
             max_groups,
             max_items,
             overflow,
-            metrics: BoundaryMetrics::new(
-                "group_by",
-                StageKind::Boundary,
-                max_items.clamp(1, 1024),
-            ),
+            metrics: BufferMetrics::new("group_by", max_items.clamp(1, 1024)),
             _input: std::marker::PhantomData,
         }
     }
 
     /// The counters of the stage's input lane (the open groups are bounded separately).
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }

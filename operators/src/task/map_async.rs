@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use futures::future::{Either, FutureExt, ready};
 use futures::stream::StreamExt;
-use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::sink::into_stream_observed;
 use weir_runtime::source::from_try_stream;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
@@ -28,7 +28,7 @@ pub struct MapAsync<P, F, T> {
     f: F,
     concurrency: usize,
     ordered: bool,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
     calls: Arc<Calls>,
     _input: std::marker::PhantomData<fn(T)>,
 }
@@ -45,14 +45,14 @@ impl<P, F, T> MapAsync<P, F, T> {
             f,
             concurrency,
             ordered,
-            metrics: BoundaryMetrics::new(name, StageKind::Boundary, concurrency.max(1)),
+            metrics: BufferMetrics::new(name, concurrency.max(1)),
             calls: Calls::new(name, false),
             _input: std::marker::PhantomData,
         }
     }
 
     /// The counters of the stage's input buffer (items waiting for an in-flight slot).
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 

@@ -3,7 +3,7 @@
 //! items between calls.
 //!
 //! Such an operator is a [`TaskOperator`]: a step function over its own state that reads its
-//! upstreams through bounded [lanes](weir_runtime::lane) and emits through an [`Outlet`]. [`start`]
+//! upstreams through bounded [lanes](weir_runtime::kit) and emits through an [`Outlet`]. [`start`]
 //! does everything else, the same way for every operator:
 //!
 //! - it looks up the tokio runtime, and without one fails the subscription with
@@ -36,10 +36,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
-use weir_runtime::lane::{Lane, lane, lane_observed};
+use weir_runtime::kit::{Lane, lane, lane_observed};
+use weir_runtime::kit::{Next, TaskSubscription};
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
-use weir_runtime::metrics::BoundaryMetrics;
-use weir_runtime::task::{Next, TaskSubscription};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
 
 use crate::guard;
@@ -166,7 +166,7 @@ where
 
 /// [`input`] through a lane reporting into `metrics`, made beforehand (an operator hands them out
 /// before it is subscribed); the lane's capacity is the metrics' capacity.
-pub fn input_observed<T, P>(upstream: P, metrics: Arc<BoundaryMetrics>) -> Lane<T>
+pub fn input_observed<T, P>(upstream: P, metrics: Arc<BufferMetrics>) -> Lane<T>
 where
     T: Send + 'static,
     P: Publisher<T>,

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent};
+use weir_runtime::kit::{Lane, LaneEvent};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
 use super::{Outlet, Progress, TaskOperator, input, start};

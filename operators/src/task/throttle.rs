@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent};
-use weir_runtime::metrics::{BoundaryMetrics, Reason, StageKind};
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::metrics::{BufferMetrics, Reason};
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
 use super::{Outlet, Progress, TaskOperator, input_observed, start};
@@ -34,7 +34,7 @@ pub struct Throttle<P> {
     per_second: f64,
     burst: f64,
     mode: ThrottleMode,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 impl<P> std::fmt::Debug for Throttle<P> {
@@ -54,13 +54,13 @@ impl<P> Throttle<P> {
             per_second: f64::from(per_second),
             burst: f64::from(burst.max(1)),
             mode,
-            metrics: BoundaryMetrics::new("throttle", StageKind::Boundary, LANE_CAPACITY),
+            metrics: BufferMetrics::new("throttle", LANE_CAPACITY),
         }
     }
 
     /// The throttle's counters: its input lane (depth, in / out) and shed items under
     /// [`Reason::Throttled`].
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }
@@ -93,7 +93,7 @@ struct ThrottleTask<T> {
     tokens: f64,
     refilled: Instant,
     timer: Pin<Box<Sleep>>,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 impl<T: Send + 'static> TaskOperator<T> for ThrottleTask<T> {

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
-use weir_runtime::lane::{Lane, LaneEvent};
-use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::{Error, ErrorKind, Publisher, Subscriber};
 
 use super::{Outlet, Progress, TaskOperator, input_observed, start};
@@ -34,7 +34,7 @@ pub struct Timeout<P> {
     upstream: P,
     silence: Duration,
     on_silence: OnSilence,
-    metrics: Arc<BoundaryMetrics>,
+    metrics: Arc<BufferMetrics>,
 }
 
 impl<P> Timeout<P> {
@@ -43,12 +43,12 @@ impl<P> Timeout<P> {
             upstream,
             silence,
             on_silence,
-            metrics: BoundaryMetrics::new("timeout", StageKind::Boundary, LANE_CAPACITY),
+            metrics: BufferMetrics::new("timeout", LANE_CAPACITY),
         }
     }
 
     /// The counters of the timeout's input lane.
-    pub fn metrics(&self) -> Arc<BoundaryMetrics> {
+    pub fn metrics(&self) -> Arc<BufferMetrics> {
         self.metrics.clone()
     }
 }

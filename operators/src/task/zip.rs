@@ -11,8 +11,8 @@
 
 use std::task::{Context, Poll};
 
-use weir_runtime::lane::{Lane, LaneEvent, lane_observed};
-use weir_runtime::metrics::{BoundaryMetrics, StageKind};
+use weir_runtime::kit::{Lane, LaneEvent, lane_observed};
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::{Error, Publisher, Subscriber};
 
 use super::{Outlet, Progress, TaskOperator, input, start};
@@ -59,11 +59,7 @@ where
             right: Side {
                 lane: {
                     // Not an account of the stream: its items count once taken (see above).
-                    let metrics = BoundaryMetrics::unregistered(
-                        "zip.right",
-                        StageKind::Boundary,
-                        LANE_CAPACITY,
-                    );
+                    let metrics = BufferMetrics::unregistered("zip.right", LANE_CAPACITY);
                     let (inlet, lane) = lane_observed(metrics);
                     self.right.subscribe(inlet);
                     lane

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use weir_sync::{SerialCell, SubscriptionCore};
+use weir_lockfree::{SerialCell, SubscriptionCore};
 
 use crate::{Error, ErrorKind, RawSubscription, Subscriber, Subscription};
 

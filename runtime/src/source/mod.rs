@@ -10,7 +10,7 @@ mod stream;
 pub(crate) use emitter::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
 pub use stream::{FromStream, FromTryStream, from_stream, from_try_stream};
 
-use weir_sync::{Demand, SubscriptionCore};
+use weir_lockfree::{Demand, SubscriptionCore};
 
 use crate::{Error, Publisher, Subscriber};
 

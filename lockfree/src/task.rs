@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::task::{Context, Waker};
-//! use weir_sync::{Next, TaskSubscription};
+//! use weir_lockfree::{Next, TaskSubscription};
 //! let state = TaskSubscription::default();
 //! let mut cx = Context::from_waker(Waker::noop());
 //! assert_eq!(state.poll_next(&mut cx), Next::Wait);

@@ -11,7 +11,7 @@ use crate::loom::{AtomicBool, AtomicWaker, Ordering};
 ///
 /// ```
 /// use std::task::{Context, Waker};
-/// use weir_sync::WakeSlot;
+/// use weir_lockfree::WakeSlot;
 /// let slot = WakeSlot::new();
 /// let mut cx = Context::from_waker(Waker::noop());
 /// slot.prepare(&mut cx);

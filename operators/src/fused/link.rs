@@ -1,5 +1,5 @@
-//! What every closure-running operator shares: the downstream, the upstream subscription and the
-//! panic-to-error path.
+//! The link between a fused operator's upstream and its downstream: the downstream, the upstream
+//! subscription and the panic-to-error path that every fused operator shares.
 
 use weir_runtime::ledger::{Reason, TallyWriter};
 use weir_runtime::{Error, Subscriber, Subscription};
@@ -7,8 +7,8 @@ use weir_runtime::{Error, Subscriber, Subscription};
 use super::step::Step;
 use crate::guard;
 
-/// The downstream half of an operator's subscriber.
-pub(crate) struct Stage<S> {
+/// The link between a fused operator's upstream subscription and its downstream.
+pub(crate) struct Link<S> {
     pub(crate) downstream: S,
     name: &'static str,
     upstream: Option<Subscription>,
@@ -16,7 +16,7 @@ pub(crate) struct Stage<S> {
     failed: bool,
 }
 
-impl<S> Stage<S> {
+impl<S> Link<S> {
     pub(crate) fn new(name: &'static str, downstream: S) -> Self {
         Self {
             downstream,

@@ -10,7 +10,7 @@ use crate::{Demand, Serial};
 /// [`Demand::get`] items, consumes what it emitted and, once cancelled, releases the subscriber.
 ///
 /// ```
-/// use weir_sync::SubscriptionCore;
+/// use weir_lockfree::SubscriptionCore;
 /// let core = SubscriptionCore::new();
 /// let mut emitted = 0;
 /// if core.request(2) {

@@ -1,5 +1,5 @@
 //! loom models of weir's lock-free primitives. Run with:
-//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p weir-sync --release --test loom`
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p weir-lockfree --release --test loom`
 #![cfg(loom)]
 
 use std::future::poll_fn;
@@ -7,8 +7,8 @@ use std::future::poll_fn;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use weir_sync::ring::{Consumer, Readable, ring};
-use weir_sync::{Demand, Next, SerialCell, SubscriptionCore, TaskSubscription};
+use weir_lockfree::ring::{Consumer, Readable, ring};
+use weir_lockfree::{Demand, Next, SerialCell, SubscriptionCore, TaskSubscription};
 
 #[test]
 fn demand_adds_up_and_saturates() {

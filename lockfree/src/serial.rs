@@ -9,7 +9,7 @@ use crate::loom::{AtomicUsize, Ordering};
 /// and how signals to one subscriber are never concurrent (rule 1.3).
 ///
 /// ```
-/// use weir_sync::Serial;
+/// use weir_lockfree::Serial;
 /// let serial = Serial::new();
 /// let mut passes = 0;
 /// serial.run(|| passes += 1);

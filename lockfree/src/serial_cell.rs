@@ -10,7 +10,7 @@ use crate::loom::UnsafeCell;
 /// and exclusive access to the state, once per signal the owner has to cover.
 ///
 /// ```
-/// use weir_sync::{SerialCell, SubscriptionCore};
+/// use weir_lockfree::{SerialCell, SubscriptionCore};
 /// // A source of numbers: the state is how many it emitted.
 /// fn pass(core: &SubscriptionCore, emitted: &mut u64) {
 ///     let n = core.demand().get();

@@ -7,7 +7,7 @@ use crate::loom::{AtomicU64, Ordering};
 /// or the producer of a boundary) calls [`consume`](Demand::consume).
 ///
 /// ```
-/// use weir_sync::Demand;
+/// use weir_lockfree::Demand;
 /// let demand = Demand::new();
 /// demand.add(3);
 /// assert_eq!(demand.consume(2), 1);

@@ -1,0 +1,249 @@
+//! The queue itself: its storage (memory with a [`WhenFull`], or a spill store with a
+//! [`WhenStoreFull`]), the lock around it, and what a push, a close and a failure do.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::policy::{Pushed, Refused, SpillStore, StoreRefusal, WhenFull, WhenStoreFull};
+use crate::Error;
+use crate::metrics::{BufferMetrics, Reason};
+use crate::source::Poke;
+
+/// Where a queue keeps its items, and its policy when full: one or the other, never both.
+pub(super) enum Storage<T> {
+    /// Items with their enqueue time (nanoseconds since the metrics epoch).
+    Memory {
+        items: VecDeque<(u64, T)>,
+        when_full: WhenFull,
+    },
+    Spilling {
+        store: Box<dyn SpillStore<T>>,
+        when_full: WhenStoreFull,
+    },
+}
+
+pub(super) struct State<T> {
+    pub(super) storage: Storage<T>,
+    pub(super) closed: bool,
+    /// Set by [`QueueHandle::fail`]: the stream ends with it after the queued items.
+    pub(super) failure: Option<Error>,
+}
+
+impl<T> State<T> {
+    pub(super) fn len(&self) -> u64 {
+        match &self.storage {
+            Storage::Memory { items, .. } => items.len() as u64,
+            Storage::Spilling { store, .. } => store.len(),
+        }
+    }
+}
+
+pub(super) struct Shared<T> {
+    pub(super) name: Arc<str>,
+    pub(super) capacity: usize,
+    pub(super) state: Mutex<State<T>>,
+    pub(super) space: Notify,
+    /// Pushes waiting for room.
+    pub(super) blocked: AtomicUsize,
+    pub(super) subscribed: AtomicBool,
+    pub(super) emitter: OnceLock<Arc<dyn Poke>>,
+    pub(super) metrics: Arc<BufferMetrics>,
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+enum Offer<T> {
+    Accepted(Pushed),
+    Refused(Refused<T>),
+    MustWait(T),
+}
+
+impl<T> Shared<T> {
+    /// A queue named `name` holding at most `capacity` items in `storage`, counted in `metrics`.
+    pub(super) fn new(
+        name: Arc<str>,
+        capacity: usize,
+        storage: Storage<T>,
+        metrics: Arc<BufferMetrics>,
+    ) -> Self {
+        Self {
+            name,
+            capacity,
+            state: Mutex::new(State {
+                storage,
+                closed: false,
+                failure: None,
+            }),
+            space: Notify::new(),
+            blocked: AtomicUsize::new(0),
+            subscribed: AtomicBool::new(false),
+            emitter: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    fn offer(&self, item: T, may_wait: bool) -> Offer<T> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            drop(state);
+            return self.refuse(Refused::Closed(item));
+        }
+        let now = self.metrics.now_nanos();
+        let state = &mut *state;
+        match &mut state.storage {
+            Storage::Memory { items, when_full } => {
+                if items.len() < self.capacity {
+                    items.push_back((now, item));
+                    self.after_change(items, 1);
+                    return Offer::Accepted(Pushed::Enqueued);
+                }
+                match when_full {
+                    WhenFull::Wait if may_wait => Offer::MustWait(item),
+                    WhenFull::Wait | WhenFull::Refuse => self.refuse(Refused::Full(item)),
+                    WhenFull::DropNewest => self.refuse(Refused::Dropped(item)),
+                    WhenFull::DropOldest => {
+                        let evicted = items.pop_front();
+                        items.push_back((now, item));
+                        self.after_change(items, 1);
+                        drop(evicted);
+                        self.metrics.record_evicted_n(Reason::DroppedOldest, 1);
+                        Offer::Accepted(Pushed::EvictedOldest)
+                    }
+                }
+            }
+            Storage::Spilling { store, when_full } => match store.push(item) {
+                Ok(spilled) => {
+                    self.metrics.add_in(1);
+                    Offer::Accepted(if spilled {
+                        Pushed::Spilled
+                    } else {
+                        Pushed::Enqueued
+                    })
+                }
+                Err((item, StoreRefusal::Full)) => match when_full {
+                    WhenStoreFull::Wait if may_wait => Offer::MustWait(item),
+                    _ => self.refuse(Refused::Full(item)),
+                },
+                Err((item, StoreRefusal::Failed(error))) => {
+                    self.refuse(Refused::Failed(item, error.in_stage(self.name.clone())))
+                }
+            },
+        }
+    }
+
+    /// Counts a refusal and hands it back.
+    fn refuse(&self, refused: Refused<T>) -> Offer<T> {
+        Offer::Refused(self.count(refused))
+    }
+
+    /// Counts a refusal under its reason.
+    fn count(&self, refused: Refused<T>) -> Refused<T> {
+        self.metrics.record_shed(refused.reason());
+        refused
+    }
+
+    /// Updates the gauges after `added` items went in or some were taken (lock held).
+    pub(super) fn after_change(&self, items: &VecDeque<(u64, T)>, added: u64) {
+        self.metrics.add_in(added);
+        self.metrics
+            .set_oldest(items.front().map(|(enqueued, _)| *enqueued));
+    }
+
+    pub(super) fn poke(&self) {
+        if let Some(emitter) = self.emitter.get() {
+            emitter.poke();
+        }
+    }
+
+    pub(super) fn close(&self) {
+        {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            if let Storage::Spilling { store, .. } = &mut state.storage
+                && let Err(error) = store.flush()
+            {
+                tracing::warn!(stage = %self.name, %error, "could not flush the spill store on close");
+            }
+        }
+        self.space.notify_waiters();
+        self.poke();
+    }
+
+    pub(super) fn fail(&self, error: Error) {
+        lock(&self.state).failure.get_or_insert(error);
+        self.close();
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    pub(super) async fn push_until(
+        &self,
+        item: T,
+        deadline: Option<Instant>,
+    ) -> Result<Pushed, Refused<T>> {
+        self.metrics.add_offered(1);
+        let item = match self.offer(item, true) {
+            Offer::Accepted(pushed) => {
+                self.poke();
+                return Ok(pushed);
+            }
+            Offer::Refused(refused) => return Err(refused),
+            Offer::MustWait(item) => item,
+        };
+        let started = Instant::now();
+        self.blocked.fetch_add(1, Ordering::AcqRel);
+        let mut item = item;
+        let outcome = loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.offer(item, true) {
+                Offer::MustWait(back) => item = back,
+                Offer::Accepted(pushed) => break Ok(pushed),
+                Offer::Refused(refused) => break Err(refused),
+            }
+            let Some(deadline) = deadline else {
+                space.await;
+                continue;
+            };
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                match self.offer(item, true) {
+                    Offer::MustWait(item) => {
+                        break Err(self.count(Refused::Timeout(item, started.elapsed())));
+                    }
+                    Offer::Accepted(pushed) => break Ok(pushed),
+                    Offer::Refused(refused) => break Err(refused),
+                }
+            }
+        };
+        self.blocked.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.record_wait(started.elapsed());
+        if outcome.is_ok() {
+            self.poke();
+        }
+        outcome
+    }
+
+    pub(super) fn try_push(&self, item: T) -> Result<Pushed, Refused<T>> {
+        self.metrics.add_offered(1);
+        match self.offer(item, false) {
+            Offer::Accepted(pushed) => {
+                self.poke();
+                Ok(pushed)
+            }
+            Offer::Refused(refused) => Err(refused),
+            // Not waiting: a full queue whose policy waits refuses instead.
+            Offer::MustWait(item) => Err(self.count(Refused::Full(item))),
+        }
+    }
+}
