@@ -22,6 +22,7 @@ use weir::dsl::{Pipeline, PipelineHandle, PipelineSnapshot, Port};
 use weir::prelude::*;
 use weir::runtime::BoxPublisher;
 use weir::runtime::ingress::IngressHandle;
+use weir::spill::fs::MemFilesystem;
 use weir::spill::{SpillConfig, SpillQueue};
 
 /// A small deterministic generator (xorshift64*): a seed gives one graph.
@@ -142,13 +143,7 @@ fn build(seed: u64) -> Case {
             _ => {
                 let stage = name("spill");
                 let memory = rng.between(1, 16) as usize;
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                let config = SpillConfig::new()
-                    .segment_bytes(4 * 1024)
-                    .batch_records(rng.between(1, 32) as usize)
-                    .budget_bytes(rng.between(8, 64) * 1024);
-                let store = SpillQueue::open(dir.path(), memory, config).expect("a spill queue");
-                dirs.push(dir);
+                let (store, disk) = spill_store(&mut rng, &mut dirs, memory);
                 let when_full = if rng.chance(50) {
                     SpillFull::Reject {
                         retry_after: Duration::from_millis(1),
@@ -160,7 +155,7 @@ fn build(seed: u64) -> Case {
                 };
                 let _ = writeln!(
                     description,
-                    "{stage}: spilling ingress memory {memory} {when_full:?}, {items} pushes"
+                    "{stage}: spilling ingress memory {memory} {when_full:?} on {disk}, {items} pushes"
                 );
                 let (handle, port) = p.ingress_spilling(&stage, store, when_full);
                 producers.push(Producer { handle, items });
@@ -171,7 +166,7 @@ fn build(seed: u64) -> Case {
 
     // Stages.
     for _ in 0..rng.between(0, 6) {
-        match rng.below(8) {
+        match rng.below(9) {
             0..=2 => {
                 let input = take_port(&mut rng, &mut open);
                 let stage = name("stage");
@@ -252,7 +247,17 @@ fn build(seed: u64) -> Case {
                 };
                 open.extend(ports);
             }
-            _ => {}
+            _ => {
+                let input = take_port(&mut rng, &mut open);
+                let stage = name("parked");
+                let memory = rng.between(1, 16) as usize;
+                let (store, disk) = spill_store(&mut rng, &mut dirs, memory);
+                let _ = writeln!(
+                    description,
+                    "{stage}: in-stream spill memory {memory} on {disk}"
+                );
+                open.push(p.spill(&stage, &input, store));
+            }
         }
     }
 
@@ -318,6 +323,39 @@ fn build(seed: u64) -> Case {
         ending,
         _dirs: dirs,
     }
+}
+
+/// A spill store with a memory part of `memory` items: on a real temporary directory, or on an
+/// in-memory filesystem that fills up or fails writes and fsyncs (a full or failing disk must
+/// never lose an accepted item). Returns the store and a description of its disk.
+fn spill_store(
+    rng: &mut Rng,
+    dirs: &mut Vec<tempfile::TempDir>,
+    memory: usize,
+) -> (SpillQueue<u64>, String) {
+    let config = SpillConfig::new()
+        .segment_bytes(4 * 1024)
+        .batch_records(rng.between(1, 32) as usize)
+        .budget_bytes(rng.between(8, 64) * 1024);
+    if rng.chance(40) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SpillQueue::open(dir.path(), memory, config).expect("a spill queue");
+        dirs.push(dir);
+        return (store, "disk".to_owned());
+    }
+    let fs = Arc::new(MemFilesystem::new());
+    let capacity = rng.between(4, 48) * 1024;
+    fs.set_capacity(Some(capacity));
+    let store = SpillQueue::open("/spill", memory, config.filesystem(fs.clone()))
+        .expect("a spill queue on the in-memory filesystem");
+    let writes = rng.below(4) as u32;
+    let syncs = rng.below(3) as u32;
+    fs.fail_writes(writes);
+    fs.fail_syncs(syncs);
+    (
+        store,
+        format!("a {capacity}-byte disk failing {writes} writes and {syncs} fsyncs"),
+    )
 }
 
 /// A fused chain of operators chosen by `ops` (with `params`).
