@@ -36,7 +36,7 @@ pub enum FsyncPolicy {
 
 /// What an append does when the disk budget is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
+pub enum BudgetFull {
     /// Fail at once with [`SpillError::BudgetFull`].
     Reject,
     /// Wait (blocking the calling thread) for acknowledgements to free whole segments, up to
@@ -65,11 +65,11 @@ pub enum OnCorruption {
 ///
 /// ```
 /// use std::time::Duration;
-/// use weir_spill::{FsyncPolicy, SpillConfig, WhenFull};
+/// use weir_spill::{FsyncPolicy, SpillConfig, BudgetFull};
 /// let config = SpillConfig::new()
 ///     .fsync(FsyncPolicy::EveryBatch)
 ///     .budget_bytes(1 << 30)
-///     .when_full(WhenFull::Block { timeout: Duration::from_secs(1) });
+///     .budget_full(BudgetFull::Block { timeout: Duration::from_secs(1) });
 /// assert_eq!(config.segment_size(), 64 << 20);
 /// ```
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub struct SpillConfig {
     pub(crate) batch_bytes: usize,
     pub(crate) fsync: FsyncPolicy,
     pub(crate) budget_bytes: u64,
-    pub(crate) when_full: WhenFull,
+    pub(crate) when_full: BudgetFull,
     pub(crate) on_corruption: OnCorruption,
     pub(crate) ledger_every: u64,
     pub(crate) ledger_interval: Duration,
@@ -91,15 +91,15 @@ pub struct SpillConfig {
 
 /// 64 MiB segments: large enough that rollover (one file create + directory fsync) is rare, small
 /// enough that a fully acknowledged segment frees budget promptly.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 /// 1,000 records or 1 MiB per batch write, whichever comes first: one fsync amortised over a batch.
-pub const DEFAULT_BATCH_RECORDS: usize = 1_000;
+pub(crate) const DEFAULT_BATCH_RECORDS: usize = 1_000;
 /// See [`DEFAULT_BATCH_RECORDS`].
-pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 /// 8 GiB of disk by default.
-pub const DEFAULT_BUDGET_BYTES: u64 = 8 << 30;
+pub(crate) const DEFAULT_BUDGET_BYTES: u64 = 8 << 30;
 /// 8 MiB per encoded item: a length above this is garbage, never an allocation.
-pub const DEFAULT_MAX_RECORD_BYTES: u32 = 8 << 20;
+pub(crate) const DEFAULT_MAX_RECORD_BYTES: u32 = 8 << 20;
 
 impl Default for SpillConfig {
     fn default() -> Self {
@@ -118,7 +118,7 @@ impl SpillConfig {
             batch_bytes: DEFAULT_BATCH_BYTES,
             fsync: FsyncPolicy::EveryBatch,
             budget_bytes: DEFAULT_BUDGET_BYTES,
-            when_full: WhenFull::Reject,
+            when_full: BudgetFull::Reject,
             on_corruption: OnCorruption::Fail,
             ledger_every: 4_096,
             ledger_interval: Duration::from_millis(500),
@@ -170,7 +170,7 @@ impl SpillConfig {
     }
 
     /// What an append does when the budget is full.
-    pub fn when_full(mut self, policy: WhenFull) -> Self {
+    pub fn budget_full(mut self, policy: BudgetFull) -> Self {
         self.when_full = policy;
         self
     }

@@ -12,7 +12,7 @@
 //! length-prefixed, carries a CRC-32C and the postcard (serde) encoding of the item ([`format`](mod@format)
 //! documents the bytes and why postcard). A small ledger records the acknowledged and read positions.
 //! Writers batch records and fsync per [`FsyncPolicy`]; segments are deleted once every record in them
-//! is acknowledged; a disk budget bounds the total, and [`WhenFull`] decides what happens at the
+//! is acknowledged; a disk budget bounds the total, and [`BudgetFull`] decides what happens at the
 //! ceiling. Delivery is at-least-once: after a crash every record acknowledged as written
 //! ([`Written`]) and not acknowledged downstream is replayed; consumers dedupe by key if needed.
 //!
@@ -90,20 +90,20 @@
     rust_2018_idioms
 )]
 
-pub mod config;
+mod config;
 mod crc;
 mod decode;
-pub mod error;
+mod error;
 pub mod format;
 pub mod fs;
 mod log;
-pub mod metrics;
+mod metrics;
 mod queue;
 mod reasons;
 mod sink;
 mod source;
 
-pub use config::{FsyncPolicy, OnCorruption, SpillConfig, WhenFull};
+pub use config::{BudgetFull, FsyncPolicy, OnCorruption, SpillConfig};
 pub use error::SpillError;
 pub use log::{SpillLog, Spilled, Written};
 pub use metrics::{SpillMetrics, SpillSnapshot};

@@ -3,7 +3,7 @@
 //! It requests `batch_records` items at a time and writes each window as one batch (fsync per
 //! policy), so demand, batching and durability line up: when its request is renewed, the previous
 //! window is written. When the publisher pauses (`on_flush`) the partial batch is written too. When
-//! the budget is full the log's [`WhenFull`](crate::WhenFull) decides: `Reject` fails the stream,
+//! the budget is full the log's [`BudgetFull`](crate::BudgetFull) decides: `Reject` fails the stream,
 //! `Block` holds the calling thread up to its timeout (run the sink behind a boundary then).
 //! Acknowledgement happens downstream of the log: whoever replays it ([`crate::replay`]).
 //!

@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::segments;
 use weir_spill::fs::MemFilesystem;
 use weir_spill::{
-    FsyncPolicy, OnCorruption, Placement, SpillConfig, SpillError, SpillLog, SpillQueue, WhenFull,
+    BudgetFull, FsyncPolicy, OnCorruption, Placement, SpillConfig, SpillError, SpillLog, SpillQueue,
 };
 
 /// Small segments reach rollover quickly (a 40-byte item makes a ~57-byte frame).
@@ -104,7 +104,7 @@ fn a_missing_directory_is_created_and_bad_configs_refused() {
 #[test]
 fn budget_rejects_then_frees_on_ack() {
     let dir = tempfile::tempdir().unwrap();
-    let config = small().budget_bytes(1024).when_full(WhenFull::Reject);
+    let config = small().budget_bytes(1024).budget_full(BudgetFull::Reject);
     let log = SpillLog::open(dir.path(), config).unwrap();
     let mut accepted = 0;
     let error = loop {
@@ -128,7 +128,7 @@ fn budget_rejects_then_frees_on_ack() {
 fn a_wholly_acknowledged_segment_is_freed_when_the_writer_rolls_over() {
     // Budget: two 512-byte segments of eight ~58-byte frames each.
     let dir = tempfile::tempdir().unwrap();
-    let config = small().budget_bytes(1024).when_full(WhenFull::Reject);
+    let config = small().budget_bytes(1024).budget_full(BudgetFull::Reject);
     let log = SpillLog::open(dir.path(), config).unwrap();
     for i in 0..8 {
         log.append(&item(i)).unwrap();
@@ -157,7 +157,7 @@ fn a_wholly_acknowledged_segment_is_freed_when_the_writer_rolls_over() {
 #[test]
 fn budget_blocks_until_a_reader_acknowledges() {
     let dir = tempfile::tempdir().unwrap();
-    let config = small().budget_bytes(1024).when_full(WhenFull::Block {
+    let config = small().budget_bytes(1024).budget_full(BudgetFull::Block {
         timeout: Duration::from_secs(5),
     });
     let log = SpillLog::<(u64, String)>::open(dir.path(), config).unwrap();
@@ -181,7 +181,7 @@ fn budget_blocks_until_a_reader_acknowledges() {
     log.flush().unwrap();
     consumer.join().unwrap();
     // With nobody reading, a block times out with a clear error.
-    let config = small().budget_bytes(1024).when_full(WhenFull::Block {
+    let config = small().budget_bytes(1024).budget_full(BudgetFull::Block {
         timeout: Duration::from_millis(50),
     });
     let dir = tempfile::tempdir().unwrap();

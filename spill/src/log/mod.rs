@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::config::{FsyncPolicy, SpillConfig, WhenFull};
+use crate::config::{BudgetFull, FsyncPolicy, SpillConfig};
 use crate::error::SpillError;
 use crate::format::FRAME_HEADER_LEN;
 use crate::fs::DirLock;
@@ -280,7 +280,7 @@ impl<T> SpillLog<T> {
 
 impl<T: Serialize> SpillLog<T> {
     /// Appends `item` to the current batch and returns its sequence number; when the budget is
-    /// full, [`WhenFull`] decides (block with a timeout, or reject). The record is acknowledged as
+    /// full, [`BudgetFull`] decides (block with a timeout, or reject). The record is acknowledged as
     /// written once [`flush`](Self::flush) (or [`sync`](Self::sync)) reports it in [`Written`].
     ///
     /// `Ok` means the log holds the record: it is written with its batch, or, if that write fails,
@@ -290,8 +290,8 @@ impl<T: Serialize> SpillLog<T> {
     #[inline]
     pub fn append(&self, item: &T) -> Result<u64, SpillError> {
         let wait = match self.inner.shared.config.when_full {
-            WhenFull::Reject => None,
-            WhenFull::Block { timeout } => Some(timeout),
+            BudgetFull::Reject => None,
+            BudgetFull::Block { timeout } => Some(timeout),
         };
         lock(&self.inner.writer).append(&self.inner.shared, item, wait)
     }
