@@ -9,9 +9,10 @@
 //! Errors flow downstream, so the first stage output to carry one is where it came from: that is
 //! the stage a failed pipeline names.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use weir_runtime::ledger::{Reason, Tally, TallyWriter};
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber, Subscription};
 
 /// The first error seen on any stage's output, with that stage.
@@ -153,33 +154,70 @@ impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
 pub(crate) struct SinkSlot {
     subscription: Option<Subscription>,
     stopped: bool,
+    /// Read per item by the sink: set, the sink's code is not called again.
+    halted: Arc<AtomicBool>,
 }
 
 impl SinkSlot {
-    /// Marks the sink stopped and takes its subscription (to cancel it).
+    /// Marks the sink stopped and takes its subscription (to cancel it). From now on the sink's
+    /// code is not called: items a burst upstream still hands over are counted as cancelled.
     pub(crate) fn stop(slot: &Mutex<SinkSlot>) -> Option<Subscription> {
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         slot.stopped = true;
+        slot.halted.store(true, Ordering::Release);
         slot.subscription.take()
     }
 }
 
-/// The subscriber at the end of a sink: keeps its subscription where `abort` can cancel it.
+/// The subscriber at the end of a sink: keeps its subscription where `abort` can cancel it, and
+/// once aborted stops passing items to the sink's code (cancelling a subscription only asks the
+/// upstream to stop eventually, rule 3.12: a queue handing out a batch finishes it).
 pub(crate) struct SinkSubscriber<S> {
     inner: S,
     slot: Arc<Mutex<SinkSlot>>,
+    halted: Arc<AtomicBool>,
+    cancelled: TallyWriter,
 }
 
 impl<S> SinkSubscriber<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    /// `tally`: the sink's account, where items arriving after an abort are counted.
+    pub(crate) fn new(inner: S, tally: &Arc<Tally>) -> Self {
+        let slot = SinkSlot::default();
+        let halted = slot.halted.clone();
         Self {
             inner,
-            slot: Arc::default(),
+            slot: Arc::new(Mutex::new(slot)),
+            halted,
+            cancelled: tally.writer(),
         }
     }
 
     pub(crate) fn slot(&self) -> Arc<Mutex<SinkSlot>> {
         self.slot.clone()
+    }
+
+    #[inline]
+    fn halted(&self) -> bool {
+        self.halted.load(Ordering::Acquire)
+    }
+}
+
+/// `items` until the sink is halted: checked before each item is taken.
+struct UntilHalted<'a, I> {
+    items: &'a mut I,
+    halted: &'a AtomicBool,
+}
+
+impl<I: Iterator> Iterator for UntilHalted<'_, I> {
+    type Item = I::Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        if self.halted.load(Ordering::Acquire) {
+            None
+        } else {
+            self.items.next()
+        }
     }
 }
 
@@ -201,11 +239,19 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
 
     #[inline]
     fn on_next(&mut self, item: T) {
+        if self.halted() {
+            self.cancelled.add(Reason::Cancelled, 1);
+            return;
+        }
         self.inner.on_next(item);
     }
 
     #[inline]
     fn try_on_next(&mut self, item: T) -> bool {
+        if self.halted() {
+            self.cancelled.add(Reason::Cancelled, 1);
+            return true;
+        }
         self.inner.try_on_next(item)
     }
 
@@ -214,7 +260,18 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
     where
         I: Iterator<Item = T>,
     {
-        self.inner.try_on_next_iter(items, limit)
+        let mut guarded = UntilHalted {
+            items,
+            halted: &self.halted,
+        };
+        let taken = self.inner.try_on_next_iter(&mut guarded, limit);
+        if taken == limit || !self.halted() {
+            return taken;
+        }
+        // Halted within the burst: the rest of it is taken and counted, never handled.
+        let rest = items.take((limit - taken) as usize).count() as u64;
+        self.cancelled.add(Reason::Cancelled, rest);
+        taken + rest
     }
 
     fn on_error(&mut self, error: Error) {

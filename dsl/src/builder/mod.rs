@@ -618,7 +618,7 @@ where
     let (fold, outcome) = Fold::new((), f);
     // Counts what the sink handled, the item it failed on and what arrived after that.
     let tally = Tally::new(w.name(me).to_owned());
-    let subscriber = SinkSubscriber::new(fold.counted(&tally));
+    let subscriber = SinkSubscriber::new(fold.counted(&tally), &tally);
     let slot = subscriber.slot();
     w.sink(SinkRun {
         node: me,
