@@ -167,3 +167,42 @@ async fn spill_counters_are_exported() {
         Some(0.0)
     );
 }
+
+/// Every `weir_` series carries help text (Prometheus's `# HELP`; `promtool check metrics`
+/// refuses a scrape without it). It used to have none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_has_help_text() {
+    let prometheus = recorder();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Pipeline::builder("described");
+    let store = SpillQueue::<u64>::open(dir.path(), 4, SpillConfig::new()).unwrap();
+    let (orders_in, orders) = p.ingress_spilling(
+        "orders",
+        store,
+        SpillFull::Reject {
+            retry_after: Duration::from_millis(10),
+        },
+    );
+    let kept = p.stage("keep", &orders, |o| o.filter(|x| x % 2 == 0));
+    p.sink("store", &kept, |_| {});
+    let mut running = p.build().unwrap().start().unwrap();
+    for order in 0..100 {
+        orders_in.push(order).await.unwrap();
+    }
+    running.drain(Duration::from_secs(10)).await.unwrap();
+    running.export_metrics();
+    let text = prometheus.render();
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .filter(|name| name.starts_with("weir_"))
+        .collect();
+    assert!(typed.len() >= 20, "{text}");
+    for name in typed {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no help text"
+        );
+    }
+}

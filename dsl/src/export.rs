@@ -63,8 +63,167 @@ use crate::ledger::Ledger;
 use crate::observe::{BufferSnapshot, PipelineSnapshot, Readiness};
 use crate::running::Running;
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Every series with its help text (the table above, for exporters that publish it:
+/// Prometheus's `# HELP`).
+const HELP: &[(&str, Kind, &str)] = &[
+    (
+        "weir_pipeline_live",
+        Kind::Gauge,
+        "1 while the pipeline's tasks run, else 0.",
+    ),
+    (
+        "weir_pipeline_ready",
+        Kind::Gauge,
+        "1 when the pipeline is ready, else 0.",
+    ),
+    (
+        "weir_pipeline_unaccounted",
+        Kind::Gauge,
+        "The graph's ledger difference: 0 when every item is accounted for (at a quiescent point).",
+    ),
+    (
+        "weir_stage_items_total",
+        Kind::Counter,
+        "Items a stage emitted (a sink: handled; a fan-out: taken in).",
+    ),
+    (
+        "weir_stage_offered_total",
+        Kind::Counter,
+        "Items that came into the stage (an ingress: pushes offered).",
+    ),
+    (
+        "weir_stage_delivered_total",
+        Kind::Counter,
+        "Items it passed on (a sink: handled successfully).",
+    ),
+    (
+        "weir_stage_exits_total",
+        Kind::Counter,
+        "Items that left it otherwise: exit is rejected, dropped, failed or cancelled; reason as in the buffers (filtered, duplicate, cancelled_in_flight, ...).",
+    ),
+    (
+        "weir_stage_held",
+        Kind::Gauge,
+        "Items it holds now (queues, in flight, on disk).",
+    ),
+    (
+        "weir_buffer_depth",
+        Kind::Gauge,
+        "Items in the buffer (accepted, not yet handed on).",
+    ),
+    (
+        "weir_buffer_capacity",
+        Kind::Gauge,
+        "The most items it holds.",
+    ),
+    (
+        "weir_buffer_demand",
+        Kind::Gauge,
+        "Outstanding demand of its consumer.",
+    ),
+    (
+        "weir_buffer_items_in_total",
+        Kind::Counter,
+        "Items accepted.",
+    ),
+    (
+        "weir_buffer_items_out_total",
+        Kind::Counter,
+        "Items handed downstream.",
+    ),
+    (
+        "weir_buffer_rejected_total",
+        Kind::Counter,
+        "Items refused and handed back (full, timeout, closed, spill_failed, ...).",
+    ),
+    (
+        "weir_buffer_dropped_total",
+        Kind::Counter,
+        "Items dropped by policy (dropped_oldest, dropped_newest, cancelled, throttled, ...).",
+    ),
+    (
+        "weir_buffer_producer_waits_total",
+        Kind::Counter,
+        "Pushes that had to wait for room.",
+    ),
+    (
+        "weir_buffer_oldest_item_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest waiting item (0 when empty).",
+    ),
+    (
+        "weir_buffer_lag_seconds",
+        Kind::Gauge,
+        "Backlog / recent drain rate: how long the backlog takes to clear (0 when empty, +Inf when it holds items and nothing drained over the window; absent until measured).",
+    ),
+    (
+        "weir_spill_records_total",
+        Kind::Counter,
+        "Records written to the spill log.",
+    ),
+    (
+        "weir_spill_bytes_total",
+        Kind::Counter,
+        "Bytes written to the spill log.",
+    ),
+    (
+        "weir_spill_replayed_total",
+        Kind::Counter,
+        "Records read back from the log.",
+    ),
+    (
+        "weir_spill_disk_bytes",
+        Kind::Gauge,
+        "Bytes the log's segments take on disk.",
+    ),
+    (
+        "weir_spill_budget_bytes",
+        Kind::Gauge,
+        "The log's disk budget.",
+    ),
+    ("weir_spill_segments", Kind::Gauge, "Segment files."),
+    (
+        "weir_spill_oldest_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest spilled, unacknowledged record.",
+    ),
+    (
+        "weir_spill_budget_rejections_total",
+        Kind::Counter,
+        "Appends refused because the budget was full.",
+    ),
+    (
+        "weir_spill_truncations_total",
+        Kind::Counter,
+        "Torn tails truncated on open.",
+    ),
+    (
+        "weir_spill_corruptions_total",
+        Kind::Counter,
+        "Corrupt records found.",
+    ),
+];
+
+/// Describes every series to the recorder (its help text); cheap, and repeated at every export
+/// so that a recorder installed after the pipeline started gets it too.
+fn describe() {
+    for &(name, kind, help) in HELP {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+        }
+    }
+}
+
 /// Records `snapshot` and `readiness` through the `metrics` facade.
 pub(crate) fn record(snapshot: &PipelineSnapshot, readiness: &Readiness) {
+    describe();
     let pipeline = Label::new("pipeline", snapshot.pipeline.clone());
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
     gauge!("weir_pipeline_live", vec![pipeline.clone()]).set(flag(snapshot.live));
