@@ -214,7 +214,9 @@ impl BufferMetrics {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    pub(crate) fn add_offered(&self, n: u64) {
+    /// Counts `n` pushes offered to the queue, accepted or not (for queues kept outside the
+    /// runtime, such as a durable log: the runtime's own queues count themselves).
+    pub fn add_offered(&self, n: u64) {
         self.offered.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -223,11 +225,13 @@ impl BufferMetrics {
         self.offered.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn add_in(&self, n: u64) {
+    /// Counts `n` items taken into the queue.
+    pub fn add_in(&self, n: u64) {
         self.items_in.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn add_out(&self, n: u64) {
+    /// Counts `n` items handed downstream.
+    pub fn add_out(&self, n: u64) {
         self.items_out.fetch_add(n, Ordering::Relaxed);
     }
 

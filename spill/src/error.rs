@@ -103,6 +103,24 @@ pub enum SpillError {
         /// The size of the refused record (with its frame).
         needed: u64,
     },
+    /// A [`durable`](crate::durable) ingress holds as many unacknowledged items as it may.
+    #[error("durable ingress full: {backlog} items not yet acknowledged (limit {limit})")]
+    BacklogFull {
+        /// Items pushed and not acknowledged.
+        backlog: u64,
+        /// The most it holds.
+        limit: u64,
+    },
+    /// A batch push appended only its first `appended` items before `source` stopped it: those
+    /// are in the log (they will be handed out), the rest are not.
+    #[error("only {appended} items of the batch were appended: {source}")]
+    Partial {
+        /// Items appended (and kept) before the failure.
+        appended: u64,
+        /// Why the rest were refused.
+        #[source]
+        source: Box<SpillError>,
+    },
     /// The disk budget stayed full until the block deadline.
     #[error("spill budget stayed full for {waited:?} ({used} of {budget} bytes used)")]
     BudgetTimeout {
@@ -217,6 +235,14 @@ impl SpillError {
                 source: io(source),
             },
             SpillError::Locked { dir } => SpillError::Locked { dir: dir.clone() },
+            SpillError::Partial { appended, source } => SpillError::Partial {
+                appended: *appended,
+                source: Box::new(source.duplicate()),
+            },
+            SpillError::BacklogFull { backlog, limit } => SpillError::BacklogFull {
+                backlog: *backlog,
+                limit: *limit,
+            },
             SpillError::Insecure { path, problem, fix } => SpillError::Insecure {
                 path: path.clone(),
                 problem: problem.clone(),

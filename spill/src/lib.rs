@@ -1,12 +1,14 @@
 //! weir's durable spill-to-disk log: when memory is full and the work must not be lost, overflow
 //! goes to disk and drains back, in order, when pressure eases.
 //!
-//! One log, three faces:
+//! One log, four faces:
 //! - [`spill_to_disk`]: a weir `Subscriber` that writes a stream into the log;
 //! - [`SpillQueue`]: a bounded in-memory FIFO whose overflow goes to the log and comes back in FIFO
-//!   order, the engine of `Overflow::Spill` for an ingress or a buffer;
+//!   order, the spill store of a spilling ingress or buffer;
 //! - [`replay`] / [`replay_with_acker`]: a weir `Publisher` that reads the log back on demand, e.g.
-//!   after a restart.
+//!   after a restart;
+//! - [`durable`]: an ingress whose pushes return once the item is fsynced (group commit), read by a
+//!   tailing publisher and acknowledged by the consumer once it has finished with each item.
 //!
 //! The log ([`SpillLog`]) is a directory of append-only segment files of bounded size; each record is
 //! length-prefixed, carries a CRC-32C and the postcard (serde) encoding of the item ([`format`](mod@format)
@@ -93,6 +95,7 @@
 mod config;
 mod crc;
 mod decode;
+mod durable;
 mod error;
 pub mod format;
 pub mod fs;
@@ -104,6 +107,7 @@ mod sink;
 mod source;
 
 pub use config::{BudgetFull, FsyncPolicy, OnCorruption, SpillConfig};
+pub use durable::{Durable, DurableParts, Tail, durable};
 pub use error::SpillError;
 pub use log::{SpillLog, Spilled, Written};
 pub use metrics::{SpillMetrics, SpillSnapshot};

@@ -40,6 +40,7 @@ pub struct SpillMetrics {
     pub(crate) write_failures: AtomicU64,
     pub(crate) unwritten_records: AtomicU64,
     pub(crate) dropped_unwritten: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
 }
 
 /// A copy of every counter of a [`SpillMetrics`].
@@ -76,6 +77,8 @@ pub struct SpillSnapshot {
     /// Items given to the log to write (appended, or received by the sink) and never written:
     /// given up after a failed write.
     pub dropped_unwritten: u64,
+    /// Segment fsyncs that completed (a batch's, or a group commit's for many pushes).
+    pub fsyncs: u64,
 }
 
 impl SpillMetrics {
@@ -99,6 +102,7 @@ impl SpillMetrics {
             write_failures: get(&self.write_failures),
             unwritten_records: get(&self.unwritten_records),
             dropped_unwritten: get(&self.dropped_unwritten),
+            fsyncs: get(&self.fsyncs),
         }
     }
 

@@ -105,6 +105,11 @@ impl<T> fmt::Debug for Acker<T> {
 }
 
 impl<T> Acker<T> {
+    /// An acker of the records whose sequence numbers a publisher pushes into `delivered`.
+    pub(crate) fn manual(log: SpillLog<T>, delivered: Arc<Mutex<VecDeque<u64>>>) -> Self {
+        Self { log, delivered }
+    }
+
     /// Acknowledges the `n` oldest delivered, unacknowledged records (fewer if fewer were
     /// delivered). Returns how many were acknowledged.
     pub fn ack(&self, n: u64) -> Result<u64, SpillError> {

@@ -20,9 +20,9 @@ use weir_runtime::Publisher;
 use weir_runtime::boundary::{BoundaryConfig, boundary};
 use weir_runtime::ingress::{self, IngressConfig, IngressHandle, Overflow, SpillFull};
 use weir_runtime::ledger::{self, Tally};
-use weir_runtime::queue::QueuePublisher;
+use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::sink::{Fold, SinkResult};
-use weir_spill::{SpillMetrics, SpillQueue};
+use weir_spill::{SpillMetrics, SpillQueue, Tail};
 
 use crate::describe::Diagram;
 use crate::error::PipelineError;
@@ -198,11 +198,13 @@ impl PipelineBuilder {
         let config = IngressConfig::new(name, capacity.max(1), overflow)
             .expect("a capacity of at least 1 is accepted");
         let (handle, publisher) = ingress::bounded::<T>(config);
+        let closer = handle.closer();
         let port = self.add_ingress(
             name,
             capacity,
             graph::overflow_label(&overflow),
-            &handle,
+            Box::new(move || closer.close()),
+            publisher.metrics(),
             publisher,
             None,
         );
@@ -241,26 +243,82 @@ impl PipelineBuilder {
                 ingress::bounded::<T>(config)
             }
         };
-        let port = self.add_ingress(name, capacity, detail, &handle, publisher, Some(spill));
+        let closer = handle.closer();
+        let port = self.add_ingress(
+            name,
+            capacity,
+            detail,
+            Box::new(move || closer.close()),
+            publisher.metrics(),
+            publisher,
+            Some(spill),
+        );
         self.nodes[port.node].spill = Some(memory);
         (handle, port)
     }
 
+    /// Adds an ingress durable on disk: every push returns once its item is fsynced (see
+    /// [`weir_spill::durable`]), and the consumer acknowledges items with the [`Acker`]
+    /// (`weir_spill::Acker`) once it has finished with them. Records an earlier run left
+    /// unacknowledged come out first. The stage's queue is the log: its depth (pushed, not yet
+    /// handed out), refusals (`full` beyond the backlog bound) and rates count toward readiness,
+    /// and the snapshot carries the log's counters. [`drain`](crate::PipelineHandle::drain)
+    /// closes it (pushes are refused) and delivers what was pushed;
+    /// [`abort`](crate::PipelineHandle::abort) leaves it on disk for the next run.
+    ///
+    /// [`Acker`]: weir_spill::Acker
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use std::time::Duration;
+    /// use weir_dsl::Pipeline;
+    /// use weir_spill::{SpillConfig, durable};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let (orders, tail, acker) = durable::<u64>("orders", dir.path(), SpillConfig::new(), 100).unwrap();
+    /// let mut p = Pipeline::builder("shop");
+    /// let accepted = p.ingress_durable("orders", tail);
+    /// p.sink("db", &accepted, move |_| acker.ack(1).map(|_| ()));
+    /// let mut running = p.build().unwrap().start().unwrap();
+    /// orders.push(&7).await.unwrap(); // on disk: safe to answer "accepted"
+    /// running.drain(Duration::from_secs(5)).await.unwrap();
+    /// assert_eq!(orders.backlog(), 0);
+    /// # }
+    /// ```
+    pub fn ingress_durable<T>(&mut self, name: &str, tail: Tail<T>) -> Port<T>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let handle = tail.handle().clone();
+        let capacity = handle.max_backlog().min(usize::MAX as u64) as usize;
+        let detail = format!("durable, at most {capacity} unacknowledged");
+        let spill = handle.metrics();
+        let queue = handle.queue_metrics();
+        self.add_ingress(
+            name,
+            capacity,
+            detail,
+            Box::new(move || handle.close()),
+            queue,
+            tail,
+            Some(spill),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn add_ingress<T: Send + 'static>(
         &mut self,
         name: &str,
         capacity: usize,
         detail: String,
-        handle: &IngressHandle<T>,
-        publisher: QueuePublisher<T>,
+        closer: Closer,
+        metrics: Arc<BufferMetrics>,
+        publisher: impl Publisher<T>,
         spill: Option<Arc<SpillMetrics>>,
     ) -> Port<T> {
-        let closer = handle.closer();
-        self.closers.push(Box::new(move || closer.close()));
+        self.closers.push(closer);
         let mut node = Self::node(name, StageKind::Ingress, ItemType::of::<T>());
         node.capacity = Some(capacity);
         node.detail = Some(detail);
-        let metrics = publisher.metrics();
         let me = self.nodes.len();
         self.add(
             node,

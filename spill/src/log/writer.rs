@@ -280,6 +280,7 @@ impl Writer {
         }
         self.active_len += written_bytes;
         if sync {
+            SpillMetrics::add(&shared.metrics.fsyncs, 1);
             self.last_sync = Instant::now();
             self.unsynced = false;
         } else if written_bytes > 0 {

@@ -1,0 +1,179 @@
+//! The durable ingress: a push returns once its item is fsynced, pushes share fsyncs, the backlog
+//! is bounded, the tail follows the log, and what was pushed and not acknowledged survives a crash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use weir_runtime::sink;
+use weir_spill::fs::MemFilesystem;
+use weir_spill::{SpillConfig, SpillError, durable};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Many pushes at once share fsyncs (group commit), and every one is durable when it returns.
+#[test]
+fn concurrent_pushes_share_fsyncs() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 10_000).unwrap();
+        let pushes: Vec<_> = (0..400u64)
+            .map(|n| {
+                let orders = orders.clone();
+                tokio::spawn(async move { orders.push(&n).await })
+            })
+            .collect();
+        for push in pushes {
+            push.await.unwrap().unwrap();
+        }
+        let syncs = orders.metrics().snapshot().fsyncs;
+        assert!((1..200).contains(&syncs), "{syncs} fsyncs for 400 pushes");
+        orders.close();
+        let mut items = sink::collect(tail).await.unwrap();
+        assert_eq!(acker.ack(items.len() as u64).unwrap(), 400);
+        items.sort_unstable();
+        assert_eq!(items, (0..400).collect::<Vec<_>>());
+        assert_eq!(orders.backlog(), 0);
+    });
+}
+
+/// The backlog bound refuses at once, with nothing written, and frees up as items are acknowledged.
+#[test]
+fn the_backlog_is_bounded_until_items_are_acknowledged() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 3).unwrap();
+        for n in 0..3 {
+            orders.push(&n).await.unwrap();
+        }
+        let refused = orders.push(&3).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                SpillError::BacklogFull {
+                    backlog: 3,
+                    limit: 3
+                }
+            ),
+            "{refused}"
+        );
+        let mut stream = weir_runtime::sink::into_stream(tail, 8);
+        assert_eq!(stream.next().await.unwrap().unwrap(), 0);
+        // Handed out is not done: still refused until the consumer acknowledges.
+        assert!(orders.push(&3).await.is_err());
+        acker.ack(1).unwrap();
+        orders.push(&3).await.unwrap();
+        orders.close();
+        let rest: Vec<u64> = stream.map(|item| item.unwrap()).collect().await;
+        assert_eq!(rest, vec![1, 2, 3]);
+        assert!(matches!(orders.push(&4).await, Err(SpillError::Closed)));
+    });
+}
+
+/// The tail hands out items pushed after it subscribed, and completes only after the close.
+#[test]
+fn the_tail_follows_pushes_and_completes_after_close() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, _acker) =
+            durable::<String>("orders", dir.path(), SpillConfig::new(), 100).unwrap();
+        let mut stream = weir_runtime::sink::into_stream(tail, 4);
+        for round in 0..3 {
+            let item = format!("order {round}");
+            orders.push(&item).await.unwrap();
+            let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("the tail hands out a pushed item without waiting for more");
+            assert_eq!(next.unwrap().unwrap(), item);
+        }
+        let pending = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+        assert!(
+            pending.is_err(),
+            "the tail must wait, not complete, while open"
+        );
+        orders.close();
+        assert!(stream.next().await.is_none());
+    });
+}
+
+/// A process killed after pushes returned: a new run replays every pushed item that was not
+/// acknowledged, and nothing that was.
+#[test]
+fn pushed_items_survive_a_crash_and_acknowledged_ones_are_not_replayed() {
+    runtime().block_on(async {
+        let fs = Arc::new(MemFilesystem::new());
+        let config = || SpillConfig::new().filesystem(fs.clone()).ledger_every(1);
+        let dir = std::path::Path::new("/spill");
+        let (orders, tail, acker) = durable::<u64>("orders", dir, config(), 1_000).unwrap();
+        for n in 0..10 {
+            orders.push(&n).await.unwrap();
+        }
+        let mut stream = weir_runtime::sink::into_stream(tail, 4);
+        for expected in 0..4 {
+            assert_eq!(stream.next().await.unwrap().unwrap(), expected);
+        }
+        acker.ack(4).unwrap();
+        // The kill: nothing is closed or flushed, the locks go with the process.
+        std::mem::forget((orders, stream, acker));
+        fs.crash();
+
+        let (orders, tail, acker) = durable::<u64>("orders", dir, config(), 1_000).unwrap();
+        assert_eq!(orders.recovered(), 6);
+        orders.push(&10).await.unwrap();
+        orders.close();
+        let replayed = sink::collect(tail).await.unwrap();
+        assert_eq!(replayed, (4..=10).collect::<Vec<_>>());
+        acker.ack(7).unwrap();
+    });
+}
+
+/// A pusher that stops waiting after its append (a client that hung up) leaves the item in the
+/// log: it is made durable by the next sync and handed out.
+#[test]
+fn an_abandoned_push_is_still_delivered() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, _acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 100).unwrap();
+        let abandoned = orders.push(&1);
+        // Polled once (the append happens), then dropped.
+        let _ = tokio::time::timeout(Duration::ZERO, abandoned).await;
+        orders.push(&2).await.unwrap();
+        orders.close();
+        assert_eq!(sink::collect(tail).await.unwrap(), vec![1, 2]);
+    });
+}
+
+/// A batch push goes in whole or not at all, with one sync for all of it.
+#[test]
+fn a_batch_push_is_all_or_nothing() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, _acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 5).unwrap();
+        orders.push_all(&[1, 2, 3]).await.unwrap();
+        let syncs = orders.metrics().snapshot().fsyncs;
+        assert!(matches!(
+            orders.push_all(&[4, 5, 6]).await,
+            Err(SpillError::BacklogFull {
+                backlog: 3,
+                limit: 5
+            })
+        ));
+        orders.push_all(&[4, 5]).await.unwrap();
+        assert_eq!(orders.metrics().snapshot().fsyncs, syncs + 1);
+        assert!(orders.push_all(&[]).await.is_err());
+        let queue = orders.queue_metrics().snapshot();
+        assert_eq!((queue.items_in, queue.rejected["full"]), (5, 3));
+        orders.close();
+        assert_eq!(sink::collect(tail).await.unwrap(), vec![1, 2, 3, 4, 5]);
+    });
+}
