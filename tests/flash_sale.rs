@@ -1,7 +1,7 @@
 //! The flash-sale service in-process: a random loopback port, a temporary database and spill
 //! directory, five times its capacity offered for a few seconds by the example's own open-loop
 //! client. Every response is one the service promises, every refusal carries `Retry-After`, the
-//! database holds exactly the accepted orders, the checkout lane stays fast while imports spill,
+//! database holds exactly the accepted orders, the checkout lane stays fast while imports queue up,
 //! readiness goes false and comes back, `/metrics` is valid Prometheus text, bad requests are
 //! refused and counted, and the live page renders in a real headless browser.
 
@@ -132,7 +132,6 @@ fn flash_sale_keeps_every_accepted_order_under_five_times_its_capacity() {
         let mut settings = Settings::new(data.path().to_owned());
         settings.capacity = 500;
         settings.checkout_capacity = 64;
-        settings.import_memory = 128;
         settings.recovery_budget = Duration::from_millis(500);
         let service = Service::start(settings).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -214,6 +213,11 @@ fn flash_sale_keeps_every_accepted_order_under_five_times_its_capacity() {
             key_prefix: "test".to_owned(),
         };
         let report = load::run(addr, settings).await;
+        let import_backlog = service
+            .snapshot()
+            .stage("import")
+            .and_then(|s| s.buffer.as_ref())
+            .map_or(0, |b| b.counters.depth);
 
         // The page in a real browser: every stage drawn, and the figures move.
         if required("chromium") {
@@ -321,8 +325,8 @@ fn flash_sale_keeps_every_accepted_order_under_five_times_its_capacity() {
             );
         }
         assert!(
-            counts.spilled.load(Ordering::Relaxed) > 0,
-            "the import lane never spilled: it was not saturated"
+            import_backlog > 0,
+            "the import lane had no backlog when the load ended: it was not saturated"
         );
         let ledger = shutdown.snapshot.ledger();
         assert!(ledger.balances(), "{ledger}");

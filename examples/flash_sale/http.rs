@@ -171,7 +171,10 @@ async fn checkout(State(app): State<App>, body: Body) -> Response {
     if let Err(message) = order.validate() {
         return invalid(service, message).into_response();
     }
-    match service.checkout(Accepted::now(order, Lane::Interactive)) {
+    match service
+        .checkout(Accepted::now(order, Lane::Interactive))
+        .await
+    {
         Answer::Accepted => accepted_response(1),
         refused => refusal(refused, 0),
     }
@@ -202,13 +205,14 @@ async fn import(State(app): State<App>, body: Body) -> Response {
             return invalid(service, format!("order {index}: {message}")).into_response();
         }
     }
-    let orders = orders
+    let orders: Vec<Accepted> = orders
         .into_iter()
         .map(|order| Accepted::now(order, Lane::Batch))
         .collect();
-    match service.import(orders) {
-        (accepted, None) => accepted_response(accepted),
-        (accepted, Some(refused)) => refusal(refused, accepted),
+    let accepted = orders.len();
+    match service.import(orders).await {
+        Answer::Accepted => accepted_response(accepted),
+        refused => refusal(refused, 0),
     }
 }
 

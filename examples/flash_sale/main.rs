@@ -96,7 +96,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The data directory: the one given (kept, so a restart replays what was spilled), or a
+    // The data directory: the one given (kept, so a restart replays what was accepted and not stored), or a
     // temporary one removed at the end.
     let temporary = match &options.data {
         Some(_) => None,

@@ -76,7 +76,7 @@ pub(crate) fn state(service: &Service) -> Value {
         "breaker_open": load(&c.breaker_open),
         "shutting_down": load(&c.closing),
         "bad_requests": load(&c.malformed) + load(&c.invalid) + load(&c.too_large),
-        "spilled": load(&c.spilled),
+        "replayed": load(&c.replayed),
         "rows": load(&c.rows),
         "latency": latency,
     })
@@ -159,7 +159,7 @@ function draw(state) {
     ["refused: breaker open (503)", state.breaker_open, ""],
     ["refused: shutting down (503)", state.shutting_down, ""],
     ["bad requests (400/413)", state.bad_requests, ""],
-    ["spilled to disk", "", state.spilled],
+    ["replayed from an earlier run", state.replayed, ""],
     ["rows in the database", state.rows, ""],
     ["latency p50", ms(state.latency.interactive.p50_ms), ms(state.latency.batch.p50_ms)],
     ["latency p99", ms(state.latency.interactive.p99_ms), ms(state.latency.batch.p99_ms)],

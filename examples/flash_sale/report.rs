@@ -77,12 +77,14 @@ pub(crate) fn print(service: &Service, shutdown: &Shutdown, load: Option<&LoadRe
     // Rows this run added (a restarted service's table may hold an earlier run's rows).
     let added = get(&c.rows);
     let duplicates = get(&c.duplicates);
-    let (spilled, spilled_bytes, replayed) = snapshot
-        .stage("import")
-        .and_then(|s| s.spill.as_ref())
-        .map_or((0, 0, 0), |s| {
-            (s.spilled_records, s.spilled_bytes, s.replayed_records)
+    let log = |lane: &str| snapshot.stage(lane).and_then(|s| s.spill.clone());
+    let (written, written_bytes, fsyncs) = ["checkout", "import"]
+        .iter()
+        .filter_map(|lane| log(lane))
+        .fold((0, 0, 0), |(r, b, f), s| {
+            (r + s.spilled_records, b + s.spilled_bytes, f + s.fsyncs)
         });
+    let replayed = get(&c.replayed);
     println!();
     println!("=== flash sale report ===");
     if let Some(load) = load {
@@ -130,7 +132,7 @@ pub(crate) fn print(service: &Service, shutdown: &Shutdown, load: Option<&LoadRe
         get(&c.accepted[1])
     );
     println!(
-        "refused        {:>9} full (429: {} checkout, {} import), {} breaker open (503), {} shutting down (503), {} spill failed (503)",
+        "refused        {:>9} full (429: {} checkout, {} import), {} breaker open (503), {} shutting down (503), {} log failed (503)",
         get(&c.full[0]) + get(&c.full[1]),
         get(&c.full[0]),
         get(&c.full[1]),
@@ -145,9 +147,11 @@ pub(crate) fn print(service: &Service, shutdown: &Shutdown, load: Option<&LoadRe
         get(&c.too_large)
     );
     println!(
-        "spilled        {:>9} import orders to disk ({:.1} MiB), {} replayed from disk",
-        spilled,
-        spilled_bytes as f64 / (1 << 20) as f64,
+        "on disk        {:>9} orders written to the lanes' logs ({:.1} MiB) in {} fsyncs ({:.1} orders per fsync); {} replayed from an earlier run",
+        written,
+        written_bytes as f64 / (1 << 20) as f64,
+        fsyncs,
+        written as f64 / fsyncs.max(1) as f64,
         replayed
     );
     println!(
@@ -159,9 +163,9 @@ pub(crate) fn print(service: &Service, shutdown: &Shutdown, load: Option<&LoadRe
         "database       {:>9} rows added ({} in the table), {} duplicate keys",
         added, rows, duplicates
     );
-    let lost = accepted as i128 - added as i128 - duplicates as i128;
+    let lost = accepted as i128 + replayed as i128 - added as i128 - duplicates as i128;
     println!(
-        "lost           {:>9} (accepted - rows added - duplicates)",
+        "lost           {:>9} (accepted + replayed - rows added - duplicates)",
         lost
     );
     for lane in Lane::ALL {

@@ -1,13 +1,16 @@
 //! The order service: one weir pipeline behind an HTTP front.
 //!
 //! ```text
-//! POST /checkout -> [checkout ingress: reject when full, 429] --8--\
-//!                                                                  priority lanes -> authorise
-//! POST /import ---> [import ingress: spill to disk]           --1--/   (breaker, retry) -> batch -> database
+//! POST /checkout -> [checkout: durable log, 429 when full] --8--\
+//!                                                               priority lanes -> authorise
+//! POST /import ---> [import: durable log, 429 when full]   --1--/   (breaker, retry) -> batch -> database
 //! ```
 //!
-//! A 202 is given only when an ingress took the order: from then on the pipeline's ledger counts
-//! it until the database has it (`lost = accepted - rows` is the check the report makes).
+//! A 202 is given only once the order is fsynced in its lane's log (many requests share one fsync),
+//! and a log forgets an order only after the database committed it: an order that got a 202
+//! reaches the database even if the process is killed (a restart replays what was not committed;
+//! the idempotency key makes a replay of a committed order a no-op). The report checks
+//! `lost = accepted + replayed - rows added - duplicates = 0`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use weir::dsl::{Pipeline, PipelineError, PipelineHandle, PipelineSnapshot, Readiness};
 use weir::operators::{Breaker, BreakerConfig, BreakerState, PublisherExt, Rejected, RetryPolicy};
-use weir::runtime::ingress::{IngressHandle, Overflow, PushError, SpillFull};
-use weir::runtime::queue::Pushed;
-use weir::spill::{SpillConfig, SpillError, SpillQueue};
+use weir::spill::{Acker, Durable, SpillConfig, SpillError, durable};
 
 use crate::db::Database;
 use crate::order::{Accepted, Lane, Payment, Settled, unix_micros};
@@ -27,16 +28,16 @@ use crate::stats::{Histogram, Rng};
 /// How the service is sized.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    /// Where the database (`orders.db`) and the import lane's spill log (`spill/`) live.
+    /// Where the database (`orders.db`) and the lanes' logs (`checkout/`, `import/`) live.
     pub(crate) data_dir: PathBuf,
     /// Orders per second the payment step sustains.
     pub(crate) capacity: u64,
-    /// Orders the checkout ingress holds before answering 429.
-    pub(crate) checkout_capacity: usize,
-    /// Import orders held in memory before the rest go to disk.
-    pub(crate) import_memory: usize,
-    /// The disk the import lane may fill before answering 429.
-    pub(crate) spill_budget_bytes: u64,
+    /// Checkouts accepted and not yet stored before answering 429.
+    pub(crate) checkout_capacity: u64,
+    /// Import orders accepted and not yet stored before answering 429.
+    pub(crate) import_capacity: u64,
+    /// The disk each lane's log may fill before answering 429.
+    pub(crate) log_budget_bytes: u64,
     /// The payment provider fails most calls in this window (from the start).
     pub(crate) failure_burst: Option<(Duration, Duration)>,
     /// Backlog that may take longer than this to drain makes the service not ready.
@@ -49,8 +50,8 @@ impl Settings {
             data_dir,
             capacity: 2_000,
             checkout_capacity: 256,
-            import_memory: 1_024,
-            spill_budget_bytes: 256 << 20,
+            import_capacity: 500_000,
+            log_budget_bytes: 256 << 20,
             failure_burst: None,
             recovery_budget: Duration::from_secs(2),
         }
@@ -87,8 +88,8 @@ pub(crate) struct Counts {
     pub(crate) invalid: AtomicU64,
     /// Requests refused as too large (413).
     pub(crate) too_large: AtomicU64,
-    /// Import orders that went to disk.
-    pub(crate) spilled: AtomicU64,
+    /// Orders an earlier run accepted and had not stored: replayed from the logs.
+    pub(crate) replayed: AtomicU64,
     /// Rows the database took, and orders it already had.
     pub(crate) rows: AtomicU64,
     pub(crate) duplicates: AtomicU64,
@@ -180,7 +181,7 @@ pub(crate) enum StartError {
     },
     #[error("cannot open the database: {0}")]
     Database(#[from] rusqlite::Error),
-    #[error("cannot open the import lane's spill log: {0}")]
+    #[error("cannot open a lane's log: {0}")]
     Spill(#[from] SpillError),
     #[error("the pipeline is invalid: {0}")]
     Build(#[from] weir::dsl::BuildError),
@@ -190,8 +191,8 @@ pub(crate) enum StartError {
 
 /// The running service: its ingresses, its pipeline and what it counted.
 pub(crate) struct Service {
-    checkout: IngressHandle<Accepted>,
-    import: IngressHandle<Accepted>,
+    checkout: Durable<Accepted>,
+    import: Durable<Accepted>,
     breaker: Breaker,
     open_for: Duration,
     closing: AtomicBool,
@@ -254,22 +255,25 @@ impl Service {
         });
 
         let mut p = Pipeline::builder("flash_sale");
-        let (checkout, checkouts) = p.ingress::<Accepted>(
+        let log = || SpillConfig::new().budget_bytes(settings.log_budget_bytes);
+        let (checkout, checkout_tail, checkout_acker) = durable::<Accepted>(
             "checkout",
+            dir.join("checkout"),
+            log(),
             settings.checkout_capacity,
-            Overflow::Reject {
-                retry_after: CHECKOUT_RETRY,
-            },
-        );
-        let spill_config = SpillConfig::new().budget_bytes(settings.spill_budget_bytes);
-        let store = SpillQueue::open(dir.join("spill"), settings.import_memory, spill_config)?;
-        let (import, imports) = p.ingress_spilling(
+        )?;
+        let (import, import_tail, import_acker) = durable::<Accepted>(
             "import",
-            store,
-            SpillFull::Reject {
-                retry_after: IMPORT_RETRY,
-            },
+            dir.join("import"),
+            log(),
+            settings.import_capacity,
+        )?;
+        bump(
+            &shared.counts.replayed,
+            checkout.recovered() + import.recovered(),
         );
+        let checkouts = p.ingress_durable("checkout", checkout_tail);
+        let imports = p.ingress_durable("import", import_tail);
         // Interactive over batch 8 to 1: a saturated import lane delays a checkout by at most one
         // import order.
         let lanes = p.priority_lanes("lanes", [(&checkouts, 8, 64), (&imports, 1, 64)]);
@@ -284,15 +288,24 @@ impl Service {
         let batches = p.stage("batch", &settled, |orders| orders.batch(BATCH, BATCH_WAIT));
         let sink_db = db.clone();
         let sink_shared = shared.clone();
+        let ackers: Arc<[Acker<Accepted>; 2]> = Arc::new([checkout_acker, import_acker]);
         p.sink_async("database", &batches, 1, move |batch: Vec<Settled>| {
             let db = sink_db.clone();
             let shared = sink_shared.clone();
+            let ackers = ackers.clone();
             async move {
                 let accepted: Vec<(Lane, u64)> = batch
                     .iter()
                     .map(|s| (s.accepted.lane, s.accepted.accepted_micros))
                     .collect();
-                let inserted = db.insert(batch).await?;
+                let inserted = db.insert(batch).await.map_err(StoreError::Database)?;
+                // Committed: the logs may forget these orders (each lane's arrive in its order).
+                for lane in Lane::ALL {
+                    let n = accepted.iter().filter(|(l, _)| *l == lane).count() as u64;
+                    if n > 0 {
+                        ackers[lane.index()].ack(n).map_err(StoreError::Log)?;
+                    }
+                }
                 bump(&shared.counts.rows, inserted.rows);
                 bump(&shared.counts.duplicates, inserted.duplicates);
                 let now = unix_micros();
@@ -300,7 +313,7 @@ impl Service {
                     shared.latency[lane.index()]
                         .record(Duration::from_micros(now.saturating_sub(at)));
                 }
-                Ok::<(), rusqlite::Error>(())
+                Ok::<(), StoreError>(())
             }
         });
         p.recovery_budget(settings.recovery_budget);
@@ -341,14 +354,10 @@ impl Service {
         Ok(service)
     }
 
-    /// Takes one checkout: 202, or why not.
-    pub(crate) fn checkout(&self, accepted: Accepted) -> Answer {
-        if self.closing.load(Ordering::Acquire) {
-            bump(&self.shared.counts.closing, 1);
-            return Answer::Unavailable {
-                reason: "shutting_down",
-                retry_after: CLOSING_RETRY,
-            };
+    /// Takes one checkout: 202 once it is on disk, or why not.
+    pub(crate) async fn checkout(&self, accepted: Accepted) -> Answer {
+        if let Some(refused) = self.refuse_early(1) {
+            return refused;
         }
         if self.breaker.snapshot().state == BreakerState::Open {
             bump(&self.shared.counts.breaker_open, 1);
@@ -357,78 +366,65 @@ impl Service {
                 retry_after: self.open_for,
             };
         }
-        self.push(Lane::Interactive, accepted)
+        self.push(Lane::Interactive, &[accepted]).await
     }
 
-    /// Takes the orders of one import in order, up to the first refusal: how many went in, and
-    /// the answer for the rest (`None`: all went in).
-    pub(crate) fn import(&self, orders: Vec<Accepted>) -> (usize, Option<Answer>) {
-        if self.closing.load(Ordering::Acquire) {
-            bump(&self.shared.counts.closing, orders.len() as u64);
-            return (
-                0,
-                Some(Answer::Unavailable {
-                    reason: "shutting_down",
-                    retry_after: CLOSING_RETRY,
-                }),
-            );
+    /// Takes the orders of one import, all or none: 202 once they are on disk, or why not.
+    pub(crate) async fn import(&self, orders: Vec<Accepted>) -> Answer {
+        if let Some(refused) = self.refuse_early(orders.len() as u64) {
+            return refused;
         }
-        let total = orders.len();
-        for (taken, accepted) in orders.into_iter().enumerate() {
-            match self.push(Lane::Batch, accepted) {
-                Answer::Accepted => {}
-                refused => {
-                    // Everything after the refused order is refused with it.
-                    let rest = (total - taken - 1) as u64;
-                    match &refused {
-                        Answer::Full { .. } => {
-                            bump(&self.shared.counts.full[Lane::Batch.index()], rest)
-                        }
-                        Answer::Unavailable {
-                            reason: "shutting_down",
-                            ..
-                        } => bump(&self.shared.counts.closing, rest),
-                        Answer::Unavailable { .. } => bump(&self.shared.counts.store_failed, rest),
-                        Answer::Accepted => {}
-                    }
-                    return (taken, Some(refused));
-                }
-            }
-        }
-        (total, None)
+        self.push(Lane::Batch, &orders).await
     }
 
-    fn push(&self, lane: Lane, accepted: Accepted) -> Answer {
+    fn refuse_early(&self, orders: u64) -> Option<Answer> {
+        if !self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        bump(&self.shared.counts.closing, orders);
+        Some(Answer::Unavailable {
+            reason: "shutting_down",
+            retry_after: CLOSING_RETRY,
+        })
+    }
+
+    async fn push(&self, lane: Lane, orders: &[Accepted]) -> Answer {
         let ingress = match lane {
             Lane::Interactive => &self.checkout,
             Lane::Batch => &self.import,
         };
-        match ingress.try_push(accepted) {
-            Ok(pushed) => {
-                bump(&self.shared.counts.accepted[lane.index()], 1);
-                if pushed == Pushed::Spilled {
-                    bump(&self.shared.counts.spilled, 1);
-                }
+        let n = orders.len() as u64;
+        let counts = &self.shared.counts;
+        match ingress.push_all(orders).await {
+            Ok(_) => {
+                bump(&counts.accepted[lane.index()], n);
                 Answer::Accepted
             }
-            Err(PushError::Closed { .. }) => {
-                bump(&self.shared.counts.closing, 1);
+            Err(SpillError::Closed) => {
+                bump(&counts.closing, n);
                 Answer::Unavailable {
                     reason: "shutting_down",
                     retry_after: CLOSING_RETRY,
                 }
             }
-            Err(PushError::Failed { .. }) => {
-                bump(&self.shared.counts.store_failed, 1);
-                Answer::Unavailable {
-                    reason: "spill_failed",
-                    retry_after: IMPORT_RETRY,
+            Err(SpillError::BacklogFull { .. } | SpillError::BudgetFull { .. }) => {
+                bump(&counts.full[lane.index()], n);
+                Answer::Full {
+                    retry_after: match lane {
+                        Lane::Interactive => CHECKOUT_RETRY,
+                        Lane::Batch => IMPORT_RETRY,
+                    },
                 }
             }
-            Err(refused) => {
-                bump(&self.shared.counts.full[lane.index()], 1);
-                let retry_after = refused.retry_after().unwrap_or(CHECKOUT_RETRY);
-                Answer::Full { retry_after }
+            Err(error) => {
+                // A disk error: the orders may still be written by a later sync (then they are
+                // stored although refused here; never the other way round).
+                tracing::error!(lane = lane.name(), %error, "cannot make orders durable");
+                bump(&counts.store_failed, n);
+                Answer::Unavailable {
+                    reason: "log_failed",
+                    retry_after: IMPORT_RETRY,
+                }
             }
         }
     }
@@ -478,7 +474,7 @@ impl Service {
         for (outcome, counter) in [
             ("breaker_open", &c.breaker_open),
             ("shutting_down", &c.closing),
-            ("spill_failed", &c.store_failed),
+            ("log_failed", &c.store_failed),
         ] {
             metrics::counter!("flash_sale_orders_total", "lane" => "any", "outcome" => outcome)
                 .absolute(read(counter));
@@ -491,7 +487,7 @@ impl Service {
             metrics::counter!("flash_sale_requests_refused_total", "reason" => reason)
                 .absolute(read(counter));
         }
-        metrics::counter!("flash_sale_orders_spilled_total").absolute(read(&c.spilled));
+        metrics::counter!("flash_sale_orders_replayed_total").absolute(read(&c.replayed));
         metrics::counter!("flash_sale_rows_total").absolute(read(&c.rows));
         metrics::counter!("flash_sale_duplicates_total").absolute(read(&c.duplicates));
         metrics::counter!("flash_sale_payments_total", "outcome" => "authorised")
@@ -538,15 +534,15 @@ impl Service {
 fn describe_metrics() {
     metrics::describe_counter!(
         "flash_sale_orders_total",
-        "Orders by lane and outcome: accepted (202), full (429), breaker_open, shutting_down, spill_failed (503)."
+        "Orders by lane and outcome: accepted (202), full (429), breaker_open, shutting_down, log_failed (503)."
     );
     metrics::describe_counter!(
         "flash_sale_requests_refused_total",
         "Requests refused before any order was read: malformed or invalid (400), too_large (413)."
     );
     metrics::describe_counter!(
-        "flash_sale_orders_spilled_total",
-        "Import orders that went to the spill log on disk."
+        "flash_sale_orders_replayed_total",
+        "Orders an earlier run accepted and had not stored, replayed from the lanes' logs."
     );
     metrics::describe_counter!("flash_sale_rows_total", "Rows the database took.");
     metrics::describe_counter!(
@@ -565,6 +561,15 @@ fn describe_metrics() {
         "flash_sale_breaker_opened_total",
         "How many times the payment breaker opened."
     );
+}
+
+/// Why the database stage failed: the insert, or forgetting the stored orders in their log.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("database: {0}")]
+    Database(#[source] rusqlite::Error),
+    #[error("acknowledging stored orders in their log: {0}")]
+    Log(#[source] SpillError),
 }
 
 /// The service's answer to one order.
