@@ -11,8 +11,11 @@
 //! Open `http://127.0.0.1:PORT/` while it runs for the live pipeline graph. Flags: `--port N`
 //! (default 0: any free port), `--capacity ORDERS_PER_S` (2000), `--load ORDERS_PER_S` (5x the
 //! capacity), `--duration SECONDS` (12), `--data DIR` (default: a temporary directory), `--serve`
-//! (no built-in load: run until Ctrl-C). Exits non-zero when an accepted order did not reach the
-//! database or the pipeline's books do not balance.
+//! (no built-in load: run until Ctrl-C), `--no-backpressure` (the failure mode: lanes that queue
+//! in memory without bound and answer 202 at once; the run stops at `--memory-cap MIB`, 1024, and
+//! the shutdown shows what happens to orders held only in memory). Exits non-zero when an accepted
+//! order did not reach the database or the pipeline's books do not balance (except with
+//! `--no-backpressure`, whose report shows the loss on purpose).
 
 mod db;
 mod http;
@@ -22,6 +25,7 @@ mod page;
 mod report;
 mod service;
 mod stats;
+mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +44,8 @@ struct Options {
     duration: Duration,
     data: Option<PathBuf>,
     serve: bool,
+    backpressure: bool,
+    memory_cap_mib: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -50,6 +56,8 @@ fn parse_options() -> Result<Options, String> {
         duration: Duration::from_secs(12),
         data: None,
         serve: false,
+        backpressure: true,
+        memory_cap_mib: 1_024,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -68,9 +76,12 @@ fn parse_options() -> Result<Options, String> {
             "--duration" => options.duration = Duration::from_secs(number(value()?)?),
             "--data" => options.data = Some(PathBuf::from(value()?)),
             "--serve" => options.serve = true,
+            "--no-backpressure" => options.backpressure = false,
+            "--memory-cap" => options.memory_cap_mib = number(value()?)?.max(64),
             "--help" | "-h" => {
                 return Err(
-                    "flags: --port N --capacity N --load N --duration S --data DIR --serve"
+                    "flags: --port N --capacity N --load N --duration S --data DIR --serve \
+                     --no-backpressure --memory-cap MIB"
                         .to_owned(),
                 );
             }
@@ -114,6 +125,7 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_owned());
     let mut settings = Settings::new(data_dir);
     settings.capacity = options.capacity;
+    settings.backpressure = options.backpressure;
     if !options.serve {
         // The payment provider fails most calls for 2 s in the middle of the run.
         let middle = options.duration / 2;
@@ -158,7 +170,7 @@ async fn main() -> ExitCode {
         service.settings.data_dir.display()
     );
 
-    let progress = tokio::spawn(report::progress(service.clone()));
+    let progress = tokio::spawn(view::progress(service.clone()));
     let load = if options.serve {
         println!("flash_sale: no built-in load; Ctrl-C stops accepting, drains and reports");
         let _ = tokio::signal::ctrl_c().await;
@@ -177,15 +189,36 @@ async fn main() -> ExitCode {
             bad_every: 200,
             key_prefix: format!("run{}", order::unix_micros()),
         };
+        let cap = options.memory_cap_mib << 20;
         tokio::select! {
             report = load::run(addr, settings) => Some(report),
             _ = tokio::signal::ctrl_c() => {
                 println!("flash_sale: Ctrl-C: stopping");
                 None
             }
+            rss = memory_reaches(cap) => {
+                println!("flash_sale: resident memory reached {} MiB (cap {} MiB): stopping", rss >> 20, cap >> 20);
+                None
+            }
         }
     };
-    let shutdown = service.shutdown(Duration::from_secs(60)).await;
+    // Ctrl-C (again) while draining aborts: what is still held is counted as cancelled.
+    let abort = service.abort_handle();
+    let second = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            println!("flash_sale: Ctrl-C while draining: aborting");
+            abort.abort();
+        }
+    });
+    // Without backpressure the backlog would take minutes to drain: a short deadline shows what
+    // a shutdown does to orders that were only in memory.
+    let deadline = if options.backpressure {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(3)
+    };
+    let shutdown = service.shutdown(deadline).await;
+    second.abort();
     progress.abort();
     let _ = stop_server.send(());
     let _ = server.await;
@@ -195,5 +228,18 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Resolves once the process's resident memory reaches `cap` bytes (checked every 100 ms).
+async fn memory_reaches(cap: u64) -> u64 {
+    let mut ticks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticks.tick().await;
+        if let Some(rss) = stats::rss()
+            && rss >= cap
+        {
+            return rss;
+        }
     }
 }

@@ -60,6 +60,14 @@ impl Lane {
         }
     }
 
+    /// The pipeline stage (the ingress) the lane's orders enter through.
+    pub(crate) fn stage(self) -> &'static str {
+        match self {
+            Lane::Interactive => "checkout",
+            Lane::Batch => "import",
+        }
+    }
+
     pub(crate) fn index(self) -> usize {
         self as usize
     }

@@ -1,10 +1,7 @@
-//! What the service prints: a line a second while it runs, and the report at the end.
+//! The report the service prints at the end.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use weir::dsl::PipelineSnapshot;
 
 use crate::load::LoadReport;
 use crate::order::Lane;
@@ -14,53 +11,8 @@ use crate::stats::peak_rss;
 /// The p99 a checkout may take from 202 to the database while imports saturate their lane.
 pub(crate) const INTERACTIVE_P99_BUDGET: Duration = Duration::from_secs(2);
 
-fn get(counter: &AtomicU64) -> u64 {
+pub(crate) fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
-}
-
-fn depth(snapshot: &PipelineSnapshot, stage: &str) -> u64 {
-    snapshot
-        .stage(stage)
-        .and_then(|s| s.buffer.as_ref())
-        .map_or(0, |b| b.counters.depth)
-}
-
-/// One line a second: rates, lane depths, spill on disk, refusals, breaker, readiness.
-pub(crate) async fn progress(service: Arc<Service>) {
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    ticks.tick().await;
-    let c = &service.shared.counts;
-    let (mut accepted_before, mut rows_before) = (0, 0);
-    loop {
-        ticks.tick().await;
-        let snapshot = service.snapshot();
-        let accepted = get(&c.accepted[0]) + get(&c.accepted[1]);
-        let rows = get(&c.rows);
-        let disk = snapshot
-            .stage("import")
-            .and_then(|s| s.spill.as_ref())
-            .map_or(0, |s| s.disk_bytes);
-        let ready = service.ready();
-        println!(
-            "t={:>3.0}s accepted {:>6}/s stored {:>5}/s | checkout {:>4} import {:>6} (disk {:>6.1} MiB) | 429 {:>7} 503 {:>6} | breaker {:?} | {}",
-            service.started.elapsed().as_secs_f64(),
-            accepted - accepted_before,
-            rows - rows_before,
-            depth(&snapshot, "checkout"),
-            depth(&snapshot, "import"),
-            disk as f64 / (1 << 20) as f64,
-            get(&c.full[0]) + get(&c.full[1]),
-            get(&c.breaker_open) + get(&c.closing) + get(&c.store_failed),
-            service.breaker(),
-            if ready.ready {
-                "ready".to_owned()
-            } else {
-                format!("NOT READY: {}", ready.reasons.join("; "))
-            },
-        );
-        accepted_before = accepted;
-        rows_before = rows;
-    }
 }
 
 /// The report; returns whether the run kept its promise (nothing lost, the books balanced).
@@ -192,6 +144,19 @@ pub(crate) fn print(service: &Service, shutdown: &Shutdown, load: Option<&LoadRe
         println!("peak RSS       {:>9.1} MiB", peak as f64 / (1 << 20) as f64);
     }
     let interactive_p99 = service.shared.latency[Lane::Interactive.index()].quantile(0.99);
+    if !service.settings.backpressure {
+        println!();
+        println!(
+            "--no-backpressure: every order got a 202 at once and waited in memory; {lost} of them \
+             were still queued when the drain deadline passed (the ledger shows them held) and die \
+             with the process, and the stored ones waited {} at p99. With backpressure the service \
+             answers 429 instead, and every 202 is on disk first.",
+            service.shared.latency[Lane::Interactive.index()]
+                .quantile(0.99)
+                .map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
+        );
+        return ledger.balances();
+    }
     let mut kept = kept_by_client;
     if lost != 0 {
         println!("FAILED: {lost} accepted orders did not reach the database");

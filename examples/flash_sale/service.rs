@@ -17,13 +17,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use weir::dsl::{Pipeline, PipelineError, PipelineHandle, PipelineSnapshot, Readiness};
+use weir::dsl::{
+    Pipeline, PipelineAbort, PipelineError, PipelineHandle, PipelineSnapshot, Readiness,
+};
 use weir::operators::{Breaker, BreakerConfig, BreakerState, PublisherExt, Rejected, RetryPolicy};
+use weir::runtime::ingress::{IngressHandle, Overflow};
 use weir::spill::{Acker, Durable, SpillConfig, SpillError, durable};
 
 use crate::db::Database;
 use crate::order::{Accepted, Lane, Payment, Settled, unix_micros};
 use crate::stats::{Histogram, Rng};
+
+/// Where orders enter a lane.
+enum Door {
+    /// A log: the push returns once the order is on disk.
+    Durable(Durable<Accepted>),
+    /// `--no-backpressure`: a queue in memory that never refuses.
+    Memory(IngressHandle<Accepted>),
+}
+
+/// The "capacity" of a lane without backpressure: what memory holds.
+const UNBOUNDED: usize = 1 << 40;
 
 /// How the service is sized.
 #[derive(Debug, Clone)]
@@ -42,6 +56,9 @@ pub(crate) struct Settings {
     pub(crate) failure_burst: Option<(Duration, Duration)>,
     /// Backlog that may take longer than this to drain makes the service not ready.
     pub(crate) recovery_budget: Duration,
+    /// `false` (`--no-backpressure`): lanes are queues in memory that never refuse, and a 202 is
+    /// sent before the order is anywhere durable. The failure mode weir exists to prevent.
+    pub(crate) backpressure: bool,
 }
 
 impl Settings {
@@ -54,6 +71,7 @@ impl Settings {
             log_budget_bytes: 256 << 20,
             failure_burst: None,
             recovery_budget: Duration::from_secs(2),
+            backpressure: true,
         }
     }
 }
@@ -191,11 +209,12 @@ pub(crate) enum StartError {
 
 /// The running service: its ingresses, its pipeline and what it counted.
 pub(crate) struct Service {
-    checkout: Durable<Accepted>,
-    import: Durable<Accepted>,
+    checkout: Door,
+    import: Door,
     breaker: Breaker,
     open_for: Duration,
     closing: AtomicBool,
+    abort: PipelineAbort,
     pipeline: Mutex<Option<PipelineHandle>>,
     /// The latest snapshot: what `/api/state` and the report read while the pipeline drains.
     last: Mutex<Option<PipelineSnapshot>>,
@@ -255,25 +274,49 @@ impl Service {
         });
 
         let mut p = Pipeline::builder("flash_sale");
-        let log = || SpillConfig::new().budget_bytes(settings.log_budget_bytes);
-        let (checkout, checkout_tail, checkout_acker) = durable::<Accepted>(
-            "checkout",
-            dir.join("checkout"),
-            log(),
-            settings.checkout_capacity,
-        )?;
-        let (import, import_tail, import_acker) = durable::<Accepted>(
-            "import",
-            dir.join("import"),
-            log(),
-            settings.import_capacity,
-        )?;
-        bump(
-            &shared.counts.replayed,
-            checkout.recovered() + import.recovered(),
-        );
-        let checkouts = p.ingress_durable("checkout", checkout_tail);
-        let imports = p.ingress_durable("import", import_tail);
+        let (checkout, import, checkouts, imports, ackers) = if settings.backpressure {
+            let log = || SpillConfig::new().budget_bytes(settings.log_budget_bytes);
+            let (checkout, checkout_tail, checkout_acker) = durable::<Accepted>(
+                "checkout",
+                dir.join("checkout"),
+                log(),
+                settings.checkout_capacity,
+            )?;
+            let (import, import_tail, import_acker) = durable::<Accepted>(
+                "import",
+                dir.join("import"),
+                log(),
+                settings.import_capacity,
+            )?;
+            bump(
+                &shared.counts.replayed,
+                checkout.recovered() + import.recovered(),
+            );
+            let checkouts = p.ingress_durable("checkout", checkout_tail);
+            let imports = p.ingress_durable("import", import_tail);
+            let ackers: Arc<[Acker<Accepted>; 2]> = Arc::new([checkout_acker, import_acker]);
+            (
+                Door::Durable(checkout),
+                Door::Durable(import),
+                checkouts,
+                imports,
+                Some(ackers),
+            )
+        } else {
+            // The failure mode, on purpose: queues as long as memory lasts, a 202 at once.
+            let unbounded = Overflow::Reject {
+                retry_after: CHECKOUT_RETRY,
+            };
+            let (checkout, checkouts) = p.ingress("checkout", UNBOUNDED, unbounded);
+            let (import, imports) = p.ingress("import", UNBOUNDED, unbounded);
+            (
+                Door::Memory(checkout),
+                Door::Memory(import),
+                checkouts,
+                imports,
+                None,
+            )
+        };
         // Interactive over batch 8 to 1: a saturated import lane delays a checkout by at most one
         // import order.
         let lanes = p.priority_lanes("lanes", [(&checkouts, 8, 64), (&imports, 1, 64)]);
@@ -288,7 +331,6 @@ impl Service {
         let batches = p.stage("batch", &settled, |orders| orders.batch(BATCH, BATCH_WAIT));
         let sink_db = db.clone();
         let sink_shared = shared.clone();
-        let ackers: Arc<[Acker<Accepted>; 2]> = Arc::new([checkout_acker, import_acker]);
         p.sink_async("database", &batches, 1, move |batch: Vec<Settled>| {
             let db = sink_db.clone();
             let shared = sink_shared.clone();
@@ -302,7 +344,9 @@ impl Service {
                 // Committed: the logs may forget these orders (each lane's arrive in its order).
                 for lane in Lane::ALL {
                     let n = accepted.iter().filter(|(l, _)| *l == lane).count() as u64;
-                    if n > 0 {
+                    if let Some(ackers) = ackers.as_deref()
+                        && n > 0
+                    {
                         ackers[lane.index()].ack(n).map_err(StoreError::Log)?;
                     }
                 }
@@ -324,6 +368,7 @@ impl Service {
             breaker,
             open_for: breaker_config.open_for,
             closing: AtomicBool::new(false),
+            abort: pipeline.abort_handle(),
             last: Mutex::new(Some(pipeline.snapshot())),
             pipeline: Mutex::new(Some(pipeline)),
             shared,
@@ -395,7 +440,22 @@ impl Service {
         };
         let n = orders.len() as u64;
         let counts = &self.shared.counts;
-        match ingress.push_all(orders).await {
+        let pushed = match ingress {
+            Door::Durable(log) => log.push_all(orders).await.map(|_| ()),
+            Door::Memory(queue) => {
+                for order in orders {
+                    if queue.try_push(order.clone()).is_err() {
+                        break; // only when closed: the queue is unbounded
+                    }
+                }
+                if queue.is_closed() {
+                    Err(SpillError::Closed)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match pushed {
             Ok(_) => {
                 bump(&counts.accepted[lane.index()], n);
                 Answer::Accepted
@@ -427,6 +487,16 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// A handle that aborts the pipeline (a second Ctrl-C while draining).
+    pub(crate) fn abort_handle(&self) -> PipelineAbort {
+        self.abort.clone()
+    }
+
+    /// Whether the service is shutting down (refusing new orders).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The pipeline's readiness (not ready while shutting down).

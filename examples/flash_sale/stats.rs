@@ -105,6 +105,11 @@ pub(crate) fn peak_rss() -> Option<u64> {
     proc_status_kib("VmHWM:").map(|kib| kib * 1024)
 }
 
+/// The process's resident memory now in bytes (Linux `VmRSS`), if known.
+pub(crate) fn rss() -> Option<u64> {
+    proc_status_kib("VmRSS:").map(|kib| kib * 1024)
+}
+
 fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
