@@ -120,6 +120,8 @@ async fn worker(url: String, work_us: u64) -> Result<(), BoxError> {
     // items in a task of its own; the sink publishes at most 256 at once and acknowledges each
     // input once its result is stored.
     let mut p = Pipeline::builder("worker");
+    // The work queue's backlog at the broker counts toward the worker's readiness.
+    p.readiness_input(source.lag_check());
     let work = p.source("work", source);
     let hop = p.boundary("hop", &work, 512);
     let results = p.stage("process", &hop, move |items| {

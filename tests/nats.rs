@@ -625,3 +625,54 @@ async fn a_dsl_pipeline_reads_and_writes_jetstream_and_names_a_failing_sink() {
     assert_eq!(&next[0].value().payload[..], b"7");
     assert!(next[0].info().unwrap().delivered >= 2);
 }
+
+/// The consumer's lag is an input of the pipeline's readiness: a backlog at the broker that the
+/// pipeline cannot drain within its recovery budget makes it not ready, naming the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_lag_makes_a_dsl_pipeline_not_ready() {
+    use weir::dsl::Pipeline;
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "LAGS", &["lag"]).await;
+    fill(&js, "lag", 400).await;
+    pull_consumer(&js, "LAGS", "slowpoke", Duration::from_secs(30)).await;
+    let source = JetStreamSource::bind(
+        &js,
+        SourceConfig::new("lagging", "LAGS", "slowpoke").lag_interval(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let stop = source.stopper();
+    let mut p = Pipeline::builder("slow");
+    p.readiness_input(source.lag_check());
+    p.recovery_budget(Duration::from_millis(500));
+    let input = p.source("lagging", source);
+    // About 100 messages a second: 400 take 4 s, eight times the budget.
+    p.sink_async("store", &input, 1, |delivery| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        delivery.ack();
+    });
+    let mut running = p.build().unwrap().start().unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = running.ready().reasons;
+        if reasons
+            .iter()
+            .any(|r| r.contains("source `lagging`: a backlog of"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("source `lagging`: a backlog of")),
+        "{reasons:?}"
+    );
+    stop.stop();
+    let _ = running.drain(Duration::from_secs(10)).await;
+}

@@ -15,7 +15,7 @@ use crate::export;
 use crate::inventory::Inventory;
 use crate::observe::{self, PipelineSnapshot, Readiness};
 use crate::running::{self, Running};
-use crate::wiring::{BuildFn, Closer, Settings};
+use crate::wiring::{BuildFn, Closer, ReadinessCheck, Settings};
 
 /// A running pipeline. Await it (`(&mut handle).await` keeps it usable) for the result.
 ///
@@ -45,10 +45,11 @@ pub(crate) fn start(
     nodes: Arc<Vec<crate::graph::Node>>,
     builds: Vec<Option<BuildFn>>,
     closers: Vec<Closer>,
+    checks: Vec<ReadinessCheck>,
     settings: Settings,
     runtime: &Handle,
 ) -> PipelineHandle {
-    let (running, join) = running::launch(name, nodes, builds, closers, settings, runtime);
+    let (running, join) = running::launch(name, nodes, builds, closers, checks, settings, runtime);
     observe::sample(&running);
     runtime.spawn(sample_while_live(running.clone()));
     PipelineHandle {

@@ -342,6 +342,11 @@ pub(crate) fn readiness(running: &Running, snapshot: &PipelineSnapshot) -> Readi
             _ => {}
         }
     }
+    for check in &running.checks {
+        if let Err(reason) = check(budget) {
+            reasons.push(reason);
+        }
+    }
     Readiness {
         ready: reasons.is_empty(),
         reasons,

@@ -22,7 +22,9 @@ use crate::error::PipelineError;
 use crate::graph::Node;
 use crate::rates::Monitor;
 use crate::tap::{Failures, SinkSlot};
-use crate::wiring::{self, BufferProbe, BuildFn, Closer, Settings, SpillProbe, StageCounters};
+use crate::wiring::{
+    self, BufferProbe, BuildFn, Closer, ReadinessCheck, Settings, SpillProbe, StageCounters,
+};
 
 /// What observing a running pipeline reads: the counters of every stage, buffer and spill log.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub(crate) struct Running {
     pub(crate) nodes: Arc<Vec<Node>>,
     pub(crate) probes: Probes,
     pub(crate) settings: Settings,
+    /// Outside inputs of readiness.
+    pub(crate) checks: Vec<ReadinessCheck>,
     pub(crate) monitor: Mutex<Monitor>,
     /// Readiness at the last export (transitions are logged).
     pub(crate) was_ready: AtomicBool,
@@ -100,6 +104,7 @@ pub(crate) fn launch(
     nodes: Arc<Vec<Node>>,
     mut builds: Vec<Option<BuildFn>>,
     closers: Vec<Closer>,
+    checks: Vec<ReadinessCheck>,
     settings: Settings,
     runtime: &Handle,
 ) -> (Arc<Running>, JoinHandle<Result<(), PipelineError>>) {
@@ -115,6 +120,7 @@ pub(crate) fn launch(
             spills: wired.spills,
         },
         settings,
+        checks,
         monitor: Mutex::new(Monitor::new(settings.rate_window)),
         was_ready: AtomicBool::new(true),
         lifecycle: Lifecycle {

@@ -35,6 +35,8 @@ pub(crate) type BuildFn = Box<dyn FnOnce(&mut Wiring<'_>) + Send>;
 
 /// Closes one ingress (the pipeline keeps a handle until it drains).
 pub(crate) type Closer = Box<dyn Fn() + Send + Sync>;
+/// An outside input of readiness: given the recovery budget, `Err` with the reason when not ready.
+pub(crate) type ReadinessCheck = Box<dyn Fn(Duration) -> Result<(), String> + Send + Sync>;
 
 /// Where a buffer's counters come from.
 #[derive(Debug, Clone)]

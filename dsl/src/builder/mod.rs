@@ -30,7 +30,7 @@ use crate::graph::{self, BuildError, Edge, ItemType, Node, Problem, SpillMemory,
 use crate::handle::{self, PipelineHandle};
 use crate::inventory::{BufferKind, Inventory};
 use crate::tap::{Input, SinkSubscriber};
-use crate::wiring::{BuildFn, Closer, Settings, SinkRun, Wiring};
+use crate::wiring::{BuildFn, Closer, ReadinessCheck, Settings, SinkRun, Wiring};
 
 mod junctions;
 
@@ -88,6 +88,7 @@ pub struct PipelineBuilder {
     builds: Vec<Option<BuildFn>>,
     early: Vec<Problem>,
     closers: Vec<Closer>,
+    checks: Vec<ReadinessCheck>,
     settings: Settings,
 }
 
@@ -112,6 +113,7 @@ impl PipelineBuilder {
             builds: Vec::new(),
             early: Vec::new(),
             closers: Vec::new(),
+            checks: Vec::new(),
             settings: Settings {
                 recovery_budget: Duration::from_secs(5),
                 rate_window: Duration::from_secs(1),
@@ -556,6 +558,39 @@ impl PipelineBuilder {
         self
     }
 
+    /// Adds an outside input of readiness, for a backlog the pipeline cannot see: `check` is
+    /// asked at every readiness reading with the [recovery budget](Self::recovery_budget), and
+    /// its `Err` is one of the reasons the pipeline is not [ready](crate::PipelineHandle::ready).
+    /// A broker's consumer lag is the usual one (`weir_nats::source::JetStreamSource::lag_check`).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use weir_dsl::Pipeline;
+    /// let pending = Arc::new(AtomicU64::new(50_000)); // e.g. read from a broker
+    /// let lag = pending.clone();
+    /// let mut p = Pipeline::builder("orders");
+    /// let (_orders, port) = p.ingress::<u64>("orders", 8, weir_runtime::ingress::Overflow::DropNewest);
+    /// p.sink("db", &port, |_| {});
+    /// p.readiness_input(move |budget| match lag.load(Ordering::Relaxed) {
+    ///     0 => Ok(()),
+    ///     n => Err(format!("{n} messages wait at the broker (budget {budget:?})")),
+    /// });
+    /// let running = p.build().unwrap().start().unwrap();
+    /// assert!(running.ready().reasons.iter().any(|r| r.contains("50000 messages")));
+    /// pending.store(0, Ordering::Relaxed);
+    /// assert!(running.ready().ready);
+    /// # }
+    /// ```
+    pub fn readiness_input(
+        &mut self,
+        check: impl Fn(Duration) -> Result<(), String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.checks.push(Box::new(check));
+        self
+    }
+
     /// How long a stage's backlog may take to drain at its recent rate before the pipeline
     /// reports itself not [`ready`](crate::PipelineHandle::ready). Default: 5 s.
     pub fn recovery_budget(&mut self, budget: Duration) -> &mut Self {
@@ -583,6 +618,7 @@ impl PipelineBuilder {
             nodes: Arc::new(self.nodes),
             builds: self.builds,
             closers: self.closers,
+            checks: self.checks,
             settings: self.settings,
         })
     }
@@ -594,6 +630,7 @@ pub struct Pipeline {
     nodes: Arc<Vec<Node>>,
     builds: Vec<Option<BuildFn>>,
     closers: Vec<Closer>,
+    checks: Vec<ReadinessCheck>,
     settings: Settings,
 }
 
@@ -649,6 +686,7 @@ impl Pipeline {
             self.nodes,
             self.builds,
             self.closers,
+            self.checks,
             self.settings,
             runtime,
         )

@@ -167,6 +167,17 @@ impl JetStreamSource {
         self.metrics.clone()
     }
 
+    /// The consumer's lag as an input of a pipeline's readiness
+    /// (`PipelineBuilder::readiness_input`): not ready while the broker's backlog (pending plus
+    /// unacknowledged messages) would take longer than the recovery budget at the recent settle
+    /// rate, or before the server first reported the lag. See [`SourceSnapshot::readiness`].
+    ///
+    /// [`SourceSnapshot::readiness`]: crate::SourceSnapshot::readiness
+    pub fn lag_check(&self) -> impl Fn(Duration) -> Result<(), String> + Send + Sync + 'static {
+        let metrics = self.metrics.clone();
+        move |budget| metrics.snapshot().readiness(budget)
+    }
+
     /// A handle that ends the stream gracefully.
     pub fn stopper(&self) -> SourceStop {
         self.stop.clone()
