@@ -135,8 +135,27 @@ async fn generate_input(spec: Spec, path: &Path) -> std::io::Result<Generated> {
     Ok(generated)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Threads for the blocking writes (SQLite, JSONL, the generator): each writer has one batch in
+/// hand at a time, so three suffice. Bounded, because every new thread gets a malloc arena of
+/// its own: with tokio's default (up to 512, made whenever none is idle at that instant) a long
+/// run keeps adding threads and peak memory creeps up with the input's size.
+const BLOCKING_THREADS: usize = 3;
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("etl: cannot start the tokio runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {
