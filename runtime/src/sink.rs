@@ -241,6 +241,56 @@ where
         }
     }
 
+    /// A burst in one loop: the handled count is kept in a register and published once.
+    #[inline]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        let mut pulled = 0;
+        let mut handled = 0;
+        let mut failure = None;
+        // The accumulator in a local for the burst: the compiler keeps it in a register instead
+        // of storing it back to `self` per item. A panic leaves it unwritten; `fail` drops it.
+        if let Some(mut acc) = self.acc.take() {
+            let f = &mut self.f;
+            while pulled < limit {
+                let Some(item) = items.next() else { break };
+                pulled += 1;
+                match catch_unwind(AssertUnwindSafe(|| f(&mut acc, item).into_result())) {
+                    Ok(Ok(())) => handled += 1,
+                    Ok(Err(error)) => {
+                        failure = Some(error);
+                        break;
+                    }
+                    Err(payload) => {
+                        failure = Some(Error::panicked(payload.as_ref()));
+                        break;
+                    }
+                }
+            }
+            self.acc = Some(acc);
+        }
+        if let Some(tally) = &mut self.tally
+            && handled > 0
+        {
+            tally.add_delivered(handled);
+        }
+        if let Some(error) = failure {
+            self.fail(error);
+        }
+        if pulled < limit && self.acc.is_none() {
+            // After a failure (now or earlier) the rest of the burst arrives unhandled: taken
+            // and counted, never passed to the closure.
+            let rest = items.take((limit - pulled) as usize).count() as u64;
+            if let Some(tally) = &mut self.tally {
+                tally.add(Reason::Cancelled, rest);
+            }
+            pulled += rest;
+        }
+        pulled
+    }
+
     fn on_error(&mut self, error: Error) {
         self.finish(Err(error));
     }

@@ -58,29 +58,13 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
     ) -> Emitted {
         let items = &mut self.0;
         if demand == Demand::UNBOUNDED {
-            // Nothing to count. Emit in slices whose length the iterator guarantees (its size
-            // hint's lower bound), so each slice is a counted loop the compiler can unroll; look at
-            // the cancel flag between slices.
+            // Nothing to count: bursts of up to `CANCEL_CHECK_EVERY` accepted items, each one
+            // `try_on_next_iter` call (a fused chain moves it in one loop and counts per burst),
+            // with a look at the cancel flag between them.
             loop {
-                let guaranteed = items.size_hint().0.min(CANCEL_CHECK_EVERY as usize);
-                if guaranteed > 0 {
-                    for _ in 0..guaranteed {
-                        if let Some(item) = items.next() {
-                            subscriber.try_on_next(item);
-                        }
-                    }
-                } else {
-                    let mut pulled = 0;
-                    items
-                        .by_ref()
-                        .take(CANCEL_CHECK_EVERY as usize)
-                        .for_each(|item| {
-                            pulled += 1;
-                            subscriber.try_on_next(item);
-                        });
-                    if pulled < CANCEL_CHECK_EVERY {
-                        return Emitted::Done(0, Ok(()));
-                    }
+                let taken = subscriber.try_on_next_iter(items, CANCEL_CHECK_EVERY);
+                if taken < CANCEL_CHECK_EVERY {
+                    return Emitted::Done(0, Ok(()));
                 }
                 if core.is_cancelled_relaxed() {
                     return Emitted::Items(0);
