@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::probe;
-use weir::operators::{Lagging, balance, broadcast, partition};
+use weir::operators::{Lagging, balance, broadcast, partition, route};
 use weir::prelude::*;
 use weir::runtime::metrics::Reason;
 
@@ -173,4 +173,41 @@ async fn a_panicking_clone_in_a_broadcast_fails_every_output() {
     let items = source::from_iter((0..100).map(FragileClone));
     let outputs = broadcast(items, 2, 8, Lagging::Wait).unwrap();
     expect_outputs_panicked(outputs, "stage `broadcast`: panicked: clone failed").await;
+}
+
+/// A route sends each item where its function says, in order per output; partition's hash could
+/// not express "bad rows to output 1" (found writing the ETL example).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_sends_each_item_to_the_output_it_picks() {
+    let outputs = route(source::from_iter(0..1_000u32), 3, 8, |x| (x % 3) as usize).unwrap();
+    let collected: Vec<_> = outputs
+        .into_iter()
+        .map(|o| tokio::spawn(o.collect()))
+        .collect();
+    for (k, output) in collected.into_iter().enumerate() {
+        let items = output.await.unwrap().unwrap();
+        let expected: Vec<u32> = (0..1_000).filter(|x| x % 3 == k as u32).collect();
+        assert_eq!(items, expected, "output {k}");
+    }
+}
+
+/// An index out of range is a clear error on every output, naming the stage and the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_a_missing_output_fails_naming_it() {
+    let outputs = route(source::from_iter(0..10u32), 2, 8, |x| {
+        if *x == 4 { 5 } else { 0 }
+    })
+    .unwrap();
+    let (a, b) = (outputs[0].clone(), outputs[1].clone());
+    let (a, b) = tokio::join!(a.collect(), b.collect());
+    for result in [a, b] {
+        let error = result.unwrap_err();
+        assert!(
+            error.to_string().contains("route")
+                && error
+                    .to_string()
+                    .contains("picked output 5, but there are 2"),
+            "{error}"
+        );
+    }
 }

@@ -237,6 +237,12 @@ weir_tck::publisher_verification!(
 );
 
 weir_tck::publisher_verification!(
+    route_output,
+    |n: u64| only_output(|| weir::operators::route(source::from_iter(0..n), 1, 16, |_| 0)),
+    failed = Some(|| only_output(|| weir::operators::route(failed(), 1, 16, |_| 0))),
+);
+
+weir_tck::publisher_verification!(
     zip,
     |n: u64| weir::operators::zip(source::from_iter(0..n), source::from_iter(0u64..))
         .map(|(a, _)| a),
@@ -357,6 +363,7 @@ fn every_rule_is_generated() {
         broadcast_output::RULES,
         balance_output::RULES,
         partition_output::RULES,
+        route_output::RULES,
         map_filter_through_boundary::RULES,
     ] {
         assert_eq!(generated, weir_tck::publisher::RULES);

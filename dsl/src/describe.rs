@@ -154,9 +154,10 @@ impl Diagram {
                 StageKind::Boundary => "shape=box3d",
                 StageKind::Spill => "shape=folder",
                 StageKind::Merge | StageKind::PriorityLanes => "shape=invtrapezium",
-                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => {
-                    "shape=trapezium"
-                }
+                StageKind::Broadcast
+                | StageKind::Balance
+                | StageKind::Partition
+                | StageKind::Route => "shape=trapezium",
                 StageKind::Junction => "shape=circle",
                 StageKind::Sink => "shape=cylinder",
             };
@@ -199,7 +200,10 @@ impl Diagram {
                 StageKind::Boundary => ("{{", "}}"),
                 StageKind::Spill => ("[(", ")]"),
                 StageKind::Merge | StageKind::PriorityLanes => ("[\\", "/]"),
-                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => ("[/", "\\]"),
+                StageKind::Broadcast
+                | StageKind::Balance
+                | StageKind::Partition
+                | StageKind::Route => ("[/", "\\]"),
                 StageKind::Junction => ("((", "))"),
                 StageKind::Sink => ("[(", ")]"),
             };

@@ -42,6 +42,8 @@ pub enum StageKind {
     Balance,
     /// Fan-out: each item to the output its key hashes to, each output a bounded queue.
     Partition,
+    /// Fan-out: each item to the output a function of it names, each output a bounded queue.
+    Route,
     /// Where items leave the pipeline.
     Sink,
 }
@@ -62,6 +64,7 @@ impl StageKind {
             StageKind::Broadcast => "broadcast",
             StageKind::Balance => "balance",
             StageKind::Partition => "partition",
+            StageKind::Route => "route",
             StageKind::Sink => "sink",
         }
     }
@@ -70,7 +73,7 @@ impl StageKind {
     pub fn is_fan_out(self) -> bool {
         matches!(
             self,
-            StageKind::Broadcast | StageKind::Balance | StageKind::Partition
+            StageKind::Broadcast | StageKind::Balance | StageKind::Partition | StageKind::Route
         )
     }
 
@@ -86,6 +89,7 @@ impl StageKind {
                 | StageKind::Broadcast
                 | StageKind::Balance
                 | StageKind::Partition
+                | StageKind::Route
         )
     }
 }

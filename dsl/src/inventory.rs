@@ -190,7 +190,10 @@ impl Inventory {
                     let name = format!("{}.in_flight", node.name);
                     add(name, node, BufferKind::InFlight, concurrency, item, bytes);
                 }
-                StageKind::Broadcast | StageKind::Balance | StageKind::Partition => {
+                StageKind::Broadcast
+                | StageKind::Balance
+                | StageKind::Partition
+                | StageKind::Route => {
                     let capacity = node.capacity.unwrap_or(0);
                     for output in 0..node.outputs {
                         let name = graph::output_name(nodes, index, output);

@@ -6,9 +6,9 @@
 //!                     \--invalid--> dead_letter
 //! ```
 //!
-//! `route` and `write` are broadcasts: `route` hands every checked row to both branches and each
-//! keeps its own kind (a filter, counted as `filtered` in the ledger); `write` hands every batch
-//! (an `Arc`, so a copy is a pointer) to both writers. Every buffer is bounded, so memory does not
+//! `route` sends each checked row to the branch of its kind (valid rows to output 0, refused ones
+//! to output 1); `write` is a broadcast that hands every batch (an `Arc`, so a copy is a pointer)
+//! to both writers. Every buffer is bounded, so memory does not
 //! depend on the input's size: the reader is asked for lines only as the writers keep up.
 
 use std::path::PathBuf;
@@ -315,7 +315,9 @@ impl Etl {
         let checked = p.stage("parse", &read, |lines| {
             lines.try_map(|line| line).map(check)
         });
-        let routes = p.broadcast("route", &checked, 2, 1_024, Lagging::Wait);
+        let routes = p.route("route", &checked, 2, 1_024, |row: &Checked| {
+            usize::from(matches!(row, Checked::Invalid(_)))
+        });
         let orders = p.stage("valid", &routes[0], |rows| rows.filter_map(Checked::valid));
         let refused = p.stage("invalid", &routes[1], |rows| {
             rows.filter_map(Checked::invalid)

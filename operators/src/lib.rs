@@ -149,7 +149,7 @@ pub use merge::{Merge, PriorityLanes, merge, merge_delay_error};
 pub use task::batch::Batch;
 pub use task::breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerState, Rejected};
 pub use task::buffer::{Buffer, spill_read_ahead};
-pub use task::fan_out::{FanOutput, Lagging, balance, broadcast, partition};
+pub use task::fan_out::{FanOutput, Lagging, balance, broadcast, partition, route};
 pub use task::flat_map::{FlatMap, INNER_PREFETCH};
 pub use task::group_by::{GroupBy, GroupOverflow};
 pub use task::map_async::MapAsync;

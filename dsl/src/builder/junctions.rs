@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 
 use weir_operators::{
     FanOutput, Lagging, PriorityLanes, balance, broadcast, merge::DEFAULT_LANE_CAPACITY, partition,
+    route,
 };
 use weir_runtime::{Error, source};
 
@@ -166,6 +167,51 @@ impl PipelineBuilder {
             capacity,
             None,
             move |upstream, n, capacity| partition(upstream, n, capacity, key),
+        )
+    }
+
+    /// Adds a route: each item to the output `pick(item)` names (0-based), each output a queue
+    /// of `capacity` items: routing by content (valid rows on, rejects to a dead-letter sink).
+    /// Items sent to one output stay in order; the slowest output sets the pace. An index out of
+    /// range fails the pipeline naming this stage.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() {
+    /// use weir_dsl::Pipeline;
+    /// use weir_runtime::source;
+    /// let mut p = Pipeline::builder("rows");
+    /// let rows = p.source("rows", source::from_iter(["7", "x", "9"]));
+    /// let [good, bad] = <[_; 2]>::try_from(p.route("check", &rows, 2, 16, |row: &&str| {
+    ///     usize::from(row.parse::<u32>().is_err())
+    /// }))
+    /// .unwrap();
+    /// p.sink("store", &good, |_| {});
+    /// p.sink("dead_letters", &bad, |row| assert_eq!(row, "x"));
+    /// let mut running = p.build().unwrap().start().unwrap();
+    /// (&mut running).await.unwrap();
+    /// assert_eq!(running.snapshot().stage("store").unwrap().items, 2);
+    /// # }
+    /// ```
+    pub fn route<T, F>(
+        &mut self,
+        name: &str,
+        input: &Port<T>,
+        outputs: usize,
+        capacity: usize,
+        pick: F,
+    ) -> Vec<Port<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&T) -> usize + Send + 'static,
+    {
+        self.fan_out(
+            name,
+            StageKind::Route,
+            input,
+            outputs,
+            capacity,
+            None,
+            move |upstream, n, capacity| route(upstream, n, capacity, pick),
         )
     }
 

@@ -105,7 +105,8 @@ where
 }
 
 /// Each item to output `hash(key(item)) % outputs`: items with the same key stay together and in
-/// order.
+/// order (which output a key goes to is not fixed across runs; to choose the output, use
+/// [`route`]).
 pub fn partition<T, P, K, F>(
     upstream: P,
     outputs: usize,
@@ -126,7 +127,52 @@ where
         outputs,
         capacity,
         WhenFull::Wait,
-        PartitionRoute(move |item: &T| hasher.hash_one(key(item))),
+        PartitionRoute(move |item: &T, outputs: usize| {
+            Ok((hasher.hash_one(key(item)) % outputs as u64) as usize)
+        }),
+    )
+}
+
+/// Each item to the output `pick(item)` names (0-based): routing by content, e.g. valid rows to
+/// output 0 and rejects to output 1. Items sent to one output stay in order; the slowest output
+/// sets the pace. An index out of range fails every output with an error naming the stage and
+/// the index (the item is counted as failed).
+///
+/// ```
+/// # #[tokio::main] async fn main() {
+/// use weir_operators::{PublisherExt, route};
+/// use weir_runtime::source;
+/// let outputs = route(source::from_iter(1..=6u32), 2, 16, |x| usize::from(x % 3 == 0)).unwrap();
+/// let (rest, threes) = (outputs[0].clone(), outputs[1].clone());
+/// let (rest, threes) = tokio::join!(rest.collect(), threes.collect());
+/// assert_eq!((rest.unwrap(), threes.unwrap()), (vec![1, 2, 4, 5], vec![3, 6]));
+/// # }
+/// ```
+pub fn route<T, P, F>(
+    upstream: P,
+    outputs: usize,
+    capacity: usize,
+    pick: F,
+) -> Result<Vec<FanOutput<T>>, Error>
+where
+    T: Send + 'static,
+    P: Publisher<T>,
+    F: FnMut(&T) -> usize + Send + 'static,
+{
+    let mut pick = pick;
+    start(
+        upstream,
+        "route",
+        outputs,
+        capacity,
+        WhenFull::Wait,
+        PartitionRoute(move |item: &T, outputs: usize| match pick(item) {
+            index if index < outputs => Ok(index),
+            index => Err(Error::msg(format!(
+                "the route picked output {index}, but there are {outputs} (0 to {})",
+                outputs - 1
+            ))),
+        }),
     )
 }
 
@@ -195,8 +241,17 @@ where
                     hub_account.hold(1);
                     let live = route.dispatch(item, &mut handles, stage, &mut tally).await;
                     hub_account.release(1);
-                    if !live {
-                        return; // every output went away: dropping `items` cancels the upstream
+                    match live {
+                        Ok(true) => {}
+                        // Every output went away: dropping `items` cancels the upstream.
+                        Ok(false) => return,
+                        Err(error) => {
+                            let error = error.in_stage(stage);
+                            for handle in handles.iter().flatten() {
+                                handle.fail(error.clone());
+                            }
+                            return;
+                        }
                     }
                 }
                 Err(error) => {
@@ -278,7 +333,7 @@ trait Dispatch<T> {
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
-    ) -> impl std::future::Future<Output = bool> + Send;
+    ) -> impl std::future::Future<Output = Result<bool, Error>> + Send;
 }
 
 impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
@@ -288,7 +343,7 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
-    ) -> bool {
+    ) -> Result<bool, Error> {
         // The item is consumed into one copy per live output (made as it is cloned; a copy an
         // output refuses is counted by that output's queue: dropped, rejected or closed).
         let mut copies = 0;
@@ -329,7 +384,7 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
         } else {
             tally.add(Reason::Cancelled, 1); // every output went away
         }
-        outputs.iter().any(Option::is_some)
+        Ok(outputs.iter().any(Option::is_some))
     }
 }
 
@@ -340,7 +395,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
         outputs: &mut [Option<QueueHandle<T>>],
         _: &'static str,
         tally: &mut TallyWriter,
-    ) -> bool {
+    ) -> Result<bool, Error> {
         let count = outputs.len();
         let roomiest = (0..count)
             .map(|k| (self.next + k) % count)
@@ -350,20 +405,20 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
         self.next = (self.next + 1) % count;
         let Some(index) = roomiest else {
             tally.add(Reason::Cancelled, 1); // every output went away
-            return false;
+            return Ok(false);
         };
         let handle = outputs[index].as_ref().expect("chosen among live outputs");
         if !push_waiting(handle, item).await {
             outputs[index] = None;
         }
-        outputs.iter().any(Option::is_some)
+        Ok(outputs.iter().any(Option::is_some))
     }
 }
 
 impl<T, K> Dispatch<T> for PartitionRoute<K>
 where
     T: Send + 'static,
-    K: FnMut(&T) -> u64 + Send,
+    K: FnMut(&T, usize) -> Result<usize, Error> + Send,
 {
     async fn dispatch(
         &mut self,
@@ -371,8 +426,14 @@ where
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
-    ) -> bool {
-        let index = ((self.0)(&item) % outputs.len() as u64) as usize;
+    ) -> Result<bool, Error> {
+        let index = match (self.0)(&item, outputs.len()) {
+            Ok(index) => index,
+            Err(error) => {
+                tally.add(Reason::Failed, 1);
+                return Err(error);
+            }
+        };
         let Some(handle) = outputs[index].as_ref() else {
             // That partition's subscriber went away: its items cannot go anywhere else.
             tracing::warn!(
@@ -381,11 +442,11 @@ where
                 "dropping an item for a closed partition"
             );
             tally.add(Reason::Cancelled, 1);
-            return outputs.iter().any(Option::is_some);
+            return Ok(outputs.iter().any(Option::is_some));
         };
         if !push_waiting(handle, item).await {
             outputs[index] = None;
         }
-        outputs.iter().any(Option::is_some)
+        Ok(outputs.iter().any(Option::is_some))
     }
 }
