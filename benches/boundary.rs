@@ -1,7 +1,10 @@
 //! `boundary`: 10 million `u64` across one async boundary on a multi-thread runtime.
-//! Peers in the same run: bounded `tokio::sync::mpsc` with one item per send, and the same channel
-//! carrying `Vec<u64>` chunks of 256.
-//! Target (issue 2): weir at least 3x `tokio_mpsc` and at least equal to `tokio_mpsc_chunked`.
+//! Peers in the same run, the channels users pick instead, each bounded to the same 4,096 items,
+//! one item per send and in `Vec<u64>` chunks of 256: `tokio::sync::mpsc`, `flume` and `kanal`
+//! (async, between two tokio tasks), `crossbeam-channel` (blocking, between two threads), and an
+//! SPSC ring (`rtrb`, two threads moving slices of 256, spinning when empty or full) as the
+//! practical limit of a hand-off between two cores.
+//! Targets: weir at least 3x `tokio_mpsc` (issue 2) and at least 2x `tokio_mpsc_chunked` (issue 13).
 
 use std::hint::black_box;
 
@@ -98,7 +101,208 @@ fn boundary(c: &mut Criterion) {
             })
         })
     });
+    async_peers(&mut group, &runtime);
+    thread_peers(&mut group);
     group.finish();
+}
+
+/// The producer's side of a chunked hand-off: `0..n` in `Vec`s of `CHUNK`, handed to `send`
+/// until it refuses.
+fn chunks(n: u64, mut send: impl FnMut(Vec<u64>) -> bool) {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for x in 0..n {
+        chunk.push(x);
+        if chunk.len() == CHUNK && !send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))) {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        send(chunk);
+    }
+}
+
+/// [`chunks`] for an async `send`.
+async fn chunks_async<F, Fut>(n: u64, mut send: F)
+where
+    F: FnMut(Vec<u64>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for x in 0..n {
+        chunk.push(x);
+        if chunk.len() == CHUNK
+            && !send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await
+        {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        send(chunk).await;
+    }
+}
+
+fn add(sum: u64, x: u64) -> u64 {
+    sum.wrapping_add(x)
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// flume and kanal, async, between two tokio tasks.
+fn async_peers(group: &mut Group<'_>, runtime: &tokio::runtime::Runtime) {
+    group.bench_function("flume", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            runtime.block_on(async move {
+                let (sender, receiver) = flume::bounded::<u64>(CAPACITY);
+                tokio::spawn(async move {
+                    for x in 0..n {
+                        if sender.send_async(x).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let consumer = tokio::spawn(async move {
+                    let mut sum = 0u64;
+                    while let Ok(x) = receiver.recv_async().await {
+                        sum = add(sum, x);
+                    }
+                    sum
+                });
+                consumer.await.expect("task")
+            })
+        })
+    });
+    group.bench_function("flume_chunked", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            runtime.block_on(async move {
+                let (sender, receiver) = flume::bounded::<Vec<u64>>(CAPACITY / CHUNK);
+                tokio::spawn(async move {
+                    chunks_async(n, |chunk| {
+                        let sender = sender.clone();
+                        async move { sender.send_async(chunk).await.is_ok() }
+                    })
+                    .await
+                });
+                let consumer = tokio::spawn(async move {
+                    let mut sum = 0u64;
+                    while let Ok(chunk) = receiver.recv_async().await {
+                        sum = chunk.into_iter().fold(sum, add);
+                    }
+                    sum
+                });
+                consumer.await.expect("task")
+            })
+        })
+    });
+    group.bench_function("kanal", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            runtime.block_on(async move {
+                let (sender, receiver) = kanal::bounded_async::<u64>(CAPACITY);
+                tokio::spawn(async move {
+                    for x in 0..n {
+                        if sender.send(x).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let consumer = tokio::spawn(async move {
+                    let mut sum = 0u64;
+                    while let Ok(x) = receiver.recv().await {
+                        sum = add(sum, x);
+                    }
+                    sum
+                });
+                consumer.await.expect("task")
+            })
+        })
+    });
+    group.bench_function("kanal_chunked", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            runtime.block_on(async move {
+                let (sender, receiver) = kanal::bounded_async::<Vec<u64>>(CAPACITY / CHUNK);
+                tokio::spawn(async move {
+                    chunks_async(n, |chunk| {
+                        let sender = sender.clone();
+                        async move { sender.send(chunk).await.is_ok() }
+                    })
+                    .await
+                });
+                let consumer = tokio::spawn(async move {
+                    let mut sum = 0u64;
+                    while let Ok(chunk) = receiver.recv().await {
+                        sum = chunk.into_iter().fold(sum, add);
+                    }
+                    sum
+                });
+                consumer.await.expect("task")
+            })
+        })
+    });
+}
+
+/// crossbeam-channel (blocking) and an rtrb SPSC ring, between two threads.
+fn thread_peers(group: &mut Group<'_>) {
+    group.bench_function("crossbeam", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            let (sender, receiver) = crossbeam_channel::bounded::<u64>(CAPACITY);
+            let producer = std::thread::spawn(move || {
+                for x in 0..n {
+                    if sender.send(x).is_err() {
+                        break;
+                    }
+                }
+            });
+            let sum = receiver.iter().fold(0u64, add);
+            producer.join().expect("producer");
+            sum
+        })
+    });
+    group.bench_function("crossbeam_chunked", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            let (sender, receiver) = crossbeam_channel::bounded::<Vec<u64>>(CAPACITY / CHUNK);
+            let producer =
+                std::thread::spawn(move || chunks(n, |chunk| sender.send(chunk).is_ok()));
+            let sum = receiver.iter().flatten().fold(0u64, add);
+            producer.join().expect("producer");
+            sum
+        })
+    });
+    group.bench_function("rtrb_chunked", |b| {
+        b.iter(|| {
+            let n = black_box(ITEMS);
+            let (mut producer, mut consumer) = rtrb::RingBuffer::<u64>::new(CAPACITY);
+            let writer = std::thread::spawn(move || {
+                let mut next = 0u64;
+                while next < n {
+                    let want = ((n - next) as usize).min(CHUNK);
+                    match producer.write_chunk_uninit(want) {
+                        Ok(chunk) => next += chunk.fill_from_iter(next..next + want as u64) as u64,
+                        Err(_) => std::thread::yield_now(),
+                    }
+                }
+            });
+            let (mut sum, mut got) = (0u64, 0u64);
+            while got < n {
+                let ready = consumer.slots().min(CHUNK);
+                if ready == 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let chunk = consumer.read_chunk(ready).expect("slots are ready");
+                let (first, second) = chunk.as_slices();
+                sum = first.iter().chain(second).copied().fold(sum, add);
+                chunk.commit_all();
+                got += ready as u64;
+            }
+            writer.join().expect("writer");
+            sum
+        })
+    });
 }
 
 criterion_group!(benches, boundary);

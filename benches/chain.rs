@@ -4,11 +4,29 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use futures::StreamExt;
 use weir::prelude::*;
 
 const ITEMS: u64 = 10_000_000;
+
+fn weir(runtime: &tokio::runtime::Runtime, n: u64) -> Result<u64, Error> {
+    runtime.block_on(
+        source::from_iter(0..n)
+            .map(|x| x.wrapping_mul(3))
+            .filter(|x| x % 2 == 0)
+            .map(|x| x >> 1)
+            .fold(0u64, |sum, x| *sum = sum.wrapping_add(x)),
+    )
+}
+
+fn iterator(n: u64) -> u64 {
+    (0..n)
+        .map(|x| x.wrapping_mul(3))
+        .filter(|x| x % 2 == 0)
+        .map(|x| x >> 1)
+        .fold(0u64, |sum, x| sum.wrapping_add(x))
+}
 
 fn chain(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -18,29 +36,8 @@ fn chain(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ITEMS));
     group.sample_size(20);
 
-    group.bench_function("weir", |b| {
-        b.iter(|| {
-            let n = black_box(ITEMS);
-            runtime.block_on(
-                source::from_iter(0..n)
-                    .map(|x| x.wrapping_mul(3))
-                    .filter(|x| x % 2 == 0)
-                    .map(|x| x >> 1)
-                    .fold(0u64, |sum, x| *sum = sum.wrapping_add(x)),
-            )
-        })
-    });
-
-    group.bench_function("iterator", |b| {
-        b.iter(|| {
-            let n = black_box(ITEMS);
-            (0..n)
-                .map(|x| x.wrapping_mul(3))
-                .filter(|x| x % 2 == 0)
-                .map(|x| x >> 1)
-                .fold(0u64, |sum, x| sum.wrapping_add(x))
-        })
-    });
+    group.bench_function("weir", |b| b.iter(|| weir(&runtime, black_box(ITEMS))));
+    group.bench_function("iterator", |b| b.iter(|| iterator(black_box(ITEMS))));
 
     group.bench_function("futures_stream", |b| {
         b.iter(|| {
@@ -58,4 +55,27 @@ fn chain(c: &mut Criterion) {
 }
 
 criterion_group!(benches, chain);
-criterion_main!(benches);
+
+/// `WEIR_CHAIN_PROBE=weir|iterator` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
+/// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
+/// the difference between two item counts, divided by their difference, is the cost per item.
+fn main() {
+    let Ok(probe) = std::env::var("WEIR_CHAIN_PROBE") else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    };
+    let n = std::env::var("WEIR_CHAIN_PROBE_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let sum = match probe.as_str() {
+        "weir" => weir(&runtime, black_box(n)).expect("stream"),
+        "iterator" => iterator(black_box(n)),
+        other => panic!("WEIR_CHAIN_PROBE: `{other}` is not weir or iterator"),
+    };
+    println!("{probe}: {n} items, sum {sum}");
+}
