@@ -243,3 +243,40 @@ fn bursts_through_a_filter_honour_demand_exactly() {
     }
     assert_eq!(recorder.items(), (0..3_330).collect::<Vec<_>>());
 }
+
+/// Under unbounded demand an endless iterator source looks at the cancel flag every 1,024 items
+/// it *pulls*, however few of them a filter downstream lets through: after an abort it stops.
+/// (Bursts counted in accepted items never ended when a filter dropped everything.)
+#[test]
+fn an_endless_source_behind_a_filter_that_drops_everything_stops_on_abort() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    runtime.block_on(async move {
+        let mut p = weir::dsl::Pipeline::builder("endless");
+        let numbers = p.source(
+            "numbers",
+            source::from_iter((0u64..).inspect(move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            })),
+        );
+        let none = p.stage("none", &numbers, |n| n.filter(|_| false));
+        p.sink("store", &none, |_: u64| {});
+        let mut running = p.build().unwrap().start().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        running.abort();
+        let _ = (&mut running).await;
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let before = pulled.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = pulled.load(Ordering::Relaxed);
+    // Drop without waiting: a source that never stops would hold a worker forever.
+    runtime.shutdown_background();
+    assert!(before > 0, "the source never ran");
+    assert_eq!(before, after, "the source kept pulling after the abort");
+}

@@ -58,12 +58,17 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
     ) -> Emitted {
         let items = &mut self.0;
         if demand == Demand::UNBOUNDED {
-            // Nothing to count: bursts of up to `CANCEL_CHECK_EVERY` accepted items, each one
+            // Nothing to count: bursts of `CANCEL_CHECK_EVERY` items pulled, each one
             // `try_on_next_iter` call (a fused chain moves it in one loop and counts per burst),
-            // with a look at the cancel flag between them.
+            // with a look at the cancel flag between them. Bounded by what is pulled, not by what
+            // is accepted, so a filter that drops everything still lets the flag be seen.
             loop {
-                let taken = subscriber.try_on_next_iter(items, CANCEL_CHECK_EVERY);
-                if taken < CANCEL_CHECK_EVERY {
+                let mut burst = Burst {
+                    items: &mut *items,
+                    left: CANCEL_CHECK_EVERY,
+                };
+                subscriber.try_on_next_iter(&mut burst, CANCEL_CHECK_EVERY);
+                if burst.left > 0 {
                     return Emitted::Done(0, Ok(()));
                 }
                 if core.is_cancelled_relaxed() {
@@ -85,6 +90,27 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
             }
         }
         Emitted::Items(accepted)
+    }
+}
+
+/// At most `left` items of `items`; `left` counts down only for items pulled, so what is left
+/// after a burst says whether the iterator ran out (or the subscriber stopped pulling).
+struct Burst<'a, I> {
+    items: &'a mut I,
+    left: u64,
+}
+
+impl<I: Iterator> Iterator for Burst<'_, I> {
+    type Item = I::Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let item = self.items.next()?;
+        self.left -= 1;
+        Some(item)
     }
 }
 
