@@ -244,11 +244,24 @@ fn bursts_through_a_filter_honour_demand_exactly() {
     assert_eq!(recorder.items(), (0..3_330).collect::<Vec<_>>());
 }
 
-/// Under unbounded demand an endless iterator source looks at the cancel flag every 1,024 items
-/// it *pulls*, however few of them a filter downstream lets through: after an abort it stops.
-/// (Bursts counted in accepted items never ended when a filter dropped everything.)
+/// An endless iterator source looks at the cancel flag every 1,024 items it *pulls*, however few of
+/// them a filter downstream lets through: after an abort it stops, under unbounded demand (a sink
+/// right behind) and bounded demand (a boundary's credit). Bursts counted in accepted items never
+/// ended when a filter dropped everything.
 #[test]
 fn an_endless_source_behind_a_filter_that_drops_everything_stops_on_abort() {
+    for bounded in [false, true] {
+        let (before, after) = pulled_after_abort(bounded);
+        assert!(before > 0, "the source never ran (bounded: {bounded})");
+        assert_eq!(
+            before, after,
+            "the source kept pulling after the abort (bounded: {bounded})"
+        );
+    }
+}
+
+/// How many items the endless source had pulled shortly after the abort, and a while later.
+fn pulled_after_abort(bounded: bool) -> (u64, u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -264,7 +277,10 @@ fn an_endless_source_behind_a_filter_that_drops_everything_stops_on_abort() {
                 counter.fetch_add(1, Ordering::Relaxed);
             })),
         );
-        let none = p.stage("none", &numbers, |n| n.filter(|_| false));
+        let mut none = p.stage("none", &numbers, |n| n.filter(|_| false));
+        if bounded {
+            none = p.boundary("hop", &none, 64);
+        }
         p.sink("store", &none, |_: u64| {});
         let mut running = p.build().unwrap().start().unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -277,6 +293,5 @@ fn an_endless_source_behind_a_filter_that_drops_everything_stops_on_abort() {
     let after = pulled.load(Ordering::Relaxed);
     // Drop without waiting: a source that never stops would hold a worker forever.
     runtime.shutdown_background();
-    assert!(before > 0, "the source never ran");
-    assert_eq!(before, after, "the source kept pulling after the abort");
+    (before, after)
 }

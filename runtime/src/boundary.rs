@@ -93,6 +93,9 @@ pub(crate) struct Channel {
     name: Arc<str>,
     terminal: Mutex<Option<Result<(), Error>>>,
     upstream: Mutex<Option<Subscription>>,
+    /// A copy of the upstream's subscription for the consumer's side to cancel directly: the
+    /// credit task cannot while a synchronous upstream runs inside its `request`.
+    upstream_to_cancel: Mutex<Option<Subscription>>,
     subscribed: WakeSlot,
     /// Total items requested from the upstream so far (written by the credit side only).
     granted: AtomicUsize,
@@ -121,6 +124,14 @@ impl Channel {
     #[inline(never)]
     fn set_terminal(&self, result: Result<(), Error>) {
         *self.terminal.lock().unwrap() = Some(result);
+    }
+
+    /// Cancels the upstream from the consumer's side (idempotent, any thread).
+    fn cancel_upstream(&self) {
+        let upstream = self.upstream_to_cancel.lock().unwrap().take();
+        if let Some(upstream) = upstream {
+            upstream.cancel();
+        }
     }
 
     /// The upstream's subscription if the inlet received it and nobody took it yet.
@@ -200,6 +211,7 @@ pub(crate) fn channel<T: Send + 'static>(
         name,
         terminal: Mutex::new(None),
         upstream: Mutex::new(None),
+        upstream_to_cancel: Mutex::new(None),
         subscribed: WakeSlot::new(),
         granted: AtomicUsize::new(0),
         exhausted_at: AtomicU64::new(0),
@@ -308,6 +320,7 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             return;
         }
         self.subscribed = true;
+        *self.channel.upstream_to_cancel.lock().unwrap() = Some(subscription.clone());
         *self.channel.upstream.lock().unwrap() = Some(subscription);
         self.channel.subscribed.notify();
     }
@@ -564,6 +577,10 @@ impl<T, S: Subscriber<T>> OutletTask<T, S> {
     fn stopped(&mut self, next: Next) -> bool {
         match next {
             Next::Cancelled => {
+                // Cancelled here, not only by the credit task: a synchronous upstream emitting
+                // inside the credit task's `request` (a filter dropping everything uses no
+                // demand) would never let that task get to it.
+                self.channel.cancel_upstream();
                 self.channel.metrics.cancel_rest();
                 true
             }

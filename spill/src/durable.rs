@@ -165,10 +165,19 @@ impl<T> Durable<T> {
         self.shared.queue.clone()
     }
 
-    /// Stops taking pushes (they fail with [`SpillError::Closed`]); the [`Tail`] completes once
-    /// it has handed out everything written. Pushes waiting for their sync still get it.
+    /// Stops taking pushes (they fail with [`SpillError::Closed`]) and writes the current batch,
+    /// so that the [`Tail`] hands out every record appended (an abandoned push's too) and then
+    /// completes. Pushes waiting for their sync still get it. A failed write is logged: its
+    /// records stay in the log and come out after a restart.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
+        {
+            // Under the admission lock: no append slips in between the flag and the write.
+            let _admit = self.shared.admit.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared.closed.store(true, Ordering::Release);
+        }
+        if let Err(error) = self.log.flush() {
+            tracing::error!(dir = %self.log.dir().display(), %error, "closing a durable ingress: its last batch is not written");
+        }
         // Wake the tail: it may be waiting for records that will not come.
         self.shared.durable.send_modify(|_| {});
     }

@@ -147,8 +147,12 @@ fn an_abandoned_push_is_still_delivered() {
         // Polled once (the append happens), then dropped.
         let _ = tokio::time::timeout(Duration::ZERO, abandoned).await;
         orders.push(&2).await.unwrap();
+        let last = orders.push(&3);
+        let _ = tokio::time::timeout(Duration::ZERO, last).await;
+        // Nobody waits for 3's sync: the close writes it, and the tail hands it out and ends.
         orders.close();
-        assert_eq!(sink::collect(tail).await.unwrap(), vec![1, 2]);
+        let all = tokio::time::timeout(Duration::from_secs(5), sink::collect(tail)).await;
+        assert_eq!(all.expect("the tail completes").unwrap(), vec![1, 2, 3]);
     });
 }
 

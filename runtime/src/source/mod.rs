@@ -78,11 +78,16 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
         }
         let mut accepted = 0;
         while accepted < demand {
-            // A slice of the demand between two looks at the cancel flag.
+            // A slice of the demand between two looks at the cancel flag, and at most
+            // `CANCEL_CHECK_EVERY` items pulled for it (a filter may accept few of them).
             let slice = (demand - accepted).min(CANCEL_CHECK_EVERY);
-            let taken = subscriber.try_on_next_iter(items, slice);
+            let mut burst = Burst {
+                items: &mut *items,
+                left: CANCEL_CHECK_EVERY,
+            };
+            let taken = subscriber.try_on_next_iter(&mut burst, slice);
             accepted += taken;
-            if taken < slice {
+            if taken < slice && burst.left > 0 {
                 return Emitted::Done(accepted, Ok(()));
             }
             if core.is_cancelled_relaxed() {
