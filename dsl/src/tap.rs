@@ -116,7 +116,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
         self.inner.try_on_next(item)
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
@@ -255,7 +255,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
         self.inner.try_on_next(item)
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
@@ -269,7 +269,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
             return taken;
         }
         // Halted within the burst: the rest of it is taken and counted, never handled.
-        let rest = items.take((limit - taken) as usize).count() as u64;
+        let rest = weir_runtime::kit::discard(items, limit - taken);
         self.cancelled.add(Reason::Cancelled, rest);
         taken + rest
     }

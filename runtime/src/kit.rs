@@ -32,3 +32,25 @@
 
 pub use crate::lane::{Lane, LaneEvent, lane, lane_observed};
 pub use crate::task::{Next, TaskSubscription};
+
+/// Pulls and drops at most `max` items of a burst, returning how many it took: for a subscriber's
+/// `try_on_next_iter` that must take the rest of a burst it will not handle (and count it).
+///
+/// A plain loop, always inlined, rather than `items.take(n).count()`: once a burst's iterator is
+/// handed to an out-of-line call, the compiler keeps the state of the whole fused chain that feeds
+/// it (the source's position, each operator's counters) in memory instead of registers, per item.
+/// So every `try_on_next_iter` in weir is `#[inline(always)]` and uses this.
+///
+/// ```
+/// let mut items = 1..=10;
+/// assert_eq!(weir_runtime::kit::discard(&mut items, 4), 4);
+/// assert_eq!(items.next(), Some(5));
+/// ```
+#[inline(always)]
+pub fn discard<I: Iterator>(items: &mut I, max: u64) -> u64 {
+    let mut taken = 0;
+    while taken < max && items.next().is_some() {
+        taken += 1;
+    }
+    taken
+}

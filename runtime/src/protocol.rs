@@ -73,7 +73,7 @@ pub trait Subscriber<T>: Send + 'static {
     /// `None`). Publishers that hold items call it instead of a loop of `try_on_next`, so that a
     /// subscriber can move a burst with its state in registers (a boundary writes its ring this way);
     /// operators wrap `items` in an adapter and pass the call on. The default is the plain loop.
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
@@ -274,7 +274,7 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
     /// Moves the burst over in chunks of at most [`EDGE_CHUNK`] items, never more than the demand
     /// left (`limit - accepted`), so the subscriber takes every item of a chunk (it returns less
     /// than its limit only when its items run out) and nothing is pulled after `items` ends.
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,

@@ -242,7 +242,7 @@ where
     }
 
     /// A burst in one loop: the handled count is kept in a register and published once.
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
@@ -282,7 +282,7 @@ where
         if pulled < limit && self.acc.is_none() {
             // After a failure (now or earlier) the rest of the burst arrives unhandled: taken
             // and counted, never passed to the closure.
-            let rest = items.take((limit - pulled) as usize).count() as u64;
+            let rest = crate::kit::discard(items, limit - pulled);
             if let Some(tally) = &mut self.tally {
                 tally.add(Reason::Cancelled, rest);
             }

@@ -268,7 +268,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for RelayErrors<S> {
         self.inner.try_on_next(item)
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,

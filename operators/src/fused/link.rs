@@ -52,7 +52,7 @@ impl<S> Link<S> {
     /// Items the step drops are counted in `tally` under `dropped` (once per burst), the one it
     /// failed on as failed. Returns how many items the downstream accepted and whether `step`
     /// ended the stream ([`Step::EmitLast`] / [`Step::Stop`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn forward_iter<T, U, I, F>(
         &mut self,
         items: &mut I,
@@ -71,24 +71,27 @@ impl<S> Link<S> {
             // to count).
             return (limit, false);
         }
+        let mut failure = None;
         let mut guarded = Guarded {
             items,
             step,
-            stopped: false,
+            over: false,
+            ended: false,
             dropped: 0,
-            failure: None,
+            failure: &mut failure,
         };
         let accepted = self.downstream.try_on_next_iter(&mut guarded, limit);
-        if guarded.dropped > 0 {
-            tally.add(dropped, guarded.dropped);
+        let (ended, dropped_items) = (guarded.ended, guarded.dropped);
+        if dropped_items > 0 {
+            tally.add(dropped, dropped_items);
         }
-        match guarded.failure {
+        match failure {
             Some(error) => {
                 tally.add(Reason::Failed, 1);
                 self.fail(error);
                 (limit, false)
             }
-            None => (accepted, guarded.stopped),
+            None => (accepted, ended),
         }
     }
 
@@ -152,13 +155,20 @@ impl<S> Link<S> {
 
 /// An iterator adapter that applies an operator's step under the panic guard; it stops at a
 /// failure (a panic or [`Step::Fail`]) and at the end the step asks for.
+///
+/// The failure is written outside the adapter: an `Option<Error>` field would need its drop code
+/// called with the adapter's address, and an adapter whose address escapes is kept in memory
+/// instead of registers, per item, for the whole fused chain.
 struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
-    stopped: bool,
+    /// Nothing more is pulled: the step ended the stream or failed.
+    over: bool,
+    /// The step ended the stream (`EmitLast`, `Stop`).
+    ended: bool,
     /// Items the step dropped (`Skip`, `Stop`).
     dropped: u64,
-    failure: Option<Error>,
+    failure: &'a mut Option<Error>,
 }
 
 impl<I, U, F> Iterator for Guarded<'_, I, F>
@@ -170,21 +180,24 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<U> {
-        while !self.stopped && self.failure.is_none() {
+        while !self.over {
             let item = self.items.next()?;
             let step = &mut self.step;
             match guard::catch(|| step(item)) {
                 Ok(Step::Emit(out)) => return Some(out),
                 Ok(Step::Skip) => self.dropped += 1,
                 Ok(Step::EmitLast(out)) => {
-                    self.stopped = true;
+                    (self.over, self.ended) = (true, true);
                     return Some(out);
                 }
                 Ok(Step::Stop) => {
                     self.dropped += 1;
-                    self.stopped = true;
+                    (self.over, self.ended) = (true, true);
                 }
-                Ok(Step::Fail(error)) | Err(error) => self.failure = Some(error),
+                Ok(Step::Fail(error)) | Err(error) => {
+                    *self.failure = Some(error);
+                    self.over = true;
+                }
             }
         }
         None

@@ -214,7 +214,7 @@ where
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
