@@ -226,7 +226,7 @@ impl<T> Producer<T> {
     /// (it never pulls after a `None`, nor an item it cannot store). Returns how many were written
     /// and whether `items` ran out. The loop keeps the positions in registers: the fast path for
     /// bursts.
-    #[inline]
+    #[inline(always)]
     pub fn push_from<I: Iterator<Item = T>>(&mut self, items: &mut I, max: usize) -> (usize, bool) {
         let mut free = self.capacity - self.tail.wrapping_sub(self.head_seen);
         if free < max {
@@ -235,7 +235,10 @@ impl<T> Producer<T> {
         }
         let start = self.tail;
         let end = start.wrapping_add(free.min(max));
-        let shared = &*self.shared;
+        // The slots and the mask in locals: a write into a slot could, for all the compiler knows,
+        // change `Shared`'s fields, which would otherwise be read again per item.
+        let slots: &[UnsafeCell<MaybeUninit<T>>] = &self.shared.slots;
+        let mask = self.shared.mask;
         let mut tail = start;
         let mut ran_out = false;
         while tail != end {
@@ -243,7 +246,9 @@ impl<T> Producer<T> {
                 ran_out = true;
                 break;
             };
-            shared.slot(tail).with_mut(|slot| {
+            // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two.
+            let slot = unsafe { slots.get_unchecked(tail & mask) };
+            slot.with_mut(|slot| {
                 // SAFETY: the slot is free (checked against the consumer's head above).
                 unsafe { (*slot).write(item) };
             });
@@ -475,6 +480,38 @@ impl<T> Consumer<T> {
             self.release();
         }
         (self.head.wrapping_sub(start), accepted)
+    }
+
+    /// Moves up to `max` published items to the end of `out`, oldest first, and returns how many:
+    /// a contiguous run of slots at a time, each a loop without exits that the compiler turns into
+    /// a block copy. The head is published as by [`pop_each`](Consumer::pop_each).
+    #[inline]
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.see_tail();
+        let n = self.tail_seen.wrapping_sub(self.head).min(max);
+        out.reserve(n);
+        let slots: &[UnsafeCell<MaybeUninit<T>>] = &self.shared.slots;
+        let first = self.head & self.shared.mask;
+        let run = n.min(slots.len() - first);
+        for (start, len) in [(first, run), (0, n - run)] {
+            let runs = slots[start..start + len].iter();
+            for (cell, spare) in runs.zip(out.spare_capacity_mut()) {
+                cell.with_mut(|slot| {
+                    // SAFETY: the `n` slots from the head were published by the producer (`n` is
+                    // at most `tail_seen - head`) and are read exactly once: the head moves past
+                    // them below, before anything else can read.
+                    spare.write(unsafe { (*slot).assume_init_read() });
+                });
+            }
+            // SAFETY: the `len` spare slots after the old length were just written (`reserve(n)`
+            // made room for all `n`, and `zip` stopped at `len`).
+            unsafe { out.set_len(out.len() + len) };
+        }
+        self.head = self.head.wrapping_add(n);
+        if self.head.wrapping_sub(self.released) >= PUBLISH_EVERY {
+            self.release();
+        }
+        n
     }
 
     /// The published items as an iterator, for handing a burst to code that pulls (a subscriber's

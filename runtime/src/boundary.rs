@@ -225,7 +225,7 @@ pub(crate) fn channel<T: Send + 'static>(
         next_sample: 0,
         sample_stride,
         next_announce_check: 0,
-        announced_at: Instant::now(),
+        burst_seen_at: None,
         subscribed: false,
         done: false,
     };
@@ -242,13 +242,15 @@ pub struct Inlet<T> {
     sample_stride: usize,
     /// The push count at which to check whether a long burst should wake the consumer early.
     next_announce_check: usize,
-    /// When the consumer was last told about new items.
-    announced_at: Instant,
+    /// When a burst still running was first seen at a check since the consumer was last told about
+    /// new items (`None` right after telling it: announcing reads no clock, only long bursts do).
+    burst_seen_at: Option<Instant>,
     subscribed: bool,
     done: bool,
 }
 
-/// How long a burst may run before a waiting consumer is woken without waiting for its end. Short
+/// How long a burst may run (timed from its first check, [`ring::PUBLISH_EVERY`] items in) before a
+/// waiting consumer is woken without waiting for its end. Short
 /// bursts are handed over whole (same core, no cache-line fight); long ones still pipeline.
 const ANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -284,8 +286,12 @@ impl<T> Inlet<T> {
             self.announce();
         } else if pushed >= self.next_announce_check {
             self.next_announce_check = pushed + ring::PUBLISH_EVERY;
-            if self.announced_at.elapsed() >= ANNOUNCE_AFTER {
-                self.announce();
+            // The first check of a burst starts its clock; a later one wakes the consumer if the
+            // burst has run for `ANNOUNCE_AFTER` since then.
+            match self.burst_seen_at {
+                None => self.burst_seen_at = Some(Instant::now()),
+                Some(seen) if seen.elapsed() >= ANNOUNCE_AFTER => self.announce(),
+                Some(_) => {}
             }
         }
         self.checkpoint = self
@@ -298,7 +304,7 @@ impl<T> Inlet<T> {
     #[inline]
     fn announce(&mut self) {
         self.producer.publish();
-        self.announced_at = Instant::now();
+        self.burst_seen_at = None;
         self.next_announce_check = self.producer.pushed() + ring::PUBLISH_EVERY;
     }
 
@@ -331,7 +337,7 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
         true
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
         I: Iterator<Item = T>,
@@ -362,8 +368,8 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             // Failed: the upstream is being cancelled. Take what it offers in this burst (at most
             // a ring's worth, what it was granted) and count it as dropped, so nothing it handed
             // over goes uncounted; what it keeps is its own to count.
-            let most = (limit - accepted).min(self.producer.capacity() as u64) as usize;
-            let dropped = items.take(most).count() as u64;
+            let most = (limit - accepted).min(self.producer.capacity() as u64);
+            let dropped = crate::kit::discard(items, most);
             self.channel
                 .metrics
                 .record_shed_n(crate::metrics::Reason::Cancelled, dropped);
