@@ -245,6 +245,14 @@ fn ring_burst_hand_over_with_push_from_and_pop_each() {
 }
 
 #[test]
+fn ring_burst_hand_over_with_push_from_and_pop_into() {
+    // Block copies of runs of slots, with the ring of 2 wrapping around between them.
+    burst_hand_over(|consumer, got| {
+        consumer.pop_into(got, usize::MAX);
+    });
+}
+
+#[test]
 fn ring_burst_hand_over_with_partial_drains() {
     // One item per drain: the rest stays published for the next one (the head is written back).
     burst_hand_over(|consumer, got| got.extend(consumer.drain().take(1)));

@@ -64,3 +64,29 @@ fn a_partial_drain_leaves_the_rest_for_the_next() {
     let rest: Vec<u64> = consumer.drain().collect();
     assert_eq!((first, rest), (vec![0, 1], vec![2, 3, 4]));
 }
+
+#[test]
+fn pop_into_copies_across_the_wrap_and_stops_at_max() {
+    let (mut producer, mut consumer, _credit) = ring::<String>(4);
+    let mut out = vec!["before".to_string()];
+    // Move the positions near the end of the slots so the next items wrap around.
+    for i in 0..3 {
+        producer.push(i.to_string()).unwrap();
+    }
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, 2), 2);
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 1);
+    consumer.release();
+    for i in 3..7 {
+        producer.push(i.to_string()).unwrap(); // slots 3, 0, 1, 2
+    }
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, 3), 3);
+    assert_eq!(consumer.pop_into(&mut out, 8), 1);
+    assert_eq!(consumer.pop_into(&mut out, 8), 0);
+    assert!(consumer.pop().is_none());
+    let expected: Vec<String> = std::iter::once("before".to_string())
+        .chain((0..7).map(|i| i.to_string()))
+        .collect();
+    assert_eq!(out, expected);
+}

@@ -132,6 +132,14 @@ impl<T: Send + 'static> Lane<T> {
         taken
     }
 
+    /// Moves up to `max` of the lane's items to the end of `out` (oldest first, a block copy per
+    /// run of the ring) and returns how many. Then grants credit if enough slots are free.
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let taken = self.consumer.pop_into(out, max);
+        self.grant_due();
+        taken
+    }
+
     /// Hands `subscriber` a burst of the lane's items (one `try_on_next_iter` call) until it
     /// accepted `max` of them or none is left; returns `(taken, accepted)`. Then grants credit if
     /// enough slots are free.

@@ -95,21 +95,14 @@ impl<T: Send + 'static> BatchTask<T> {
         }
         match self.lane.poll_lane(cx) {
             Poll::Ready(LaneEvent::Items) => {
-                let room = (self.max_items - self.batch.len()) as u64;
-                let (batch, timing, timer, max_wait) = (
-                    &mut self.batch,
-                    &mut self.timing,
-                    &mut self.timer,
-                    self.max_wait,
-                );
-                let (taken, _) = self.lane.pop_each(room, |item| {
-                    if !*timing {
-                        *timing = true;
-                        timer.as_mut().reset(deadline(max_wait));
-                    }
-                    batch.push(item);
-                    true
-                });
+                let room = self.max_items - self.batch.len();
+                let taken = self.lane.pop_into(&mut self.batch, room);
+                // The clock is read only for a batch that stays open: one filled in this pass
+                // leaves at once. (Its first item came in this pass, so the wait starts now.)
+                if !self.timing && !self.batch.is_empty() && self.batch.len() < self.max_items {
+                    self.timing = true;
+                    self.timer.as_mut().reset(deadline(self.max_wait));
+                }
                 taken > 0
             }
             Poll::Ready(LaneEvent::Ended(result)) => {
