@@ -209,13 +209,15 @@ impl<T: Send + 'static, P: Publisher<T>> ErasedPublisher<T> for P {
 /// The object-safe face of a [`Subscriber`], with bursts: `try_on_next_iter` is generic, so a
 /// `dyn Subscriber` would take a burst one virtual call per item. Through this trait the publisher's
 /// side moves a chunk of the burst into a buffer (its own iterator inlined), and the concrete
-/// subscriber takes the chunk as a `vec::Drain`, a type both sides know: one virtual call per
-/// chunk, static dispatch for every item.
+/// subscriber takes the chunk's items through [`ChunkItems`], a type both sides know: one virtual
+/// call per chunk, static dispatch for every item.
 trait DynSubscriber<T>: Send + 'static {
     fn on_subscribe(&mut self, subscription: Subscription);
     fn on_next(&mut self, item: T);
     fn try_on_next(&mut self, item: T) -> bool;
-    fn try_on_next_chunk(&mut self, items: &mut std::vec::Drain<'_, T>, limit: u64) -> u64;
+    /// Takes the chunk's items (leaving it empty) until `limit` were accepted; returns how many
+    /// were accepted and how many it left (dropped here: the caller counts them).
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize);
     fn on_error(&mut self, error: Error);
     fn on_complete(&mut self);
     fn on_flush(&mut self);
@@ -233,8 +235,27 @@ impl<T, S: Subscriber<T>> DynSubscriber<T> for S {
     fn try_on_next(&mut self, item: T) -> bool {
         Subscriber::try_on_next(self, item)
     }
-    fn try_on_next_chunk(&mut self, items: &mut std::vec::Drain<'_, T>, limit: u64) -> u64 {
-        Subscriber::try_on_next_iter(self, items, limit)
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize) {
+        let len = chunk.len();
+        // SAFETY: the chunk's items now belong to `items`, which moves each out at most once; the
+        // ones it did not move out are dropped below. (Were the subscriber to unwind, they would
+        // leak, never be dropped twice.)
+        unsafe { chunk.set_len(0) };
+        let mut items = ChunkItems {
+            base: chunk.as_mut_ptr(),
+            at: 0,
+            len,
+        };
+        let accepted = Subscriber::try_on_next_iter(self, &mut items, limit);
+        let left = len - items.at;
+        // SAFETY: the items in `at..len` were written by the caller and not moved out.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                items.base.add(items.at),
+                left,
+            ))
+        };
+        (accepted, left)
     }
     fn on_error(&mut self, error: Error) {
         Subscriber::on_error(self, error);
@@ -247,8 +268,39 @@ impl<T, S: Subscriber<T>> DynSubscriber<T> for S {
     }
 }
 
+/// The items of an edge's chunk, moved out one by one. Not `vec::Drain`: an iterator with drop
+/// code has its address passed to that code, and an iterator whose address escapes is kept in
+/// memory instead of registers, per item, through the whole fused chain that pulls from it.
+struct ChunkItems<T> {
+    base: *mut T,
+    /// The next item to move out.
+    at: usize,
+    len: usize,
+}
+
+impl<T> Iterator for ChunkItems<T> {
+    type Item = T;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<T> {
+        if self.at == self.len {
+            return None;
+        }
+        // SAFETY: `at < len`: the item was written by the chunk's filler and not moved out yet;
+        // `at` moves past it, so it is read exactly once.
+        let item = unsafe { self.base.add(self.at).read() };
+        self.at += 1;
+        Some(item)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.len - self.at, Some(self.len - self.at))
+    }
+}
+
 /// Items moved across a type-erased edge per virtual call, at most.
-const EDGE_CHUNK: usize = 64;
+const EDGE_CHUNK: usize = 256;
 
 /// A type-erased subscriber, as a [`BoxPublisher`] hands it to the publisher it wraps: allocated
 /// at subscribe time (with its chunk buffer); one virtual call per signal and per chunk of a burst.
@@ -282,15 +334,14 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
         let mut accepted = 0;
         while accepted < limit {
             let want = (limit - accepted).min(EDGE_CHUNK as u64) as usize;
-            self.chunk.extend(items.by_ref().take(want));
-            let got = self.chunk.len();
+            let got = fill(&mut self.chunk, items, want);
             if got == 0 {
                 break;
             }
-            let mut chunk = self.chunk.drain(..);
-            accepted += self.inner.try_on_next_chunk(&mut chunk, limit - accepted);
-            let left = chunk.len();
-            drop(chunk);
+            let (taken, left) = self
+                .inner
+                .try_on_next_chunk(&mut self.chunk, limit - accepted);
+            accepted += taken;
             if left > 0 {
                 // The subscriber stopped mid-burst (cancelled, failed): what it left was already
                 // taken from the publisher, so it is dropped here, counted.
@@ -314,6 +365,23 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
     fn on_flush(&mut self) {
         self.inner.on_flush();
     }
+}
+
+/// Moves at most `want` items of `items` into the empty `chunk` (whose capacity is at least
+/// `want`) and returns how many: one loop, bounded by the count, whose only exit is `items`
+/// running out (`Vec::extend` through `take` checks both per item and the capacity too).
+#[inline(always)]
+fn fill<T, I: Iterator<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -> usize {
+    debug_assert!(chunk.is_empty() && chunk.capacity() >= want);
+    let mut got = 0;
+    for slot in chunk.spare_capacity_mut().iter_mut().take(want) {
+        let Some(item) = items.next() else { break };
+        slot.write(item);
+        got += 1;
+    }
+    // SAFETY: the first `got` spare slots were just written (the chunk was empty).
+    unsafe { chunk.set_len(got) };
+    got
 }
 
 /// A type-erased publisher.
