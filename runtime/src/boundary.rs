@@ -242,15 +242,16 @@ pub struct Inlet<T> {
     sample_stride: usize,
     /// The push count at which to check whether a long burst should wake the consumer early.
     next_announce_check: usize,
-    /// When a burst still running was first seen at a check since the consumer was last told about
-    /// new items (`None` right after telling it: announcing reads no clock, only long bursts do).
+    /// When a check first found the consumer waiting during a burst still running, since it was
+    /// last told about new items (`None` right after telling it: announcing reads no clock, only
+    /// long bursts with a waiting consumer do).
     burst_seen_at: Option<Instant>,
     subscribed: bool,
     done: bool,
 }
 
-/// How long a burst may run (timed from its first check, [`ring::PUBLISH_EVERY`] items in) before a
-/// waiting consumer is woken without waiting for its end. Short
+/// How long a burst may run (timed from the first check, every [`ring::PUBLISH_EVERY`] items, that
+/// finds the consumer waiting) before a waiting consumer is woken without waiting for its end. Short
 /// bursts are handed over whole (same core, no cache-line fight); long ones still pipeline.
 const ANNOUNCE_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -286,12 +287,15 @@ impl<T> Inlet<T> {
             self.announce();
         } else if pushed >= self.next_announce_check {
             self.next_announce_check = pushed + ring::PUBLISH_EVERY;
-            // The first check of a burst starts its clock; a later one wakes the consumer if the
+            // Only a waiting consumer needs waking (a running one sees each exposed slice). The
+            // first check that finds it waiting starts the clock; a later one wakes it once the
             // burst has run for `ANNOUNCE_AFTER` since then.
-            match self.burst_seen_at {
-                None => self.burst_seen_at = Some(Instant::now()),
-                Some(seen) if seen.elapsed() >= ANNOUNCE_AFTER => self.announce(),
-                Some(_) => {}
+            if self.producer.is_consumer_waiting() {
+                match self.burst_seen_at {
+                    None => self.burst_seen_at = Some(Instant::now()),
+                    Some(seen) if seen.elapsed() >= ANNOUNCE_AFTER => self.announce(),
+                    Some(_) => {}
+                }
             }
         }
         self.checkpoint = self
