@@ -1,5 +1,7 @@
 //! `chain`: 10 million `u64` through source -> map -> filter -> map -> summing sink, fused.
-//! Peers in the same run: a plain iterator chain and the same chain over `futures::StreamExt`.
+//! Peers in the same run: a plain iterator chain, the same iterator chain stopping every 1,024
+//! items to look at a cancel flag (`iterator_blocks`: what any cancellable source compiles to),
+//! and the same chain over `futures::StreamExt`.
 //! Target (issue 2): weir within 1.5x of `iterator` and no slower than `futures_stream`.
 
 use std::hint::black_box;
@@ -28,6 +30,27 @@ fn iterator(n: u64) -> u64 {
         .fold(0u64, |sum, x| sum.wrapping_add(x))
 }
 
+/// The plain iterator chain, stopping every 1,024 items pulled to look at a cancel flag, as any
+/// source must that can be cancelled mid-stream: the same closures over `by_ref().take(1024)`.
+fn iterator_blocks(n: u64, cancelled: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut items = 0..n;
+    let mut sum = 0u64;
+    loop {
+        let mut pulled = 0u64;
+        sum = items
+            .by_ref()
+            .take(1024)
+            .inspect(|_| pulled += 1)
+            .map(|x| x.wrapping_mul(3))
+            .filter(|x| x % 2 == 0)
+            .map(|x| x >> 1)
+            .fold(sum, |sum, x| sum.wrapping_add(x));
+        if pulled < 1024 || cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return sum;
+        }
+    }
+}
+
 fn chain(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -38,6 +61,10 @@ fn chain(c: &mut Criterion) {
 
     group.bench_function("weir", |b| b.iter(|| weir(&runtime, black_box(ITEMS))));
     group.bench_function("iterator", |b| b.iter(|| iterator(black_box(ITEMS))));
+    let cancelled = std::sync::atomic::AtomicBool::new(false);
+    group.bench_function("iterator_blocks", |b| {
+        b.iter(|| iterator_blocks(black_box(ITEMS), black_box(&cancelled)))
+    });
 
     group.bench_function("futures_stream", |b| {
         b.iter(|| {
@@ -56,7 +83,7 @@ fn chain(c: &mut Criterion) {
 
 criterion_group!(benches, chain);
 
-/// `WEIR_CHAIN_PROBE=weir|iterator` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
+/// `WEIR_CHAIN_PROBE=weir|iterator|iterator_blocks` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
 /// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
 /// the difference between two item counts, divided by their difference, is the cost per item.
 fn main() {
@@ -75,7 +102,10 @@ fn main() {
     let sum = match probe.as_str() {
         "weir" => weir(&runtime, black_box(n)).expect("stream"),
         "iterator" => iterator(black_box(n)),
-        other => panic!("WEIR_CHAIN_PROBE: `{other}` is not weir or iterator"),
+        "iterator_blocks" => {
+            iterator_blocks(black_box(n), &std::sync::atomic::AtomicBool::new(false))
+        }
+        other => panic!("WEIR_CHAIN_PROBE: `{other}` is not weir, iterator or iterator_blocks"),
     };
     println!("{probe}: {n} items, sum {sum}");
 }
