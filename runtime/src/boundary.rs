@@ -270,14 +270,19 @@ impl<T> Inlet<T> {
     #[inline(always)]
     fn checkpoint_reached(&mut self) {
         let pushed = self.producer.pushed();
+        // One clock read serves both the age sample and the end of the grant when they fall
+        // on the same push (a ring of `sample_stride` slots or fewer: every grant).
+        let mut now = None;
+        let mut clock = |metrics: &BufferMetrics| *now.get_or_insert_with(|| metrics.now_nanos());
         if pushed > 0 && pushed >= self.next_sample {
-            self.channel.metrics.sample_position(pushed - 1);
+            let metrics = &self.channel.metrics;
+            metrics.sample_position_at(pushed - 1, clock(metrics));
             self.next_sample = pushed + self.sample_stride;
         }
         let granted = self.channel.granted.load(Ordering::Acquire);
         if pushed >= granted {
             // The grant is used up: the upstream must wait for credit, so hand everything over now.
-            let now = self.channel.metrics.now_nanos() + 1;
+            let now = clock(&self.channel.metrics) + 1;
             let _ = self.channel.exhausted_at.compare_exchange(
                 0,
                 now,

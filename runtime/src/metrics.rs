@@ -251,10 +251,11 @@ impl BufferMetrics {
         self.waits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records the time at which the item at `position` was written (boundary age sampling).
-    pub(crate) fn sample_position(&self, position: usize) {
+    /// Records that the item at `position` was written at `now` ([`now_nanos`](Self::now_nanos)),
+    /// for boundary age sampling.
+    pub(crate) fn sample_position_at(&self, position: usize, now: u64) {
         let slot = self.next_sample.fetch_add(1, Ordering::Relaxed) % AGE_SAMPLES;
-        self.sample_times[slot].store(self.now_nanos(), Ordering::Relaxed);
+        self.sample_times[slot].store(now, Ordering::Relaxed);
         self.sample_positions[slot].store(position as u64, Ordering::Release);
     }
 
