@@ -353,6 +353,12 @@ pub enum Readable {
 /// drain publishes the head if a slice's worth was read.
 pub struct Drain<'a, T> {
     consumer: &'a mut Consumer<T>,
+    /// The slots, the mask and the head in the drain itself: the head is only written to the
+    /// consumer per item, never read back, and a write there cannot make the compiler read the
+    /// slots' address again.
+    slots: *const UnsafeCell<MaybeUninit<T>>,
+    mask: usize,
+    head: usize,
     start: usize,
     end: usize,
 }
@@ -361,7 +367,7 @@ impl<T> Drain<'_, T> {
     /// How many items were popped so far.
     #[inline]
     pub fn popped(&self) -> usize {
-        self.consumer.head.wrapping_sub(self.start)
+        self.head.wrapping_sub(self.start)
     }
 }
 
@@ -370,13 +376,17 @@ impl<T> Iterator for Drain<'_, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        let head = self.consumer.head;
+        let head = self.head;
         if head == self.end {
             return None;
         }
         // The head moves first: whatever happens to the drain, the slot is never read again.
-        self.consumer.head = head.wrapping_add(1);
-        let item = self.consumer.shared.slot(head).with_mut(|slot| {
+        self.head = head.wrapping_add(1);
+        self.consumer.head = self.head;
+        // SAFETY: `slots` points at the ring's slots, kept alive by the consumer's `Arc` that the
+        // drain borrows; `mask` is their count minus one (a power of two), so the index is in bounds.
+        let slot = unsafe { &*self.slots.add(head & self.mask) };
+        let item = slot.with_mut(|slot| {
             // SAFETY: published by the producer (before `end` was read) and read exactly once: the
             // consumer's head has already moved past it.
             unsafe { (*slot).assume_init_read() }
@@ -386,7 +396,7 @@ impl<T> Iterator for Drain<'_, T> {
 
     #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.end.wrapping_sub(self.consumer.head);
+        let left = self.end.wrapping_sub(self.head);
         (left, Some(left))
     }
 }
@@ -405,7 +415,7 @@ impl<T> fmt::Debug for Drain<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
             .field("popped", &self.popped())
-            .field("left", &self.end.wrapping_sub(self.consumer.head))
+            .field("left", &self.end.wrapping_sub(self.head))
             .finish()
     }
 }
@@ -521,6 +531,9 @@ impl<T> Consumer<T> {
     pub fn drain(&mut self) -> Drain<'_, T> {
         self.see_tail();
         Drain {
+            slots: self.shared.slots.as_ptr(),
+            mask: self.shared.mask,
+            head: self.head,
             start: self.head,
             end: self.tail_seen,
             consumer: self,
