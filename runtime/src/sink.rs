@@ -118,9 +118,9 @@ where
 /// # }
 /// ```
 pub struct Fold<A, F> {
-    /// `None` once the fold finished or failed: the closure is never called again.
-    acc: Option<A>,
-    f: F,
+    /// The accumulator and the closure; `None` once the fold finished or failed: the closure is
+    /// never called again (and is dropped then).
+    state: Option<(A, F)>,
     subscription: Option<Subscription>,
     done: Option<oneshot::Sender<Result<A, Error>>>,
     tally: Option<TallyWriter>,
@@ -159,8 +159,7 @@ impl<A, F> Fold<A, F> {
         let (done, outcome) = oneshot::channel();
         (
             Self {
-                acc: Some(init),
-                f,
+                state: Some((init, f)),
                 subscription: None,
                 done: Some(done),
                 tally: None,
@@ -187,7 +186,7 @@ impl<A, F> Fold<A, F> {
     #[cold]
     fn fail(&mut self, error: Error) {
         self.count(Reason::Failed);
-        self.acc = None;
+        self.state = None;
         if let Some(subscription) = &self.subscription {
             subscription.cancel();
         }
@@ -198,8 +197,9 @@ impl<A, F> Fold<A, F> {
         self.subscription = None;
         if let Some(done) = self.done.take() {
             let result = result.and_then(|()| {
-                self.acc
+                self.state
                     .take()
+                    .map(|(acc, _)| acc)
                     .ok_or_else(|| Error::msg("fold finished twice"))
             });
             let _ = done.send(result);
@@ -224,12 +224,11 @@ where
 
     #[inline]
     fn on_next(&mut self, item: T) {
-        let Some(acc) = self.acc.as_mut() else {
+        let Some((acc, f)) = self.state.as_mut() else {
             // Arrived after the fold failed (the upstream stops eventually): never handled.
             self.count(Reason::Cancelled);
             return;
         };
-        let f = &mut self.f;
         match catch_unwind(AssertUnwindSafe(|| f(acc, item).into_result())) {
             Ok(Ok(())) => {
                 if let Some(tally) = &mut self.tally {
@@ -250,10 +249,9 @@ where
         let mut pulled = 0;
         let mut handled = 0;
         let mut failure = None;
-        // The accumulator in a local for the burst: the compiler keeps it in a register instead
-        // of storing it back to `self` per item. A panic leaves it unwritten; `fail` drops it.
-        if let Some(mut acc) = self.acc.take() {
-            let f = &mut self.f;
+        // The accumulator and the closure (with what it captured) in locals for the burst: the
+        // compiler keeps them in registers instead of storing them back to `self` per item.
+        if let Some((mut acc, mut f)) = self.state.take() {
             while pulled < limit {
                 let Some(item) = items.next() else { break };
                 pulled += 1;
@@ -269,7 +267,9 @@ where
                     }
                 }
             }
-            self.acc = Some(acc);
+            // Back even after a failure (`fail` drops them): dropping them here would hand
+            // their address to drop code, and locals whose address escapes stay in memory.
+            self.state = Some((acc, f));
         }
         if let Some(tally) = &mut self.tally
             && handled > 0
@@ -279,7 +279,7 @@ where
         if let Some(error) = failure {
             self.fail(error);
         }
-        if pulled < limit && self.acc.is_none() {
+        if pulled < limit && self.state.is_none() {
             // After a failure (now or earlier) the rest of the burst arrives unhandled: taken
             // and counted, never passed to the closure.
             let rest = crate::kit::discard(items, limit - pulled);
