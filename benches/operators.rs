@@ -1,16 +1,44 @@
 //! `operators`: 10 million `u64` through map -> filter -> batch(256) -> summing sink.
 //! Peers in the same run: a hand-written iterator with chunking, and `futures::StreamExt::chunks`.
+//! Instruction counts: the probe mode at the end of the file.
 //! Target (issue 3): weir within 1.5x of `iterator`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use futures::StreamExt;
 use weir::prelude::*;
 
 const ITEMS: u64 = 10_000_000;
 const BATCH: usize = 256;
+
+/// weir: a fused map -> filter, the batch in a task of its own behind a lane, a fold sink.
+async fn weir(n: u64) -> u64 {
+    source::from_iter(0..n)
+        .map(|x| x.wrapping_mul(3))
+        .filter(|x| x % 2 == 0)
+        .batch(BATCH, Duration::from_secs(1))
+        .fold(0u64, |sum, batch: Vec<u64>| {
+            *sum = batch.iter().fold(*sum, |s, x| s.wrapping_add(*x))
+        })
+        .await
+        .expect("stream")
+}
+
+/// The same by hand: an iterator chain pushing into chunks of `BATCH`.
+fn iterator(n: u64) -> u64 {
+    let mut sum = 0u64;
+    let mut chunk = Vec::with_capacity(BATCH);
+    for x in (0..n).map(|x| x.wrapping_mul(3)).filter(|x| x % 2 == 0) {
+        chunk.push(x);
+        if chunk.len() == BATCH {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(BATCH));
+            sum = black_box(&full).iter().fold(sum, |s, x| s.wrapping_add(*x));
+        }
+    }
+    chunk.iter().fold(sum, |s, x| s.wrapping_add(*x))
+}
 
 fn operators(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -25,39 +53,11 @@ fn operators(c: &mut Criterion) {
     group.bench_function("weir", |b| {
         b.iter(|| {
             let n = black_box(ITEMS);
-            runtime.block_on(async move {
-                tokio::spawn(
-                    source::from_iter(0..n)
-                        .map(|x| x.wrapping_mul(3))
-                        .filter(|x| x % 2 == 0)
-                        .batch(BATCH, Duration::from_secs(1))
-                        .fold(0u64, |sum, batch: Vec<u64>| {
-                            *sum = batch.iter().fold(*sum, |s, x| s.wrapping_add(*x))
-                        }),
-                )
-                .await
-                .expect("task")
-                .expect("stream")
-            })
+            runtime.block_on(async move { tokio::spawn(weir(n)).await.expect("task") })
         })
     });
 
-    group.bench_function("iterator", |b| {
-        b.iter(|| {
-            let n = black_box(ITEMS);
-            let mut sum = 0u64;
-            let mut chunk = Vec::with_capacity(BATCH);
-            for x in (0..n).map(|x| x.wrapping_mul(3)).filter(|x| x % 2 == 0) {
-                chunk.push(x);
-                if chunk.len() == BATCH {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(BATCH));
-                    sum = black_box(&full).iter().fold(sum, |s, x| s.wrapping_add(*x));
-                }
-            }
-            sum = chunk.iter().fold(sum, |s, x| s.wrapping_add(*x));
-            sum
-        })
-    });
+    group.bench_function("iterator", |b| b.iter(|| iterator(black_box(ITEMS))));
 
     group.bench_function("futures_stream", |b| {
         b.iter(|| {
@@ -77,4 +77,29 @@ fn operators(c: &mut Criterion) {
 }
 
 criterion_group!(benches, operators);
-criterion_main!(benches);
+
+/// `WEIR_OPERATORS_PROBE=weir|iterator` runs one pass of `WEIR_OPERATORS_PROBE_ITEMS` (1 M) items
+/// on a current-thread runtime and exits, for instruction counts:
+/// `valgrind --tool=callgrind target/release/deps/operators-<hash>`; the difference between two
+/// item counts, divided by their difference, is the cost per item.
+fn main() {
+    let Ok(probe) = std::env::var("WEIR_OPERATORS_PROBE") else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    };
+    let n = std::env::var("WEIR_OPERATORS_PROBE_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sum = match probe.as_str() {
+        "weir" => runtime.block_on(weir(black_box(n))),
+        "iterator" => iterator(black_box(n)),
+        other => panic!("WEIR_OPERATORS_PROBE: `{other}` is not weir or iterator"),
+    };
+    println!("{probe}: {n} items, sum {sum}");
+}
