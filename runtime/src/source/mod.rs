@@ -40,12 +40,11 @@ where
     I: Iterator + Send + 'static,
 {
     fn subscribe<S: Subscriber<I::Item>>(self, subscriber: S) {
-        Emitter::start(IterEmit(Some(self.0)), subscriber);
+        Emitter::start(IterEmit(self.0), subscriber);
     }
 }
 
-/// The iterator, taken out for each pass (`None` only during one, or after a pass unwound).
-struct IterEmit<I>(Option<I>);
+struct IterEmit<I>(I);
 
 impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
     type Item = I::Item;
@@ -57,26 +56,7 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
         demand: u64,
         core: &SubscriptionCore,
     ) -> Emitted {
-        // The iterator in a local of this call, not behind `self`: the compiler keeps its state in
-        // registers for the burst, where the subscriber's out-of-line calls (its cold failure
-        // paths) could otherwise, for all it knows, read it.
-        let Some(mut items) = self.0.take() else {
-            return Emitted::Done(0, Ok(()));
-        };
-        let emitted = Self::bursts(&mut items, subscriber, demand, core);
-        self.0 = Some(items);
-        emitted
-    }
-}
-
-impl<I: Iterator + Send + 'static> IterEmit<I> {
-    #[inline(always)]
-    fn bursts<S: Subscriber<I::Item>>(
-        items: &mut I,
-        subscriber: &mut S,
-        demand: u64,
-        core: &SubscriptionCore,
-    ) -> Emitted {
+        let items = &mut self.0;
         if demand == Demand::UNBOUNDED {
             // Nothing to count: bursts of `CANCEL_CHECK_EVERY` items pulled, each one
             // `try_on_next_iter` call (a fused chain moves it in one loop and counts per burst),
