@@ -273,6 +273,45 @@ fn ledger_a_sink_is_not_called_after_abort() {
     }
 }
 
+/// An aborted pipeline resolves only once no sink's code is running: a sink in the middle of a
+/// call when `abort` comes has its ledger entry for that call written before the handle resolves
+/// (it used to resolve at once, while the sink's code still ran on another thread: a random-graph
+/// case saw a sink's successful call missing from its ledger).
+#[test]
+fn ledger_abort_resolves_after_the_sinks_code_returned() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("slow_sink");
+        let (orders, port) = p.ingress::<u64>("orders", 16, Overflow::DropNewest);
+        let entered = Arc::new(AtomicU64::new(0));
+        let returned = Arc::new(AtomicU64::new(0));
+        let (enter, leave) = (entered.clone(), returned.clone());
+        p.sink("slow", &port, move |_: u64| {
+            enter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            leave.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        orders.try_push(1).unwrap();
+        while entered.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        running.abort();
+        let _ = (&mut running).await;
+        assert_eq!(
+            returned.load(Ordering::SeqCst),
+            entered.load(Ordering::SeqCst),
+            "the handle resolved while the sink's code was still running"
+        );
+        let slow = running.snapshot().stage("slow").unwrap().ledger;
+        assert_eq!(slow.delivered, 1, "{slow}");
+    });
+}
+
 /// Dropping the handle of a running pipeline aborts it (it used to keep running detached, and its
 /// items vanished with the runtime): the ingress closes, pushes are refused with the item back.
 #[test]

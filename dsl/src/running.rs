@@ -187,6 +187,11 @@ async fn supervise(
         Ok(()) => tracing::info!("pipeline completed"),
         Err(error) => {
             running.stop();
+            // Resolve only once no sink's code runs: a call under way when the abort came
+            // finishes (and is counted) first; the next item sees the halt.
+            for slot in &running.lifecycle.sinks {
+                SinkSlot::in_call(slot).idle().await;
+            }
             match error.stage() {
                 Some(stage) => tracing::warn!(stage, %error, "pipeline failed"),
                 None => tracing::warn!(%error, "pipeline stopped"),

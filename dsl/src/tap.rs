@@ -156,6 +156,58 @@ pub(crate) struct SinkSlot {
     stopped: bool,
     /// Read per item by the sink: set, the sink's code is not called again.
     halted: Arc<AtomicBool>,
+    in_call: Arc<InCall>,
+}
+
+/// Whether a sink's subscriber is inside a signal that may run the sink's code, so that an abort
+/// resolves only once that code has returned (and counted what it did).
+///
+/// The subscriber raises `busy` and then looks at `halted`; `stop` sets `halted` and then looks at
+/// `busy` (both sequentially consistent): either the subscriber sees the halt and calls no code, or
+/// the abort sees it busy and waits for [`InCall::left`].
+#[derive(Debug, Default)]
+pub(crate) struct InCall {
+    busy: AtomicBool,
+    left: tokio::sync::Notify,
+}
+
+impl InCall {
+    /// Resolves once the sink is not inside a call (call after `halted` was set).
+    pub(crate) async fn idle(&self) {
+        loop {
+            let left = self.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if !self.busy.load(Ordering::SeqCst) {
+                return;
+            }
+            left.await;
+        }
+    }
+}
+
+/// Marks the sink busy for the duration of one signal.
+struct Busy<'a> {
+    in_call: &'a InCall,
+    halted: &'a AtomicBool,
+}
+
+impl<'a> Busy<'a> {
+    #[inline]
+    fn enter(in_call: &'a InCall, halted: &'a AtomicBool) -> Self {
+        in_call.busy.store(true, Ordering::SeqCst);
+        Self { in_call, halted }
+    }
+}
+
+impl Drop for Busy<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.in_call.busy.store(false, Ordering::SeqCst);
+        if self.halted.load(Ordering::SeqCst) {
+            self.in_call.left.notify_waiters();
+        }
+    }
 }
 
 impl SinkSlot {
@@ -164,8 +216,16 @@ impl SinkSlot {
     pub(crate) fn stop(slot: &Mutex<SinkSlot>) -> Option<Subscription> {
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         slot.stopped = true;
-        slot.halted.store(true, Ordering::Release);
+        slot.halted.store(true, Ordering::SeqCst);
         slot.subscription.take()
+    }
+
+    /// What an abort waits on: the sink's code returning.
+    pub(crate) fn in_call(slot: &Mutex<SinkSlot>) -> Arc<InCall> {
+        slot.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_call
+            .clone()
     }
 }
 
@@ -176,6 +236,7 @@ pub(crate) struct SinkSubscriber<S> {
     inner: S,
     slot: Arc<Mutex<SinkSlot>>,
     halted: Arc<AtomicBool>,
+    in_call: Arc<InCall>,
     cancelled: TallyWriter,
 }
 
@@ -183,11 +244,12 @@ impl<S> SinkSubscriber<S> {
     /// `tally`: the sink's account, where items arriving after an abort are counted.
     pub(crate) fn new(inner: S, tally: &Arc<Tally>) -> Self {
         let slot = SinkSlot::default();
-        let halted = slot.halted.clone();
+        let (halted, in_call) = (slot.halted.clone(), slot.in_call.clone());
         Self {
             inner,
             slot: Arc::new(Mutex::new(slot)),
             halted,
+            in_call,
             cancelled: tally.writer(),
         }
     }
@@ -198,7 +260,7 @@ impl<S> SinkSubscriber<S> {
 
     #[inline]
     fn halted(&self) -> bool {
-        self.halted.load(Ordering::Acquire)
+        self.halted.load(Ordering::SeqCst)
     }
 }
 
@@ -239,6 +301,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
 
     #[inline]
     fn on_next(&mut self, item: T) {
+        let _busy = Busy::enter(&self.in_call, &self.halted);
         if self.halted() {
             self.cancelled.add(Reason::Cancelled, 1);
             return;
@@ -248,6 +311,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
 
     #[inline]
     fn try_on_next(&mut self, item: T) -> bool {
+        let _busy = Busy::enter(&self.in_call, &self.halted);
         if self.halted() {
             self.cancelled.add(Reason::Cancelled, 1);
             return true;
@@ -260,6 +324,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
     where
         I: Iterator<Item = T>,
     {
+        let _busy = Busy::enter(&self.in_call, &self.halted);
         let mut guarded = UntilHalted {
             items,
             halted: &self.halted,
