@@ -436,10 +436,12 @@ async fn run(case: Case) -> Result<(), String> {
     for pusher in pushers {
         let _ = pusher.await;
     }
-    // Wait for the stages to settle (cancellations travel through tasks), then judge.
+    // Wait for the stages to settle (cancellations travel through tasks), then judge. An async
+    // sink's futures may still be running when the handle resolves (an abort drops them only
+    // when its task next runs): settled means they are gone too, finished or cancelled.
     let mut snapshot = running.snapshot();
     for _ in 0..400 {
-        if balanced(&snapshot) {
+        if balanced(&snapshot) && in_flight_settled(&snapshot, &sinks) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -488,6 +490,15 @@ async fn run(case: Case) -> Result<(), String> {
         let _ = writeln!(report, "  {}: {}", stage.name, stage.ledger);
     }
     Err(report)
+}
+
+/// No async sink holds a future any more.
+fn in_flight_settled(snapshot: &PipelineSnapshot, sinks: &[SinkCount]) -> bool {
+    sinks.iter().filter(|sink| sink.in_flight).all(|sink| {
+        snapshot
+            .stage(&sink.stage)
+            .is_none_or(|stage| stage.ledger.held == 0)
+    })
 }
 
 fn balanced(snapshot: &PipelineSnapshot) -> bool {
