@@ -262,12 +262,8 @@ pub(super) fn read_batch<T: DeserializeOwned>(
                 path: &cursor.path,
                 read_through: None,
                 error: None,
-                // What the previous call prefetched (one record ahead of where it stopped) is on
-                // its way; the read-ahead was just written by the kernel's copy: nothing to ask.
-                prefetched: match cursor.source {
-                    Source::Mapped(_) => PREFETCH_AHEAD - 512,
-                    Source::Read(_) => usize::MAX,
-                },
+                prefetched: usize::try_from(cursor.prefetched.saturating_sub(start))
+                    .unwrap_or(usize::MAX),
                 _item: PhantomData,
             };
             out.extend(&mut hot);
@@ -278,8 +274,10 @@ pub(super) fn read_batch<T: DeserializeOwned>(
                 left,
                 read_through: hot_through,
                 error,
+                prefetched,
                 ..
             } = hot;
+            cursor.prefetched = start.saturating_add(prefetched as u64);
             *next_seq = hot_next;
             delivered = max - left;
             read_through = hot_through.or(read_through);
