@@ -19,7 +19,7 @@
 //! struct Record {                 // 16 bytes + payload; do not reorder fields
 //!     len: u32,                   // payload length; above max_record_bytes = garbage
 //!     crc: u32,                   // CRC-32C of len, written_ms and payload
-//!     written_ms: u64,            // wall clock when appended, for the oldest-record age
+//!     written_ms: u64,            // wall clock (coarse) when appended, for the oldest-record age
 //!     payload: [u8; len],         // postcard (serde) encoding of the item
 //! }
 //! struct Ledger {                 // 40 bytes; do not reorder fields
@@ -162,13 +162,25 @@ impl Ledger {
 
 /// Appends one record frame (header and payload) to `out`.
 pub fn encode_record(out: &mut Vec<u8>, payload: &[u8], written_ms: u64) {
-    let mut header = [0u8; FRAME_HEADER_LEN as usize];
+    let start = out.len();
+    out.resize(start + FRAME_HEADER_LEN as usize, 0);
+    out.extend_from_slice(payload);
+    seal_record(&mut out[start..], written_ms);
+}
+
+/// Fills in the header of the record frame `frame`: its first [`FRAME_HEADER_LEN`] bytes, followed
+/// by the payload already in place (how the writer encodes an item straight into its batch).
+/// A slice shorter than a header is left as it is.
+#[inline]
+pub fn seal_record(frame: &mut [u8], written_ms: u64) {
+    let Some((header, payload)) = frame.split_first_chunk_mut::<{ FRAME_HEADER_LEN as usize }>()
+    else {
+        return;
+    };
     header[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     header[8..16].copy_from_slice(&written_ms.to_le_bytes());
-    let crc = record_crc(&header, payload);
+    let crc = record_crc(header, payload);
     header[4..8].copy_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
 }
 
 /// What parsing one frame found.
@@ -324,6 +336,29 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds since the Unix epoch from the kernel's coarse clock, for a record's
+/// `written_ms`: on Linux `CLOCK_REALTIME_COARSE`, the time of the last timer tick (1-10 ms old),
+/// read without the hardware clock, which cost 15% of an append on a virtual machine; elsewhere
+/// [`now_ms`]. The ages computed from it are at most a tick too old.
+pub(crate) fn coarse_now_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid, writable `timespec` for the call to fill in; the clock id is
+        // one Linux has had since 2.6.32 (an error leaves `now` alone and falls through).
+        let read = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+        if read == 0
+            && let (Ok(secs), Ok(nanos)) = (u64::try_from(now.tv_sec), u64::try_from(now.tv_nsec))
+        {
+            return secs * 1_000 + nanos / 1_000_000;
+        }
+    }
+    now_ms()
 }
 
 /// The file name of the segment starting at `first_seq`.

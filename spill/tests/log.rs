@@ -559,3 +559,51 @@ fn a_segment_that_vanishes_under_the_log_is_an_error_not_a_hang() {
         "{error}"
     );
 }
+
+/// An item, or (`None`) one whose encoding fails part way, after it has written bytes.
+struct Maybe(Option<(u64, String)>);
+
+impl serde::Serialize for Maybe {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeTuple};
+        if let Some(item) = &self.0 {
+            return item.serialize(serializer);
+        }
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&0xABCD_u64)?;
+        tuple.serialize_element("some bytes already encoded")?;
+        drop(tuple);
+        Err(S::Error::custom("this item cannot be encoded"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Maybe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <(u64, String)>::deserialize(deserializer).map(|item| Maybe(Some(item)))
+    }
+}
+
+#[test]
+fn an_item_that_fails_to_encode_leaves_nothing_behind() {
+    // Items are encoded straight into the batch: the bytes a failed encoding wrote must go, in
+    // the middle of a batch and where the batch is full (the item is then encoded aside).
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::<Maybe>::open(dir.path(), small()).unwrap();
+    for i in 0..12 {
+        if i % 3 == 0 || i % 4 == 0 {
+            assert!(matches!(
+                log.append(&Maybe(None)),
+                Err(SpillError::Encode(_))
+            ));
+        }
+        assert_eq!(log.append(&Maybe(Some(item(i)))).unwrap(), i);
+    }
+    log.flush().unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = log.read().unwrap() {
+        let got = record.item.0.unwrap();
+        assert_eq!(got, item(got.0));
+        seen.push(got.0);
+    }
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+}

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -107,7 +108,6 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
         written_seq: next_seq,
         durable_seq: next_seq,
         acked_seq,
-        read_seq: acked_seq,
         disk_bytes: 0,
         ledger,
         ledger_at: Instant::now(),
@@ -149,6 +149,7 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
         fs,
         config,
         state: Mutex::new(state),
+        read_seq: AtomicU64::new(acked_seq),
         space: Condvar::new(),
         metrics,
     };

@@ -157,6 +157,9 @@ pub(super) struct Cursor {
     pub(super) seq: u64,
     /// The framing was lost (skip mode): read nothing more from this segment.
     pub(super) dead: bool,
+    /// The reader's hot loop asked the CPU for the segment's bytes up to this offset (mapped
+    /// segments only: a read-ahead was just written by the kernel, it starts at `u64::MAX`).
+    pub(super) prefetched: u64,
 }
 
 /// Why a segment could not be opened for reading.
@@ -246,6 +249,7 @@ impl Cursor {
             limit,
             seq: first,
             dead: false,
+            prefetched: 0,
         };
         let header = match &mut cursor.source {
             Source::Read(file) => {
@@ -263,6 +267,9 @@ impl Cursor {
             Source::Mapped(bytes) => SegmentHeader::decode((**bytes).as_ref()),
         };
         cursor.offset = SEGMENT_HEADER_LEN;
+        if let Source::Read(_) = cursor.source {
+            cursor.prefetched = u64::MAX;
+        }
         match header {
             Ok(header) if header.first_seq == first => Ok(cursor),
             Ok(header) => Err(OpenCursor::BadHeader(

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -50,7 +51,6 @@ pub(super) struct State {
     pub(super) written_seq: u64,
     pub(super) durable_seq: u64,
     pub(super) acked_seq: u64,
-    pub(super) read_seq: u64,
     pub(super) disk_bytes: u64,
     pub(super) ledger: Ledger,
     pub(super) ledger_at: Instant,
@@ -65,6 +65,9 @@ pub(super) struct Shared {
     pub(super) config: SpillConfig,
     pub(super) fs: Arc<dyn Filesystem>,
     pub(super) state: Mutex<State>,
+    /// How far readers have read: every record below it was handed out (and may be
+    /// acknowledged). Outside [`Shared::state`] so that a read publishes it without that lock.
+    pub(super) read_seq: AtomicU64,
     /// Writers waiting for budget wait here; acknowledgements that free a segment notify it.
     pub(super) space: Condvar,
     pub(super) metrics: Arc<SpillMetrics>,
@@ -87,7 +90,7 @@ impl Shared {
         if state.closed {
             return Err(SpillError::Closed);
         }
-        let seq = seq.min(state.read_seq);
+        let seq = seq.min(self.read_seq.load(Ordering::Acquire));
         if seq <= state.acked_seq {
             return Ok(());
         }
@@ -147,7 +150,7 @@ impl Shared {
     ) -> Result<(), SpillError> {
         let ledger = Ledger {
             acked_seq: state.acked_seq,
-            read_seq: state.read_seq,
+            read_seq: self.read_seq.load(Ordering::Acquire),
             next_seq,
         };
         let path = self.dir.join(LEDGER_FILE);

@@ -18,8 +18,8 @@ use super::state::{SegmentInfo, Shared, Spilled, Written, lock};
 use crate::config::{FsyncPolicy, SpillConfig};
 use crate::error::SpillError;
 use crate::format::{
-    FRAME_HEADER_LEN, Frame, Parsed, SEGMENT_HEADER_LEN, SegmentHeader, encode_record, now_ms,
-    parse_frame, segment_name,
+    FRAME_HEADER_LEN, Frame, Parsed, SEGMENT_HEADER_LEN, SegmentHeader, coarse_now_ms, now_ms,
+    parse_frame, seal_record, segment_name,
 };
 use crate::fs::{AppendFile, Filesystem};
 use crate::metrics::SpillMetrics;
@@ -91,7 +91,9 @@ impl Writer {
         self.unsynced || self.batch_records > 0
     }
 
-    /// Encodes `item` and appends it (see [`SpillLog::append`](super::SpillLog::append)).
+    /// Encodes `item` and appends it (see [`SpillLog::append`](super::SpillLog::append)). The
+    /// item is encoded straight into the batch, behind a frame header filled in once it is known
+    /// to stay; when the batch must be written first (once a batch), into a buffer aside.
     #[inline]
     pub(super) fn append<T: Serialize>(
         &mut self,
@@ -99,50 +101,75 @@ impl Writer {
         item: &T,
         wait: Option<Duration>,
     ) -> Result<u64, SpillError> {
-        self.scratch.clear();
-        let payload = postcard::to_extend(item, std::mem::take(&mut self.scratch))
-            .map_err(SpillError::Encode)?;
-        let result = self.append_encoded(shared, &payload, wait);
-        self.scratch = payload;
-        result
-    }
-
-    fn append_encoded(
-        &mut self,
-        shared: &Shared,
-        payload: &[u8],
-        wait: Option<Duration>,
-    ) -> Result<u64, SpillError> {
         let config = &shared.config;
-        if payload.len() > config.max_record_bytes as usize {
-            return Err(SpillError::RecordTooLarge {
-                size: payload.len(),
-                max: config.max_record_bytes,
-            });
-        }
         // What must be written before this record joins the batch: a full batch, or one whose
         // write failed (written again now). If that fails, this record is refused and the batch
         // kept: `Ok` below is only ever returned for a record the log holds.
-        if self.failed_write
+        let write_first = self.failed_write
             || self.batch_records >= config.batch_records as u64
-            || self.batch.len() >= config.batch_bytes
-        {
-            self.write_batch(shared, false)?;
+            || self.batch.len() >= config.batch_bytes;
+        let out = if write_first {
+            self.scratch.clear();
+            &mut self.scratch
+        } else {
+            &mut self.batch
+        };
+        let start = out.len();
+        out.resize(start + FRAME_HEADER_LEN as usize, 0);
+        if let Err(error) = postcard::serialize_with_flavor(item, Tail(out)) {
+            out.truncate(start);
+            return Err(SpillError::Encode(error));
         }
-        let frame = FRAME_HEADER_LEN + payload.len() as u64;
+        let size = out.len() - start - FRAME_HEADER_LEN as usize;
+        if size > config.max_record_bytes as usize {
+            out.truncate(start);
+            return Err(SpillError::RecordTooLarge {
+                size,
+                max: config.max_record_bytes,
+            });
+        }
+        let frame = FRAME_HEADER_LEN + size as u64;
+        // The segment's bytes before this record (the same once the batch is written).
+        let before = self.active_len + if write_first { self.batch.len() } else { start } as u64;
         let roll = self.roll_pending
-            || (self.active_len + self.batch.len() as u64 > SEGMENT_HEADER_LEN
-                && self.active_len + self.batch.len() as u64 + frame > config.segment_bytes);
+            || (before > SEGMENT_HEADER_LEN && before + frame > config.segment_bytes);
         let needed = frame + if roll { SEGMENT_HEADER_LEN } else { 0 };
-        self.reserve(shared, needed, wait)?;
-        if roll {
-            self.roll(shared)?;
-        }
-        let ms = now_ms();
+        let fits = !write_first && !roll && {
+            let state = lock(&shared.state);
+            let closed = state.closed;
+            let fits = state.disk_bytes + start as u64 + needed <= config.budget_bytes;
+            drop(state);
+            if closed {
+                self.batch.truncate(start);
+                return Err(SpillError::Closed);
+            }
+            fits
+        };
+        let start = if fits {
+            start
+        } else {
+            if !write_first {
+                // The record steps aside while the segment is rolled or budget awaited.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&self.batch[start..]);
+                self.batch.truncate(start);
+            }
+            if write_first {
+                self.write_batch(shared, false)?;
+            }
+            self.reserve(shared, needed, wait)?;
+            if roll {
+                self.roll(shared)?;
+            }
+            let start = self.batch.len();
+            self.batch.extend_from_slice(&self.scratch);
+            start
+        };
+        let ms = coarse_now_ms();
         if self.batch_records == 0 {
             self.batch_first_ms = ms;
         }
-        encode_record(&mut self.batch, payload, ms);
+        seal_record(&mut self.batch[start..], ms);
         self.batch_records += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -417,6 +444,31 @@ impl Writer {
         let written = written?;
         ledger?;
         Ok(written)
+    }
+}
+
+/// A postcard output that appends to a `Vec` it borrows (the batch), so that a failed encoding
+/// leaves the batch where it was, to be cut back.
+struct Tail<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Tail<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
