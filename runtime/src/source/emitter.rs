@@ -63,27 +63,29 @@ impl<E: Emit, S: Subscriber<E::Item>> Emitter<E, S> {
 
     /// One pass of the drain loop (the serialiser's owner only).
     fn pass(core: &SubscriptionCore, state: &mut Option<(E, S)>) {
-        // Work on local copies: the compiler keeps the source's and the subscriber's state in
-        // registers instead of storing every item's effect to the shared cell. Nothing else touches
-        // the cell during a pass (re-entrant `request` / `cancel` only signal the serialiser).
-        let Some((mut source, mut subscriber)) = state.take() else {
+        // In place: the bursts keep their positions and counters in locals of their own, so
+        // moving the source and the subscriber out and back (a copy of both per pass) buys
+        // nothing. Nothing else touches the cell during a pass (re-entrant `request` / `cancel`
+        // only signal the serialiser).
+        let Some((source, subscriber)) = state.as_mut() else {
             return;
         };
         if core.is_cancelled() {
-            return; // dropped: the subscriber is released (rule 3.13)
+            *state = None; // dropped: the subscriber is released (rule 3.13)
+            return;
         }
         if core.has_bad_request() {
             subscriber.on_error(Error::new(ErrorKind::RequestZero));
+            *state = None;
             return;
         }
         let demand = core.demand().get();
-        match source.emit(&mut subscriber, demand, core) {
+        match source.emit(subscriber, demand, core) {
             Emitted::Items(n) => {
                 core.demand().consume(n);
                 if n > 0 {
                     subscriber.on_flush();
                 }
-                *state = Some((source, subscriber));
             }
             Emitted::Done(n, result) => {
                 core.demand().consume(n);
@@ -93,6 +95,7 @@ impl<E: Emit, S: Subscriber<E::Item>> Emitter<E, S> {
                         Err(error) => subscriber.on_error(error),
                     }
                 }
+                *state = None;
             }
         }
     }
