@@ -64,9 +64,10 @@ impl<E: Emit, S: Subscriber<E::Item>> Emitter<E, S> {
     /// One pass of the drain loop (the serialiser's owner only).
     fn pass(core: &SubscriptionCore, state: &mut Option<(E, S)>) {
         // In place: the bursts keep their positions and counters in locals of their own, so
-        // moving the source and the subscriber out and back (a copy of both per pass) buys
-        // nothing. Nothing else touches the cell during a pass (re-entrant `request` / `cancel`
-        // only signal the serialiser).
+        // moving the source and the subscriber out and back (a copy of both per pass, the whole
+        // fused chain) cost more than the one load per item it saved (operators and dsl 6-15%
+        // slower, chain 2% faster). Nothing else touches the cell during a pass (re-entrant
+        // `request` / `cancel` only signal the serialiser).
         let Some((source, subscriber)) = state.as_mut() else {
             return;
         };
