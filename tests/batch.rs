@@ -122,3 +122,25 @@ async fn operators_that_hold_items_report_them() {
     assert_eq!(mapped.collect().await.unwrap().len(), 500);
     assert_eq!(metrics.snapshot().items_out, 500);
 }
+
+#[test]
+fn an_operators_input_lane_counts_the_time_its_upstream_waited_for_room() {
+    // The same measure as a boundary's (`producer_waits`, `producer_wait_ms`): from the moment the
+    // upstream used its grant up until the lane granted more.
+    let rt = runtime();
+    let _guard = rt.enter();
+    let batched = source::from_iter(0..100u64).batch(10, Duration::from_secs(5));
+    let metrics = batched.metrics();
+    let (subscriber, recorder) = probe::<Vec<u64>>();
+    batched.subscribe(subscriber);
+    recorder.request(1);
+    recorder.expect_items(1);
+    // The lane is full and the batch holds a full batch: the upstream waits for room.
+    std::thread::sleep(Duration::from_millis(50));
+    recorder.request(100);
+    recorder.expect_terminal().unwrap();
+    assert_eq!(recorder.items().concat(), (0..100).collect::<Vec<_>>());
+    let snapshot = metrics.snapshot();
+    assert!(snapshot.producer_waits >= 1, "{snapshot:?}");
+    assert!(snapshot.producer_wait_ms >= 40.0, "{snapshot:?}");
+}

@@ -169,12 +169,8 @@ impl Grant {
         (available >= self.threshold || (self.granted == 0 && available > 0)).then_some(available)
     }
 
-    /// Whether a request would be made for the consumer's released `head`.
-    fn is_due(&self, head: usize) -> bool {
-        self.due(head).is_some()
-    }
-
-    /// Requests what is due from `upstream`; returns whether it requested anything.
+    /// Requests what is due from `upstream`, first recording how long the upstream waited for it
+    /// (if it had used its grant up); returns whether it requested anything.
     pub(crate) fn grant(
         &mut self,
         head: usize,
@@ -183,6 +179,16 @@ impl Grant {
     ) -> bool {
         match self.due(head) {
             Some(n) => {
+                // The inlet noted when the upstream used its grant up: from then until this new
+                // grant it was held back by the consumer. (Taken before granting: a synchronous
+                // upstream uses the new grant up inside `request`.)
+                let exhausted = channel.exhausted_at.swap(0, Ordering::AcqRel);
+                if exhausted != 0 {
+                    let waited = channel.metrics.now_nanos().saturating_sub(exhausted - 1);
+                    channel
+                        .metrics
+                        .record_wait(std::time::Duration::from_nanos(waited));
+                }
                 self.granted += n;
                 // Published before the request so the inlet can tell when the grant is used up.
                 channel.granted.store(self.granted, Ordering::Release);
@@ -557,18 +563,7 @@ async fn grant_credit<T: Send + 'static>(
             upstream.cancel();
             return;
         }
-        if grant.is_due(credit.head()) {
-            // The inlet noted when the upstream used its grant up: from then until this new
-            // grant it was held back by the consumer. (Taken before granting: a synchronous
-            // upstream uses the new grant up inside `request`.)
-            let exhausted = channel.exhausted_at.swap(0, Ordering::AcqRel);
-            if exhausted != 0 {
-                let waited = channel.metrics.now_nanos().saturating_sub(exhausted - 1);
-                channel
-                    .metrics
-                    .record_wait(std::time::Duration::from_nanos(waited));
-            }
-            grant.grant(credit.head(), &channel, &upstream);
+        if grant.grant(credit.head(), &channel, &upstream) {
             continue;
         }
         poll_fn(|cx| credit.poll_head(cx, grant.due_at())).await;
