@@ -276,26 +276,20 @@ impl<T> Inlet<T> {
     #[inline(always)]
     fn checkpoint_reached(&mut self) {
         let pushed = self.producer.pushed();
-        // One clock read serves both the age sample and the end of the grant when they fall
-        // on the same push (a ring of `sample_stride` slots or fewer: every grant).
-        let mut now = None;
-        let mut clock = |metrics: &BufferMetrics| *now.get_or_insert_with(|| metrics.now_nanos());
-        if pushed > 0 && pushed >= self.next_sample {
-            let metrics = &self.channel.metrics;
-            metrics.sample_position_at(pushed - 1, clock(metrics));
-            self.next_sample = pushed + self.sample_stride;
-        }
         let granted = self.channel.granted.load(Ordering::Acquire);
-        if pushed >= granted {
-            // The grant is used up: the upstream must wait for credit, so hand everything over now.
-            let now = clock(&self.channel.metrics) + 1;
-            let _ = self.channel.exhausted_at.compare_exchange(
-                0,
-                now,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-            self.announce();
+        let exhausted = pushed >= granted;
+        if pushed > 0 && (exhausted || pushed >= self.next_sample) {
+            // The end of a grant reads the clock anyway (the wait it starts is timed), so it
+            // takes an age sample too: one clock read per grant on a ring of `sample_stride`
+            // slots or fewer.
+            let now = self.channel.metrics.now_nanos();
+            self.channel.metrics.sample_position_at(pushed - 1, now);
+            self.next_sample = pushed + self.sample_stride;
+            if exhausted {
+                self.grant_used_up(now);
+            }
+        } else if exhausted {
+            self.grant_used_up(self.channel.metrics.now_nanos());
         } else if pushed >= self.next_announce_check {
             self.next_announce_check = pushed + ring::PUBLISH_EVERY;
             // Only a waiting consumer needs waking (a running one sees each exposed slice). The
@@ -313,6 +307,19 @@ impl<T> Inlet<T> {
             .next_sample
             .min(self.next_announce_check)
             .min(granted.max(pushed + 1));
+    }
+
+    /// The grant is used up at `now`: the upstream must wait for credit (timed from here until
+    /// the next grant), so everything is handed over now.
+    #[inline(always)]
+    fn grant_used_up(&mut self, now: u64) {
+        let _ = self.channel.exhausted_at.compare_exchange(
+            0,
+            now + 1,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        self.announce();
     }
 
     /// Publishes every pushed item and wakes the consumer if it waits.
