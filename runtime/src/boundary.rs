@@ -278,19 +278,19 @@ impl<T> Inlet<T> {
         let pushed = self.producer.pushed();
         let granted = self.channel.granted.load(Ordering::Acquire);
         let exhausted = pushed >= granted;
-        if pushed > 0 && (exhausted || pushed >= self.next_sample) {
+        if exhausted {
             // The end of a grant reads the clock anyway (the wait it starts is timed), so it
             // takes an age sample too: one clock read per grant on a ring of `sample_stride`
             // slots or fewer.
             let now = self.channel.metrics.now_nanos();
-            self.channel.metrics.sample_position_at(pushed - 1, now);
-            self.next_sample = pushed + self.sample_stride;
-            if exhausted {
-                self.grant_used_up(now);
-            }
-        } else if exhausted {
-            self.grant_used_up(self.channel.metrics.now_nanos());
-        } else if pushed >= self.next_announce_check {
+            self.sample(pushed, now);
+            self.grant_used_up(now);
+            return self.set_checkpoint(pushed, granted);
+        }
+        if pushed >= self.next_sample {
+            self.sample(pushed, self.channel.metrics.now_nanos());
+        }
+        if pushed >= self.next_announce_check {
             self.next_announce_check = pushed + ring::PUBLISH_EVERY;
             // Only a waiting consumer needs waking (a running one sees each exposed slice). The
             // first check that finds it waiting starts the clock; a later one wakes it once the
@@ -303,6 +303,20 @@ impl<T> Inlet<T> {
                 }
             }
         }
+        self.set_checkpoint(pushed, granted);
+    }
+
+    /// Records that the item before `pushed` was written at `now`, for the age of held items.
+    #[inline(always)]
+    fn sample(&mut self, pushed: usize, now: u64) {
+        if pushed > 0 {
+            self.channel.metrics.sample_position_at(pushed - 1, now);
+            self.next_sample = pushed + self.sample_stride;
+        }
+    }
+
+    #[inline(always)]
+    fn set_checkpoint(&mut self, pushed: usize, granted: usize) {
         self.checkpoint = self
             .next_sample
             .min(self.next_announce_check)
