@@ -348,14 +348,14 @@ pub enum Readable {
     Closed,
 }
 
-/// Pops the items that were published when it was made; see [`Consumer::drain`]. Each item moves
-/// the consumer's head as it is read (so a leaked drain never hands an item out twice); dropping the
-/// drain publishes the head if a slice's worth was read.
+/// Pops the items that were published when it was made; see [`Consumer::drain`]. Dropping the
+/// drain sets the consumer's head to what it handed out and publishes it if a slice's worth was
+/// read; a leaked drain (`mem::forget`) leaks the items it did not hand out, never hands an item
+/// out twice.
 pub struct Drain<'a, T> {
     consumer: &'a mut Consumer<T>,
-    /// The slots, the mask and the head in the drain itself: the head is only written to the
-    /// consumer per item, never read back, and a write there cannot make the compiler read the
-    /// slots' address again.
+    /// The slots, the mask and the head in the drain itself, so that they stay in registers
+    /// while a burst is pulled.
     slots: *const UnsafeCell<MaybeUninit<T>>,
     mask: usize,
     head: usize,
@@ -380,15 +380,14 @@ impl<T> Iterator for Drain<'_, T> {
         if head == self.end {
             return None;
         }
-        // The head moves first: whatever happens to the drain, the slot is never read again.
         self.head = head.wrapping_add(1);
-        self.consumer.head = self.head;
         // SAFETY: `slots` points at the ring's slots, kept alive by the consumer's `Arc` that the
         // drain borrows; `mask` is their count minus one (a power of two), so the index is in bounds.
         let slot = unsafe { &*self.slots.add(head & self.mask) };
         let item = slot.with_mut(|slot| {
-            // SAFETY: published by the producer (before `end` was read) and read exactly once: the
-            // consumer's head has already moved past it.
+            // SAFETY: published by the producer (before `end` was read) and read exactly once:
+            // the drain's head has moved past it, and the consumer's head is at `end` until the
+            // drain is dropped, when it comes back to the drain's head (past this slot).
             unsafe { (*slot).assume_init_read() }
         });
         Some(item)
@@ -405,6 +404,9 @@ impl<T> Drop for Drain<'_, T> {
     #[inline]
     fn drop(&mut self) {
         let consumer = &mut *self.consumer;
+        // Back from the end of the drain to what it handed out (also when a subscriber pulling
+        // from it unwinds: the rest stays for the next reader).
+        consumer.head = self.head;
         if consumer.head.wrapping_sub(consumer.released) >= PUBLISH_EVERY {
             consumer.release();
         }
@@ -530,11 +532,17 @@ impl<T> Consumer<T> {
     #[inline]
     pub fn drain(&mut self) -> Drain<'_, T> {
         self.see_tail();
+        let head = self.head;
+        // The consumer's head jumps to the end of what the drain may hand out and comes back on
+        // drop: the drain keeps its head in a register instead of writing it to the consumer per
+        // item, and a drain that is leaked (`mem::forget`) leaks its items, never hands them out
+        // twice.
+        self.head = self.tail_seen;
         Drain {
             slots: self.shared.slots.as_ptr(),
             mask: self.shared.mask,
-            head: self.head,
-            start: self.head,
+            head,
+            start: head,
             end: self.tail_seen,
             consumer: self,
         }

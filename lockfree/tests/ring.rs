@@ -13,8 +13,28 @@ fn a_leaked_drain_never_hands_an_item_out_twice() {
     let first = drain.next().unwrap();
     std::mem::forget(drain);
     assert_eq!(*first, 7);
-    assert_eq!(consumer.pop().map(|b| *b), Some(8));
+    // What the leaked drain did not hand out is leaked with it (as `Vec::drain` does).
     assert!(consumer.pop().is_none());
+    producer.push(Box::new(9)).unwrap();
+    producer.publish();
+    assert_eq!(consumer.pop().map(|b| *b), Some(9));
+}
+
+#[test]
+fn a_panic_while_pulling_a_drain_leaves_the_rest_for_the_next_reader() {
+    let (mut producer, mut consumer, _credit) = ring::<Box<u64>>(4);
+    for i in 0..3 {
+        producer.push(Box::new(i)).unwrap();
+    }
+    producer.publish();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut drain = consumer.drain();
+        assert_eq!(drain.next().map(|b| *b), Some(0));
+        panic!("the subscriber fails after one item");
+    }));
+    assert!(outcome.is_err());
+    let rest: Vec<u64> = consumer.drain().map(|b| *b).collect();
+    assert_eq!(rest, vec![1, 2]);
 }
 
 #[test]
