@@ -77,6 +77,29 @@ impl<T: Send + 'static> Publisher<T> for Input<T> {
     }
 }
 
+/// `items`, counting those pulled. The count is a field, not a variable a closure refers to:
+/// a variable whose address is taken stays in memory, one add to memory per item.
+struct Pulled<'a, I> {
+    items: &'a mut I,
+    pulled: u64,
+}
+
+impl<I: Iterator> Iterator for Pulled<'_, I> {
+    type Item = I::Item;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.items.next()?;
+        self.pulled += 1;
+        Some(item)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
+}
+
 /// Counts what a stage receives on one input and runs the stage inside its span.
 pub(crate) struct InputTap<S> {
     inner: S,
@@ -122,13 +145,12 @@ impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
         I: Iterator<Item = T>,
     {
         // Count what the stage pulled (received), not what it accepted.
-        let mut pulled = 0;
+        let mut counted = Pulled { items, pulled: 0 };
         let accepted = {
             let _entered = self.span.enter();
-            self.inner
-                .try_on_next_iter(&mut items.inspect(|_| pulled += 1), limit)
+            self.inner.try_on_next_iter(&mut counted, limit)
         };
-        self.add(pulled);
+        self.add(counted.pulled);
         accepted
     }
 

@@ -368,15 +368,18 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
 }
 
 /// Moves at most `want` items of `items` into the empty `chunk` (whose capacity is at least
-/// `want`) and returns how many: one loop, bounded by the count, whose only exit is `items`
-/// running out (`Vec::extend` through `take` checks both per item and the capacity too).
+/// `want`) and returns how many: one loop, bounded by the count, whose only other exit is `items`
+/// running out (`Vec::extend` through `take`, or a slice iterator through `take`, checks a third
+/// bound per item).
 #[inline(always)]
 fn fill<T, I: Iterator<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -> usize {
     debug_assert!(chunk.is_empty() && chunk.capacity() >= want);
+    let spare = chunk.spare_capacity_mut();
+    let want = want.min(spare.len());
     let mut got = 0;
-    for slot in chunk.spare_capacity_mut().iter_mut().take(want) {
+    while got < want {
         let Some(item) = items.next() else { break };
-        slot.write(item);
+        spare[got].write(item); // in bounds: `got < want <= spare.len()`, no check emitted
         got += 1;
     }
     // SAFETY: the first `got` spare slots were just written (the chunk was empty).
