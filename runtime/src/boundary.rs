@@ -18,6 +18,7 @@
 //! sees the consumer waiting, and a second look a millisecond after a wait starts closes the race
 //! between the two; see `weir_lockfree::ring`).
 
+use std::any::Any;
 use std::future::Future;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -30,6 +31,7 @@ use weir_lockfree::WakeSlot;
 use weir_lockfree::ring::{self, Consumer, Credit, Producer, Readable};
 
 use crate::metrics::BufferMetrics;
+use crate::protocol::ErasedSubscriber;
 use crate::recheck::Recheck;
 use crate::task::{Next, TaskSubscription};
 use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
@@ -625,7 +627,7 @@ impl<T, S: Subscriber<T>> OutletTask<T, S> {
     }
 }
 
-impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
+impl<T: 'static, S: Subscriber<T>> Future for OutletTask<T, S> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -662,13 +664,23 @@ impl<T, S: Subscriber<T>> Future for OutletTask<T, S> {
                     return Poll::Ready(());
                 }
             };
-            // One burst: an erased subscriber (a pipeline edge) takes it in one virtual call.
-            let mut burst = this.consumer.drain();
-            let accepted = this
-                .subscriber
-                .try_on_next_iter(&mut burst, demand.min(POLL_BUDGET));
-            let popped = burst.popped();
-            drop(burst);
+            let limit = demand.min(POLL_BUDGET);
+            let consumer = &mut this.consumer;
+            let subscriber: &mut dyn Any = &mut this.subscriber;
+            let (accepted, popped) = match subscriber.downcast_mut::<ErasedSubscriber<T>>() {
+                // A pipeline edge: a chunk at a time, each a block copy out of the ring and one
+                // virtual call (the general path below moves the items one by one into the
+                // edge's chunk). The type test is decided at compile time.
+                Some(erased) => {
+                    erased.try_on_next_chunks(limit, |chunk, want| consumer.pop_into(chunk, want))
+                }
+                None => {
+                    // One burst, its items pulled straight from the ring's slots.
+                    let mut burst = consumer.drain();
+                    let accepted = this.subscriber.try_on_next_iter(&mut burst, limit);
+                    (accepted, burst.popped())
+                }
+            };
             let left = this.downstream.demand().consume(accepted);
             this.channel.metrics.set_demand(left);
             this.subscriber.on_flush();

@@ -304,37 +304,33 @@ const EDGE_CHUNK: usize = 256;
 
 /// A type-erased subscriber, as a [`BoxPublisher`] hands it to the publisher it wraps: allocated
 /// at subscribe time (with its chunk buffer); one virtual call per signal and per chunk of a burst.
-struct ErasedSubscriber<T> {
+pub(crate) struct ErasedSubscriber<T> {
     inner: Box<dyn DynSubscriber<T>>,
     chunk: Vec<T>,
     /// Where items left in the chunk by a subscriber that stopped mid-burst are counted.
     leftovers: Option<Arc<Tally>>,
 }
 
-impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
-    fn on_subscribe(&mut self, subscription: Subscription) {
-        self.inner.on_subscribe(subscription);
-    }
-    #[inline]
-    fn on_next(&mut self, item: T) {
-        self.inner.on_next(item);
-    }
-    #[inline]
-    fn try_on_next(&mut self, item: T) -> bool {
-        self.inner.try_on_next(item)
-    }
-    /// Moves the burst over in chunks of at most [`EDGE_CHUNK`] items, never more than the demand
+impl<T: 'static> ErasedSubscriber<T> {
+    /// A burst in chunks of at most [`EDGE_CHUNK`] items, each filled by `fill(chunk, want)` (at
+    /// most `want` items into the empty chunk, returning how many) and never more than the demand
     /// left (`limit - accepted`), so the subscriber takes every item of a chunk (it returns less
-    /// than its limit only when its items run out) and nothing is pulled after `items` ends.
+    /// than its limit only when its items run out). Stops once a chunk comes back short. Returns
+    /// how many items were accepted and how many `fill` moved.
+    ///
+    /// A publisher whose items sit in a ring (a boundary's outlet) fills the chunk with a block
+    /// copy this way, instead of one item at a time through `try_on_next_iter`.
     #[inline(always)]
-    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
-    where
-        I: Iterator<Item = T>,
-    {
-        let mut accepted = 0;
+    pub(crate) fn try_on_next_chunks(
+        &mut self,
+        limit: u64,
+        mut fill: impl FnMut(&mut Vec<T>, usize) -> usize,
+    ) -> (u64, usize) {
+        let (mut accepted, mut moved) = (0, 0);
         while accepted < limit {
             let want = (limit - accepted).min(EDGE_CHUNK as u64) as usize;
-            let got = fill(&mut self.chunk, items, want);
+            let got = fill(&mut self.chunk, want);
+            moved += got;
             if got == 0 {
                 break;
             }
@@ -351,10 +347,34 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
                 break;
             }
             if got < want {
-                break; // `items` ran out
+                break; // the publisher's items ran out
             }
         }
-        accepted
+        (accepted, moved)
+    }
+}
+
+impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        self.inner.on_subscribe(subscription);
+    }
+    #[inline]
+    fn on_next(&mut self, item: T) {
+        self.inner.on_next(item);
+    }
+    #[inline]
+    fn try_on_next(&mut self, item: T) -> bool {
+        self.inner.try_on_next(item)
+    }
+    /// Moves the burst over in chunks ([`try_on_next_chunks`](ErasedSubscriber::try_on_next_chunks));
+    /// nothing is pulled after `items` ends.
+    #[inline(always)]
+    fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
+    where
+        I: Iterator<Item = T>,
+    {
+        self.try_on_next_chunks(limit, |chunk, want| fill(chunk, items, want))
+            .0
     }
     fn on_error(&mut self, error: Error) {
         self.inner.on_error(error);

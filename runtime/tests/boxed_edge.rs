@@ -70,3 +70,38 @@ fn items_left_in_a_chunk_are_dropped_once_and_counted() {
     taken.lock().unwrap().clear();
     assert_eq!(drops.load(Ordering::SeqCst), 10 + left);
 }
+
+#[test]
+fn a_boundary_behind_an_edge_hands_over_chunks_and_counts_what_is_left() {
+    // The outlet fills the edge's chunk straight from its ring (a block copy): the same rules.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let drops = Arc::new(AtomicU64::new(0));
+    let made: Vec<Counted> = (0..1_000).map(|_| Counted(drops.clone())).collect();
+    let stage = Scope::new();
+    let config = weir_runtime::boundary::BoundaryConfig::new("hop", 64).unwrap();
+    let edge =
+        stage.enter(|| weir_runtime::boundary::boundary(source::from_iter(made), config).boxed());
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    edge.subscribe(StopsMidBurst {
+        keep: 10,
+        taken: taken.clone(),
+    });
+    // It keeps asking for more, takes nothing more: every other item is handed over and left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stage.entry().exits[Reason::Cancelled] < 990 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(stage.entry().exits[Reason::Cancelled], 990);
+    assert_eq!(taken.lock().unwrap().len(), 10);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        990,
+        "each left item dropped once"
+    );
+    taken.lock().unwrap().clear();
+    assert_eq!(drops.load(Ordering::SeqCst), 1_000);
+}
