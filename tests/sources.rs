@@ -231,6 +231,22 @@ fn a_panic_inside_a_burst_fails_the_stream_and_stops_the_upstream() {
 }
 
 #[test]
+fn a_panicking_iterator_fails_the_stream_instead_of_unwinding_into_the_requester() {
+    for demand in [3, u64::MAX] {
+        let (subscriber, recorder) = probe::<u32>();
+        let items = (0..10u32).map(|x| if x == 5 { panic!("bad input {x}") } else { x });
+        source::from_iter(items).subscribe(subscriber);
+        // The iterator runs inside `request`: its panic must not unwind into this caller.
+        for _ in 0..4 {
+            recorder.request(demand);
+        }
+        let error = recorder.expect_terminal().unwrap_err();
+        assert_eq!(error.to_string(), "panicked: bad input 5");
+        assert_eq!(recorder.items(), vec![0, 1, 2, 3, 4], "demand {demand}");
+    }
+}
+
+#[test]
 fn bursts_through_a_filter_honour_demand_exactly() {
     let (subscriber, recorder) = probe::<u32>();
     source::from_iter(0..100_000u32)

@@ -10,6 +10,8 @@ mod stream;
 pub(crate) use emitter::{CANCEL_CHECK_EVERY, Emit, Emitted, Emitter, Poke};
 pub use stream::{FromStream, FromTryStream, from_stream, from_try_stream};
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use weir_lockfree::{Demand, SubscriptionCore};
 
 use crate::{Error, Publisher, Subscriber};
@@ -56,7 +58,26 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
         demand: u64,
         core: &SubscriptionCore,
     ) -> Emitted {
-        let items = &mut self.0;
+        let mut panicked = None;
+        let emitted = Self::emit_from(&mut self.0, &mut panicked, subscriber, demand, core);
+        match (emitted, panicked) {
+            (Emitted::Items(accepted) | Emitted::Done(accepted, _), Some(error)) => {
+                Emitted::Done(accepted, Err(error))
+            }
+            (emitted, None) => emitted,
+        }
+    }
+}
+
+impl<I: Iterator + Send + 'static> IterEmit<I> {
+    #[inline(always)]
+    fn emit_from<S: Subscriber<I::Item>>(
+        items: &mut I,
+        panicked: &mut Option<Error>,
+        subscriber: &mut S,
+        demand: u64,
+        core: &SubscriptionCore,
+    ) -> Emitted {
         if demand == Demand::UNBOUNDED {
             // Nothing to count: bursts of `CANCEL_CHECK_EVERY` items pulled, each one
             // `try_on_next_iter` call (a fused chain moves it in one loop and counts per burst),
@@ -66,6 +87,7 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
                 let mut burst = Burst {
                     items: &mut *items,
                     left: CANCEL_CHECK_EVERY,
+                    panicked: &mut *panicked,
                 };
                 subscriber.try_on_next_iter(&mut burst, CANCEL_CHECK_EVERY);
                 if burst.left > 0 {
@@ -84,6 +106,7 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
             let mut burst = Burst {
                 items: &mut *items,
                 left: CANCEL_CHECK_EVERY,
+                panicked: &mut *panicked,
             };
             let taken = subscriber.try_on_next_iter(&mut burst, slice);
             accepted += taken;
@@ -99,10 +122,16 @@ impl<I: Iterator + Send + 'static> Emit for IterEmit<I> {
 }
 
 /// At most `left` items of `items`; `left` counts down only for items pulled, so what is left
-/// after a burst says whether the iterator ran out (or the subscriber stopped pulling).
+/// after a burst says whether the iterator ran out (or the subscriber stopped pulling). A panic
+/// of the user's iterator ends it as if the iterator ran out, with the error in `panicked`: the
+/// stream fails instead of unwinding into whoever called `request`. (For an iterator that cannot
+/// panic, such as a range, the guard compiles to nothing.)
 struct Burst<'a, I> {
     items: &'a mut I,
     left: u64,
+    /// Outside the burst: a field with drop code would keep the burst in memory (see `Guarded`
+    /// in weir-operators).
+    panicked: &'a mut Option<Error>,
 }
 
 impl<I: Iterator> Iterator for Burst<'_, I> {
@@ -113,7 +142,14 @@ impl<I: Iterator> Iterator for Burst<'_, I> {
         if self.left == 0 {
             return None;
         }
-        let item = self.items.next()?;
+        let items = &mut *self.items;
+        let item = match catch_unwind(AssertUnwindSafe(|| items.next())) {
+            Ok(item) => item?,
+            Err(payload) => {
+                *self.panicked = Some(Error::panicked(payload.as_ref()));
+                return None;
+            }
+        };
         self.left -= 1;
         Some(item)
     }
