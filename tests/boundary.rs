@@ -111,6 +111,7 @@ fn an_upstream_that_ignores_demand_is_stopped_with_a_clear_error() {
     let rt = runtime();
     let _guard = rt.enter();
     let (mut inlet, outlet) = boundary::processor::<u32>(BoundaryConfig::new("hop", 2).unwrap());
+    let metrics = outlet.metrics();
     let (subscriber, recorder) = probe::<u32>();
     outlet.subscribe(subscriber);
     inlet.on_subscribe(weir::runtime::Subscription::noop());
@@ -121,6 +122,10 @@ fn an_upstream_that_ignores_demand_is_stopped_with_a_clear_error() {
     let error = recorder.expect_terminal().unwrap_err();
     assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
     assert_eq!(recorder.items(), vec![0, 1]);
+    // Every item it was handed is accounted for: 2 delivered, the 8 it refused dropped.
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.items_out, 2, "{snapshot:?}");
+    assert_eq!(snapshot.dropped["cancelled"], 8, "{snapshot:?}");
 }
 
 #[test]

@@ -428,7 +428,12 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
                 .record_shed(crate::metrics::Reason::Cancelled);
             return;
         }
-        if self.producer.push(item).is_err() {
+        if let Err(refused) = self.producer.push(item) {
+            // Dropped like the ones the upstream still sends after this failure: counted.
+            drop(refused);
+            self.channel
+                .metrics
+                .record_shed(crate::metrics::Reason::Cancelled);
             let error = Error::new(ErrorKind::DemandExceeded).in_stage(self.channel.name.clone());
             self.finish(Err(error));
             return;
