@@ -72,12 +72,21 @@ impl Error {
 
     /// An error for a caught panic, keeping the payload's message when it is a string.
     pub fn panicked(payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload
+        Self::new(ErrorKind::Panicked(Self::panic_message(payload).into()))
+    }
+
+    /// The message of a caught panic's payload (`catch_unwind`'s `Err`), when it is a string.
+    ///
+    /// ```
+    /// let payload = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+    /// assert_eq!(weir_runtime::Error::panic_message(payload.as_ref()), "boom 1");
+    /// ```
+    pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+        payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        Self::new(ErrorKind::Panicked(message.into()))
+            .unwrap_or_else(|| "non-string panic payload".to_owned())
     }
 
     /// Names the stage, unless a stage closer to the cause already did.

@@ -85,6 +85,10 @@ pub enum SpillError {
     /// An item could not be encoded.
     #[error("spill log: encoding an item failed: {0}")]
     Encode(#[source] postcard::Error),
+    /// The item's `Serialize` implementation panicked (the message is the panic's); nothing of
+    /// the item was kept.
+    #[error("spill log: encoding an item panicked: {0}")]
+    EncodePanicked(String),
     /// An encoded item is larger than the configured maximum record size.
     #[error("spill log: a record of {size} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
@@ -269,6 +273,7 @@ impl SpillError {
                 source: source.clone(),
             },
             SpillError::Encode(source) => SpillError::Encode(source.clone()),
+            SpillError::EncodePanicked(message) => SpillError::EncodePanicked(message.clone()),
             SpillError::RecordTooLarge { size, max } => SpillError::RecordTooLarge {
                 size: *size,
                 max: *max,

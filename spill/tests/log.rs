@@ -607,3 +607,43 @@ fn an_item_that_fails_to_encode_leaves_nothing_behind() {
     }
     assert_eq!(seen, (0..12).collect::<Vec<_>>());
 }
+
+/// Encodes its number, then panics before its text when the number is 666.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Risky(u64, String);
+
+impl serde::Serialize for Risky {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTupleStruct;
+        let mut fields = serializer.serialize_tuple_struct("Risky", 2)?;
+        fields.serialize_field(&self.0)?;
+        if self.0 == 666 {
+            panic!("the user's encoder failed half way");
+        }
+        fields.serialize_field(&self.1)?;
+        fields.end()
+    }
+}
+
+#[test]
+fn an_encoder_that_panics_half_way_is_an_error_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SpillLog::<Risky>::open(dir.path(), small()).unwrap();
+    assert_eq!(log.append(&Risky(1, "one".into())).unwrap(), 0);
+    let error = log.append(&Risky(666, "never".into())).unwrap_err();
+    assert!(
+        matches!(error, SpillError::EncodePanicked(_)),
+        "a panic in the item's encoder is this append's error, not an unwind: {error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "spill log: encoding an item panicked: the user's encoder failed half way"
+    );
+    assert_eq!(log.append(&Risky(2, "two".into())).unwrap(), 1);
+    log.flush().unwrap();
+    let mut seen = Vec::new();
+    while let Some(record) = log.read().unwrap() {
+        seen.push(record.item);
+    }
+    assert_eq!(seen, vec![Risky(1, "one".into()), Risky(2, "two".into())]);
+}

@@ -8,6 +8,7 @@
 //! by the next append, flush or sync, or taken back ([`Writer::take_unwritten`]).
 
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,9 +117,24 @@ impl Writer {
         };
         let start = out.len();
         out.resize(start + FRAME_HEADER_LEN as usize, 0);
-        if let Err(error) = postcard::serialize_with_flavor(item, Tail(out)) {
-            out.truncate(start);
-            return Err(SpillError::Encode(error));
+        // The item's `Serialize` is user code: a panic half way must not leave its bytes in the
+        // batch (the next write would put them on disk ahead of good records) nor unwind into
+        // the caller, whose item is handed back with the error instead.
+        let encoded = catch_unwind(AssertUnwindSafe(|| {
+            postcard::serialize_with_flavor(item, Tail(&mut *out))
+        }));
+        match encoded {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                out.truncate(start);
+                return Err(SpillError::Encode(error));
+            }
+            Err(payload) => {
+                out.truncate(start);
+                return Err(SpillError::EncodePanicked(
+                    weir_runtime::Error::panic_message(payload.as_ref()),
+                ));
+            }
         }
         let size = out.len() - start - FRAME_HEADER_LEN as usize;
         if size > config.max_record_bytes as usize {
