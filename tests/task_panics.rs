@@ -89,3 +89,45 @@ fn a_panicking_retry_factory_fails_the_stream_naming_the_stage() {
     let error = rt.block_on(broken.collect()).unwrap_err();
     assert_eq!(error.to_string(), "stage `retry`: panicked: factory broke");
 }
+
+/// Like `panics_on_request`, but keeps its subscriber (in the subscription) instead of dropping
+/// it: nothing but the panic can end the stream.
+struct KeepsSubscriberAndPanics;
+
+impl weir::runtime::Publisher<u64> for KeepsSubscriberAndPanics {
+    fn subscribe<S: weir::runtime::Subscriber<u64>>(self, mut subscriber: S) {
+        struct Exploding<S>(std::sync::Mutex<Option<S>>);
+        impl<S: Send + 'static> weir::runtime::RawSubscription for Exploding<S> {
+            fn request(&self, _: u64) {
+                panic!("upstream exploded");
+            }
+            fn cancel(&self) {
+                self.0.lock().unwrap().take();
+            }
+        }
+        let kept = std::sync::Arc::new(Exploding(std::sync::Mutex::new(None)));
+        subscriber.on_subscribe(weir::runtime::Subscription::new(kept.clone()));
+        *kept.0.lock().unwrap() = Some(subscriber);
+    }
+}
+
+#[test]
+fn a_panic_in_the_upstream_a_shedding_buffer_pumps_fails_its_stream() {
+    let outcome = runtime().block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            KeepsSubscriberAndPanics
+                .buffer("shedding", 16, WhenFull::DropNewest)
+                .collect(),
+        )
+        .await
+    });
+    let error = outcome
+        .expect("the stream must end, not wait for an upstream that panicked")
+        .unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::Panicked(_)), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "stage `shedding`: panicked: upstream exploded"
+    );
+}

@@ -198,6 +198,9 @@ where
                 Ok(runtime) => {
                     output.subscribe(subscriber);
                     let pump = Arc::new(Pump::default());
+                    // A panic while pumping (in a hand-written upstream the pump's `request`
+                    // drives) fails the buffer's stream, as for the spilling buffer above.
+                    let failing = handle.clone();
                     upstream.subscribe(Feeder {
                         handle,
                         upstream: None,
@@ -206,7 +209,10 @@ where
                         pump: pump.clone(),
                     });
                     let done = pump.clone();
-                    spawn_guarded(&runtime, name, pump.run(), move |_| done.finish());
+                    spawn_guarded(&runtime, name, pump.run(), move |error| {
+                        failing.fail(error);
+                        done.finish();
+                    });
                 }
                 Err(error) => reject(subscriber, error),
             },
