@@ -131,3 +131,40 @@ fn a_panic_in_the_upstream_a_shedding_buffer_pumps_fails_its_stream() {
         "stage `shedding`: panicked: upstream exploded"
     );
 }
+
+#[test]
+fn a_panic_in_the_upstream_a_boundary_drives_fails_its_stream() {
+    // The boundary's credit task runs a synchronous upstream inside its `request`.
+    let runtime = runtime();
+    // An upstream that drops its subscriber: before, the stream then ended as if complete.
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            panics_on_request::<u64>()
+                .boundary(BoundaryConfig::new("hop", 16).unwrap())
+                .collect(),
+        )
+        .await
+    });
+    // It failed either way: by the panic, or because the upstream let go of the boundary
+    // without a terminal signal (whichever the boundary saw first).
+    let error = outcome.expect("the stream ends").unwrap_err();
+    assert_eq!(error.stage(), Some("hop"), "{error}");
+    // One that keeps it: before, the stream waited forever.
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            KeepsSubscriberAndPanics
+                .boundary(BoundaryConfig::new("hop", 16).unwrap())
+                .collect(),
+        )
+        .await
+    });
+    let error = outcome
+        .expect("the stream must end, not wait for an upstream that panicked")
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `hop`: panicked: upstream exploded"
+    );
+}

@@ -21,8 +21,9 @@
 use std::any::Any;
 use std::future::Future;
 use std::future::poll_fn;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -104,6 +105,12 @@ pub(crate) struct Channel {
     /// When the inlet found the grant used up (nanoseconds on the metrics clock, plus one; 0 when
     /// not waiting): the start of a producer wait, which the credit side ends with its next grant.
     exhausted_at: AtomicU64,
+    /// Set when the credit task panicked (a synchronous upstream runs inside its `request`): the
+    /// stream fails with it instead of waiting for, or completing after, a broken upstream.
+    credit_failure: Mutex<Option<Error>>,
+    credit_failed: AtomicBool,
+    /// The outlet task, woken when the credit side fails.
+    outlet_wake: WakeSlot,
     pub(crate) metrics: Arc<BufferMetrics>,
 }
 
@@ -141,9 +148,47 @@ impl Channel {
         self.upstream.lock().unwrap().take()
     }
 
-    /// The inlet's terminal signal, once the ring is closed and empty.
+    /// The inlet's terminal signal, once the ring is closed and empty; the credit side's failure
+    /// first, if it failed.
     pub(crate) fn take_terminal(&self) -> Result<(), Error> {
+        if let Some(error) = self.take_credit_failure() {
+            return Err(error);
+        }
         self.terminal.lock().unwrap().take().unwrap_or(Ok(()))
+    }
+
+    /// The credit task panicked with `error` (named after the stage): the outlet is woken to fail
+    /// the stream with it.
+    fn fail_from_credit(&self, error: Error) {
+        *self
+            .credit_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.credit_failed.store(true, Ordering::Release);
+        self.outlet_wake.notify();
+    }
+
+    fn take_credit_failure(&self) -> Option<Error> {
+        if !self.credit_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.credit_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The credit side's failure, if it failed; otherwise the outlet is registered to be woken if
+    /// it does (call before waiting).
+    fn poll_credit_failure(&self, cx: &mut Context<'_>) -> Option<Error> {
+        if !self.credit_failed.load(Ordering::Acquire) {
+            self.outlet_wake.prepare(cx);
+            if !self.credit_failed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.outlet_wake.clear();
+        }
+        self.take_credit_failure()
     }
 }
 
@@ -223,6 +268,9 @@ pub(crate) fn channel<T: Send + 'static>(
         subscribed: WakeSlot::new(),
         granted: AtomicUsize::new(0),
         exhausted_at: AtomicU64::new(0),
+        credit_failure: Mutex::new(None),
+        credit_failed: AtomicBool::new(false),
+        outlet_wake: WakeSlot::new(),
         metrics,
     });
     let sample_stride = (capacity / 8).max(ring::PUBLISH_EVERY);
@@ -354,6 +402,19 @@ impl<T> Inlet<T> {
         self.done = true;
         self.channel.set_terminal(result);
         self.producer.close();
+    }
+}
+
+impl<T> Drop for Inlet<T> {
+    fn drop(&mut self) {
+        if self.subscribed && !self.done {
+            // The upstream let go of the inlet without a terminal signal (it broke, or panicked
+            // and unwound): the stream must not end as if it had completed. (When the consumer
+            // cancelled, nobody reads this any more.)
+            let error = Error::msg("the upstream went away without completing")
+                .in_stage(self.channel.name.clone());
+            self.channel.set_terminal(Err(error));
+        }
     }
 }
 
@@ -556,11 +617,26 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
         };
         let downstream = Arc::new(TaskSubscription::default());
         subscriber.on_subscribe(Subscription::new(downstream.clone()));
-        runtime.spawn(grant_credit(
-            parts.credit,
-            parts.channel.clone(),
-            parts.capacity,
-        ));
+        // A panic in the credit task is one of a synchronous upstream running inside its
+        // `request`: the stream fails with it, named after the boundary.
+        let channel = parts.channel.clone();
+        let credit = grant_credit(parts.credit, parts.channel.clone(), parts.capacity);
+        runtime.spawn(async move {
+            let mut credit = std::pin::pin!(credit);
+            let outcome =
+                poll_fn(
+                    |cx| match catch_unwind(AssertUnwindSafe(|| credit.as_mut().poll(cx))) {
+                        Ok(Poll::Pending) => Poll::Pending,
+                        Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+                        Err(payload) => Poll::Ready(Err(payload)),
+                    },
+                )
+                .await;
+            if let Err(payload) = outcome {
+                let error = Error::panicked(payload.as_ref()).in_stage(channel.name.clone());
+                channel.fail_from_credit(error);
+            }
+        });
         runtime.spawn(OutletTask {
             consumer: parts.consumer,
             subscriber,
@@ -611,6 +687,19 @@ struct OutletTask<T, S> {
 impl<T, S> Unpin for OutletTask<T, S> {}
 
 impl<T, S: Subscriber<T>> OutletTask<T, S> {
+    /// Before waiting: if the credit task panicked, fails the stream (what the ring holds is
+    /// counted as cancelled) and returns `true`; otherwise the task is woken if it does.
+    fn credit_failed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(error) = self.channel.poll_credit_failure(cx) else {
+            return false;
+        };
+        self.channel.metrics.cancel_rest();
+        // The upstream panicked in `request`: cancelling it may panic too, which changes nothing.
+        let _ = catch_unwind(AssertUnwindSafe(|| self.channel.cancel_upstream()));
+        self.subscriber.on_error(error);
+        true
+    }
+
     /// Handles cancel and `request(0)`; returns `true` if the task is over.
     fn stopped(&mut self, next: Next) -> bool {
         match next {
@@ -641,7 +730,7 @@ impl<T: 'static, S: Subscriber<T>> Future for OutletTask<T, S> {
             match this.consumer.poll_readable(cx) {
                 Poll::Pending => {
                     let next = this.downstream.watch(cx);
-                    if this.stopped(next) {
+                    if this.stopped(next) || this.credit_failed(cx) {
                         return Poll::Ready(());
                     }
                     if this.consumer.take_fresh_wait() {
@@ -663,6 +752,7 @@ impl<T: 'static, S: Subscriber<T>> Future for OutletTask<T, S> {
             }
             let demand = match this.downstream.poll_next(cx) {
                 Next::Emit(n) => n,
+                Next::Wait if this.credit_failed(cx) => return Poll::Ready(()),
                 Next::Wait => return Poll::Pending,
                 next => {
                     this.stopped(next);
