@@ -48,6 +48,14 @@ fn a_panicking_upstream_fails_each_task_operator_naming_it() {
             "timeout",
         ),
         panicked_in::<u64>(retry(panics_on_request, RetryPolicy::new(2)), "retry"),
+        panicked_in::<u64>(
+            panics_on_request().map_async(2, |x: u64| async move { x }),
+            "map_async",
+        ),
+        panicked_in::<u64>(
+            panics_on_request().flat_map(2, |x: u64| source::once(x)),
+            "flat_map",
+        ),
     ]
     .into_iter()
     .flatten()

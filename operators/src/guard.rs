@@ -9,8 +9,10 @@
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures::FutureExt;
+use futures::{FutureExt, Stream, StreamExt};
 use weir_runtime::Error;
 
 /// Runs `f`; a panic comes back as a `Panicked` error (its stage not named yet).
@@ -27,6 +29,44 @@ pub(crate) fn catch_future<F: Future>(future: F) -> impl Future<Output = Result<
     AssertUnwindSafe(future)
         .catch_unwind()
         .map(|polled| polled.map_err(panicked))
+}
+
+/// `stream`, with a panic in any poll turned into its last item: a `Panicked` error naming
+/// `stage`. For an upstream a task operator reads through a stream (`into_stream`), whose
+/// `request` runs a synchronous upstream's code inside the poll.
+pub(crate) fn catch_stream<S>(stream: S, stage: &'static str) -> CatchStream<S> {
+    CatchStream {
+        stream: Some(stream),
+        stage,
+    }
+}
+
+/// See [`catch_stream`].
+pub(crate) struct CatchStream<S> {
+    /// `None` after the panic: the stream ended.
+    stream: Option<S>,
+    stage: &'static str,
+}
+
+impl<S, T> Stream for CatchStream<S>
+where
+    S: Stream<Item = Result<T, Error>> + Unpin,
+{
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match catch(|| stream.poll_next_unpin(cx)) {
+            Ok(polled) => polled,
+            Err(panicked) => {
+                this.stream = None;
+                Poll::Ready(Some(Err(panicked.in_stage(this.stage))))
+            }
+        }
+    }
 }
 
 #[cold]

@@ -68,29 +68,31 @@ where
         let calls = self.calls;
         // Dropped with the stream: counts the outer items still in flight then.
         let in_flight = calls.guard();
-        let inners =
-            into_stream_named(self.upstream, self.concurrency, "flat_map").map(move |item| {
-                let _in_flight = &in_flight;
-                let inner = match item {
-                    Ok(item) => {
-                        calls.taken();
-                        guard::catch(|| f(item)).map_err(|panicked| {
-                            calls.failed();
-                            panicked.in_stage("flat_map")
-                        })
-                    }
-                    Err(error) => Err(error),
-                };
-                match inner {
-                    Ok(inner) => Either::Left(InnerCall {
-                        // The inner publisher's items count once the stage emits them.
-                        stream: into_stream_named(inner, INNER_PREFETCH, "flat_map.inner"),
-                        calls: calls.clone(),
-                        over: false,
-                    }),
-                    Err(error) => Either::Right(stream::once(ready(Err(error)))),
+        // A panic in the upstream (its `request` runs inside the poll) fails the stream naming
+        // this stage.
+        let outer = into_stream_named(self.upstream, self.concurrency, "flat_map");
+        let inners = guard::catch_stream(outer, "flat_map").map(move |item| {
+            let _in_flight = &in_flight;
+            let inner = match item {
+                Ok(item) => {
+                    calls.taken();
+                    guard::catch(|| f(item)).map_err(|panicked| {
+                        calls.failed();
+                        panicked.in_stage("flat_map")
+                    })
                 }
-            });
+                Err(error) => Err(error),
+            };
+            match inner {
+                Ok(inner) => Either::Left(InnerCall {
+                    // The inner publisher's items count once the stage emits them.
+                    stream: into_stream_named(inner, INNER_PREFETCH, "flat_map.inner"),
+                    calls: calls.clone(),
+                    over: false,
+                }),
+                Err(error) => Either::Right(stream::once(ready(Err(error)))),
+            }
+        });
         from_try_stream(inners.flatten_unordered(self.concurrency)).subscribe(subscriber);
     }
 }

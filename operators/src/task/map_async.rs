@@ -93,7 +93,10 @@ where
         // Dropped with the stream: counts the calls still in flight then (cancel, abort).
         let in_flight = account.guard();
         let counted = account.clone();
-        let calls = into_stream_observed(self.upstream, self.metrics).map(move |item| {
+        // A panic in the upstream (its `request` runs inside the poll) fails the stream naming
+        // this stage.
+        let items = guard::catch_stream(into_stream_observed(self.upstream, self.metrics), name);
+        let calls = items.map(move |item| {
             let _in_flight = &in_flight;
             match item {
                 Ok(item) => {
