@@ -73,3 +73,28 @@ async fn a_store_that_gains_items_by_itself_wakes_its_queue() {
     assert_eq!(first.unwrap().unwrap(), 7);
     drop(handle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spilling_queue_reports_the_age_of_its_oldest_item() {
+    let (handle, publisher) =
+        queue::spilling("spilled", Background::default(), WhenStoreFull::Wait).unwrap();
+    let metrics = handle.metrics();
+    assert_eq!(metrics.snapshot().oldest_item_age_ms, None, "empty");
+    for item in 0..3 {
+        handle.try_push(item).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let age = metrics.snapshot().oldest_item_age_ms;
+    assert!(age.is_some_and(|ms| ms >= 40.0), "waited 50 ms: {age:?}");
+    // Taken to the last one: nothing waits any more.
+    let mut items = sink::into_stream(publisher, 4);
+    for expected in 0..3 {
+        assert_eq!(items.next().await.unwrap().unwrap(), expected);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while metrics.snapshot().oldest_item_age_ms.is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(metrics.snapshot().oldest_item_age_ms, None);
+    drop(handle);
+}

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::ages::Ages;
 use super::policy::{Pushed, Refused, SpillStore, StoreRefusal, WhenFull, WhenStoreFull};
 use crate::Error;
 use crate::metrics::{BufferMetrics, Reason};
@@ -23,6 +24,8 @@ pub(super) enum Storage<T> {
     Spilling {
         store: Box<dyn SpillStore<T>>,
         when_full: WhenStoreFull,
+        /// When the items went in, sampled (the store keeps no times).
+        ages: Ages,
     },
 }
 
@@ -119,9 +122,15 @@ impl<T> Shared<T> {
                     }
                 }
             }
-            Storage::Spilling { store, when_full } => match store.push(item) {
+            Storage::Spilling {
+                store,
+                when_full,
+                ages,
+            } => match store.push(item) {
                 Ok(spilled) => {
                     self.metrics.add_in(1);
+                    ages.pushed(now);
+                    self.metrics.set_oldest(ages.oldest());
                     Offer::Accepted(if spilled {
                         Pushed::Spilled
                     } else {

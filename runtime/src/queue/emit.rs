@@ -51,9 +51,13 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
                 // Taken items are held in `self.batch` until the subscriber takes them: they are
                 // counted out below, as it does.
                 match &mut state.storage {
-                    Storage::Spilling { store, .. } => {
-                        if let Err(error) = store.take_into(want, &mut self.batch) {
-                            break Emitted::Done(accepted, Err(error));
+                    Storage::Spilling { store, ages, .. } => {
+                        match store.take_into(want, &mut self.batch) {
+                            Ok(taken) => {
+                                ages.taken(taken as u64);
+                                shared.metrics.set_oldest(ages.oldest());
+                            }
+                            Err(error) => break Emitted::Done(accepted, Err(error)),
                         }
                     }
                     Storage::Memory { items, .. } => {

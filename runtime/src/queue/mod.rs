@@ -27,10 +27,12 @@ use crate::metrics::BufferMetrics;
 use crate::source::{Emitter, Poke};
 use crate::{Error, ErrorKind, Publisher, Subscriber, reject};
 
+mod ages;
 mod core;
 mod emit;
 mod policy;
 
+use self::ages::Ages;
 use self::core::{Shared, Storage, lock};
 use self::emit::{QueueEmit, TAKE_BATCH};
 pub use self::policy::{Pushed, Refused, SpillStore, StoreRefusal, WhenFull, WhenStoreFull};
@@ -90,6 +92,7 @@ pub fn spilling<T: Send + 'static>(
         );
     }
     let storage = Storage::Spilling {
+        ages: Ages::after(store.len()),
         store: Box::new(store),
         when_full,
     };
