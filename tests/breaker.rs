@@ -107,3 +107,59 @@ async fn a_failed_probe_opens_it_again() {
     );
     assert_eq!(breaker.snapshot().opened, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_call_is_dropped_frees_its_place_for_another() {
+    // A service's request handler may be cancelled (a client goes away, a timeout) with a probe
+    // in flight: its outcome is unknown, so the next call probes in its place. Before, the breaker
+    // stayed half-open with no probe left and rejected every call from then on.
+    let breaker = Breaker::new(config());
+    let failing = |x: u32| async move { Err::<u32, _>(x) };
+    let _ = source::from_iter(0..4u32)
+        .circuit_breaker(1, breaker.clone(), failing)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(breaker.snapshot().state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let mut never_finishes = |x: u32| async move {
+        std::future::pending::<()>().await;
+        Ok::<u32, u32>(x)
+    };
+    // Both probes (config: 2) are admitted, then dropped before they finish.
+    drop(breaker.call(&mut never_finishes, 1));
+    drop(breaker.call(&mut never_finishes, 2));
+    assert_eq!(breaker.snapshot().state, BreakerState::HalfOpen);
+    let mut healthy = |x: u32| async move { Ok::<u32, u32>(x) };
+    assert_eq!(breaker.call(&mut healthy, 3).await.unwrap(), 3);
+    assert_eq!(breaker.call(&mut healthy, 4).await.unwrap(), 4);
+    assert_eq!(breaker.snapshot().state, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_whose_call_panics_counts_as_failed() {
+    let breaker = Breaker::new(config());
+    let failing = |x: u32| async move { Err::<u32, _>(x) };
+    let _ = source::from_iter(0..4u32)
+        .circuit_breaker(1, breaker.clone(), failing)
+        .collect()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    let mut panicking = |_: u32| async move {
+        if true {
+            panic!("the service's client broke");
+        }
+        Ok::<u32, u32>(0)
+    };
+    let probe = breaker.call(&mut panicking, 1);
+    let outcome = tokio::spawn(probe).await;
+    assert!(outcome.unwrap_err().is_panic());
+    let snapshot = breaker.snapshot();
+    assert_eq!(
+        snapshot.state,
+        BreakerState::Open,
+        "a failed probe opens it again"
+    );
+    assert_eq!(snapshot.opened, 2);
+}

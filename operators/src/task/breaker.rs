@@ -125,8 +125,42 @@ impl std::fmt::Debug for Breaker {
 
 /// What the breaker says about the next call.
 enum Admit {
-    Call,
+    /// Call; `probe`: as one of the half-open breaker's probes.
+    Call {
+        probe: bool,
+    },
     Reject(Duration),
+}
+
+/// A call in flight: records its outcome when it finishes. A call that ends otherwise still
+/// leaves the breaker usable: one whose future panicked counts as failed, and a probe whose
+/// future was dropped (cancelled: a client went away, a timeout) gives its place back, so that
+/// the next call probes instead (its outcome is unknown; without this a half-open breaker with
+/// every probe dropped would reject every call from then on).
+struct InFlight {
+    breaker: Breaker,
+    probe: bool,
+    recorded: bool,
+}
+
+impl InFlight {
+    fn finish(&mut self, ok: bool) {
+        self.recorded = true;
+        self.breaker.record(ok);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        if std::thread::panicking() {
+            self.breaker.record(false);
+        } else if self.probe {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 impl Breaker {
@@ -146,7 +180,7 @@ impl Breaker {
 
     /// The state and counters now.
     pub fn snapshot(&self) -> BreakerSnapshot {
-        let state = self.machine.lock().unwrap().state;
+        let state = self.lock().state;
         BreakerSnapshot {
             state,
             calls: self.metrics.calls.load(Ordering::Relaxed),
@@ -157,7 +191,7 @@ impl Breaker {
     }
 
     fn admit(&self) -> Admit {
-        let mut m = self.machine.lock().unwrap();
+        let mut m = self.lock();
         if m.state == BreakerState::Open {
             let elapsed = m.opened_at.elapsed();
             if elapsed < m.config.open_for {
@@ -175,14 +209,30 @@ impl Breaker {
             m.probes_left -= 1;
         }
         self.metrics.calls.fetch_add(1, Ordering::Relaxed);
-        Admit::Call
+        Admit::Call {
+            probe: m.state == BreakerState::HalfOpen,
+        }
+    }
+
+    /// A probe ended without an outcome: its place goes to the next call.
+    fn release_probe(&self) {
+        let mut m = self.lock();
+        if m.state == BreakerState::HalfOpen && m.probes_left < m.config.probes.max(1) {
+            m.probes_left += 1;
+        }
+    }
+
+    /// The state machine; a poisoned lock is taken as is (it is only ever held by this file's
+    /// code, which leaves it consistent, and `record` runs while a call's panic unwinds).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn record(&self, ok: bool) {
         if !ok {
             self.metrics.failures.fetch_add(1, Ordering::Relaxed);
         }
-        let mut m = self.machine.lock().unwrap();
+        let mut m = self.lock();
         match m.state {
             BreakerState::HalfOpen if !ok => self.open(&mut m),
             BreakerState::HalfOpen => {
@@ -219,7 +269,8 @@ impl Breaker {
     }
 
     /// Calls `f(item)` through the breaker: a future of the call's result, or an immediate
-    /// rejection while open.
+    /// rejection while open. A call whose future panics counts as failed; a probe whose future is
+    /// dropped before it finishes (its outcome unknown) gives its place to the next call.
     pub fn call<T, U, E, F, Fut>(
         &self,
         f: &mut F,
@@ -236,10 +287,14 @@ impl Breaker {
             Admit::Reject(retry_after) => {
                 Either::Left(ready(Err(Rejected::Open { item, retry_after })))
             }
-            Admit::Call => {
-                let breaker = self.clone();
+            Admit::Call { probe } => {
+                let mut in_flight = InFlight {
+                    breaker: self.clone(),
+                    probe,
+                    recorded: false,
+                };
                 Either::Right(f(item).map(move |result| {
-                    breaker.record(result.is_ok());
+                    in_flight.finish(result.is_ok());
                     result.map_err(Rejected::Failed)
                 }))
             }
