@@ -81,9 +81,8 @@ async fn opens_rejects_fast_probes_and_closes() {
     assert_eq!(breaker.snapshot().state, BreakerState::Closed);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_probe_opens_it_again() {
-    let breaker = Breaker::new(config());
+/// Four failed calls: the breaker opens.
+async fn open(breaker: &Breaker) {
     let failing = |x: u32| async move { Err::<u32, _>(x) };
     let _ = source::from_iter(0..4u32)
         .circuit_breaker(1, breaker.clone(), failing)
@@ -91,6 +90,13 @@ async fn a_failed_probe_opens_it_again() {
         .await
         .unwrap();
     assert_eq!(breaker.snapshot().state, BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_opens_it_again() {
+    let breaker = Breaker::new(config());
+    let failing = |x: u32| async move { Err::<u32, _>(x) };
+    open(&breaker).await;
     tokio::time::sleep(Duration::from_millis(1_001)).await;
     let out = source::from_iter(0..3u32)
         .circuit_breaker(1, breaker.clone(), failing)
@@ -114,13 +120,7 @@ async fn a_probe_whose_call_is_dropped_frees_its_place_for_another() {
     // in flight: its outcome is unknown, so the next call probes in its place. Before, the breaker
     // stayed half-open with no probe left and rejected every call from then on.
     let breaker = Breaker::new(config());
-    let failing = |x: u32| async move { Err::<u32, _>(x) };
-    let _ = source::from_iter(0..4u32)
-        .circuit_breaker(1, breaker.clone(), failing)
-        .collect()
-        .await
-        .unwrap();
-    assert_eq!(breaker.snapshot().state, BreakerState::Open);
+    open(&breaker).await;
     tokio::time::sleep(Duration::from_millis(1_001)).await;
     let mut never_finishes = |x: u32| async move {
         std::future::pending::<()>().await;
@@ -139,12 +139,7 @@ async fn a_probe_whose_call_is_dropped_frees_its_place_for_another() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_call_panics_counts_as_failed() {
     let breaker = Breaker::new(config());
-    let failing = |x: u32| async move { Err::<u32, _>(x) };
-    let _ = source::from_iter(0..4u32)
-        .circuit_breaker(1, breaker.clone(), failing)
-        .collect()
-        .await
-        .unwrap();
+    open(&breaker).await;
     tokio::time::sleep(Duration::from_millis(1_001)).await;
     let mut panicking = |_: u32| async move {
         if true {
