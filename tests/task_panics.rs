@@ -56,6 +56,14 @@ fn a_panicking_upstream_fails_each_task_operator_naming_it() {
             panics_on_request().flat_map(2, |x: u64| source::once(x)),
             "flat_map",
         ),
+        panicked_in::<u64>(
+            source::from_iter(0..3u64).flat_map(2, |_| panics_on_request::<u64>()),
+            "flat_map",
+        ),
+        panicked_in::<u64>(
+            source::from_iter(0..3u64).flat_map(2, |_| PanicsOnSubscribe),
+            "flat_map",
+        ),
     ]
     .into_iter()
     .flatten()
@@ -175,4 +183,13 @@ fn a_panic_in_the_upstream_a_boundary_drives_fails_its_stream() {
         error.to_string(),
         "stage `hop`: panicked: upstream exploded"
     );
+}
+
+/// A publisher whose `subscribe` panics (a hand-written inner publisher of `flat_map`).
+struct PanicsOnSubscribe;
+
+impl weir::runtime::Publisher<u64> for PanicsOnSubscribe {
+    fn subscribe<S: weir::runtime::Subscriber<u64>>(self, _: S) {
+        panic!("upstream exploded");
+    }
 }

@@ -73,20 +73,24 @@ where
         let outer = into_stream_named(self.upstream, self.concurrency, "flat_map");
         let inners = guard::catch_stream(outer, "flat_map").map(move |item| {
             let _in_flight = &in_flight;
+            // `f`, and the inner publisher's `subscribe` (user code too), under the guard: a
+            // panic fails the stream naming the stage, the item counted as failed.
             let inner = match item {
                 Ok(item) => {
                     calls.taken();
-                    guard::catch(|| f(item)).map_err(|panicked| {
-                        calls.failed();
-                        panicked.in_stage("flat_map")
-                    })
+                    guard::catch(|| into_stream_named(f(item), INNER_PREFETCH, "flat_map.inner"))
+                        .map_err(|panicked| {
+                            calls.failed();
+                            panicked.in_stage("flat_map")
+                        })
                 }
                 Err(error) => Err(error),
             };
             match inner {
                 Ok(inner) => Either::Left(InnerCall {
-                    // The inner publisher's items count once the stage emits them.
-                    stream: into_stream_named(inner, INNER_PREFETCH, "flat_map.inner"),
+                    // The inner publisher's items count once the stage emits them; a panic in
+                    // its `request` (inside the poll) ends it as failed.
+                    stream: guard::catch_stream(inner, "flat_map"),
                     calls: calls.clone(),
                     over: false,
                 }),
