@@ -655,3 +655,31 @@ async fn live_picture_and_snapshot() {
     running.drain(Duration::from_secs(1)).await.unwrap();
     assert_eq!(running.snapshot().stage("store").unwrap().items, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_whose_build_code_panics_fails_the_pipeline_naming_it() {
+    let mut p = Pipeline::builder("broken");
+    let numbers = p.source("numbers", source::from_iter(0..10u64));
+    let bug = AtomicU64::new(1);
+    let kept = p.stage("work", &numbers, move |xs| {
+        if bug.load(Ordering::Relaxed) == 1 {
+            panic!("a bug in the stage's wiring");
+        }
+        xs
+    });
+    let (_, sink) = collector();
+    p.sink("out", &kept, sink);
+    // `start` runs the stages' build code: a panic there is the pipeline's failure, not an
+    // unwind out of `start`.
+    let running = p.build().unwrap().start().unwrap();
+    match running.await {
+        Err(PipelineError::Failed { stage, error, .. }) => {
+            assert_eq!(stage, "work");
+            assert_eq!(
+                error.to_string(),
+                "stage `work`: panicked: a bug in the stage's wiring"
+            );
+        }
+        other => panic!("expected the stage's failure, got {other:?}"),
+    }
+}

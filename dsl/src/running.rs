@@ -110,7 +110,8 @@ pub(crate) fn launch(
 ) -> (Arc<Running>, JoinHandle<Result<(), PipelineError>>) {
     let _entered = runtime.enter();
     let span = tracing::info_span!("pipeline", pipeline = %name);
-    let wired = wiring::wire(&name, &nodes, &mut builds, &span);
+    let mut wired = wiring::wire(&name, &nodes, &mut builds, &span);
+    let build_failure = wired.build_failure.take();
     let running = Arc::new(Running {
         name,
         nodes,
@@ -153,34 +154,41 @@ pub(crate) fn launch(
         })
         .collect();
     let join = runtime.spawn(tracing::Instrument::instrument(
-        supervise(running.clone(), tasks),
+        supervise(running.clone(), tasks, build_failure),
         span,
     ));
     (running, join)
 }
 
+/// Awaits the sinks' tasks (or the abort) and resolves with the pipeline's result; a stage whose
+/// build code panicked (`build_failure`) is the result at once.
 async fn supervise(
     running: Arc<Running>,
     sinks: Vec<(usize, JoinHandle<Result<(), Error>>)>,
+    build_failure: Option<(usize, Error)>,
 ) -> Result<(), PipelineError> {
     let mut pending: FuturesUnordered<_> = sinks
         .into_iter()
         .map(|(node, join)| async move { (node, join.await) })
         .collect();
-    let outcome = loop {
-        tokio::select! {
-            biased;
-            () = running.lifecycle.abort.notified() => {
-                break Err(PipelineError::Aborted { pipeline: running.name.clone() });
-            }
-            next = pending.next() => match next {
-                None => break Ok(()),
-                Some((_, Ok(Ok(())))) => {}
-                Some((node, Ok(Err(error)))) => break Err(running.failed(node, error)),
-                Some((node, Err(join_error))) => {
-                    break Err(running.failed(node, Error::msg(join_error)));
+    let outcome = if let Some((node, error)) = build_failure {
+        Err(running.failed(node, error))
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                () = running.lifecycle.abort.notified() => {
+                    break Err(PipelineError::Aborted { pipeline: running.name.clone() });
                 }
-            },
+                next = pending.next() => match next {
+                    None => break Ok(()),
+                    Some((_, Ok(Ok(())))) => {}
+                    Some((node, Ok(Err(error)))) => break Err(running.failed(node, error)),
+                    Some((node, Err(join_error))) => {
+                        break Err(running.failed(node, Error::msg(join_error)));
+                    }
+                },
+            }
         }
     };
     match &outcome {

@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -166,6 +167,8 @@ pub(crate) struct Wiring<'g> {
 
 /// What wiring a whole graph produced.
 pub(crate) struct Wired {
+    /// A stage whose build code panicked, with the error: nothing runs (no sink subscribes).
+    pub(crate) build_failure: Option<(usize, Error)>,
     pub(crate) failures: Arc<Failures>,
     pub(crate) stages: Vec<StageCounters>,
     pub(crate) buffers: Vec<BufferProbe>,
@@ -207,14 +210,27 @@ pub(crate) fn wire(
         sinks: Vec::new(),
         spills: Vec::new(),
     };
+    let mut build_failure = None;
     for index in graph::topological_order(nodes) {
         if let Some(build) = builds[index].take() {
             let span = wiring.stages[index].span.clone();
             let scope = wiring.stages[index].scope.clone();
-            span.in_scope(|| scope.enter(|| build(&mut wiring)));
+            // The authors' stage closures run here: a panic is that stage's failure (the
+            // pipeline's result), not an unwind out of `start`. Nothing was subscribed yet
+            // (sinks subscribe in their tasks), so nothing runs.
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                span.in_scope(|| scope.enter(|| build(&mut wiring)))
+            }));
+            if let Err(payload) = built {
+                let error = Error::panicked(payload.as_ref()).in_stage(nodes[index].name.clone());
+                build_failure = Some((index, error));
+                wiring.sinks.clear();
+                break;
+            }
         }
     }
     Wired {
+        build_failure,
         failures,
         stages: wiring.stages,
         buffers: wiring.buffers,
