@@ -5,6 +5,7 @@
 
 mod nats_support;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -675,4 +676,53 @@ async fn consumer_lag_makes_a_dsl_pipeline_not_ready() {
     );
     stop.stop();
     let _ = running.drain(Duration::from_secs(10)).await;
+}
+
+/// An item whose conversion to a message panics on the third one (a user's `Outgoing`).
+struct Brittle(u32);
+
+impl weir_nats::sink::Outgoing for Brittle {
+    fn into_outgoing(self) -> (OutMessage, weir_nats::delivery::Ack) {
+        if self.0 == 2 {
+            panic!("cannot encode item {}", self.0);
+        }
+        (
+            OutMessage::new(self.0.to_string()),
+            weir_nats::delivery::Ack::detached(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_outgoing_fails_the_sink_naming_it_and_stops_the_upstream() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "BRITTLE", &["brittle"]).await;
+    let sink = JetStreamSink::bind(&js, SinkConfig::new("brittle", "BRITTLE", "brittle"))
+        .await
+        .unwrap();
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let items = source::from_iter((0..1_000_000u32).map(Brittle)).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let error = tokio::time::timeout(Duration::from_secs(20), sink.run(items))
+        .await
+        .expect("the sink's outcome")
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "stage `brittle`: panicked: cannot encode item 2"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped_at = pulled.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        pulled.load(Ordering::Relaxed),
+        stopped_at,
+        "the upstream was cancelled"
+    );
+    assert!(stopped_at < 1_000_000);
 }

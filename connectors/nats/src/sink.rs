@@ -19,6 +19,7 @@
 //! misconfiguration is a clear error at start ([`NatsError::StreamNotFound`],
 //! [`NatsError::SubjectNotBound`]) rather than a timeout later.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -457,8 +458,16 @@ async fn publish_all<T: Outgoing>(
                         let error = Error::new(ErrorKind::DemandExceeded);
                         break Err(error.in_stage(sink.0.config.name.clone()));
                     }
-                    let sink = sink.clone();
-                    in_flight.push(async move { sink.send(item).await });
+                    // `into_outgoing` is the user's code: a panic fails the sink, named, like a
+                    // failed publish (the upstream is cancelled below).
+                    let (sink, named) = (sink.clone(), sink.clone());
+                    let send = AssertUnwindSafe(async move { sink.send(item).await });
+                    in_flight.push(send.catch_unwind().map(move |sent| {
+                        sent.unwrap_or_else(|payload| {
+                            let error = Error::panicked(payload.as_ref());
+                            Err(error.in_stage(named.0.config.name.as_str()))
+                        })
+                    }));
                 }
                 Some(Event::Failed(error)) => upstream = Some(Err(error)),
                 Some(Event::Completed) | None => upstream = Some(Ok(())),
