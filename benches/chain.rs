@@ -4,6 +4,8 @@
 //! and the same chain over `futures::StreamExt`.
 //! Target (issue 2): weir within 1.5x of `iterator` and no slower than `futures_stream`.
 
+mod probe;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -87,19 +89,13 @@ criterion_group!(benches, chain);
 /// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
 /// the difference between two item counts, divided by their difference, is the cost per item.
 fn main() {
-    let Ok(probe) = std::env::var("WEIR_CHAIN_PROBE") else {
+    let Some((variant, n)) = probe::requested("WEIR_CHAIN_PROBE") else {
         benches();
         Criterion::default().configure_from_args().final_summary();
         return;
     };
-    let n = std::env::var("WEIR_CHAIN_PROBE_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let sum = match probe.as_str() {
+    let runtime = probe::runtime();
+    let sum = match variant.as_str() {
         "weir" => weir(&runtime, black_box(n)).expect("stream"),
         "iterator" => iterator(black_box(n)),
         "iterator_blocks" => {
@@ -107,5 +103,5 @@ fn main() {
         }
         other => panic!("WEIR_CHAIN_PROBE: `{other}` is not weir, iterator or iterator_blocks"),
     };
-    println!("{probe}: {n} items, sum {sum}");
+    println!("{variant}: {n} items, sum {sum}");
 }

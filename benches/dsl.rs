@@ -10,6 +10,8 @@
 //! (`chain` for the operator chain); the difference between two item counts, divided by their
 //! difference, is the cost per item.
 
+mod probe;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,23 +80,16 @@ async fn pipeline(n: u64) -> u64 {
 criterion_group!(benches, dsl);
 
 fn main() {
-    let Ok(probe) = std::env::var("WEIR_DSL_PROBE") else {
+    let Some((variant, n)) = probe::requested("WEIR_DSL_PROBE") else {
         benches();
         Criterion::default().configure_from_args().final_summary();
         return;
     };
-    let n = std::env::var("WEIR_DSL_PROBE_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let sum = match probe.as_str() {
+    let runtime = probe::runtime();
+    let sum = match variant.as_str() {
         "chain" => runtime.block_on(chain(n)),
         "dsl" => runtime.block_on(pipeline(n)),
         other => panic!("WEIR_DSL_PROBE={other}: use `chain` or `dsl`"),
     };
-    println!("{probe} {n}: {sum}");
+    println!("{variant} {n}: {sum}");
 }

@@ -3,6 +3,8 @@
 //! Instruction counts: the probe mode at the end of the file.
 //! Target (issue 3): weir within 1.5x of `iterator`.
 
+mod probe;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -83,23 +85,16 @@ criterion_group!(benches, operators);
 /// `valgrind --tool=callgrind target/release/deps/operators-<hash>`; the difference between two
 /// item counts, divided by their difference, is the cost per item.
 fn main() {
-    let Ok(probe) = std::env::var("WEIR_OPERATORS_PROBE") else {
+    let Some((variant, n)) = probe::requested("WEIR_OPERATORS_PROBE") else {
         benches();
         Criterion::default().configure_from_args().final_summary();
         return;
     };
-    let n = std::env::var("WEIR_OPERATORS_PROBE_ITEMS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sum = match probe.as_str() {
+    let runtime = probe::runtime();
+    let sum = match variant.as_str() {
         "weir" => runtime.block_on(weir(black_box(n))),
         "iterator" => iterator(black_box(n)),
         other => panic!("WEIR_OPERATORS_PROBE: `{other}` is not weir or iterator"),
     };
-    println!("{probe}: {n} items, sum {sum}");
+    println!("{variant}: {n} items, sum {sum}");
 }
