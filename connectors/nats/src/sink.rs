@@ -460,14 +460,14 @@ async fn publish_all<T: Outgoing>(
                     }
                     // `into_outgoing` is the user's code: a panic fails the sink, named, like a
                     // failed publish (the upstream is cancelled below).
-                    let (sink, named) = (sink.clone(), sink.clone());
-                    let send = AssertUnwindSafe(async move { sink.send(item).await });
-                    in_flight.push(send.catch_unwind().map(move |sent| {
+                    let sink = sink.clone();
+                    in_flight.push(async move {
+                        let sent = AssertUnwindSafe(sink.send(item)).catch_unwind().await;
                         sent.unwrap_or_else(|payload| {
                             let error = Error::panicked(payload.as_ref());
-                            Err(error.in_stage(named.0.config.name.as_str()))
+                            Err(error.in_stage(sink.0.config.name.as_str()))
                         })
-                    }));
+                    });
                 }
                 Some(Event::Failed(error)) => upstream = Some(Err(error)),
                 Some(Event::Completed) | None => upstream = Some(Ok(())),

@@ -123,18 +123,16 @@ impl Writer {
         let encoded = catch_unwind(AssertUnwindSafe(|| {
             postcard::serialize_with_flavor(item, Tail(&mut *out))
         }));
-        match encoded {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                out.truncate(start);
-                return Err(SpillError::Encode(error));
-            }
-            Err(payload) => {
-                out.truncate(start);
-                return Err(SpillError::EncodePanicked(
-                    weir_runtime::Error::panic_message(payload.as_ref()),
-                ));
-            }
+        let refused = match encoded {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(SpillError::Encode(error)),
+            Err(payload) => Some(SpillError::EncodePanicked(
+                weir_runtime::Error::panic_message(payload.as_ref()),
+            )),
+        };
+        if let Some(error) = refused {
+            out.truncate(start);
+            return Err(error);
         }
         let size = out.len() - start - FRAME_HEADER_LEN as usize;
         if size > config.max_record_bytes as usize {
