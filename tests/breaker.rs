@@ -81,8 +81,8 @@ async fn opens_rejects_fast_probes_and_closes() {
     assert_eq!(breaker.snapshot().state, BreakerState::Closed);
 }
 
-/// Four failed calls: the breaker opens.
-async fn open(breaker: &Breaker) {
+/// Four failed calls open the breaker; then its open time passes: the next call probes.
+async fn open_until_probing(breaker: &Breaker) {
     let failing = |x: u32| async move { Err::<u32, _>(x) };
     let _ = source::from_iter(0..4u32)
         .circuit_breaker(1, breaker.clone(), failing)
@@ -90,14 +90,14 @@ async fn open(breaker: &Breaker) {
         .await
         .unwrap();
     assert_eq!(breaker.snapshot().state, BreakerState::Open);
+    tokio::time::sleep(Duration::from_millis(1_001)).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_opens_it_again() {
     let breaker = Breaker::new(config());
     let failing = |x: u32| async move { Err::<u32, _>(x) };
-    open(&breaker).await;
-    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    open_until_probing(&breaker).await;
     let out = source::from_iter(0..3u32)
         .circuit_breaker(1, breaker.clone(), failing)
         .collect()
@@ -120,8 +120,7 @@ async fn a_probe_whose_call_is_dropped_frees_its_place_for_another() {
     // in flight: its outcome is unknown, so the next call probes in its place. Before, the breaker
     // stayed half-open with no probe left and rejected every call from then on.
     let breaker = Breaker::new(config());
-    open(&breaker).await;
-    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    open_until_probing(&breaker).await;
     let mut never_finishes = |x: u32| async move {
         std::future::pending::<()>().await;
         Ok::<u32, u32>(x)
@@ -139,8 +138,7 @@ async fn a_probe_whose_call_is_dropped_frees_its_place_for_another() {
 #[tokio::test(start_paused = true)]
 async fn a_probe_whose_call_panics_counts_as_failed() {
     let breaker = Breaker::new(config());
-    open(&breaker).await;
-    tokio::time::sleep(Duration::from_millis(1_001)).await;
+    open_until_probing(&breaker).await;
     let mut panicking = |_: u32| async move {
         if true {
             panic!("the service's client broke");
