@@ -224,42 +224,68 @@ impl<T> Producer<T> {
 
     /// Writes items pulled from `items` until `max` were written, the ring is full or `items` runs out
     /// (it never pulls after a `None`, nor an item it cannot store). Returns how many were written
-    /// and whether `items` ran out. The loop keeps the positions in registers: the fast path for
-    /// bursts.
+    /// and whether `items` ran out. A loop of `next` inside [`push_with`](Self::push_with).
     #[inline(always)]
     pub fn push_from<I: Iterator<Item = T>>(&mut self, items: &mut I, max: usize) -> (usize, bool) {
+        self.push_with(max, |writer| {
+            while writer.room() > 0 {
+                let Some(item) = items.next() else {
+                    return true;
+                };
+                if writer.write(item).is_err() {
+                    unreachable!("a slot was free");
+                }
+            }
+            false
+        })
+    }
+
+    /// Lets `fill` write up to `max` items, or fewer if the ring has less room ([`Writer::room`]),
+    /// then makes them visible as [`push`](Self::push) does. Returns how many were written and
+    /// what `fill` returned. The writer keeps the positions in registers: the fast path for a
+    /// burst whose source runs the loop and hands each item to a closure.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer, _credit) = weir_lockfree::ring::ring::<u32>(4);
+    /// let (written, ()) = producer.push_with(8, |writer| {
+    ///     for item in 1..=10 {
+    ///         if writer.write(item).is_err() {
+    ///             break; // no room: `item` came back (4 slots)
+    ///         }
+    ///     }
+    /// });
+    /// producer.publish();
+    /// assert_eq!(written, 4);
+    /// assert_eq!(consumer.drain().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    /// ```
+    #[inline(always)]
+    pub fn push_with<R>(
+        &mut self,
+        max: usize,
+        fill: impl FnOnce(&mut Writer<'_, T>) -> R,
+    ) -> (usize, R) {
         let mut free = self.capacity - self.tail.wrapping_sub(self.head_seen);
         if free < max {
             self.head_seen = self.shared.head.load(Ordering::Acquire);
             free = self.capacity - self.tail.wrapping_sub(self.head_seen);
         }
         let start = self.tail;
-        let end = start.wrapping_add(free.min(max));
-        // The slots and the mask in locals: a write into a slot could, for all the compiler knows,
-        // change `Shared`'s fields, which would otherwise be read again per item.
-        let slots: &[UnsafeCell<MaybeUninit<T>>] = &self.shared.slots;
-        let mask = self.shared.mask;
-        let mut tail = start;
-        let mut ran_out = false;
-        while tail != end {
-            let Some(item) = items.next() else {
-                ran_out = true;
-                break;
-            };
-            // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two.
-            let slot = unsafe { slots.get_unchecked(tail & mask) };
-            slot.with_mut(|slot| {
-                // SAFETY: the slot is free (checked against the consumer's head above).
-                unsafe { (*slot).write(item) };
-            });
-            tail = tail.wrapping_add(1);
-        }
+        // The slots and the mask in the writer: a write into a slot could, for all the compiler
+        // knows, change `Shared`'s fields, which would otherwise be read again per item.
+        let mut writer = Writer {
+            slots: &self.shared.slots,
+            mask: self.shared.mask,
+            tail: start,
+            end: start.wrapping_add(free.min(max)),
+        };
+        let filled = fill(&mut writer);
+        let tail = writer.tail;
         self.tail = tail;
         self.shared.written.store(tail, Ordering::Release);
         if tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
             self.expose();
         }
-        (tail.wrapping_sub(start), ran_out)
+        (tail.wrapping_sub(start), filled)
     }
 
     /// Makes every pushed item visible to a running consumer, without waking a waiting one.
@@ -330,6 +356,48 @@ impl<T> Producer<T> {
     #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+/// Writes into the free slots a [`Producer::push_with`] reserved.
+pub struct Writer<'a, T> {
+    slots: &'a [UnsafeCell<MaybeUninit<T>>],
+    mask: usize,
+    tail: usize,
+    /// One past the last reserved slot.
+    end: usize,
+}
+
+impl<T> Writer<'_, T> {
+    /// How many more items fit.
+    #[inline(always)]
+    pub fn room(&self) -> usize {
+        self.end.wrapping_sub(self.tail)
+    }
+
+    /// Writes `item` into the next reserved slot, or gives it back if none is left.
+    #[inline(always)]
+    pub fn write(&mut self, item: T) -> Result<(), T> {
+        if self.tail == self.end {
+            return Err(item);
+        }
+        // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two.
+        let slot = unsafe { self.slots.get_unchecked(self.tail & self.mask) };
+        slot.with_mut(|slot| {
+            // SAFETY: the slot is free: `push_with` reserved it against the consumer's head, and
+            // only the producer writes (the writer borrows it mutably).
+            unsafe { (*slot).write(item) };
+        });
+        self.tail = self.tail.wrapping_add(1);
+        Ok(())
+    }
+}
+
+impl<T> fmt::Debug for Writer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("room", &self.room())
+            .finish()
     }
 }
 
