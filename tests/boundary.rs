@@ -128,6 +128,53 @@ fn an_upstream_that_ignores_demand_is_stopped_with_a_clear_error() {
     assert_eq!(snapshot.dropped["cancelled"], 8, "{snapshot:?}");
 }
 
+/// A burst whose `feed` ignores its `max` and hands over everything it has.
+struct Greedy(std::ops::Range<u32>);
+
+impl Iterator for Greedy {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        self.0.next()
+    }
+}
+
+impl weir::runtime::Burst for Greedy {
+    fn feed<F: FnMut(u32) -> bool>(&mut self, _max: u64, mut f: F) -> u64 {
+        let mut handed = 0;
+        for item in self.0.by_ref() {
+            handed += 1;
+            if !f(item) {
+                break;
+            }
+        }
+        handed
+    }
+}
+
+#[test]
+fn a_burst_that_hands_over_more_than_its_demand_is_stopped_with_a_clear_error() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let (mut inlet, outlet) = boundary::processor::<u32>(BoundaryConfig::new("hop", 4).unwrap());
+    let metrics = outlet.metrics();
+    let (subscriber, recorder) = probe::<u32>();
+    outlet.subscribe(subscriber);
+    inlet.on_subscribe(weir::runtime::Subscription::noop());
+    let mut items = Greedy(0..10);
+    // One item asked for: the burst hands over a second one, which the ring had room for.
+    assert_eq!(inlet.try_on_next_iter(&mut items, 1), 1);
+    recorder.request(100);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
+    assert_eq!(error.stage(), Some("hop"));
+    assert_eq!(recorder.items(), vec![0]);
+    // The one beyond the demand is counted; the rest is still the publisher's.
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.items_out, 1, "{snapshot:?}");
+    assert_eq!(snapshot.dropped["cancelled"], 1, "{snapshot:?}");
+    assert_eq!(items.next(), Some(2));
+}
+
 #[test]
 fn a_second_subscriber_to_an_outlet_gets_a_clear_error() {
     let rt = runtime();

@@ -117,6 +117,66 @@ fn ledger_a_fallible_sink_fails_the_pipeline_naming_the_stage() {
     });
 }
 
+/// A fused filter and `take` in one burst: the filter counts exactly the items it dropped, `take`
+/// ends the burst at its last item, and the source emits no more than was pulled.
+#[test]
+fn ledger_a_burst_through_a_filter_and_take_counts_every_item_it_pulled() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("burst");
+        let numbers = p.source("numbers", source::from_iter(0..100_000u64));
+        let kept = p.stage("kept", &numbers, |n| n.filter(|n| n % 3 != 0).take(1_000));
+        let stored = Arc::new(AtomicU64::new(0));
+        let count = stored.clone();
+        p.sink("store", &kept, move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        (&mut running).await.unwrap();
+        let snapshot = running.snapshot();
+        // The 1,000th item kept is 1,499: 1,500 pulled, the 500 multiples of 3 among them dropped.
+        assert_eq!(snapshot.stage("numbers").unwrap().items, 1_500);
+        let kept = snapshot.stage("kept").unwrap().ledger;
+        assert_eq!(kept.by_reason[Reason::Filtered], 500, "{kept}");
+        assert_eq!(kept.delivered, 1_000, "{kept}");
+        assert_eq!(stored.load(Ordering::SeqCst), 1_000);
+        let books = snapshot.ledger();
+        assert!(books.balances(), "{books}");
+    });
+}
+
+/// A sink that fails in the middle of a burst coming through a filter: the filter stops pulling
+/// there, and every item pulled is in exactly one account.
+#[test]
+fn ledger_a_sink_failing_mid_burst_behind_a_filter_leaves_the_books_balanced() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("burst");
+        let numbers = p.source("numbers", source::from_iter(0..100_000u64));
+        let kept = p.stage("kept", &numbers, |n| n.filter(|n| n % 3 != 0));
+        p.sink("store", &kept, |n: u64| {
+            if n == 50_000 {
+                Err(std::io::Error::other("disk full"))
+            } else {
+                Ok(())
+            }
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        let error = (&mut running).await.unwrap_err();
+        assert_eq!(error.stage(), Some("store"));
+        let snapshot = running.snapshot();
+        for stage in &snapshot.stages {
+            assert!(stage.ledger.balances(), "{}: {}", stage.name, stage.ledger);
+        }
+        let store = snapshot.stage("store").unwrap().ledger;
+        // 50,000 is the 33,334th item kept: the ones before it stored, it failed.
+        assert_eq!(store.delivered, 33_333, "{store}");
+        assert_eq!(store.by_reason[Reason::Failed], 1, "{store}");
+        let books = snapshot.ledger();
+        assert!(books.balances(), "{books}");
+    });
+}
+
 /// Every stage's books and the graph's balance after a run: an ingress that rejects, a source, a
 /// merge, a filtering stage, a boundary and a sink.
 #[test]

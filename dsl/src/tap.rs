@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
-use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber, Subscription};
+use weir_runtime::{BoxPublisher, Burst, Error, Publisher, Subscriber, Subscription};
 
 /// The first error seen on any stage's output, with that stage.
 #[derive(Debug, Default)]
@@ -142,7 +142,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         // Count what the stage pulled (received), not what it accepted.
         let mut counted = Pulled { items, pulled: 0 };
@@ -292,6 +292,29 @@ struct UntilHalted<'a, I> {
     halted: &'a AtomicBool,
 }
 
+impl<I: Burst> Burst for Pulled<'_, I> {
+    #[inline(always)]
+    fn feed<F: FnMut(I::Item) -> bool>(&mut self, max: u64, f: F) -> u64 {
+        let handed = self.items.feed(max, f);
+        self.pulled += handed;
+        handed
+    }
+}
+
+impl<I: Burst> Burst for UntilHalted<'_, I> {
+    /// Looks at the flag before the first item and after each: nothing more is taken once the
+    /// sink is halted.
+    #[inline(always)]
+    fn feed<F: FnMut(I::Item) -> bool>(&mut self, max: u64, mut f: F) -> u64 {
+        let halted = self.halted;
+        if halted.load(Ordering::Acquire) {
+            return 0;
+        }
+        self.items
+            .feed(max, |item| f(item) && !halted.load(Ordering::Acquire))
+    }
+}
+
 impl<I: Iterator> Iterator for UntilHalted<'_, I> {
     type Item = I::Item;
 
@@ -344,7 +367,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for SinkSubscriber<S> {
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         let _busy = Busy::enter(&self.in_call, &self.halted);
         let mut guarded = UntilHalted {

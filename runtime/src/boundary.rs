@@ -32,7 +32,7 @@ use weir_lockfree::WakeSlot;
 use weir_lockfree::ring::{self, Consumer, Credit, Producer, Readable};
 
 use crate::metrics::BufferMetrics;
-use crate::protocol::ErasedSubscriber;
+use crate::protocol::{Burst, ErasedSubscriber};
 use crate::recheck::Recheck;
 use crate::task::{Next, TaskSubscription};
 use crate::{Error, ErrorKind, Publisher, Subscriber, Subscription, reject};
@@ -386,6 +386,20 @@ impl<T> Inlet<T> {
         self.announce();
     }
 
+    /// The upstream handed over `item` beyond the room it was granted: dropped, counted like
+    /// the ones it still sends after this failure, and the stream fails. Inlined for the same
+    /// reason as `checkpoint_reached` (`#[cold]` measured 0.5 instructions per item more in the
+    /// `operators` bench).
+    #[inline(always)]
+    fn demand_exceeded(&mut self, item: T) {
+        drop(item);
+        self.channel
+            .metrics
+            .record_shed(crate::metrics::Reason::Cancelled);
+        let error = Error::new(ErrorKind::DemandExceeded).in_stage(self.channel.name.clone());
+        self.finish(Err(error));
+    }
+
     /// Publishes every pushed item and wakes the consumer if it waits.
     #[inline]
     fn announce(&mut self) {
@@ -439,20 +453,45 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         let mut accepted = 0u64;
         while accepted < limit && !self.done {
             let pushed = self.producer.pushed();
             let until_checkpoint = self.checkpoint.saturating_sub(pushed).max(1);
             let want = ((limit - accepted) as usize).min(until_checkpoint);
-            let (written, ran_out) = self.producer.push_from(items, want);
+            // The burst runs the loop and hands each item to the ring's writer. An item the
+            // writer has no slot for (a burst handing over more than asked) comes back here.
+            let mut refused = None;
+            let (written, (handed, room)) = self.producer.push_with(want, |writer| {
+                let room = writer.room() as u64;
+                let handed = items.feed(room, |item| match writer.write(item) {
+                    Ok(()) => true,
+                    Err(item) => {
+                        refused = Some(item);
+                        false
+                    }
+                });
+                (handed, room)
+            });
             accepted += written as u64;
             if self.producer.pushed() >= self.checkpoint {
                 self.checkpoint_reached();
             }
-            if ran_out {
-                return accepted;
+            if let Some(item) = refused {
+                if accepted == limit {
+                    // The burst handed over more than the demand it was asked to fill.
+                    self.demand_exceeded(item);
+                    return accepted;
+                }
+                // Within the demand (the writer was short of it only for a checkpoint): pushed
+                // on its own, or refused there if the ring is full.
+                self.on_next(item);
+                accepted += 1;
+                continue;
+            }
+            if handed < room {
+                return accepted; // the burst ran out
             }
             if written < want {
                 // The ring is full although the upstream was granted room: it ignored demand.
@@ -490,14 +529,7 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             return;
         }
         if let Err(refused) = self.producer.push(item) {
-            // Dropped like the ones the upstream still sends after this failure: counted.
-            drop(refused);
-            self.channel
-                .metrics
-                .record_shed(crate::metrics::Reason::Cancelled);
-            let error = Error::new(ErrorKind::DemandExceeded).in_stage(self.channel.name.clone());
-            self.finish(Err(error));
-            return;
+            return self.demand_exceeded(refused);
         }
         if self.producer.pushed() >= self.checkpoint {
             self.checkpoint_reached();

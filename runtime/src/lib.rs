@@ -47,6 +47,6 @@ mod task;
 
 pub use error::{Error, ErrorKind};
 pub use protocol::{
-    BoxPublisher, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject,
+    BoxPublisher, Burst, Processor, Publisher, RawSubscription, Subscriber, Subscription, reject,
 };
 pub use weir_lockfree::Demand;

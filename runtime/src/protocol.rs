@@ -72,18 +72,24 @@ pub trait Subscriber<T>: Send + 'static {
     /// accepted. It returns less than `limit` only when `items` ran out (it never pulls after a
     /// `None`). Publishers that hold items call it instead of a loop of `try_on_next`, so that a
     /// subscriber can move a burst with its state in registers (a boundary writes its ring this way);
-    /// operators wrap `items` in an adapter and pass the call on. The default is the plain loop.
+    /// operators wrap `items` in an adapter and pass the call on. Subscribers take the items with
+    /// [`Burst::feed`], which runs the whole fused chain as one loop. The default is that loop
+    /// around [`try_on_next`](Subscriber::try_on_next).
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
         Self: Sized,
     {
         let mut accepted = 0;
         while accepted < limit {
-            match items.next() {
-                Some(item) => accepted += u64::from(self.try_on_next(item)),
-                None => break,
+            let want = limit - accepted;
+            let handed = items.feed(want, |item| {
+                accepted += u64::from(self.try_on_next(item));
+                true
+            });
+            if handed < want {
+                break; // ran out
             }
         }
         accepted
@@ -124,6 +130,70 @@ impl<T, S: Subscriber<T> + ?Sized> Subscriber<T> for Box<S> {
         (**self).on_flush()
     }
 }
+
+/// The items of one burst, as [`Subscriber::try_on_next_iter`] receives them: an iterator that
+/// can also hand its items to a closure in a loop of its own.
+///
+/// [`feed`](Burst::feed) is internal iteration: a source runs the loop over its items and calls the
+/// closure, and an operator's adapter passes its own closure on to the one it wraps, so a fused
+/// chain (source, operators, sink) compiles to one loop with every counter in a register. Pulling
+/// with `next` through the same adapters nests a loop per filtering operator and keeps the
+/// source's position in memory. Wrap a plain iterator in [`Each`] to hand it over as a burst.
+///
+/// ```
+/// use weir_runtime::protocol::{Burst, Each};
+///
+/// let mut items = Each(1..=10);
+/// let mut sum = 0;
+/// // At most four items, and stop after the one that makes the sum pass 5.
+/// let handed = items.feed(4, |item| {
+///     sum += item;
+///     sum <= 5
+/// });
+/// assert_eq!((handed, sum), (3, 6));
+/// assert_eq!(items.next(), Some(4));
+/// ```
+pub trait Burst: Iterator {
+    /// Hands items to `f`, in order, until `max` were handed, `f` returned `false` (after taking
+    /// that item) or the burst ran out; returns how many were handed. Fewer than `max` means `f`
+    /// said stop or the burst ran out (the caller knows which); like `next`, nothing is pulled
+    /// after the burst ran out. The default is a loop of `next`.
+    #[inline(always)]
+    fn feed<F: FnMut(Self::Item) -> bool>(&mut self, max: u64, mut f: F) -> u64 {
+        let mut handed = 0;
+        while handed < max {
+            let Some(item) = self.next() else { break };
+            handed += 1;
+            if !f(item) {
+                break;
+            }
+        }
+        handed
+    }
+}
+
+/// A plain iterator as a [`Burst`] (its [`feed`](Burst::feed) is a loop of `next`).
+#[derive(Debug, Clone)]
+pub struct Each<I>(pub I);
+
+impl<I: Iterator> Iterator for Each<I> {
+    type Item = I::Item;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<I: Iterator> Burst for Each<I> {}
+
+/// A ring's items straight from its slots (a boundary's outlet, a lane).
+impl<T> Burst for weir_lockfree::ring::Drain<'_, T> {}
 
 /// What a [`Subscription`] does: implemented by publishers, called through the cheap handle.
 pub trait RawSubscription: Send + Sync + 'static {
@@ -236,25 +306,9 @@ impl<T, S: Subscriber<T>> DynSubscriber<T> for S {
         Subscriber::try_on_next(self, item)
     }
     fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize) {
-        let len = chunk.len();
-        // SAFETY: the chunk's items now belong to `items`, which moves each out at most once; the
-        // ones it did not move out are dropped below. (Were the subscriber to unwind, they would
-        // leak, never be dropped twice.)
-        unsafe { chunk.set_len(0) };
-        let mut items = ChunkItems {
-            base: chunk.as_mut_ptr(),
-            at: 0,
-            len,
-        };
+        let mut items = ChunkItems::take(chunk);
         let accepted = Subscriber::try_on_next_iter(self, &mut items, limit);
-        let left = len - items.at;
-        // SAFETY: the items in `at..len` were written by the caller and not moved out.
-        unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                items.base.add(items.at),
-                left,
-            ))
-        };
+        let left = items.drop_rest();
         (accepted, left)
     }
     fn on_error(&mut self, error: Error) {
@@ -276,6 +330,58 @@ struct ChunkItems<T> {
     /// The next item to move out.
     at: usize,
     len: usize,
+}
+
+impl<T> ChunkItems<T> {
+    /// Takes over the chunk's items, leaving it empty (its buffer stays where it is).
+    fn take(chunk: &mut Vec<T>) -> Self {
+        let len = chunk.len();
+        // SAFETY: the chunk's items now belong to the returned value, which moves each out at
+        // most once and drops the rest in `drop_rest`. (Were a subscriber to unwind before that,
+        // they would leak, never be dropped twice.)
+        unsafe { chunk.set_len(0) };
+        Self {
+            base: chunk.as_mut_ptr(),
+            at: 0,
+            len,
+        }
+    }
+
+    /// Drops the items not moved out and returns how many there were.
+    fn drop_rest(&mut self) -> usize {
+        let left = self.len - self.at;
+        // SAFETY: the items in `at..len` were written by the chunk's filler and not moved out;
+        // `at` moves past them, so they are dropped exactly once.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.base.add(self.at),
+                left,
+            ))
+        };
+        self.at = self.len;
+        left
+    }
+}
+
+impl<T> Burst for ChunkItems<T> {
+    /// One loop over the chunk with the position in a register.
+    #[inline(always)]
+    fn feed<F: FnMut(T) -> bool>(&mut self, max: u64, mut f: F) -> u64 {
+        let (base, start) = (self.base, self.at);
+        let end = start + (self.len - start).min(usize::try_from(max).unwrap_or(usize::MAX));
+        let mut at = start;
+        while at < end {
+            // SAFETY: `at < len`: the item was written by the chunk's filler and not moved out
+            // yet; `at` moves past it (and is stored back below), so it is read exactly once.
+            let item = unsafe { base.add(at).read() };
+            at += 1;
+            if !f(item) {
+                break;
+            }
+        }
+        self.at = at;
+        (at - start) as u64
+    }
 }
 
 impl<T> Iterator for ChunkItems<T> {
@@ -371,7 +477,7 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         self.try_on_next_chunks(limit, |chunk, want| fill(chunk, items, want))
             .0
@@ -388,23 +494,34 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
 }
 
 /// Moves at most `want` items of `items` into the empty `chunk` (whose capacity is at least
-/// `want`) and returns how many: one loop, bounded by the count, whose only other exit is `items`
-/// running out (`Vec::extend` through `take`, or a slice iterator through `take`, checks a third
-/// bound per item).
+/// `want`) and returns how many: the burst runs the loop ([`Burst::feed`]), each item written into
+/// the chunk's spare room.
 #[inline(always)]
-fn fill<T, I: Iterator<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -> usize {
+fn fill<T, I: Burst<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -> usize {
     debug_assert!(chunk.is_empty() && chunk.capacity() >= want);
     let spare = chunk.spare_capacity_mut();
     let want = want.min(spare.len());
+    let spare = &mut spare[..want];
     let mut got = 0;
-    while got < want {
-        let Some(item) = items.next() else { break };
-        spare[got].write(item); // in bounds: `got < want <= spare.len()`, no check emitted
-        got += 1;
-    }
+    // A burst that hands over more than asked: the extra item is kept, not lost.
+    let mut extra = None;
+    items.feed(want as u64, |item| match spare.get_mut(got) {
+        Some(slot) => {
+            slot.write(item);
+            got += 1;
+            true
+        }
+        None => {
+            extra = Some(item);
+            false
+        }
+    });
     // SAFETY: the first `got` spare slots were just written (the chunk was empty).
     unsafe { chunk.set_len(got) };
-    got
+    if let Some(item) = extra {
+        chunk.push(item);
+    }
+    chunk.len()
 }
 
 /// A type-erased publisher.
@@ -475,4 +592,65 @@ impl<In, Out, S: Subscriber<In>, P: Publisher<Out>> Processor<In, Out> for (S, P
 pub fn reject<T, S: Subscriber<T>>(mut subscriber: S, error: Error) {
     subscriber.on_subscribe(Subscription::noop());
     subscriber.on_error(error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst whose `feed` ignores its `max`: everything it has, whatever was asked.
+    struct Greedy<I>(Each<I>);
+
+    impl<I: Iterator> Iterator for Greedy<I> {
+        type Item = I::Item;
+        fn next(&mut self) -> Option<I::Item> {
+            self.0.next()
+        }
+    }
+
+    impl<I: Iterator> Burst for Greedy<I> {
+        fn feed<F: FnMut(I::Item) -> bool>(&mut self, _: u64, f: F) -> u64 {
+            self.0.feed(u64::MAX, f)
+        }
+    }
+
+    #[test]
+    fn an_edge_chunk_keeps_the_item_a_burst_hands_over_beyond_what_was_asked() {
+        let mut chunk = Vec::with_capacity(4);
+        let mut items = Greedy(Each(0..10));
+        assert_eq!(fill(&mut chunk, &mut items, 3), 4);
+        assert_eq!(chunk, [0, 1, 2, 3]);
+        assert_eq!(items.next(), Some(4));
+    }
+
+    #[test]
+    fn chunk_items_feed_moves_each_item_out_once_and_stops_where_asked() {
+        let mut chunk: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+        let mut items = ChunkItems::take(&mut chunk);
+        let mut seen = Vec::new();
+        let mut take = |item| {
+            seen.push(item);
+            true
+        };
+        assert_eq!(items.feed(2, &mut take), 2);
+        // The closure says stop after the first item it takes.
+        assert_eq!(
+            items.feed(10, |item| {
+                seen.push(item);
+                false
+            }),
+            1
+        );
+        assert_eq!(items.next().as_deref(), Some("3"));
+        assert_eq!(
+            items.feed(2, |item| {
+                seen.push(item);
+                true
+            }),
+            2
+        );
+        assert_eq!(items.drop_rest(), 2);
+        assert_eq!(items.feed(10, |_| true), 0);
+        assert_eq!(seen, ["0", "1", "2", "4", "5"]);
+    }
 }

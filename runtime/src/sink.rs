@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::lane::{Lane, LaneEvent, lane};
 use crate::ledger::{Reason, Tally, TallyWriter};
 use crate::metrics::BufferMetrics;
+use crate::protocol::Burst;
 use crate::{Error, Publisher, Subscriber, Subscription};
 
 /// What a sink's closure returns: `()` (it cannot fail) or `Result<(), E>` (an `Err` fails the
@@ -244,7 +245,7 @@ where
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         let mut pulled = 0;
         let mut handled = 0;
@@ -252,21 +253,22 @@ where
         // The accumulator and the closure (with what it captured) in locals for the burst: the
         // compiler keeps them in registers instead of storing them back to `self` per item.
         if let Some((mut acc, mut f)) = self.state.take() {
-            while pulled < limit {
-                let Some(item) = items.next() else { break };
-                pulled += 1;
+            // One loop, run by the burst. Every item handed over was handled but the one that
+            // failed (the last): nothing is counted per item.
+            pulled = items.feed(limit, |item| {
                 match catch_unwind(AssertUnwindSafe(|| f(&mut acc, item).into_result())) {
-                    Ok(Ok(())) => handled += 1,
+                    Ok(Ok(())) => true,
                     Ok(Err(error)) => {
                         failure = Some(error);
-                        break;
+                        false
                     }
                     Err(payload) => {
                         failure = Some(Error::panicked(payload.as_ref()));
-                        break;
+                        false
                     }
                 }
-            }
+            });
+            handled = pulled - u64::from(failure.is_some());
             // Back even after a failure (`fail` drops them): dropping them here would hand
             // their address to drop code, and locals whose address escapes stay in memory.
             self.state = Some((acc, f));

@@ -30,7 +30,11 @@ impl Subscriber<Counted> for StopsMidBurst {
     fn on_next(&mut self, item: Counted) {
         self.taken.lock().unwrap().push(item);
     }
-    fn try_on_next_iter<I: Iterator<Item = Counted>>(&mut self, items: &mut I, _: u64) -> u64 {
+    fn try_on_next_iter<I: weir_runtime::Burst<Item = Counted>>(
+        &mut self,
+        items: &mut I,
+        _: u64,
+    ) -> u64 {
         let mut taken = self.taken.lock().unwrap();
         let before = taken.len();
         while taken.len() < self.keep {

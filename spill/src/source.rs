@@ -271,7 +271,7 @@ impl<T, S: Subscriber<T>> Subscriber<T> for RelayErrors<S> {
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: weir_runtime::Burst<Item = T>,
     {
         self.inner.try_on_next_iter(items, limit)
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_runtime::ledger::{Reason, Tally, TallyWriter};
-use weir_runtime::{Error, Publisher, RawSubscription, Subscriber, Subscription};
+use weir_runtime::{Burst, Error, Publisher, RawSubscription, Subscriber, Subscription};
 
 mod link;
 mod step;
@@ -217,7 +217,7 @@ where
     #[inline(always)]
     fn try_on_next_iter<I>(&mut self, items: &mut I, limit: u64) -> u64
     where
-        I: Iterator<Item = T>,
+        I: Burst<Item = T>,
     {
         if self.done {
             return limit;

@@ -11,6 +11,7 @@ use weir_lockfree::SubscriptionCore;
 use super::core::{Shared, Storage, lock};
 use crate::Subscriber;
 use crate::metrics::Reason;
+use crate::protocol::Each;
 use crate::source::{CANCEL_CHECK_EVERY, Emit, Emitted};
 
 /// How many items the drain loop takes from the queue under one lock.
@@ -80,7 +81,7 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
             // as cancelled if the subscription ends first.
             let before = self.batch.len();
             let batch = &mut self.batch;
-            let mut from_batch = std::iter::from_fn(|| batch.pop_front());
+            let mut from_batch = Each(std::iter::from_fn(|| batch.pop_front()));
             accepted += subscriber.try_on_next_iter(&mut from_batch, demand - accepted);
             shared.metrics.add_out((before - self.batch.len()) as u64);
         };

@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use weir_lockfree::{Demand, SubscriptionCore};
 
+use crate::protocol::Burst;
 use crate::{Error, Publisher, Subscriber};
 
 /// A publisher of the items of an iterator. `Clone` (and so reusable) when the iterator is.
@@ -84,7 +85,7 @@ impl<I: Iterator + Send + 'static> IterEmit<I> {
             // with a look at the cancel flag between them. Bounded by what is pulled, not by what
             // is accepted, so a filter that drops everything still lets the flag be seen.
             loop {
-                let mut burst = Burst {
+                let mut burst = Pull {
                     items: &mut *items,
                     left: CANCEL_CHECK_EVERY,
                     panicked: &mut *panicked,
@@ -103,7 +104,7 @@ impl<I: Iterator + Send + 'static> IterEmit<I> {
             // A slice of the demand between two looks at the cancel flag, and at most
             // `CANCEL_CHECK_EVERY` items pulled for it (a filter may accept few of them).
             let slice = (demand - accepted).min(CANCEL_CHECK_EVERY);
-            let mut burst = Burst {
+            let mut burst = Pull {
                 items: &mut *items,
                 left: CANCEL_CHECK_EVERY,
                 panicked: &mut *panicked,
@@ -125,8 +126,9 @@ impl<I: Iterator + Send + 'static> IterEmit<I> {
 /// after a burst says whether the iterator ran out (or the subscriber stopped pulling). A panic
 /// of the user's iterator ends it as if the iterator ran out, with the error in `panicked`: the
 /// stream fails instead of unwinding into whoever called `request`. (For an iterator that cannot
-/// panic, such as a range, the guard compiles to nothing.)
-struct Burst<'a, I> {
+/// panic, such as a range, the guard compiles to nothing.) Its [`feed`](Burst::feed) is the
+/// loop of the whole fused chain.
+struct Pull<'a, I> {
     items: &'a mut I,
     left: u64,
     /// Outside the burst: a field with drop code would keep the burst in memory (see `Guarded`
@@ -134,7 +136,7 @@ struct Burst<'a, I> {
     panicked: &'a mut Option<Error>,
 }
 
-impl<I: Iterator> Iterator for Burst<'_, I> {
+impl<I: Iterator> Iterator for Pull<'_, I> {
     type Item = I::Item;
 
     #[inline]
@@ -152,6 +154,31 @@ impl<I: Iterator> Iterator for Burst<'_, I> {
         };
         self.left -= 1;
         Some(item)
+    }
+}
+
+impl<I: Iterator> Burst for Pull<'_, I> {
+    #[inline(always)]
+    fn feed<F: FnMut(I::Item) -> bool>(&mut self, max: u64, mut f: F) -> u64 {
+        let most = max.min(self.left);
+        let items = &mut *self.items;
+        let mut handed = 0;
+        while handed < most {
+            let item = match catch_unwind(AssertUnwindSafe(|| items.next())) {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(payload) => {
+                    *self.panicked = Some(Error::panicked(payload.as_ref()));
+                    break;
+                }
+            };
+            handed += 1;
+            if !f(item) {
+                break;
+            }
+        }
+        self.left -= handed;
+        handed
     }
 }
 
