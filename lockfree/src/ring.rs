@@ -391,6 +391,39 @@ impl<T> Writer<'_, T> {
         self.tail = self.tail.wrapping_add(1);
         Ok(())
     }
+
+    /// Moves items from the front of `items` into the reserved slots, as many as fit and at most
+    /// `max`; the rest of `items` moves to its front. Returns how many were moved. A counted copy
+    /// per run of the ring (no test per item), for items that already sit in a buffer.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer, _credit) = weir_lockfree::ring::ring::<u32>(4);
+    /// let mut items = vec![1, 2, 3, 4, 5, 6];
+    /// let (written, moved) = producer.push_with(8, |writer| writer.write_from_front(&mut items, 8));
+    /// producer.publish();
+    /// assert_eq!((written, moved), (4, 4));
+    /// assert_eq!(items, [5, 6]);
+    /// assert_eq!(consumer.drain().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    /// ```
+    #[inline]
+    pub fn write_from_front(&mut self, items: &mut Vec<T>, max: usize) -> usize {
+        let n = self.room().min(items.len()).min(max);
+        let first = self.tail & self.mask;
+        let run = n.min(self.slots.len() - first);
+        let mut moved = items.drain(..n);
+        for (start, len) in [(first, run), (0, n - run)] {
+            for (cell, item) in self.slots[start..start + len].iter().zip(&mut moved) {
+                cell.with_mut(|slot| {
+                    // SAFETY: the `n` slots from the tail are free: `push_with` reserved them
+                    // against the consumer's head (`n` is at most the room left), and only the
+                    // producer writes.
+                    unsafe { (*slot).write(item) };
+                });
+            }
+        }
+        self.tail = self.tail.wrapping_add(n);
+        n
+    }
 }
 
 impl<T> fmt::Debug for Writer<'_, T> {

@@ -198,12 +198,25 @@ fn ring_credit_waiter_is_woken_when_slots_free() {
     });
 }
 
+/// How the writer of `burst_hand_over` moves its items into the ring: pulled one by one
+/// (`push_from`), or copied from the front of a buffer (`Writer::write_from_front`).
+#[derive(Clone, Copy)]
+enum Write {
+    Pulled,
+    FromBuffer,
+}
+
 /// A writer pushing bursts into a ring of 2 while the reader takes what is published with `take`.
 fn burst_hand_over(take: fn(&mut Consumer<u64>, &mut Vec<u64>)) {
+    burst_hand_over_written(Write::Pulled, take);
+}
+
+fn burst_hand_over_written(write: Write, take: fn(&mut Consumer<u64>, &mut Vec<u64>)) {
     loom::model(move || {
         let (mut producer, mut consumer, credit) = ring::<u64>(2);
         let writer = thread::spawn(move || {
             let mut items = 0..3u64;
+            let mut buffer: Vec<u64> = (0..3).collect();
             let mut written = 0usize;
             while written < 3 {
                 // Wait for a free slot, then write as many as fit.
@@ -211,7 +224,15 @@ fn burst_hand_over(take: fn(&mut Consumer<u64>, &mut Vec<u64>)) {
                     credit.poll_head(cx, written.saturating_sub(1))
                 }));
                 assert!(head + 2 >= written);
-                let (n, _) = producer.push_from(&mut items, 3 - written);
+                let n = match write {
+                    Write::Pulled => producer.push_from(&mut items, 3 - written).0,
+                    Write::FromBuffer => {
+                        let want = 3 - written;
+                        producer
+                            .push_with(want, |writer| writer.write_from_front(&mut buffer, want))
+                            .0
+                    }
+                };
                 written += n;
                 producer.publish();
             }
@@ -248,6 +269,14 @@ fn ring_burst_hand_over_with_push_from_and_pop_each() {
 fn ring_burst_hand_over_with_push_from_and_pop_into() {
     // Block copies of runs of slots, with the ring of 2 wrapping around between them.
     burst_hand_over(|consumer, got| {
+        consumer.pop_into(got, usize::MAX);
+    });
+}
+
+#[test]
+fn ring_burst_hand_over_copied_from_a_buffer_with_wrap_around() {
+    // The writer copies runs from the front of a buffer; the ring of 2 wraps between them.
+    burst_hand_over_written(Write::FromBuffer, |consumer, got| {
         consumer.pop_into(got, usize::MAX);
     });
 }

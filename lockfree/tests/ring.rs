@@ -110,3 +110,27 @@ fn pop_into_copies_across_the_wrap_and_stops_at_max() {
         .collect();
     assert_eq!(out, expected);
 }
+
+#[test]
+fn write_from_front_copies_across_the_wrap_and_keeps_the_rest_in_the_buffer() {
+    let (mut producer, mut consumer, _credit) = ring::<String>(4);
+    for i in 0..3 {
+        producer.push(i.to_string()).unwrap();
+    }
+    producer.publish();
+    let mut out = Vec::new();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 3);
+    consumer.release();
+    // Three free slots from slot 3 on (3, 0, 1), then a fourth (2): at most `max` are taken.
+    let mut buffer: Vec<String> = (3..9).map(|i| i.to_string()).collect();
+    let (written, moved) = producer.push_with(3, |writer| writer.write_from_front(&mut buffer, 3));
+    assert_eq!((written, moved), (3, 3));
+    // As many as fit: one slot left.
+    let (written, _) = producer.push_with(8, |writer| writer.write_from_front(&mut buffer, 8));
+    assert_eq!(written, 1);
+    assert_eq!(buffer, ["7", "8"]);
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 4);
+    let expected: Vec<String> = (0..7).map(|i| i.to_string()).collect();
+    assert_eq!(out, expected);
+}
