@@ -175,6 +175,52 @@ fn a_burst_that_hands_over_more_than_its_demand_is_stopped_with_a_clear_error() 
     assert_eq!(items.next(), Some(2));
 }
 
+/// A publisher that ignores demand: hands over all of `0..n` at once.
+struct Flood(u32);
+
+impl Publisher<u32> for Flood {
+    fn subscribe<S: Subscriber<u32>>(self, mut subscriber: S) {
+        subscriber.on_subscribe(weir::runtime::Subscription::noop());
+        subscriber.try_on_next_iter(
+            &mut weir::runtime::protocol::Each(0..self.0),
+            u64::from(self.0),
+        );
+    }
+}
+
+#[test]
+fn an_erased_edge_that_floods_a_boundary_is_stopped_and_every_item_is_counted() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    // Behind a type-erased edge the inlet takes whole chunks (256 items) into its ring of 4.
+    let (hop, accounts) = weir::runtime::ledger::scope(|| {
+        Flood(1_000)
+            .boxed()
+            .boundary(BoundaryConfig::new("hop", 4).unwrap())
+    });
+    let metrics = hop.metrics();
+    let (subscriber, recorder) = probe::<u32>();
+    hop.subscribe(subscriber);
+    recorder.request(100);
+    let error = recorder.expect_terminal().unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
+    assert_eq!(recorder.items(), vec![0, 1, 2, 3]);
+    // The ring's 4 delivered, the one it refused and the ring's worth taken after the failure
+    // dropped at the boundary; the rest of the first chunk counted by the edge; the 744 items
+    // never put in a chunk are still the publisher's.
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.items_out, 4, "{snapshot:?}");
+    assert_eq!(snapshot.dropped["cancelled"], 5, "{snapshot:?}");
+    let edge = accounts
+        .iter()
+        .find(|a| a.name() == "edge")
+        .expect("the edge's account");
+    assert_eq!(
+        edge.entry().exits[weir::runtime::ledger::Reason::Cancelled],
+        256 - 9
+    );
+}
+
 #[test]
 fn a_second_subscriber_to_an_outlet_gets_a_clear_error() {
     let rt = runtime();

@@ -154,6 +154,18 @@ impl<T, S: Subscriber<T>> Subscriber<T> for InputTap<S> {
         accepted
     }
 
+    #[inline]
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize) {
+        let offered = chunk.len();
+        let (accepted, left) = {
+            let _entered = self.span.enter();
+            self.inner.try_on_next_chunk(chunk, limit)
+        };
+        // Received: what the stage took out of the chunk (what it left was never pulled).
+        self.add((offered - left) as u64);
+        (accepted, left)
+    }
+
     fn on_error(&mut self, error: Error) {
         self.failures.record(self.from, &error);
         let _entered = self.span.enter();

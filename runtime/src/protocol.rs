@@ -95,6 +95,22 @@ pub trait Subscriber<T>: Send + 'static {
         accepted
     }
 
+    /// Items that already sit in a buffer (a type-erased edge's chunk): takes them from the front
+    /// of `chunk` until `limit` were accepted or none is left, leaving `chunk` empty, and returns
+    /// how many were accepted and how many it left (dropped: the caller counts them). The default
+    /// hands them to [`try_on_next_iter`](Subscriber::try_on_next_iter); a subscriber that stores
+    /// items (a boundary's inlet writing its ring) can move them in bulk instead, and one that
+    /// wraps another passes the call on.
+    #[inline]
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize)
+    where
+        Self: Sized,
+    {
+        let mut items = ChunkItems::take(chunk);
+        let accepted = self.try_on_next_iter(&mut items, limit);
+        (accepted, items.drop_rest())
+    }
+
     /// The stream failed; no other signal follows.
     fn on_error(&mut self, error: Error);
 
@@ -306,10 +322,7 @@ impl<T, S: Subscriber<T>> DynSubscriber<T> for S {
         Subscriber::try_on_next(self, item)
     }
     fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize) {
-        let mut items = ChunkItems::take(chunk);
-        let accepted = Subscriber::try_on_next_iter(self, &mut items, limit);
-        let left = items.drop_rest();
-        (accepted, left)
+        Subscriber::try_on_next_chunk(self, chunk, limit)
     }
     fn on_error(&mut self, error: Error) {
         Subscriber::on_error(self, error);

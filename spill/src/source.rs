@@ -276,6 +276,11 @@ impl<T, S: Subscriber<T>> Subscriber<T> for RelayErrors<S> {
         self.inner.try_on_next_iter(items, limit)
     }
 
+    #[inline]
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<T>, limit: u64) -> (u64, usize) {
+        self.inner.try_on_next_chunk(chunk, limit)
+    }
+
     fn on_error(&mut self, error: Error) {
         self.inner.on_error(error);
     }
