@@ -15,11 +15,13 @@
 //!   broken in safe Rust: there is no null reference, and items are moved, never shared.
 //! - Rule 2.13's "must return normally" is matched by "must not panic": weir's sinks and operators catch
 //!   panics from user closures and turn them into [`ErrorKind::Panicked`](crate::ErrorKind::Panicked).
-//! - Three weir extensions, all optional to implement: [`Subscriber::try_on_next`] lets a filtering
+//! - Four weir extensions, all optional to implement: [`Subscriber::try_on_next`] lets a filtering
 //!   subscriber decline an item so that the demand unit is reused instead of re-requested (Reactor's
-//!   "conditional subscriber"); [`Subscriber::try_on_next_iter`] hands over a burst of items at once;
-//!   and [`Subscriber::on_flush`] tells a subscriber that the publisher paused emitting, so batched
-//!   hand-offs (async boundaries) publish what they hold.
+//!   "conditional subscriber"); [`Subscriber::try_on_next_iter`] hands over a burst of items at once
+//!   (a [`Burst`], which runs the loop itself); [`Subscriber::try_on_next_chunk`] hands over items
+//!   that already sit in a buffer (a type-erased edge's chunk); and [`Subscriber::on_flush`] tells a
+//!   subscriber that the publisher paused emitting, so batched hand-offs (async boundaries) publish
+//!   what they hold.
 
 use std::fmt;
 use std::sync::Arc;
