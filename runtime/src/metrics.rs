@@ -138,6 +138,15 @@ impl Reason {
 
 const AGE_SAMPLES: usize = 16;
 
+/// Where an outside queue's oldest-item age comes from ([`BufferMetrics::attach_oldest_age`]).
+struct OldestAge(Box<dyn Fn() -> Option<Duration> + Send + Sync>);
+
+impl std::fmt::Debug for OldestAge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OldestAge")
+    }
+}
+
 /// Live counters of one buffer (a queue, a ring, a lane). Shared (`Arc`) between the buffer and
 /// whoever reads it.
 #[derive(Debug)]
@@ -146,6 +155,9 @@ pub struct BufferMetrics {
     capacity: u64,
     epoch: Instant,
     occupancy: OnceLock<Arc<dyn Occupancy>>,
+    /// For a queue kept outside the runtime (a durable log): where the age of its oldest item
+    /// comes from, when no push time is recorded here.
+    oldest_age: OnceLock<OldestAge>,
     /// The ring's consumer left: what it holds is cancelled (see `cancel_rest`).
     consumer_gone: AtomicBool,
     /// Pushes offered to an ingress (accepted or not).
@@ -184,6 +196,7 @@ impl BufferMetrics {
             capacity: capacity as u64,
             epoch: Instant::now(),
             occupancy: OnceLock::new(),
+            oldest_age: OnceLock::new(),
             consumer_gone: AtomicBool::new(false),
             offered: AtomicU64::new(0),
             items_in: AtomicU64::new(0),
@@ -208,6 +221,13 @@ impl BufferMetrics {
 
     pub(crate) fn attach_ring(&self, occupancy: Arc<dyn Occupancy>) {
         let _ = self.occupancy.set(occupancy);
+    }
+
+    /// For a queue kept outside the runtime (such as a durable log), which records no push times
+    /// here: `age` gives the age of its oldest item, or `None` when it holds none. Read by every
+    /// [`snapshot`](Self::snapshot). Only the first call takes effect.
+    pub fn attach_oldest_age(&self, age: impl Fn() -> Option<Duration> + Send + Sync + 'static) {
+        let _ = self.oldest_age.set(OldestAge(Box::new(age)));
     }
 
     pub(crate) fn now_nanos(&self) -> u64 {
@@ -339,7 +359,12 @@ impl BufferMetrics {
             demand: self.demand.load(Ordering::Relaxed),
             rejected,
             dropped,
-            oldest_item_age_ms: oldest.map(|t| now.saturating_sub(t) as f64 / 1e6),
+            oldest_item_age_ms: oldest
+                .map(|t| now.saturating_sub(t) as f64 / 1e6)
+                .or_else(|| {
+                    let age = self.oldest_age.get()?;
+                    (age.0)().map(|age| age.as_secs_f64() * 1e3)
+                }),
             producer_wait_ms: self.wait_nanos.load(Ordering::Relaxed) as f64 / 1e6,
             producer_waits: self.waits.load(Ordering::Relaxed),
         }

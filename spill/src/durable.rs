@@ -75,6 +75,8 @@ pub fn durable<T>(
     let queue = BufferMetrics::unregistered(name, max_backlog.min(usize::MAX as u64) as usize);
     queue.add_offered(recovered);
     queue.add_in(recovered);
+    // The queue is the log's records not yet handed out: the oldest one's age is the log's.
+    queue.attach_oldest_age(log.oldest_unread_age());
     let (durable, _) = watch::channel(log.acked() + recovered);
     let shared = Arc::new(Shared {
         durable,

@@ -181,3 +181,23 @@ fn a_batch_push_is_all_or_nothing() {
         assert_eq!(sink::collect(tail).await.unwrap(), vec![1, 2, 3, 4, 5]);
     });
 }
+
+/// The ingress's queue reports the age of its oldest item while items wait (it read `None`: the
+/// queue is the log, which records no push times in the runtime's counters), and `None` again once
+/// the tail handed every item out.
+#[test]
+fn the_queue_reports_the_age_of_its_oldest_waiting_item() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, _acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 100).unwrap();
+        assert_eq!(orders.queue_metrics().snapshot().oldest_item_age_ms, None);
+        orders.push_all(&[1, 2, 3]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let age = orders.queue_metrics().snapshot().oldest_item_age_ms;
+        assert!(age.is_some_and(|ms| ms >= 50.0), "{age:?}");
+        orders.close();
+        assert_eq!(sink::collect(tail).await.unwrap(), vec![1, 2, 3]);
+        assert_eq!(orders.queue_metrics().snapshot().oldest_item_age_ms, None);
+    });
+}

@@ -35,14 +35,16 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{BudgetFull, FsyncPolicy, SpillConfig};
 use crate::error::SpillError;
-use crate::format::FRAME_HEADER_LEN;
+use crate::format::{FRAME_HEADER_LEN, now_ms};
 use crate::fs::DirLock;
 use crate::metrics::SpillMetrics;
 use crate::reasons;
@@ -188,6 +190,34 @@ impl<T> SpillLog<T> {
     /// The live counters.
     pub fn metrics(&self) -> Arc<SpillMetrics> {
         self.inner.shared.metrics.clone()
+    }
+
+    /// A reader of the age of the oldest record not yet read, `None` when every written record was
+    /// read (or the log is gone). Batch precision: the time the record's batch was written, so an
+    /// upper bound. Holds the log weakly.
+    pub(crate) fn oldest_unread_age(
+        &self,
+    ) -> impl Fn() -> Option<Duration> + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || {
+            let inner = inner.upgrade()?;
+            let shared = &inner.shared;
+            let read = shared.read_seq.load(Ordering::Acquire);
+            let state = lock(&shared.state);
+            if read >= state.written_seq {
+                return None;
+            }
+            // The last batch that starts at or before the first unread record (the samples are
+            // in sequence order; the first one covers the acknowledged position, at or before it).
+            let written_ms = state
+                .samples
+                .iter()
+                .take_while(|&&(first, _)| first <= read)
+                .last()
+                .or(state.samples.front())
+                .map(|&(_, ms)| ms)?;
+            Some(Duration::from_millis(now_ms().saturating_sub(written_ms)))
+        }
     }
 
     /// The most bytes the log's own buffers hold: the reader's read-ahead (1 MiB, or one frame
