@@ -176,6 +176,10 @@ pub trait Burst: Iterator {
     /// that item) or the burst ran out; returns how many were handed. Fewer than `max` means `f`
     /// said stop or the burst ran out (the caller knows which); like `next`, nothing is pulled
     /// after the burst ran out. The default is a loop of `next`.
+    ///
+    /// weir's subscribers keep every item of a burst that breaks these rules (hands over more
+    /// than `max`, or goes on after `false`) in an account: a boundary fails its stream with
+    /// `DemandExceeded` and counts the extra items as dropped.
     #[inline(always)]
     fn feed<F: FnMut(Self::Item) -> bool>(&mut self, max: u64, mut f: F) -> u64 {
         let mut handed = 0;
@@ -387,14 +391,15 @@ impl<T> Burst for ChunkItems<T> {
         let mut at = start;
         while at < end {
             // SAFETY: `at < len`: the item was written by the chunk's filler and not moved out
-            // yet; `at` moves past it (and is stored back below), so it is read exactly once.
+            // yet; `at` moves past it before `f` runs, so it is read exactly once even if `f`
+            // unwinds and the caller catches it (`drop_rest` then starts after it).
             let item = unsafe { base.add(at).read() };
             at += 1;
+            self.at = at;
             if !f(item) {
                 break;
             }
         }
-        self.at = at;
         (at - start) as u64
     }
 }
@@ -455,9 +460,15 @@ impl<T: 'static> ErasedSubscriber<T> {
             if got == 0 {
                 break;
             }
-            let (taken, left) = self
+            let (taken, mut left) = self
                 .inner
                 .try_on_next_chunk(&mut self.chunk, limit - accepted);
+            if !self.chunk.is_empty() {
+                // A subscriber that left items in the chunk (its contract is to empty it):
+                // counted with what it left, never handed out twice.
+                left += self.chunk.len();
+                self.chunk.clear();
+            }
             accepted += taken;
             if left > 0 {
                 // The subscriber stopped mid-burst (cancelled, failed): what it left was already
@@ -513,13 +524,16 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
 /// the chunk's spare room.
 #[inline(always)]
 fn fill<T, I: Burst<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -> usize {
-    debug_assert!(chunk.is_empty() && chunk.capacity() >= want);
+    debug_assert!(chunk.is_empty());
+    // A subscriber's `try_on_next_chunk` may have taken the buffer itself (`mem::take`).
+    chunk.reserve(want);
     let spare = chunk.spare_capacity_mut();
     let want = want.min(spare.len());
     let spare = &mut spare[..want];
     let mut got = 0;
-    // A burst that hands over more than asked: the extra item is kept, not lost.
-    let mut extra = None;
+    // A burst that hands over more than asked (or goes on after `false`): the extra items are
+    // kept, not lost.
+    let mut extra = Vec::new();
     items.feed(want as u64, |item| match spare.get_mut(got) {
         Some(slot) => {
             slot.write(item);
@@ -527,15 +541,13 @@ fn fill<T, I: Burst<Item = T>>(chunk: &mut Vec<T>, items: &mut I, want: usize) -
             true
         }
         None => {
-            extra = Some(item);
+            extra.push(item);
             false
         }
     });
     // SAFETY: the first `got` spare slots were just written (the chunk was empty).
     unsafe { chunk.set_len(got) };
-    if let Some(item) = extra {
-        chunk.push(item);
-    }
+    chunk.append(&mut extra);
     chunk.len()
 }
 

@@ -268,7 +268,8 @@ where
                     }
                 }
             });
-            handled = pulled - u64::from(failure.is_some());
+            // (Saturating: a burst that under-reports what it handed over must not wrap.)
+            handled = pulled.saturating_sub(u64::from(failure.is_some()));
             // Back even after a failure (`fail` drops them): dropping them here would hand
             // their address to drop code, and locals whose address escapes stay in memory.
             self.state = Some((acc, f));

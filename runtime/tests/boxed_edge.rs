@@ -109,3 +109,105 @@ fn a_boundary_behind_an_edge_hands_over_chunks_and_counts_what_is_left() {
     taken.lock().unwrap().clear();
     assert_eq!(drops.load(Ordering::SeqCst), 1_000);
 }
+
+/// Takes its bursts with `feed` and catches a panic of its own handling (as a subscriber that
+/// must not unwind into its publisher does), then stops: the item it was handling is gone.
+struct CatchesItsOwnPanic {
+    handled: Arc<Mutex<Vec<Counted>>>,
+}
+
+impl Subscriber<Counted> for CatchesItsOwnPanic {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        subscription.request(u64::MAX);
+    }
+    fn on_next(&mut self, item: Counted) {
+        self.handled.lock().unwrap().push(item);
+    }
+    fn try_on_next_iter<I: weir_runtime::Burst<Item = Counted>>(
+        &mut self,
+        items: &mut I,
+        limit: u64,
+    ) -> u64 {
+        let handled = self.handled.clone();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            items.feed(limit, |item| {
+                let full = handled.lock().unwrap().len() == 5;
+                if full {
+                    drop(item);
+                    panic!("the sixth item breaks the handler");
+                }
+                handled.lock().unwrap().push(item);
+                true
+            })
+        }));
+        caught.unwrap_or(6) // six taken: five handled, the sixth dropped
+    }
+    fn on_error(&mut self, _: Error) {}
+    fn on_complete(&mut self) {}
+}
+
+#[test]
+fn an_item_handed_over_before_a_caught_panic_is_never_dropped_again() {
+    let drops = Arc::new(AtomicU64::new(0));
+    let made: Vec<Counted> = (0..100).map(|_| Counted(drops.clone())).collect();
+    let stage = Scope::new();
+    let edge = stage.enter(|| source::from_iter(made).boxed());
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    edge.subscribe(CatchesItsOwnPanic {
+        handled: handled.clone(),
+    });
+    // 5 handled, the sixth dropped by the handler, the other 94 of the chunk left at the edge.
+    assert_eq!(handled.lock().unwrap().len(), 5);
+    assert_eq!(stage.entry().exits[Reason::Cancelled], 94);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1 + 94,
+        "nothing dropped twice"
+    );
+    handled.lock().unwrap().clear();
+    assert_eq!(drops.load(Ordering::SeqCst), 100);
+}
+
+/// Takes each chunk by taking the edge's buffer itself (`mem::take`), which leaves the edge a
+/// buffer of no capacity.
+struct TakesTheBuffer {
+    taken: Arc<Mutex<Vec<Counted>>>,
+    done: Arc<AtomicU64>,
+}
+
+impl Subscriber<Counted> for TakesTheBuffer {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        subscription.request(u64::MAX);
+    }
+    fn on_next(&mut self, item: Counted) {
+        self.taken.lock().unwrap().push(item);
+    }
+    fn try_on_next_chunk(&mut self, chunk: &mut Vec<Counted>, _limit: u64) -> (u64, usize) {
+        let items = std::mem::take(chunk);
+        let n = items.len() as u64;
+        self.taken.lock().unwrap().extend(items);
+        (n, 0)
+    }
+    fn on_error(&mut self, _: Error) {}
+    fn on_complete(&mut self) {
+        self.done.store(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_subscriber_that_takes_the_edges_buffer_still_gets_every_item() {
+    let drops = Arc::new(AtomicU64::new(0));
+    let made: Vec<Counted> = (0..1_000).map(|_| Counted(drops.clone())).collect();
+    let edge = source::from_iter(made).boxed();
+    let (taken, done) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(AtomicU64::new(0)),
+    );
+    edge.subscribe(TakesTheBuffer {
+        taken: taken.clone(),
+        done: done.clone(),
+    });
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    assert_eq!(taken.lock().unwrap().len(), 1_000);
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+}

@@ -260,12 +260,13 @@ where
             }
         }
         // Pulled and not handed on: dropped by the step, but for the one it failed on.
-        let mut dropped = pulled - handed;
+        // (Saturating: a wrapped burst that under-reports what it handed over must not wrap.)
+        let mut dropped = pulled.saturating_sub(handed);
         match end {
             End::Step => (self.over, self.ended) = (true, true),
             End::Failed => {
                 self.over = true;
-                dropped -= 1;
+                dropped = dropped.saturating_sub(1);
             }
             End::No | End::Downstream => {}
         }
