@@ -128,22 +128,26 @@ fn an_upstream_that_ignores_demand_is_stopped_with_a_clear_error() {
     assert_eq!(snapshot.dropped["cancelled"], 8, "{snapshot:?}");
 }
 
-/// A burst whose `feed` ignores its `max` and hands over everything it has.
-struct Greedy(std::ops::Range<u32>);
+/// A burst whose `feed` ignores its `max` and hands over everything it has; a `deaf` one also
+/// goes on after the closure said stop.
+struct Greedy {
+    items: std::ops::Range<u32>,
+    deaf: bool,
+}
 
 impl Iterator for Greedy {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
-        self.0.next()
+        self.items.next()
     }
 }
 
 impl weir::runtime::Burst for Greedy {
     fn feed<F: FnMut(u32) -> bool>(&mut self, _max: u64, mut f: F) -> u64 {
         let mut handed = 0;
-        for item in self.0.by_ref() {
+        for item in self.items.by_ref() {
             handed += 1;
-            if !f(item) {
+            if !f(item) && !self.deaf {
                 break;
             }
         }
@@ -151,8 +155,16 @@ impl weir::runtime::Burst for Greedy {
     }
 }
 
-#[test]
-fn a_burst_that_hands_over_more_than_its_demand_is_stopped_with_a_clear_error() {
+/// Hands a boundary of 4 a greedy burst of `0..10` for a demand of 1, then lets its consumer
+/// read: the stream's error, what it got, the boundary's counters and what the burst kept.
+fn a_greedy_burst_for_a_demand_of_one(
+    deaf: bool,
+) -> (
+    Error,
+    Vec<u32>,
+    weir::runtime::metrics::BufferCounts,
+    Greedy,
+) {
     let rt = runtime();
     let _guard = rt.enter();
     let (mut inlet, outlet) = boundary::processor::<u32>(BoundaryConfig::new("hop", 4).unwrap());
@@ -160,19 +172,34 @@ fn a_burst_that_hands_over_more_than_its_demand_is_stopped_with_a_clear_error() 
     let (subscriber, recorder) = probe::<u32>();
     outlet.subscribe(subscriber);
     inlet.on_subscribe(weir::runtime::Subscription::noop());
-    let mut items = Greedy(0..10);
-    // One item asked for: the burst hands over a second one, which the ring had room for.
+    let mut items = Greedy { items: 0..10, deaf };
     assert_eq!(inlet.try_on_next_iter(&mut items, 1), 1);
     recorder.request(100);
     let error = recorder.expect_terminal().unwrap_err();
+    (error, recorder.items(), metrics.snapshot(), items)
+}
+
+#[test]
+fn a_burst_that_hands_over_more_than_its_demand_is_stopped_with_a_clear_error() {
+    // The burst hands over a second item, which the ring had room for.
+    let (error, items, snapshot, mut rest) = a_greedy_burst_for_a_demand_of_one(false);
     assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
     assert_eq!(error.stage(), Some("hop"));
-    assert_eq!(recorder.items(), vec![0]);
+    assert_eq!(items, vec![0]);
     // The one beyond the demand is counted; the rest is still the publisher's.
-    let snapshot = metrics.snapshot();
     assert_eq!(snapshot.items_out, 1, "{snapshot:?}");
     assert_eq!(snapshot.dropped["cancelled"], 1, "{snapshot:?}");
-    assert_eq!(items.next(), Some(2));
+    assert_eq!(rest.next(), Some(2));
+}
+
+#[test]
+fn a_burst_that_goes_on_after_being_told_to_stop_has_every_item_counted() {
+    let (error, items, snapshot, _) = a_greedy_burst_for_a_demand_of_one(true);
+    assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
+    // 1 delivered, the 9 it handed over beyond the demand dropped and counted.
+    assert_eq!(items, vec![0]);
+    assert_eq!(snapshot.items_out, 1, "{snapshot:?}");
+    assert_eq!(snapshot.dropped["cancelled"], 9, "{snapshot:?}");
 }
 
 /// A publisher that ignores demand: hands over all of `0..n` at once.

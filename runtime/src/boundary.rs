@@ -521,8 +521,14 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
                 self.checkpoint_reached();
             }
             if let Some(item) = refused {
-                if accepted == limit {
+                // More than one refused only if the burst went on after `false` (it should not):
+                // each one but the last was dropped by the closure, counted here.
+                let beyond = handed.saturating_sub(written as u64 + 1);
+                if accepted == limit || beyond > 0 {
                     // The burst handed over more than the demand it was asked to fill.
+                    self.channel
+                        .metrics
+                        .record_shed_n(crate::metrics::Reason::Cancelled, beyond);
                     self.demand_exceeded(item);
                     return accepted;
                 }
