@@ -281,6 +281,27 @@ fn ledger_abort_counts_async_calls_in_flight() {
     });
 }
 
+/// Adds a sink `store` on `port` that aborts the pipeline at its `n`th item. Returns where to put
+/// the pipeline's abort handle (once started, before the sink runs) and how many items it handled.
+fn sink_aborting_at(
+    p: &mut weir::dsl::PipelineBuilder,
+    port: &weir::dsl::Port<u64>,
+    n: u64,
+) -> (
+    Arc<std::sync::OnceLock<weir::dsl::PipelineAbort>>,
+    Arc<AtomicU64>,
+) {
+    let abort = Arc::new(std::sync::OnceLock::<weir::dsl::PipelineAbort>::new());
+    let handled = Arc::new(AtomicU64::new(0));
+    let (in_sink, count) = (abort.clone(), handled.clone());
+    p.sink("store", port, move |_: u64| {
+        if count.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            in_sink.get().expect("set before the sink runs").abort();
+        }
+    });
+    (abort, handled)
+}
+
 /// After `abort`, a sink's closure is not called again: a burst already under way upstream (a
 /// queue handing out a batch, a source's loop) hands the rest of its items to a sink that counts
 /// them as cancelled. It used to call the closure on them after the pipeline had resolved as
@@ -310,14 +331,7 @@ fn ledger_a_sink_is_not_called_after_abort() {
             for order in 0..500u64 {
                 orders.try_push(order).unwrap();
             }
-            let abort = Arc::new(std::sync::OnceLock::<weir::dsl::PipelineAbort>::new());
-            let handled = Arc::new(AtomicU64::new(0));
-            let (in_sink, count) = (abort.clone(), handled.clone());
-            p.sink("store", &port, move |_: u64| {
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == 10 {
-                    in_sink.get().expect("set before the sink runs").abort();
-                }
-            });
+            let (abort, handled) = sink_aborting_at(&mut p, &port, 10);
             let mut running = p.build().unwrap().start().unwrap();
             // A current-thread runtime: the sink's task runs only once this task waits.
             abort.set(running.abort_handle()).unwrap();
@@ -504,5 +518,69 @@ fn stage_code_runs_in_its_stage_span() {
             spans.iter().all(|s| *s == stage),
             "{message} ran in {spans:?}"
         );
+    }
+}
+
+/// Records a spill store kept from an earlier run come out of a pipeline that reopens it, at an
+/// ingress or mid-graph: they are in the books as `recovered` at that stage, and the stage's and
+/// the graph's books balance. They used to come out without having come in (the graph's books
+/// off by their number).
+#[test]
+fn ledger_items_recovered_from_an_earlier_run_balance_the_books() {
+    use weir::runtime::ingress::SpillFull;
+    use weir::spill::{SpillConfig, SpillQueue};
+    let rt = runtime();
+    for at_ingress in [true, false] {
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                // The earlier run: one item in memory (lost with it), four on disk.
+                let mut store = SpillQueue::<u64>::open(dir.path(), 1, SpillConfig::new()).unwrap();
+                for item in 0..5 {
+                    store.push(item).unwrap();
+                }
+                store.flush().unwrap();
+            }
+            let store = SpillQueue::<u64>::open(dir.path(), 1, SpillConfig::new()).unwrap();
+            let mut p = Pipeline::builder("restarted");
+            let (orders, port) = if at_ingress {
+                let full = SpillFull::Reject {
+                    retry_after: std::time::Duration::from_millis(1),
+                };
+                let (orders, port) = p.ingress_spilling("orders", store, full);
+                (Some(orders), port)
+            } else {
+                let rows = p.source("rows", source::from_iter(100..103u64));
+                (None, p.spill("orders", &rows, store))
+            };
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = seen.clone();
+            p.sink("store", &port, move |item: u64| {
+                sink.lock().unwrap().push(item)
+            });
+            let mut running = p.build().unwrap().start().unwrap();
+            if let Some(orders) = orders {
+                for item in 100..103 {
+                    orders.push(item).await.unwrap();
+                }
+                drop(orders);
+            }
+            running
+                .drain(std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 100, 101, 102]);
+            let snapshot = running.snapshot();
+            let stage = snapshot.stage("orders").unwrap().ledger;
+            assert_eq!(
+                (stage.offered, stage.recovered, stage.delivered),
+                (3, 4, 7),
+                "at the ingress: {at_ingress}: {stage}"
+            );
+            assert!(stage.balances(), "{stage}");
+            let graph = snapshot.ledger();
+            assert_eq!((graph.offered, graph.recovered, graph.delivered), (3, 4, 7));
+            assert!(graph.balances(), "{graph}");
+        });
     }
 }

@@ -726,3 +726,52 @@ async fn a_panicking_outgoing_fails_the_sink_naming_it_and_stops_the_upstream() 
     );
     assert!(stopped_at < 1_000_000);
 }
+
+/// A queue reopened on a JetStream spill store that an earlier run left records in counts every
+/// one of them as recovered: the store counts an earlier run's message as one until it reads it
+/// back as its records, and the queue takes the difference into its books. (The queue used to
+/// count none of them in, then handed all of them out: items out exceeded items in.)
+#[tokio::test]
+async fn a_queue_on_a_reopened_jetstream_store_counts_every_recovered_record() {
+    use weir::runtime::ingress::{self, SpillFull};
+    use weir::runtime::queue::SpillStore;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("kept", 1).records_per_message(16);
+    let mut store = JetStreamSpillStore::<u64>::open(&js, config.clone())
+        .await
+        .unwrap();
+    // One runtime thread: the writer runs only once this task waits, so the ten spilled records
+    // go out as one message.
+    for n in 0..11u64 {
+        store.push(n).unwrap();
+    }
+    store.sync().flushed().await.unwrap();
+    drop(store);
+    let store = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    let (handle, publisher) = ingress::spilling("kept", store, full).unwrap();
+    let metrics = handle.metrics();
+    drop(handle);
+    assert_eq!(
+        publisher.collect().await.unwrap(),
+        (1..11).collect::<Vec<_>>()
+    );
+    let counts = metrics.snapshot();
+    assert_eq!(
+        (
+            counts.recovered,
+            counts.items_in,
+            counts.items_out,
+            counts.depth
+        ),
+        (10, 10, 10, 0),
+        "{counts:?}"
+    );
+}

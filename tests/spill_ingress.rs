@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use support::probe;
 use weir::prelude::*;
 use weir::runtime::ingress::{self, SpillFull};
-use weir::runtime::metrics::Reason;
+use weir::runtime::metrics::{BufferMetrics, Reason};
 use weir::runtime::queue::Pushed;
 use weir::spill::{SpillConfig, SpillQueue};
 
@@ -126,32 +126,47 @@ async fn a_full_budget_rejects_with_a_retry_hint_and_frees_as_the_consumer_drain
     );
 }
 
+const FULL: SpillFull = SpillFull::Reject {
+    retry_after: Duration::from_millis(10),
+};
+
+/// A spilling ingress in `dir` (5 items in memory) takes 0..40 (35 spill); its consumer takes the
+/// first `n` and goes away (cancel). Returns the ingress's counters.
+async fn take_some_and_leave(dir: &std::path::Path, n: usize) -> Arc<BufferMetrics> {
+    let store = SpillQueue::<u32>::open(dir, 5, small_segments()).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+    for i in 0..40 {
+        handle.push(i).await.unwrap();
+    }
+    let (subscriber, recorder) = probe::<u32>();
+    publisher.subscribe(subscriber);
+    recorder.request(n as u64);
+    assert_eq!(recorder.expect_items(n), (0..n as u32).collect::<Vec<_>>());
+    recorder.cancel();
+    handle.metrics()
+}
+
+/// The spilling ingress reopened on `dir`: its counters and everything it hands out, `push`ed
+/// items after the recovered ones.
+async fn reopen(dir: &std::path::Path, push: &[u32]) -> (Arc<BufferMetrics>, Vec<u32>) {
+    let store = SpillQueue::<u32>::open(dir, 5, small_segments()).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+    for &item in push {
+        handle.push(item).await.unwrap();
+    }
+    let metrics = handle.metrics();
+    drop(handle);
+    (metrics, publisher.collect().await.unwrap())
+}
+
 #[tokio::test]
 async fn spilled_items_survive_the_ingress_and_come_first_next_time() {
     let dir = tempfile::tempdir().unwrap();
-    let full = SpillFull::Reject {
-        retry_after: Duration::from_millis(10),
-    };
-    {
-        let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
-        let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
-        for i in 0..40 {
-            handle.push(i).await.unwrap();
-        }
-        // The consumer takes three items and goes away (cancel): the 2 others in memory are
-        // counted as dropped, the 35 on disk stay for the next run.
-        let (subscriber, recorder) = probe::<u32>();
-        publisher.subscribe(subscriber);
-        recorder.request(3);
-        assert_eq!(recorder.expect_items(3), vec![0, 1, 2]);
-        recorder.cancel();
-        assert_eq!(handle.metrics().shed(Reason::Cancelled), 2);
-    }
-    let store = SpillQueue::<u32>::open(dir.path(), 5, small_segments()).unwrap();
-    let (handle, publisher) = ingress::spilling("orders", store, full).unwrap();
-    handle.push(100).await.unwrap();
-    drop(handle);
-    let replayed = publisher.collect().await.unwrap();
+    // Three taken: the 2 others in memory are counted as dropped, the 35 on disk stay for the
+    // next run.
+    let metrics = take_some_and_leave(dir.path(), 3).await;
+    assert_eq!(metrics.shed(Reason::Cancelled), 2);
+    let (_, replayed) = reopen(dir.path(), &[100]).await;
     let mut expected: Vec<u32> = (5..40).collect();
     expected.push(100);
     assert_eq!(replayed, expected);
@@ -246,4 +261,119 @@ fn a_panic_while_feeding_a_spilling_buffer_fails_its_stream_naming_it() {
         error.to_string(),
         "stage `orders`: panicked: upstream exploded"
     );
+}
+
+/// Items a store holds from an earlier run are in the queue's books from the start: its depth,
+/// its items in (`recovered`, not `offered`: nobody offered them in this run) and the age of the
+/// oldest one. They used to be invisible until handed out (depth 0, no age), and then went out
+/// without ever having come in (items out 8, items in 0).
+#[tokio::test]
+async fn items_recovered_from_an_earlier_run_are_in_the_books_with_an_age() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SpillQueue::<u32>::open(dir.path(), 2, small_segments()).unwrap();
+        let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+        for i in 0..10 {
+            handle.push(i).await.unwrap();
+        }
+        let metrics = handle.metrics();
+        drop((handle, publisher));
+        // The two in memory went with the queue, counted; the eight on disk stay.
+        assert_eq!(metrics.shed(Reason::Cancelled), 2);
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let store = SpillQueue::<u32>::open(dir.path(), 2, small_segments()).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+    let metrics = handle.metrics();
+    let before = metrics.snapshot();
+    assert_eq!(
+        (
+            before.depth,
+            before.items_in,
+            before.recovered,
+            metrics.offered()
+        ),
+        (8, 8, 8, 0),
+        "{before:?}"
+    );
+    let age = before.oldest_item_age_ms;
+    assert!(
+        age.is_some_and(|ms| ms >= 50.0),
+        "written 60 ms ago: {age:?}"
+    );
+    handle.push(100).await.unwrap();
+    drop(handle);
+    let replayed = publisher.collect().await.unwrap();
+    assert_eq!(replayed, vec![2, 3, 4, 5, 6, 7, 8, 9, 100]);
+    let after = metrics.snapshot();
+    assert_eq!(
+        (
+            after.depth,
+            after.items_in,
+            after.items_out,
+            metrics.offered()
+        ),
+        (0, 9, 9, 1),
+        "{after:?}"
+    );
+    assert_eq!(after.oldest_item_age_ms, None);
+}
+
+/// A consumer that cancels after the queue read records back from disk into memory: those records
+/// stay in the log (the next run replays them), so they are still held, not cancelled. They used
+/// to be counted as cancelled in this run and recovered and delivered in the next: twice.
+#[tokio::test]
+async fn records_read_back_but_not_handed_out_stay_held_when_the_consumer_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    // Items 0..5 from memory, then 5, 6 read back with 7, 8, 9 (memory refilled from disk).
+    let metrics = take_some_and_leave(dir.path(), 7).await;
+    let counts = metrics.snapshot();
+    assert_eq!(metrics.shed(Reason::Cancelled), 0, "{counts:?}");
+    assert_eq!(counts.depth, 33, "on disk, still held: {counts:?}");
+    let (metrics, replayed) = reopen(dir.path(), &[]).await;
+    assert_eq!(replayed, (7..40).collect::<Vec<_>>());
+    assert_eq!(metrics.recovered(), 33);
+}
+
+/// A record that no longer checks out on disk, skipped under `OnCorruption::Skip`: the queue's
+/// books count it (failed, `corrupt`) instead of holding it for ever.
+#[tokio::test]
+async fn a_corrupt_record_skipped_on_read_back_is_counted() {
+    use weir::spill::OnCorruption;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SpillQueue::<u64>::open(dir.path(), 1, small_segments()).unwrap();
+        for i in 0..40 {
+            store.push(i).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    // Flip a payload byte of the first (sealed) segment's last record: its CRC fails, its
+    // length is intact, so it is skipped alone.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(first, &bytes).unwrap();
+
+    let config = small_segments().on_corruption(OnCorruption::Skip);
+    let store = SpillQueue::<u64>::open(dir.path(), 1, config).unwrap();
+    let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+    let metrics = handle.metrics();
+    drop(handle);
+    let replayed = publisher.collect().await.unwrap();
+    assert_eq!(replayed.len(), 38, "39 on disk, one corrupt: {replayed:?}");
+    let counts = metrics.snapshot();
+    assert_eq!(
+        (counts.recovered, counts.items_out, counts.depth),
+        (39, 38, 0),
+        "{counts:?}"
+    );
+    assert_eq!(metrics.shed(Reason::Corrupt), 1);
 }

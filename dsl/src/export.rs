@@ -19,6 +19,7 @@
 //! | `weir_pipeline_unaccounted` | gauge | | the graph's [ledger](crate::Ledger) difference: 0 when every item is accounted for (at a quiescent point) |
 //! | `weir_stage_items_total` | counter | `stage`, `kind` | items a stage emitted (a sink: handled; a fan-out: taken in) |
 //! | `weir_stage_offered_total` | counter | `stage`, `kind` | items that came into the stage (an ingress: pushes offered) |
+//! | `weir_stage_recovered_total` | counter | `stage`, `kind` | items it found held when the pipeline started, left by an earlier run (a spill store or durable ingress reopened) |
 //! | `weir_stage_delivered_total` | counter | `stage`, `kind` | items it passed on (a sink: handled successfully) |
 //! | `weir_stage_exits_total` | counter | `stage`, `kind`, `exit`, `reason` | items that left it otherwise: `exit` is `rejected`, `dropped`, `failed` or `cancelled`; `reason` as in the buffers (`filtered`, `duplicate`, `cancelled_in_flight`, ...) |
 //! | `weir_stage_held` | gauge | `stage`, `kind` | items it holds now (queues, in flight, on disk) |
@@ -96,6 +97,11 @@ const HELP: &[(&str, Kind, &str)] = &[
         "weir_stage_offered_total",
         Kind::Counter,
         "Items that came into the stage (an ingress: pushes offered).",
+    ),
+    (
+        "weir_stage_recovered_total",
+        Kind::Counter,
+        "Items it found held when the pipeline started, left by an earlier run (a spill store or durable ingress reopened).",
     ),
     (
         "weir_stage_delivered_total",
@@ -278,6 +284,7 @@ pub(crate) fn log_transition(running: &Running, readiness: &Readiness) {
 
 fn export_ledger(labels: &[Label], ledger: &Ledger) {
     counter!("weir_stage_offered_total", labels.to_vec()).absolute(ledger.offered);
+    counter!("weir_stage_recovered_total", labels.to_vec()).absolute(ledger.recovered);
     counter!("weir_stage_delivered_total", labels.to_vec()).absolute(ledger.delivered);
     gauge!("weir_stage_held", labels.to_vec()).set(ledger.held as f64);
     for (reason, count) in ledger.by_reason.iter() {

@@ -8,7 +8,7 @@ use weir_runtime::ledger::{Entry, Exit, Exits};
 /// For a stage, at a quiescent point:
 ///
 /// ```text
-/// offered + made = delivered + consumed + rejected + dropped + failed + cancelled + held
+/// offered + made + recovered = delivered + consumed + rejected + dropped + failed + cancelled + held
 /// ```
 ///
 /// - `offered`: what came in: the pushes offered to an ingress (accepted or not), the items a
@@ -22,10 +22,13 @@ use weir_runtime::ledger::{Entry, Exit, Exits};
 /// - `held`: what the stage holds now: queues, rings, lanes, futures in flight, a partial batch,
 ///   records on disk;
 /// - `made` / `consumed`: items a stage made out of others (a batch out of its members, broadcast
-///   copies out of an original) and the items consumed into them.
+///   copies out of an original) and the items consumed into them;
+/// - `recovered`: items a stage found held when the pipeline started, left by an earlier run (a
+///   spill store or a durable ingress reopened with records in it).
 ///
-/// For the graph the same equation holds with `offered` summed over the ingresses and sources and
-/// `delivered` over the sinks: every item that entered is delivered, counted under a named exit,
+/// For the graph the same equation holds with `offered` summed over the ingresses and sources,
+/// `delivered` over the sinks, and the rest over every stage: every item that entered (or was
+/// recovered) is delivered, counted under a named exit,
 /// or still held. While items move, counters are read one after another, so the equation holds
 /// exactly only at a quiescent point (a pipeline that completed, failed, drained or was aborted);
 /// [`Ledger::unaccounted`] is the difference.
@@ -49,6 +52,9 @@ pub struct Ledger {
     pub made: u64,
     /// Items consumed into what was made.
     pub consumed: u64,
+    /// Items found held at the start, left by an earlier run.
+    #[serde(default)]
+    pub recovered: u64,
     /// The exits by reason.
     pub by_reason: Exits,
 }
@@ -66,15 +72,16 @@ impl Ledger {
             held: entries.held,
             made: entries.made,
             consumed: entries.consumed,
+            recovered: entries.recovered,
             by_reason: entries.exits,
         }
     }
 
-    /// `offered + made - (delivered + consumed + exits + held)`: zero when every item is accounted
-    /// for. Positive: items went missing; negative: items were counted twice. Exact only at a
-    /// quiescent point.
+    /// `offered + made + recovered - (delivered + consumed + exits + held)`: zero when every item
+    /// is accounted for. Positive: items went missing; negative: items were counted twice. Exact
+    /// only at a quiescent point.
     pub fn unaccounted(&self) -> i128 {
-        let came = i128::from(self.offered) + i128::from(self.made);
+        let came = i128::from(self.offered) + i128::from(self.made) + i128::from(self.recovered);
         let went = [
             self.delivered,
             self.consumed,
@@ -104,22 +111,21 @@ impl Ledger {
         self.held += other.held;
         self.made += other.made;
         self.consumed += other.consumed;
+        self.recovered += other.recovered;
         self.by_reason.add(&other.by_reason);
     }
 }
 
 impl std::fmt::Display for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "offered {}", self.offered)?;
+        if self.recovered > 0 {
+            write!(f, " + recovered {}", self.recovered)?;
+        }
         write!(
             f,
-            "offered {} = delivered {} + rejected {} + dropped {} + failed {} + cancelled {} + held {}",
-            self.offered,
-            self.delivered,
-            self.rejected,
-            self.dropped,
-            self.failed,
-            self.cancelled,
-            self.held
+            " = delivered {} + rejected {} + dropped {} + failed {} + cancelled {} + held {}",
+            self.delivered, self.rejected, self.dropped, self.failed, self.cancelled, self.held
         )?;
         if self.made > 0 || self.consumed > 0 {
             write!(f, " (made {}, consumed {})", self.made, self.consumed)?;

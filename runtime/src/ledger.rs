@@ -5,10 +5,11 @@
 //! an operator that filters, batches or awaits (a [`Tally`]), a sink. An account reports an
 //! [`Entry`]: what it holds now, how many items left it by [`Reason`], and, for operators that
 //! reshape items (a batch made of many, copies made by a broadcast), how many it *made* and how
-//! many it *consumed* into what it made. For any stretch of a stream, at a quiescent point:
+//! many it *consumed* into what it made, and, for a store reopened with items an earlier run left
+//! in it, how many it *recovered*. For any stretch of a stream, at a quiescent point:
 //!
 //! ```text
-//! in + made = out + consumed + rejected + dropped + failed + cancelled + held
+//! in + made + recovered = out + consumed + rejected + dropped + failed + cancelled + held
 //! ```
 //!
 //! where `in` is what entered the stretch and `out` what left it downstream; for a whole pipeline
@@ -121,6 +122,9 @@ pub struct Entry {
     pub made: u64,
     /// Items consumed into what was made (a batch's members, a broadcast's original).
     pub consumed: u64,
+    /// Items found held at the start, left by an earlier run (a spill store reopened with
+    /// records in it): they come out without having come in during this run.
+    pub recovered: u64,
     /// Items finished here: a sink's successful calls (0 for accounts that pass items on).
     pub delivered: u64,
 }
@@ -133,6 +137,7 @@ impl Entry {
         self.exits.add(&other.exits);
         self.made += other.made;
         self.consumed += other.consumed;
+        self.recovered += other.recovered;
     }
 }
 

@@ -39,6 +39,9 @@ pub enum Reason {
     Duplicate,
     /// Failed: the closure handling it panicked or returned an error.
     Failed,
+    /// Failed: a spill store could not give it back (a record that no longer checked out on
+    /// disk, skipped).
+    Corrupt,
     /// Cancelled: still queued (or arriving) when its consumer went away.
     Cancelled,
     /// Cancelled: in flight (an async stage's future, a sink's write) when the pipeline was aborted.
@@ -73,7 +76,7 @@ impl Exit {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Full,
         Reason::Timeout,
         Reason::Closed,
@@ -84,6 +87,7 @@ impl Reason {
         Reason::Filtered,
         Reason::Duplicate,
         Reason::Failed,
+        Reason::Corrupt,
         Reason::Cancelled,
         Reason::CancelledInFlight,
     ];
@@ -104,6 +108,7 @@ impl Reason {
             Reason::Filtered => "filtered",
             Reason::Duplicate => "duplicate",
             Reason::Failed => "failed",
+            Reason::Corrupt => "corrupt",
             Reason::Cancelled => "cancelled",
             Reason::CancelledInFlight => "cancelled_in_flight",
         }
@@ -125,7 +130,7 @@ impl Reason {
             | Reason::Throttled
             | Reason::Filtered
             | Reason::Duplicate => Exit::Dropped,
-            Reason::Failed => Exit::Failed,
+            Reason::Failed | Reason::Corrupt => Exit::Failed,
             Reason::Cancelled | Reason::CancelledInFlight => Exit::Cancelled,
         }
     }
@@ -162,6 +167,8 @@ pub struct BufferMetrics {
     consumer_gone: AtomicBool,
     /// Pushes offered to an ingress (accepted or not).
     offered: AtomicU64,
+    /// Items the queue found held when it was made, left by an earlier run (counted in too).
+    recovered: AtomicU64,
     items_in: AtomicU64,
     items_out: AtomicU64,
     demand: AtomicU64,
@@ -191,14 +198,34 @@ impl BufferMetrics {
 
     /// Fresh counters that no ledger scope sees (for a stage that registers them itself).
     pub fn unregistered(name: impl Into<Arc<str>>, capacity: usize) -> Arc<Self> {
+        Self::with_epoch(name.into(), capacity, Instant::now())
+    }
+
+    /// Fresh counters, registered as [`new`](Self::new) does, whose clock started `earlier`
+    /// before now, so that a queue holding items from the start (left by an earlier run) can
+    /// give the oldest of them a time on it: time 0 is `earlier` ago. `None` when the monotonic
+    /// clock cannot go back that far.
+    pub(crate) fn new_since(
+        name: impl Into<Arc<str>>,
+        capacity: usize,
+        earlier: Duration,
+    ) -> Option<Arc<Self>> {
+        let epoch = Instant::now().checked_sub(earlier)?;
+        let metrics = Self::with_epoch(name.into(), capacity, epoch);
+        crate::ledger::register(metrics.clone());
+        Some(metrics)
+    }
+
+    fn with_epoch(name: Arc<str>, capacity: usize, epoch: Instant) -> Arc<Self> {
         Arc::new(Self {
-            name: name.into(),
+            name,
             capacity: capacity as u64,
-            epoch: Instant::now(),
+            epoch,
             occupancy: OnceLock::new(),
             oldest_age: OnceLock::new(),
             consumer_gone: AtomicBool::new(false),
             offered: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
             items_in: AtomicU64::new(0),
             items_out: AtomicU64::new(0),
             demand: AtomicU64::new(0),
@@ -243,6 +270,19 @@ impl BufferMetrics {
     /// Pushes offered so far (an ingress: accepted or refused; 0 for other queues).
     pub fn offered(&self) -> u64 {
         self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` items the queue holds from the start, left by an earlier run (a spill store
+    /// reopened with records in it): they are in the queue (counted in) without having been
+    /// offered in this run, and in the ledger as [`recovered`](crate::ledger::Entry::recovered).
+    pub fn add_recovered(&self, n: u64) {
+        self.recovered.fetch_add(n, Ordering::Relaxed);
+        self.items_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Items the queue held from the start, left by an earlier run.
+    pub fn recovered(&self) -> u64 {
+        self.recovered.load(Ordering::Relaxed)
     }
 
     /// Counts `n` items taken into the queue.
@@ -356,6 +396,7 @@ impl BufferMetrics {
             depth: self.depth(items_in, items_out, abandoned),
             items_in,
             items_out,
+            recovered: self.recovered(),
             demand: self.demand.load(Ordering::Relaxed),
             rejected,
             dropped,
@@ -439,6 +480,7 @@ impl crate::ledger::Account for BufferMetrics {
         let positions = self.positions();
         let mut entry = crate::ledger::Entry {
             held: self.depth(positions.items_in, positions.items_out, positions.abandoned),
+            recovered: self.recovered(),
             ..Default::default()
         };
         for reason in Reason::ALL {
@@ -455,6 +497,7 @@ impl BufferCounts {
     pub fn entry(&self) -> crate::ledger::Entry {
         let mut entry = crate::ledger::Entry {
             held: self.depth,
+            recovered: self.recovered,
             ..Default::default()
         };
         for (label, &count) in self.rejected.iter().chain(&self.dropped) {
@@ -475,10 +518,14 @@ pub struct BufferCounts {
     pub capacity: u64,
     /// Items held now (`items_in - items_out` minus items evicted or cancelled from the queue).
     pub depth: u64,
-    /// Items accepted so far.
+    /// Items accepted so far (those recovered included).
     pub items_in: u64,
     /// Items handed downstream (or dropped from the queue) so far.
     pub items_out: u64,
+    /// Items the queue held from the start, left by an earlier run (a spill store reopened with
+    /// records in it; counted in `items_in` too, never offered).
+    #[serde(default)]
+    pub recovered: u64,
     /// Outstanding downstream demand as last seen by the stage.
     pub demand: u64,
     /// Items handed back to their caller, by reason.

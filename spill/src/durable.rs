@@ -17,8 +17,9 @@ use crate::{REPLAY_READ_AHEAD, SpillConfig, SpillError, SpillLog, SpillMetrics, 
 
 /// Opens (or reopens) the log in `dir` as the durable ingress `name`, holding at most
 /// `max_backlog` items pushed and not yet acknowledged. Records an earlier run left unacknowledged
-/// come out of the [`Tail`] first (see [`Durable::recovered`]); they count as offered and taken
-/// in. Call within a tokio runtime (syncs run on its blocking threads). In a pipeline, add the
+/// come out of the [`Tail`] first (see [`Durable::recovered`]); the queue's counters and the
+/// ledger count them as recovered (taken in, not offered in this run). Call within a tokio
+/// runtime (syncs run on its blocking threads). In a pipeline, add the
 /// tail with `PipelineBuilder::ingress_durable`: its queue counters are then the stage's.
 ///
 /// A durable ingress: pushes return only once the item is on disk, for services whose
@@ -73,8 +74,7 @@ pub fn durable<T>(
     let log = SpillLog::open(dir, config)?;
     let recovered = log.unread();
     let queue = BufferMetrics::unregistered(name, max_backlog.min(usize::MAX as u64) as usize);
-    queue.add_offered(recovered);
-    queue.add_in(recovered);
+    queue.add_recovered(recovered);
     // The queue is the log's records not yet handed out: the oldest one's age is the log's.
     queue.attach_oldest_age(log.oldest_unread_age());
     let (durable, _) = watch::channel(log.acked() + recovered);

@@ -503,8 +503,22 @@ where
         SpillQueue::len(self)
     }
 
+    /// Items read back from the log stay in it until taken (the next run replays them): only
+    /// the ones pushed into memory and the held-back ones would be lost.
     fn in_memory(&self) -> usize {
-        SpillQueue::in_memory(self)
+        let pushed = self.memory.iter().filter(|(seq, _)| seq.is_none()).count();
+        pushed + self.held_back()
+    }
+
+    /// Known for records read back or still on disk (from when their batch was written); not for
+    /// an item pushed into memory, which the log has no time for.
+    fn oldest_age(&self) -> Option<std::time::Duration> {
+        match self.memory.front() {
+            Some((Some(seq), _)) => self.log.age_of(*seq),
+            Some((None, _)) => None,
+            None if self.on_disk > 0 => self.log.age_of(self.log.next_unread()),
+            None => None,
+        }
     }
 
     fn flush(&mut self) -> Result<(), weir_runtime::Error> {

@@ -24,11 +24,15 @@ pub(super) struct Ages {
 }
 
 impl Ages {
-    /// For a store that already holds `held` items (from an earlier run): their times are
-    /// unknown, so no age is reported until they have been taken.
-    pub(super) fn after(held: u64) -> Self {
+    /// For a store that already holds `held` items (from an earlier run), the oldest of which
+    /// went in at `oldest` (when known; else no age is reported until they have been taken).
+    pub(super) fn after(held: u64, oldest: Option<u64>) -> Self {
         Self {
-            samples: VecDeque::new(),
+            samples: oldest
+                .filter(|_| held > 0)
+                .map(|at| (0, at))
+                .into_iter()
+                .collect(),
             pushed: held,
             taken: 0,
         }
@@ -78,7 +82,7 @@ mod tests {
 
     #[test]
     fn the_oldest_held_item_is_bounded_by_the_newest_sample_before_it() {
-        let mut ages = Ages::after(0);
+        let mut ages = Ages::after(0, None);
         assert_eq!(ages.oldest(), None);
         ages.pushed(10); // position 0: sampled
         ages.pushed(20); // position 1: within a millisecond, not sampled
@@ -93,11 +97,26 @@ mod tests {
     }
 
     #[test]
-    fn items_from_an_earlier_run_have_no_known_age() {
-        let mut ages = Ages::after(2);
+    fn items_from_an_earlier_run_have_no_known_age_unless_the_store_knows_it() {
+        let mut ages = Ages::after(2, None);
         ages.pushed(5);
         assert_eq!(ages.oldest(), None);
         ages.taken(2);
         assert_eq!(ages.oldest(), Some(5));
+
+        let mut ages = Ages::after(2, Some(0));
+        ages.pushed(EVERY_NANOS);
+        assert_eq!(ages.oldest(), Some(0));
+        ages.taken(1);
+        assert_eq!(
+            ages.oldest(),
+            Some(0),
+            "the second recovered item: no later than 0"
+        );
+        ages.taken(1);
+        assert_eq!(ages.oldest(), Some(EVERY_NANOS));
+        ages.taken(1);
+        assert_eq!(ages.oldest(), None);
+        assert_eq!(Ages::after(0, Some(0)).oldest(), None, "nothing held");
     }
 }

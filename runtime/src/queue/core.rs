@@ -26,6 +26,9 @@ pub(super) enum Storage<T> {
         when_full: WhenStoreFull,
         /// When the items went in, sampled (the store keeps no times).
         ages: Ages,
+        /// What the store holds as far as the queue's books go (see [`reconcile`]); below zero
+        /// when the store handed out records it found meanwhile.
+        expected: i64,
     },
 }
 
@@ -34,6 +37,8 @@ pub(super) struct State<T> {
     pub(super) closed: bool,
     /// Set by [`QueueHandle::fail`]: the stream ends with it after the queued items.
     pub(super) failure: Option<Error>,
+    /// What the queue held at its end was counted (see [`State::end`]).
+    pub(super) ended: bool,
 }
 
 impl<T> State<T> {
@@ -41,6 +46,30 @@ impl<T> State<T> {
         match &self.storage {
             Storage::Memory { items, .. } => items.len() as u64,
             Storage::Spilling { store, .. } => store.len(),
+        }
+    }
+
+    /// The queue's end: its subscription ended, or the queue goes without ever having had one.
+    /// Closes it (pushes are refused from now on) and returns how many of the items it holds
+    /// are lost with it, the first time only: items in memory are; a spill store keeps its
+    /// durable part (flushed now) for its next run, so only what it would lose counts.
+    pub(super) fn end(&mut self, stage: &str) -> usize {
+        self.closed = true;
+        if std::mem::replace(&mut self.ended, true) {
+            return 0;
+        }
+        match &mut self.storage {
+            Storage::Memory { items, .. } => {
+                let left = items.len();
+                items.clear();
+                left
+            }
+            Storage::Spilling { store, .. } => {
+                if let Err(error) = store.flush() {
+                    tracing::warn!(stage, %error, "could not flush the spill store");
+                }
+                store.in_memory()
+            }
         }
     }
 }
@@ -84,6 +113,7 @@ impl<T> Shared<T> {
                 storage,
                 closed: false,
                 failure: None,
+                ended: false,
             }),
             space: Notify::new(),
             blocked: AtomicUsize::new(0),
@@ -126,9 +156,12 @@ impl<T> Shared<T> {
                 store,
                 when_full,
                 ages,
+                expected,
             } => match store.push(item) {
                 Ok(spilled) => {
                     self.metrics.add_in(1);
+                    *expected = expected.saturating_add(1);
+                    reconcile(&**store, expected, &self.metrics);
                     ages.pushed(now);
                     self.metrics.set_oldest(ages.oldest());
                     Offer::Accepted(if spilled {
@@ -253,6 +286,39 @@ impl<T> Shared<T> {
             Offer::Refused(refused) => Err(refused),
             // Not waiting: a full queue whose policy waits refuses instead.
             Offer::MustWait(item) => Err(self.count(Refused::Full(item))),
+        }
+    }
+}
+
+/// Brings the queue's books in line with what `store` says it holds, `expected` being what the
+/// books say (what was recovered and pushed, minus what was taken). More: items the store found
+/// that an earlier run left (a broker message counted as one until it is read back as its
+/// records), counted as recovered. Fewer: items the store could not give back (a corrupt record
+/// it skipped), counted as [`Reason::Corrupt`].
+pub(super) fn reconcile<T>(store: &dyn SpillStore<T>, expected: &mut i64, metrics: &BufferMetrics) {
+    let holds = i64::try_from(store.len()).unwrap_or(i64::MAX);
+    let found = holds.saturating_sub(*expected);
+    if found > 0 {
+        metrics.add_recovered(found.unsigned_abs());
+    } else if found < 0 {
+        metrics.record_evicted_n(Reason::Corrupt, found.unsigned_abs());
+    }
+    *expected = holds;
+}
+
+impl<T> Drop for Shared<T> {
+    /// A queue that goes without its subscription having ended (never subscribed: a pipeline
+    /// that was never started) counts what it held, as the end of a subscription does.
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let left = state.end(&self.name);
+        if left > 0 {
+            self.metrics.set_oldest(None);
+            self.metrics
+                .record_evicted_n(Reason::Cancelled, left as u64);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use weir_lockfree::SubscriptionCore;
 
-use super::core::{Shared, Storage, lock};
+use super::core::{Shared, Storage, lock, reconcile};
 use crate::Subscriber;
 use crate::metrics::Reason;
 use crate::protocol::Each;
@@ -52,9 +52,19 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
                 // Taken items are held in `self.batch` until the subscriber takes them: they are
                 // counted out below, as it does.
                 match &mut state.storage {
-                    Storage::Spilling { store, ages, .. } => {
+                    Storage::Spilling {
+                        store,
+                        ages,
+                        expected,
+                        ..
+                    } => {
                         match store.take_into(want, &mut self.batch) {
                             Ok(taken) => {
+                                // A store may hand out records it found meanwhile (an
+                                // earlier run's message read back): the books go below zero
+                                // until `reconcile` counts them.
+                                *expected = expected.saturating_sub(taken as i64);
+                                reconcile(&**store, expected, &shared.metrics);
                                 ages.taken(taken as u64);
                                 shared.metrics.set_oldest(ages.oldest());
                             }
@@ -101,23 +111,7 @@ impl<T> Drop for QueueEmit<T> {
     /// be emitted. Close the queue so pushes fail loudly, and count what is dropped.
     fn drop(&mut self) {
         let left = {
-            let mut state = lock(&self.shared.state);
-            state.closed = true;
-            // Items in memory are lost with the subscription; a spill store keeps its durable part
-            // for its next run, so only its memory part counts as dropped.
-            let left = match &mut state.storage {
-                Storage::Memory { items, .. } => {
-                    let left = items.len();
-                    items.clear();
-                    left
-                }
-                Storage::Spilling { store, .. } => {
-                    if let Err(error) = store.flush() {
-                        tracing::warn!(stage = %self.shared.name, %error, "could not flush the spill store");
-                    }
-                    store.in_memory()
-                }
-            };
+            let left = lock(&self.shared.state).end(&self.shared.name);
             self.shared.metrics.set_oldest(None);
             left + self.batch.len()
         };

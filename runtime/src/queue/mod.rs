@@ -67,14 +67,17 @@ pub fn bounded<T: Send + 'static>(
         items: VecDeque::with_capacity(capacity.min(4096)),
         when_full,
     };
-    Ok(build(name, capacity, storage))
+    let metrics = BufferMetrics::new(name.clone(), capacity);
+    Ok(build(name, capacity, storage, metrics))
 }
 
 /// Makes a queue that spills instead of shedding: items that do not fit in the store's memory
 /// part go to its durable part and come back in FIFO order when the consumer catches up (once
 /// spilling starts, new items follow the spilled ones until the durable part is empty). When the
 /// store's budget is full too, `when_full` decides. Items taken from the store are acknowledged to
-/// it as they are handed downstream.
+/// it as they are handed downstream. Items the store already holds (left by an earlier run) are
+/// in the queue from the start, counted as [recovered](BufferMetrics::recovered), with the age
+/// the store knows for them ([`SpillStore::oldest_age`]).
 ///
 /// The store is an opened resource (a directory, a lock, a budget), not a policy value: opening it
 /// can fail, and that failure belongs where it is opened. `weir_spill::SpillQueue` is the store
@@ -91,20 +94,34 @@ pub fn spilling<T: Send + 'static>(
             Error::msg("a spill store needs a memory capacity of at least 1").in_stage(name),
         );
     }
+    // Items the store holds from the start (an earlier run's) are in the books from now on. When
+    // the store knows how long ago the oldest went in, the queue's clock starts then, so that it
+    // has a time on it (0) and the oldest-item age covers it.
+    let held = store.len();
+    let since = store
+        .oldest_age()
+        .filter(|_| held > 0)
+        .and_then(|age| BufferMetrics::new_since(name.clone(), capacity, age));
+    let known = since.is_some().then_some(0);
+    let metrics = since.unwrap_or_else(|| BufferMetrics::new(name.clone(), capacity));
+    metrics.add_recovered(held);
+    let ages = Ages::after(held, known);
+    metrics.set_oldest(ages.oldest());
     let storage = Storage::Spilling {
-        ages: Ages::after(store.len()),
+        ages,
         store: Box::new(store),
         when_full,
+        expected: i64::try_from(held).unwrap_or(i64::MAX),
     };
-    Ok(build(name, capacity, storage))
+    Ok(build(name, capacity, storage, metrics))
 }
 
 fn build<T: Send + 'static>(
     name: Arc<str>,
     capacity: usize,
     storage: Storage<T>,
+    metrics: Arc<BufferMetrics>,
 ) -> (QueueHandle<T>, QueuePublisher<T>) {
-    let metrics = BufferMetrics::new(name.clone(), capacity);
     let shared = Arc::new(Shared::new(name, capacity, storage, metrics));
     (
         QueueHandle {

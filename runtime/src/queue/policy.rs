@@ -114,14 +114,25 @@ pub trait SpillStore<T>: Send {
     fn push(&mut self, item: T) -> Result<bool, (T, StoreRefusal)>;
     /// Moves up to `max` of the oldest items to the back of `out`, returning how many.
     fn take_into(&mut self, max: usize, out: &mut VecDeque<T>) -> Result<usize, Error>;
-    /// Items queued, in memory and durable.
+    /// Items queued, in memory and durable. Exact: the queue counts any difference from what it
+    /// put in and took out, more as recovered (an earlier run's items found), fewer as
+    /// [`Reason::Corrupt`](crate::metrics::Reason::Corrupt) (items the store could not give back).
     fn len(&self) -> u64;
     /// Whether nothing is queued.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Items in the memory part (lost if the queue ends before they are taken).
+    /// Items only in the memory part: lost if the queue ends before they are taken (counted as
+    /// cancelled then). Items read back into memory that stay durable until taken (replayed by
+    /// the next run) are not among them.
     fn in_memory(&self) -> usize;
+    /// How long ago the oldest queued item went in, if the store knows (an upper bound is fine).
+    /// Asked once, when the queue is made, for the items the store already holds (left by an
+    /// earlier run): without it they have no known age until they are taken. The default knows
+    /// nothing.
+    fn oldest_age(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Makes what was spilled durable now (called when the queue pauses and on close).
     fn flush(&mut self) -> Result<(), Error>;
     /// Gives the store a way to tell the queue that items became available by themselves (a store

@@ -201,23 +201,15 @@ impl<T> SpillLog<T> {
         let inner = Arc::downgrade(&self.inner);
         move || {
             let inner = inner.upgrade()?;
-            let shared = &inner.shared;
-            let read = shared.read_seq.load(Ordering::Acquire);
-            let state = lock(&shared.state);
-            if read >= state.written_seq {
-                return None;
-            }
-            // The last batch that starts at or before the first unread record (the samples are
-            // in sequence order; the first one covers the acknowledged position, at or before it).
-            let written_ms = state
-                .samples
-                .iter()
-                .take_while(|&&(first, _)| first <= read)
-                .last()
-                .or(state.samples.front())
-                .map(|&(_, ms)| ms)?;
-            Some(Duration::from_millis(now_ms().saturating_sub(written_ms)))
+            let read = inner.shared.read_seq.load(Ordering::Acquire);
+            written_age(&inner.shared, read)
         }
+    }
+
+    /// How long ago record `seq` was written, batch precision (the time its batch was written:
+    /// an upper bound); `None` when `seq` is not written yet.
+    pub(crate) fn age_of(&self, seq: u64) -> Option<Duration> {
+        written_age(&self.inner.shared, seq)
     }
 
     /// The most bytes the log's own buffers hold: the reader's read-ahead (1 MiB, or one frame
@@ -263,6 +255,11 @@ impl<T> SpillLog<T> {
     pub fn unread(&self) -> u64 {
         let next = lock(&self.inner.writer).next_seq;
         next.saturating_sub(lock(&self.inner.reader).next_seq)
+    }
+
+    /// The sequence number of the next record to read.
+    pub(crate) fn next_unread(&self) -> u64 {
+        lock(&self.inner.reader).next_seq
     }
 
     /// Records written but not yet acknowledged.
@@ -393,6 +390,24 @@ impl<T> SpillLog<T> {
     pub(crate) fn unread_from(&self, seq: u64) {
         lock(&self.inner.reader).unread_from(seq);
     }
+}
+
+/// How long ago record `seq` was written (see [`SpillLog::age_of`]).
+fn written_age(shared: &Shared, seq: u64) -> Option<Duration> {
+    let state = lock(&shared.state);
+    if seq >= state.written_seq {
+        return None;
+    }
+    // The last batch that starts at or before `seq` (the samples are in sequence order; the first
+    // one covers the acknowledged position, at or before any record still held).
+    let written_ms = state
+        .samples
+        .iter()
+        .take_while(|&&(first, _)| first <= seq)
+        .last()
+        .or(state.samples.front())
+        .map(|&(_, ms)| ms)?;
+    Some(Duration::from_millis(now_ms().saturating_sub(written_ms)))
 }
 
 #[cfg(test)]
