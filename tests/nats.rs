@@ -727,6 +727,95 @@ async fn a_panicking_outgoing_fails_the_sink_naming_it_and_stops_the_upstream() 
     assert!(stopped_at < 1_000_000);
 }
 
+/// A publisher that signals three items, then drops its subscriber without a terminal signal (as
+/// one whose thread panicked would).
+struct Vanishing;
+
+impl Publisher<OutMessage> for Vanishing {
+    fn subscribe<S: Subscriber<OutMessage>>(self, mut subscriber: S) {
+        struct Ignored;
+        impl weir::runtime::RawSubscription for Ignored {
+            fn request(&self, _: u64) {}
+            fn cancel(&self) {}
+        }
+        subscriber.on_subscribe(Subscription::new(Arc::new(Ignored)));
+        for n in 0..3 {
+            subscriber.on_next(OutMessage::new(format!("{n}")));
+        }
+    }
+}
+
+/// The sink's upstream going without a terminal signal fails the sink, naming it; it used to end
+/// `Ok` as if the stream had completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_whose_upstream_goes_without_a_terminal_signal_fails() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "VANISH", &["vanish"]).await;
+    let sink = JetStreamSink::bind(&js, SinkConfig::new("vanish", "VANISH", "vanish"))
+        .await
+        .unwrap();
+    let error = sink.run(Vanishing).await.unwrap_err();
+    assert!(
+        error.to_string().contains("without a terminal signal"),
+        "{error}"
+    );
+    assert_eq!(error.stage(), Some("vanish"), "{error}");
+    let report = sink.metrics().snapshot();
+    assert_eq!((report.published, report.in_flight), (3, 0), "{report:?}");
+}
+
+/// Publishes still awaiting the broker when the sink fails on another item are dropped: they
+/// leave the in-flight gauge and are counted as cancelled. The gauge used to stay up for good,
+/// and the dropped publishes were in no count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_dropped_when_the_sink_fails_are_counted_and_leave_the_gauge() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "STALL", &["stall"]).await;
+    let sink = JetStreamSink::bind(
+        &js,
+        SinkConfig::new("stall", "STALL", "stall").max_in_flight(8),
+    )
+    .await
+    .unwrap();
+    // The server stops answering (SIGSTOP): seven publishes wait for their confirmation, then
+    // an item over the server's payload limit fails the sink at once.
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let items = (0..8u32).map(|n| {
+        let size = if n == 7 { 2 << 20 } else { 8 };
+        OutMessage::new(vec![b'x'; size])
+    });
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(3), sink.run(source::from_iter(items))).await;
+    signal("-CONT");
+    let error = outcome
+        .expect("the oversized item fails at once")
+        .unwrap_err();
+    assert_eq!(error.stage(), Some("stall"), "{error}");
+    let report = sink.metrics().snapshot();
+    assert_eq!(report.in_flight, 0, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(
+        report.published + report.cancelled,
+        7,
+        "every other item is published or counted: {report:?}"
+    );
+    assert!(report.cancelled > 0, "the server was stopped: {report:?}");
+}
+
 /// A queue reopened on a JetStream spill store that an earlier run left records in counts every
 /// one of them as recovered: the store counts an earlier run's message as one until it reads it
 /// back as its records, and the queue takes the difference into its books. (The queue used to

@@ -8,6 +8,7 @@
 //! with the settle rate, which together say whether the pipeline keeps up
 //! ([`SourceSnapshot::readiness`]).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -208,6 +209,7 @@ pub struct SinkMetrics {
     pub(crate) duplicates: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) max_in_flight_seen: AtomicU64,
 }
@@ -220,13 +222,16 @@ impl SinkMetrics {
         }
     }
 
-    pub(crate) fn start_publish(&self) {
+    /// A publish starts: in flight until the returned guard goes. A guard that goes before
+    /// [`Publishing::answered`] was called (the publish was dropped unanswered: the sink failed
+    /// or was aborted) counts the publish as cancelled.
+    pub(crate) fn start_publish(self: &Arc<Self>) -> Publishing {
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.max_in_flight_seen.fetch_max(now, Ordering::AcqRel);
-    }
-
-    pub(crate) fn end_publish(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        Publishing {
+            metrics: self.clone(),
+            answered: false,
+        }
     }
 
     /// A copy of every counter.
@@ -238,8 +243,31 @@ impl SinkMetrics {
             duplicates: get(&self.duplicates),
             retries: get(&self.retries),
             failed: get(&self.failed),
+            cancelled: get(&self.cancelled),
             in_flight: get(&self.in_flight),
             max_in_flight_seen: get(&self.max_in_flight_seen),
+        }
+    }
+}
+
+/// One publish in flight (see [`SinkMetrics::start_publish`]).
+pub(crate) struct Publishing {
+    metrics: Arc<SinkMetrics>,
+    answered: bool,
+}
+
+impl Publishing {
+    /// The broker answered (confirmed, or the publish failed for good).
+    pub(crate) fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        self.metrics.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.answered {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -257,6 +285,11 @@ pub struct SinkSnapshot {
     pub retries: u64,
     /// Items given up on (the stream failed with the error).
     pub failed: u64,
+    /// Publishes dropped before the broker answered (the sink failed on another item, or was
+    /// aborted): not confirmed, their items' acknowledgements left unsettled (a delivery in them
+    /// is redelivered).
+    #[serde(default)]
+    pub cancelled: u64,
     /// Publishes awaiting the broker's confirmation now.
     pub in_flight: u64,
     /// The most publishes ever awaiting confirmation at once.

@@ -38,7 +38,7 @@ use weir_runtime::{Error, ErrorKind, Publisher, Subscriber, Subscription};
 
 use crate::NatsError;
 use crate::delivery::{Ack, Delivery};
-use crate::metrics::{SinkMetrics, SinkSnapshot};
+use crate::metrics::{Publishing, SinkMetrics, SinkSnapshot};
 
 /// Settings of a [`JetStreamSink`].
 #[derive(Debug, Clone)]
@@ -243,10 +243,29 @@ impl JetStreamSink {
     /// confirmed it. For a pipeline's async sink stage (`sink_async(name, input, max_in_flight,
     /// |item| sink.send(item))`), whose concurrency is then the in-flight bound.
     pub async fn send<T: Outgoing>(&self, item: T) -> Result<PublishAck, Error> {
-        let (message, ack) = item.into_outgoing();
-        self.0.metrics.start_publish();
+        self.send_counted(item, self.0.metrics.start_publish())
+            .await
+    }
+
+    /// [`send`](Self::send) with its place in flight taken already: `publishing` dropped before
+    /// the broker answered (this future dropped) counts the item as cancelled.
+    async fn send_counted<T: Outgoing>(
+        &self,
+        item: T,
+        publishing: Publishing,
+    ) -> Result<PublishAck, Error> {
+        // `into_outgoing` is the user's code: a panic counts the item as failed, then goes on.
+        let (message, ack) =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| item.into_outgoing())) {
+                Ok(outgoing) => outgoing,
+                Err(payload) => {
+                    publishing.answered();
+                    self.0.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    std::panic::resume_unwind(payload);
+                }
+            };
         let published = self.publish(message).await;
-        self.0.metrics.end_publish();
+        publishing.answered();
         match published {
             Ok(confirmed) => {
                 self.0.metrics.published.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +343,7 @@ impl JetStreamSink {
         let (done, outcome) = oneshot::channel();
         let subscriber = SinkSubscriber {
             events,
+            metrics: self.0.metrics.clone(),
             task: Some((self.clone(), receiver, done)),
         };
         (subscriber, SinkOutcome(outcome))
@@ -370,6 +390,8 @@ type SinkTask<T> = (
 /// The subscriber of [`JetStreamSink::subscriber`]: hands items to the sink's publishing task.
 pub struct SinkSubscriber<T> {
     events: mpsc::UnboundedSender<Event<T>>,
+    /// Counts the items that arrive after the sink's task ended.
+    metrics: Arc<SinkMetrics>,
     /// Started on subscribe (it needs the runtime).
     task: Option<SinkTask<T>>,
 }
@@ -402,9 +424,11 @@ impl<T: Outgoing> Subscriber<T> for SinkSubscriber<T> {
     }
 
     fn on_next(&mut self, item: T) {
-        // Fails only when the task ended (it failed and cancelled): the item drops, and a
-        // delivery in it is nak'ed.
-        let _ = self.events.send(Event::Item(item));
+        // Fails only when the task ended (it failed and cancelled): the item drops, counted as
+        // cancelled, and a delivery in it is nak'ed.
+        if self.events.send(Event::Item(item)).is_err() {
+            self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn on_error(&mut self, error: Error) {
@@ -461,8 +485,12 @@ async fn publish_all<T: Outgoing>(
                     // `into_outgoing` is the user's code: a panic fails the sink, named, like a
                     // failed publish (the upstream is cancelled below).
                     let sink = sink.clone();
+                    // In flight from here: dropped unstarted, it still counts as cancelled.
+                    let publishing = sink.0.metrics.start_publish();
                     in_flight.push(async move {
-                        let sent = AssertUnwindSafe(sink.send(item)).catch_unwind().await;
+                        let sent = AssertUnwindSafe(sink.send_counted(item, publishing))
+                            .catch_unwind()
+                            .await;
                         sent.unwrap_or_else(|payload| {
                             let error = Error::panicked(payload.as_ref());
                             Err(error.in_stage(sink.0.config.name.as_str()))
@@ -470,7 +498,15 @@ async fn publish_all<T: Outgoing>(
                     });
                 }
                 Some(Event::Failed(error)) => upstream = Some(Err(error)),
-                Some(Event::Completed) | None => upstream = Some(Ok(())),
+                Some(Event::Completed) => upstream = Some(Ok(())),
+                // The subscriber went without a terminal signal: the upstream broke (a
+                // publisher that panicked, or dropped it); ending `Ok` would hide that.
+                None => {
+                    let error = Error::msg(
+                        "the publisher dropped the sink's subscriber without a terminal signal",
+                    );
+                    upstream = Some(Err(error.in_stage(sink.0.config.name.clone())));
+                }
             },
             Some(result) = in_flight.next(), if !in_flight.is_empty() => {
                 // Take every confirmation that is ready, then renew demand once for all of them.
@@ -501,7 +537,15 @@ async fn publish_all<T: Outgoing>(
     {
         subscription.cancel();
     }
-    // What is still in flight or queued drops here: its deliveries are nak'ed for redelivery.
+    // What is still in flight or queued drops here, counted as cancelled: its deliveries are
+    // nak'ed for redelivery. Items sent after this are counted by the subscriber.
     drop(in_flight);
+    events.close();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Item(item) = event {
+            drop(item);
+            sink.0.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     let _ = done.send(outcome.map(|()| sink.0.metrics.snapshot()));
 }
