@@ -584,3 +584,59 @@ fn ledger_items_recovered_from_an_earlier_run_balance_the_books() {
         });
     }
 }
+
+/// A retry's later attempts read their upstream through lanes made in its task, after the stage
+/// was built: those lanes are the stage's accounts too. The items left in the second attempt's
+/// lane at an abort used to be counted in no stage's books (a source's still balanced, its
+/// `offered` being what it delivered plus its exits).
+#[test]
+fn ledger_a_retrys_later_attempts_are_in_its_stages_books() {
+    use weir::operators::{RetryPolicy, retry};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let produced = Arc::new(AtomicU64::new(0));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let factory = {
+            let produced = produced.clone();
+            move || {
+                if attempts.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return source::error::<u64>(Error::msg("first attempt fails")).boxed();
+                }
+                let produced = produced.clone();
+                source::from_iter(0..10_000u64)
+                    .inspect(move |_| {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .boxed()
+            }
+        };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(1),
+        };
+        let mut p = Pipeline::builder("retried");
+        let feed = p.source("feed", retry(factory, policy));
+        let (abort, _) = sink_aborting_at(&mut p, &feed, 10);
+        let mut running = p.build().unwrap().start().unwrap();
+        abort.set(running.abort_handle()).unwrap();
+        let _ = (&mut running).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let snapshot = running.snapshot();
+        let feed = snapshot.stage("feed").unwrap().ledger;
+        let produced = produced.load(Ordering::SeqCst);
+        assert!(
+            produced > 10,
+            "the second attempt filled its lane: {produced}"
+        );
+        assert_eq!(
+            feed.delivered + feed.cancelled + feed.held,
+            produced,
+            "every item the second attempt produced is in the stage's books: {feed}"
+        );
+        assert!(snapshot.ledger().balances(), "{}", snapshot.ledger());
+    });
+}

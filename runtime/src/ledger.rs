@@ -390,6 +390,12 @@ impl Scope {
         f()
     }
 
+    /// The innermost scope entered on this thread, if any: for an operator that makes accounts
+    /// later, outside it (a retry's next attempt, in its task), to enter it again then.
+    pub fn current() -> Option<Arc<Scope>> {
+        SCOPES.with(|scopes| scopes.borrow().last().cloned())
+    }
+
     /// Adds `account`.
     pub fn add(&self, account: Arc<dyn Account>) {
         lock(&self.accounts).push(account);

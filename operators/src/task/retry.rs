@@ -8,11 +8,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::ledger::Scope;
 use weir_runtime::{Error, Publisher, Subscriber, reject};
 
 use super::{Outlet, Progress, TaskOperator, input, start};
@@ -111,6 +113,8 @@ where
         }
         start("retry", subscriber, || RetryTask {
             current: Some(attempt(&mut self.factory)),
+            // Later attempts are made in the task: in the stage's books like the first.
+            scope: Scope::current(),
             factory: self.factory,
             policy: self.policy,
             attempts: 1,
@@ -144,6 +148,9 @@ struct RetryTask<T, F> {
     policy: RetryPolicy,
     /// The running attempt; `None` while backing off.
     current: Option<Lane<T>>,
+    /// The ledger scope the operator was subscribed in (a pipeline stage's), entered again to
+    /// make each later attempt.
+    scope: Option<Arc<Scope>>,
     attempts: u32,
     backoff: Pin<Box<Sleep>>,
     random: u64,
@@ -168,7 +175,11 @@ where
             }
             self.attempts += 1;
             tracing::info!(stage = "retry", attempt = self.attempts, "resubscribing");
-            self.current = Some(attempt(&mut self.factory));
+            let factory = &mut self.factory;
+            self.current = Some(match &self.scope {
+                Some(scope) => scope.enter(|| attempt(factory)),
+                None => attempt(factory),
+            });
             return Progress::Again;
         };
         match current.poll_lane(cx) {
