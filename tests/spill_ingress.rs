@@ -335,22 +335,10 @@ async fn records_read_back_but_not_handed_out_stay_held_when_the_consumer_leaves
     assert_eq!(metrics.recovered(), 33);
 }
 
-/// A record that no longer checks out on disk, skipped under `OnCorruption::Skip`: the queue's
-/// books count it (failed, `corrupt`) instead of holding it for ever.
-#[tokio::test]
-async fn a_corrupt_record_skipped_on_read_back_is_counted() {
-    use weir::spill::OnCorruption;
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let mut store = SpillQueue::<u64>::open(dir.path(), 1, small_segments()).unwrap();
-        for i in 0..40 {
-            store.push(i).unwrap();
-        }
-        store.flush().unwrap();
-    }
-    // Flip a payload byte of the first (sealed) segment's last record: its CRC fails, its
-    // length is intact, so it is skipped alone.
-    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+/// Flips a payload byte of the last record of `dir`'s first (sealed) segment: its CRC fails, its
+/// length is intact, so it is skipped alone under `OnCorruption::Skip`.
+fn corrupt_a_record(dir: &std::path::Path) {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
@@ -361,19 +349,49 @@ async fn a_corrupt_record_skipped_on_read_back_is_counted() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0x10;
     std::fs::write(first, &bytes).unwrap();
+}
 
-    let config = small_segments().on_corruption(OnCorruption::Skip);
-    let store = SpillQueue::<u64>::open(dir.path(), 1, config).unwrap();
-    let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
-    let metrics = handle.metrics();
-    drop(handle);
-    let replayed = publisher.collect().await.unwrap();
-    assert_eq!(replayed.len(), 38, "39 on disk, one corrupt: {replayed:?}");
-    let counts = metrics.snapshot();
-    assert_eq!(
-        (counts.recovered, counts.items_out, counts.depth),
-        (39, 38, 0),
-        "{counts:?}"
-    );
-    assert_eq!(metrics.shed(Reason::Corrupt), 1);
+/// A record that no longer checks out on disk, skipped under `OnCorruption::Skip`: the queue's
+/// books count it (failed, `corrupt`) instead of holding it for ever, and the stream completes,
+/// whether the skip happens inside a take (memory part of 1) or is found by a take that hands out
+/// nothing (memory part of 256, one more record than that on disk, demand for exactly the good
+/// ones first: the queue used to wait for ever instead of completing).
+#[tokio::test]
+async fn a_corrupt_record_skipped_on_read_back_is_counted() {
+    use weir::spill::OnCorruption;
+    for (capacity, records) in [(1usize, 40u64), (256, 256 + 257)] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store =
+                SpillQueue::<u64>::open(dir.path(), capacity, small_segments()).unwrap();
+            for i in 0..records {
+                store.push(i).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        corrupt_a_record(dir.path());
+        let on_disk = records - capacity as u64;
+        let config = small_segments().on_corruption(OnCorruption::Skip);
+        let store = SpillQueue::<u64>::open(dir.path(), capacity, config).unwrap();
+        let (handle, publisher) = ingress::spilling("orders", store, FULL).unwrap();
+        let metrics = handle.metrics();
+        drop(handle);
+        // Exactly the good records requested, then more: the skip is found by a take that
+        // hands out nothing.
+        let (subscriber, recorder) = probe::<u64>();
+        publisher.subscribe(subscriber);
+        let good = (on_disk - 1) as usize;
+        recorder.request(good as u64);
+        assert_eq!(recorder.expect_items(good).len(), good, "one corrupt");
+        recorder.request(10);
+        assert!(recorder.expect_terminal().is_ok());
+        assert_eq!(recorder.items().len(), good);
+        let counts = metrics.snapshot();
+        assert_eq!(
+            (counts.recovered, counts.items_out, counts.depth),
+            (on_disk, on_disk - 1, 0),
+            "{counts:?}"
+        );
+        assert_eq!(metrics.shed(Reason::Corrupt), 1);
+    }
 }

@@ -77,6 +77,12 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
                         shared.after_change(items, 0);
                     }
                 }
+                // A take that found the store holding less than it counted (a corrupt record
+                // skipped) can empty a closed queue while handing out nothing: it ends now (no
+                // later poke would come to end it).
+                if state.len() == 0 && self.batch.is_empty() && state.closed {
+                    break Emitted::Done(accepted, state.failure.take().map_or(Ok(()), Err));
+                }
             }
             if self.batch.is_empty() {
                 break Emitted::Items(accepted);
