@@ -727,9 +727,9 @@ async fn a_panicking_outgoing_fails_the_sink_naming_it_and_stops_the_upstream() 
     assert!(stopped_at < 1_000_000);
 }
 
-/// A publisher that signals three items, then drops its subscriber without a terminal signal (as
-/// one whose thread panicked would).
-struct Vanishing;
+/// A publisher that signals its number of items whatever the demand, then drops its subscriber
+/// without a terminal signal (as one whose thread panicked would).
+struct Vanishing(u32);
 
 impl Publisher<OutMessage> for Vanishing {
     fn subscribe<S: Subscriber<OutMessage>>(self, mut subscriber: S) {
@@ -739,7 +739,7 @@ impl Publisher<OutMessage> for Vanishing {
             fn cancel(&self) {}
         }
         subscriber.on_subscribe(Subscription::new(Arc::new(Ignored)));
-        for n in 0..3 {
+        for n in 0..self.0 {
             subscriber.on_next(OutMessage::new(format!("{n}")));
         }
     }
@@ -757,7 +757,7 @@ async fn a_sink_whose_upstream_goes_without_a_terminal_signal_fails() {
     let sink = JetStreamSink::bind(&js, SinkConfig::new("vanish", "VANISH", "vanish"))
         .await
         .unwrap();
-    let error = sink.run(Vanishing).await.unwrap_err();
+    let error = sink.run(Vanishing(3)).await.unwrap_err();
     assert!(
         error.to_string().contains("without a terminal signal"),
         "{error}"
@@ -863,4 +863,120 @@ async fn a_queue_on_a_reopened_jetstream_store_counts_every_recovered_record() {
         (10, 10, 10, 0),
         "{counts:?}"
     );
+}
+
+/// An upstream that signals more than the sink's demand fails it (`DemandExceeded`); the item
+/// beyond the demand is counted as cancelled (it used to be dropped uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_beyond_the_sinks_demand_is_counted() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "FLOOD", &["flood"]).await;
+    let sink = JetStreamSink::bind(
+        &js,
+        SinkConfig::new("flood", "FLOOD", "flood").max_in_flight(2),
+    )
+    .await
+    .unwrap();
+    let error = sink.run(Vanishing(3)).await.unwrap_err();
+    assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
+    let report = sink.metrics().snapshot();
+    assert_eq!(report.in_flight, 0, "{report:?}");
+    assert_eq!(report.published + report.cancelled, 3, "{report:?}");
+}
+
+/// When the queue over a JetStream spill store ends, items still staged for the broker are held
+/// (the writer still publishes them; the next run recovers them), not cancelled: they used to be
+/// counted as cancelled in this run and recovered in the next.
+#[tokio::test]
+async fn staged_items_are_held_not_cancelled_when_the_queue_ends() {
+    use weir::runtime::ingress::{self, SpillFull};
+    use weir::runtime::metrics::Reason;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("ended", 1);
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    let store = JetStreamSpillStore::<u64>::open(&js, config.clone())
+        .await
+        .unwrap();
+    let sync = store.sync();
+    let (handle, publisher) = ingress::spilling("ended", store, full).unwrap();
+    // One in memory, four staged (one runtime thread: the writer has not run yet).
+    for n in 0..5u64 {
+        handle.try_push(n).unwrap();
+    }
+    let metrics = handle.metrics();
+    drop((handle, publisher));
+    assert_eq!(
+        metrics.shed(Reason::Cancelled),
+        1,
+        "{:?}",
+        metrics.snapshot()
+    );
+    tokio::time::timeout(Duration::from_secs(10), sync.flushed())
+        .await
+        .expect("flushed once the writer stored them")
+        .unwrap();
+    let store = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
+    let (handle, publisher) = ingress::spilling("ended", store, full).unwrap();
+    let metrics = handle.metrics();
+    drop(handle);
+    assert_eq!(publisher.collect().await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(metrics.recovered(), 4);
+}
+
+/// A message in the spill stream that does not unframe (not written by a store) is terminated and
+/// the store goes on: it used to stay counted as an item still to come back, so the queue never
+/// completed.
+#[tokio::test]
+async fn a_corrupt_message_left_in_the_spill_stream_is_counted_and_skipped() {
+    use weir::runtime::ingress::{self, SpillFull};
+    use weir::runtime::metrics::Reason;
+    use weir::runtime::queue::SpillStore;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("garbled", 1);
+    let mut store = JetStreamSpillStore::<u64>::open(&js, config.clone())
+        .await
+        .unwrap();
+    for n in 0..6u64 {
+        store.push(n).unwrap();
+    }
+    store.sync().flushed().await.unwrap();
+    drop(store);
+    js.publish("weir.spill.garbled", bytes::Bytes::from_static(b"bad"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let store = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    let (handle, publisher) = ingress::spilling("garbled", store, full).unwrap();
+    let metrics = handle.metrics();
+    drop(handle);
+    let replayed = tokio::time::timeout(Duration::from_secs(10), publisher.collect())
+        .await
+        .expect("the stream completes")
+        .unwrap();
+    assert_eq!(replayed, vec![1, 2, 3, 4, 5]);
+    // The queue reconciles net counts: the bad message, counted as one item left, is found
+    // missing as the good ones are found to hold more records; in, out and exits balance.
+    let counts = metrics.snapshot();
+    let corrupt = metrics.shed(Reason::Corrupt);
+    assert_eq!(counts.depth, 0, "{counts:?}");
+    assert_eq!(counts.items_in, counts.items_out + corrupt, "{counts:?}");
 }

@@ -479,6 +479,10 @@ async fn publish_all<T: Outgoing>(
                 }
                 Some(Event::Item(item)) => {
                     if in_flight.len() >= limit {
+                        // More than requested: the item is dropped, counted (its delivery, if
+                        // any, is nak'ed), and the stream fails.
+                        drop(item);
+                        sink.0.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
                         let error = Error::new(ErrorKind::DemandExceeded);
                         break Err(error.in_stage(sink.0.config.name.clone()));
                     }

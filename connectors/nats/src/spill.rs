@@ -17,9 +17,10 @@
 //!    (and removed: the stream is a work queue) once all its records were taken.
 //!
 //! When nothing is in the broker or on its way, staged items are taken directly. Items in memory
-//! and staged (not yet confirmed by the broker) are lost if the process ends, and the ingress counts
-//! them so ([`SpillStore::in_memory`]); [`SpillSync::flushed`] waits until everything spilled is
-//! stored. Messages left from an earlier run come out first; records taken but not yet
+//! and staged (not yet confirmed by the broker) are lost if the process ends. When the queue over
+//! the store ends, the items in memory are lost with it and counted so ([`SpillStore::in_memory`]);
+//! staged ones are still published by the writer, held for the next run. [`SpillSync::flushed`]
+//! waits until everything spilled is stored. Messages left from an earlier run come out first; records taken but not yet
 //! acknowledged when a process dies come again (at-least-once). Until a message left from an
 //! earlier run is read back, it counts as one item in [`SpillStore::len`].
 //!
@@ -165,6 +166,18 @@ impl Durable {
                 .into_iter()
                 .map(|bytes| Record { bytes, message: id }),
         );
+    }
+
+    /// One of the messages an earlier run left came back (or turned out corrupt): once the last
+    /// has, this run's messages parked behind them follow.
+    fn leftover_done(&mut self) {
+        self.leftover = self.leftover.saturating_sub(1);
+        if self.leftover == 0 {
+            while let Some((reply, records)) = self.parked.pop_front() {
+                self.in_broker -= records.len() as i64;
+                self.read_back(reply, records);
+            }
+        }
     }
 
     /// Records in the durable part (an earlier run's unread message counts as one).
@@ -467,9 +480,10 @@ where
         self.memory.len() as u64 + self.shared.durable.lock().unwrap().len()
     }
 
+    /// Only the memory part: staged items are still published by the writer after the queue
+    /// ends (held: the next run finds them), lost only if the process ends first.
     fn in_memory(&self) -> usize {
-        let durable = self.shared.durable.lock().unwrap();
-        self.memory.len() + durable.staged.len() + durable.writing as usize
+        self.memory.len()
     }
 
     fn flush(&mut self) -> Result<(), Error> {
@@ -523,6 +537,9 @@ async fn write(
         let records: Vec<Bytes> = {
             let mut durable = shared.durable.lock().unwrap();
             if durable.staged.is_empty() && durable.closed {
+                // Everything is stored: a `flushed` still waiting (the store is gone) hears it.
+                drop(durable);
+                shared.stored.notify_waiters();
                 return;
             }
             let n = durable.staged.len().min(config.records_per_message);
@@ -658,6 +675,12 @@ async fn read(client: Client, reader: PullConsumer, run: Arc<str>, shared: Arc<S
                 if let Some(reply) = message.reply {
                     let _ = client.publish(reply, Bytes::from_static(b"+TERM")).await;
                 }
+                if !ours {
+                    // An earlier run's message, counted as one item: it will not come back (the
+                    // queue counts it as corrupt), and this run's parked messages need not wait.
+                    shared.durable.lock().unwrap().leftover_done();
+                    arrived = true;
+                }
                 continue;
             };
             let mut durable = shared.durable.lock().unwrap();
@@ -668,15 +691,10 @@ async fn read(client: Client, reader: PullConsumer, run: Arc<str>, shared: Arc<S
             }
             if ours {
                 durable.in_broker -= records.len() as i64;
+                durable.read_back(message.reply, records);
             } else {
-                durable.leftover = durable.leftover.saturating_sub(1);
-            }
-            durable.read_back(message.reply, records);
-            if durable.leftover == 0 {
-                while let Some((reply, records)) = durable.parked.pop_front() {
-                    durable.in_broker -= records.len() as i64;
-                    durable.read_back(reply, records);
-                }
+                durable.read_back(message.reply, records);
+                durable.leftover_done();
             }
             arrived = true;
         }
