@@ -20,9 +20,9 @@
 //! and staged (not yet confirmed by the broker) are lost if the process ends. When the queue over
 //! the store ends, the items in memory are lost with it and counted so ([`SpillStore::in_memory`]);
 //! staged ones are still published by the writer, held for the next run. [`SpillSync::flushed`]
-//! waits until everything spilled is stored. Messages left from an earlier run come out first; records taken but not yet
-//! acknowledged when a process dies come again (at-least-once). Until a message left from an
-//! earlier run is read back, it counts as one item in [`SpillStore::len`].
+//! waits until everything spilled is stored. Messages left from an earlier run come out first;
+//! records taken but not yet acknowledged when a process dies come again (at-least-once). Until a
+//! message left from an earlier run is read back, it counts as one item in [`SpillStore::len`].
 //!
 //! The reader fills the read-ahead in the background: it calls the function given to
 //! [`JetStreamSpillStore::on_available`] (or, behind a queue or an ingress, the queue's wake given

@@ -33,7 +33,7 @@ mod emit;
 mod policy;
 
 use self::ages::Ages;
-use self::core::{Shared, Storage, lock};
+use self::core::{Shared, Storage, lock, reconcile};
 use self::emit::{QueueEmit, TAKE_BATCH};
 pub use self::policy::{Pushed, Refused, SpillStore, StoreRefusal, WhenFull, WhenStoreFull};
 
@@ -104,14 +104,16 @@ pub fn spilling<T: Send + 'static>(
         .and_then(|age| BufferMetrics::new_since(name.clone(), capacity, age));
     let known = since.is_some().then_some(0);
     let metrics = since.unwrap_or_else(|| BufferMetrics::new(name.clone(), capacity));
-    metrics.add_recovered(held);
+    // The books start empty: the first reconciliation counts what the store holds as recovered.
+    let mut expected = 0;
+    reconcile(&store, &mut expected, &metrics);
     let ages = Ages::after(held, known);
     metrics.set_oldest(ages.oldest());
     let storage = Storage::Spilling {
         ages,
         store: Box::new(store),
         when_full,
-        expected: i64::try_from(held).unwrap_or(i64::MAX),
+        expected,
     };
     Ok(build(name, capacity, storage, metrics))
 }
