@@ -351,7 +351,21 @@ struct Reading<T> {
     durable: watch::Receiver<u64>,
     delivered: Arc<Mutex<VecDeque<u64>>>,
     ahead: VecDeque<Spilled<T>>,
+    /// The sequence number of the next record to hand out: a record read after a gap means the
+    /// records in the gap were skipped as corrupt (`OnCorruption::Skip`) and leave the queue.
+    next_seq: u64,
     failed: bool,
+}
+
+impl<T> Reading<T> {
+    /// Counts the records below `seq` not handed out (skipped as corrupt) as leaving the queue.
+    fn skipped_up_to(&mut self, seq: u64) {
+        if seq > self.next_seq {
+            let skipped = seq - self.next_seq;
+            self.next_seq = seq;
+            self.shared.queue.record_evicted_n(Reason::Corrupt, skipped);
+        }
+    }
 }
 
 impl<T: DeserializeOwned> Reading<T> {
@@ -359,6 +373,8 @@ impl<T: DeserializeOwned> Reading<T> {
     async fn next(&mut self) -> Option<Result<T, Error>> {
         loop {
             if let Some(record) = self.ahead.pop_front() {
+                self.skipped_up_to(record.seq);
+                self.next_seq = record.seq + 1;
                 self.delivered
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -373,8 +389,12 @@ impl<T: DeserializeOwned> Reading<T> {
             self.durable.borrow_and_update();
             let closed = self.shared.closed.load(Ordering::Acquire);
             match self.log.read_batch(REPLAY_READ_AHEAD, &mut self.ahead) {
-                Ok(0) if closed && self.log.unread() == 0 => return None,
                 Ok(0) => {
+                    // Nothing left to read: whatever the reader passed was skipped.
+                    self.skipped_up_to(self.log.next_unread());
+                    if closed && self.log.unread() == 0 {
+                        return None;
+                    }
                     if self.durable.changed().await.is_err() {
                         return None;
                     }
@@ -394,6 +414,7 @@ impl<T: DeserializeOwned + Send + 'static> Publisher<T> for Tail<T> {
         let Durable { log, shared } = self.handle;
         let reading = Reading {
             durable: shared.durable.subscribe(),
+            next_seq: log.next_unread(),
             log,
             shared,
             delivered: self.delivered,
@@ -403,6 +424,10 @@ impl<T: DeserializeOwned + Send + 'static> Publisher<T> for Tail<T> {
         let records = futures::stream::unfold(reading, |mut reading| async move {
             reading.next().await.map(|record| (record, reading))
         });
-        source::from_try_stream(records).subscribe(subscriber);
+        // Nothing read ahead of demand: a record read and not handed out would count as gone,
+        // yet it stays in the log for the next run.
+        source::from_try_stream(records)
+            .on_demand_only()
+            .subscribe(subscriber);
     }
 }

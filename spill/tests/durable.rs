@@ -201,3 +201,98 @@ fn the_queue_reports_the_age_of_its_oldest_waiting_item() {
         assert_eq!(orders.queue_metrics().snapshot().oldest_item_age_ms, None);
     });
 }
+
+/// Flips a bit of the last byte of the log's first segment: the last record written to it, a
+/// corrupt record (not a torn tail: a later segment follows).
+fn corrupt_the_first_segments_last_record(dir: &std::path::Path) {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    assert!(segments.len() > 1, "{segments:?}");
+    segments.sort();
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&segments[0], &bytes).unwrap();
+}
+
+/// A recovered record skipped as corrupt on read-back (`OnCorruption::Skip`) leaves the queue,
+/// counted as `corrupt`, instead of staying in its depth for ever (readiness would report a
+/// backlog that never drains); also with pushes of this run behind it.
+#[test]
+fn a_recovered_record_skipped_as_corrupt_is_counted() {
+    use weir_runtime::metrics::Reason;
+    use weir_spill::OnCorruption;
+    let small = || SpillConfig::new().segment_bytes(512).batch_records(8);
+    for pushed_after in [0u64, 2] {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (orders, _tail, _acker) =
+                    durable::<u64>("orders", dir.path(), small(), 100).unwrap();
+                orders.push_all(&(0..40).collect::<Vec<_>>()).await.unwrap();
+                orders.close();
+            }
+            corrupt_the_first_segments_last_record(dir.path());
+            let config = small().on_corruption(OnCorruption::Skip);
+            let (orders, tail, _acker) = durable::<u64>("orders", dir.path(), config, 100).unwrap();
+            assert_eq!(orders.recovered(), 40);
+            let queue = orders.queue_metrics();
+            let mut stream = weir_runtime::sink::into_stream(tail, 16);
+            let mut last = None;
+            for _ in 0..39 {
+                let item = stream.next().await.unwrap().unwrap();
+                assert!(last.is_none_or(|last| item > last) && item < 40);
+                last = Some(item);
+            }
+            for n in 0..pushed_after {
+                orders.push(&(100 + n)).await.unwrap();
+                assert_eq!(stream.next().await.unwrap().unwrap(), 100 + n);
+            }
+            let counts = queue.snapshot();
+            assert_eq!(
+                (
+                    counts.recovered,
+                    counts.items_in,
+                    counts.items_out,
+                    counts.depth
+                ),
+                (40, 40 + pushed_after, 39 + pushed_after, 0),
+                "{counts:?}"
+            );
+            assert_eq!(queue.shed(Reason::Corrupt), 1);
+            orders.close();
+            assert!(stream.next().await.is_none());
+        });
+    }
+}
+
+/// The tail reads a record only for demand: a record it read ahead of demand and held when the
+/// subscriber left was counted out of the queue (and as cancelled by the stream's task), yet it
+/// stays in the log, unacknowledged, and the next run replays it.
+#[test]
+fn the_tail_reads_nothing_ahead_of_demand() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (orders, tail, _acker) =
+            durable::<u64>("orders", dir.path(), SpillConfig::new(), 100).unwrap();
+        orders.push_all(&[1, 2, 3, 4, 5]).await.unwrap();
+        let queue = orders.queue_metrics();
+        // Four requested (the stream's prefetch, at its first poll) and handed out; one taken.
+        let mut stream = weir_runtime::sink::into_stream(tail, 4);
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while queue.snapshot().items_out < 4 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Time for a read ahead of demand, if the tail did one.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let counts = queue.snapshot();
+        assert_eq!((counts.items_out, counts.depth), (4, 1), "{counts:?}");
+        assert_eq!(orders.backlog(), 5);
+    });
+}

@@ -53,7 +53,8 @@ where
 /// A publisher of the `Ok` items of a stream of `Result<T, Error>`: the first `Err` fails the
 /// subscription (and drops the stream). Otherwise like [`from_stream`], except that while there is
 /// no demand it looks one item ahead, so that a failure or the end is signalled without waiting for
-/// a request (at most one item is held).
+/// a request (at most one item is held; [`on_demand_only`](FromTryStream::on_demand_only) turns
+/// this off).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -68,12 +69,41 @@ where
     St: Stream<Item = Result<T, Error>> + Send + 'static,
     T: Send + 'static,
 {
-    FromTryStream(stream)
+    FromTryStream {
+        stream,
+        look_ahead: true,
+    }
 }
 
 /// See [`from_try_stream`].
 #[derive(Debug, Clone)]
-pub struct FromTryStream<St>(St);
+pub struct FromTryStream<St> {
+    stream: St,
+    look_ahead: bool,
+}
+
+impl<St> FromTryStream<St> {
+    /// Polls the stream only while there is demand, as [`from_stream`] does: the end or a failure
+    /// is signalled once there is a request. For a stream whose items are not lost when nobody
+    /// takes them (a log's records, replayed by the next run): an item looked at ahead of demand
+    /// and still held when the subscriber leaves is counted as cancelled, and has left the
+    /// stream's source.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use weir_runtime::{Error, sink, source};
+    /// let rows = futures::stream::iter(vec![Ok::<_, Error>(1), Ok(2)]);
+    /// let rows = source::from_try_stream(rows).on_demand_only();
+    /// assert_eq!(sink::collect(rows).await.unwrap(), vec![1, 2]);
+    /// # }
+    /// ```
+    pub fn on_demand_only(self) -> Self {
+        Self {
+            look_ahead: false,
+            ..self
+        }
+    }
+}
 
 impl<St, T> Publisher<T> for FromTryStream<St>
 where
@@ -81,7 +111,7 @@ where
     T: Send + 'static,
 {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
-        spawn_stream_task(self.0, subscriber, |item| item, true);
+        spawn_stream_task(self.stream, subscriber, |item| item, self.look_ahead);
     }
 }
 
