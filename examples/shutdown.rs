@@ -9,8 +9,8 @@
 //!
 //! Producers push requests until the ingress closes; each refused push hands its item back. After
 //! a drain, every request offered was either processed or handed back to its producer (the example
-//! checks it and exits non-zero otherwise). After an abort, what was queued is dropped and counted
-//! as `cancelled` in the metrics.
+//! checks it and exits non-zero otherwise). After an abort, what was queued or in flight is dropped
+//! and counted as `cancelled`. Either way the pipeline's books, read once it resolved, balance.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use weir::dsl::PipelineError;
 use weir::prelude::*;
+use weir::runtime::metrics::Reason;
 
 struct Options {
     deadline: Duration,
@@ -146,20 +147,16 @@ async fn main() -> ExitCode {
         offered += o;
         handed_back += h;
     }
-    if outcome.is_err() {
-        // Cancel travels upstream asynchronously (each stage stops when it notices): give the
-        // stages a moment to count what they dropped before reading the counters.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Final once the pipeline resolved, drained or aborted: every stage has let go of what it
+    // held and counted it.
     let processed = processed.load(Ordering::Relaxed);
-    let snapshot = running.snapshot();
-    let cancelled: u64 = snapshot
-        .buffers()
-        .map(|(_, b)| b.counters.dropped.get("cancelled").copied().unwrap_or(0))
-        .sum();
-    println!(
-        "offered {offered}, processed {processed}, handed back {handed_back}, cancelled {cancelled}"
-    );
+    let books = running.snapshot().ledger();
+    println!("offered {offered}, processed {processed}, handed back {handed_back}");
+    println!("the pipeline's books: {books}");
+    if !books.balances() {
+        eprintln!("accounting broken: {} unaccounted", books.unaccounted());
+        return ExitCode::FAILURE;
+    }
     match outcome {
         Ok(()) => {
             println!("drained");
@@ -170,10 +167,13 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(PipelineError::DrainTimedOut { deadline, .. }) => {
-            // Counted: queued items (ingress, boundary) as `cancelled`. Not counted by the
-            // runtime yet: the futures the async sink had in flight, dropped by the abort.
-            let in_flight = offered.saturating_sub(processed + handed_back + cancelled);
-            println!("not drained within {deadline:?}: aborted ({in_flight} dropped in flight)");
+            // Queued items (ingress, boundary) and the sink's calls in flight, dropped by the
+            // abort, are counted as cancelled.
+            println!(
+                "not drained within {deadline:?}: aborted ({} cancelled, {} of them calls in flight)",
+                books.cancelled,
+                books.by_reason[Reason::CancelledInFlight]
+            );
             ExitCode::SUCCESS
         }
         Err(PipelineError::Aborted { .. }) => {

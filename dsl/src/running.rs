@@ -2,15 +2,18 @@
 //!
 //! Invariants:
 //! - sinks subscribe in tasks of their own (a synchronous source then runs in that task, never
-//!   inside `start`), each inside its stage's span;
+//!   inside `start`), each inside its stage's span and ledger scope;
 //! - the supervisor turns the sinks' outcomes into the pipeline's result, naming the stage the
 //!   first error came from (see [`tap`](crate::tap));
 //! - `abort` closes every ingress and cancels every sink's subscription (cancel travels upstream
 //!   through every stage; whatever a stage holds is counted as cancelled by its accounts); the
-//!   result is [`PipelineError::Aborted`] at once.
+//!   result is [`PipelineError::Aborted`], once no sink's code runs and every stage's tasks have
+//!   ended (their books final), or after [`SETTLE_BOUND`] at most.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Handle;
@@ -140,12 +143,15 @@ pub(crate) fn launch(
         .map(|sink| {
             let run = running.clone();
             let stage = running.probes.stages[sink.node].span.clone();
+            let scope = running.probes.stages[sink.node].scope.clone();
             let join = runtime.spawn(tracing::Instrument::instrument(
                 async move {
                     if run.lifecycle.aborting.load(Ordering::Acquire) {
                         return Ok(());
                     }
-                    (sink.subscribe)();
+                    // In the sink's ledger scope: the tasks its operators start when they
+                    // subscribe (an async sink's calls) are the sink stage's.
+                    scope.enter(|| (sink.subscribe)());
                     sink.outcome.await
                 },
                 stage,
@@ -160,6 +166,33 @@ pub(crate) fn launch(
     (running, join)
 }
 
+/// The longest a stopped pipeline waits for its stages' tasks to end before it resolves anyway
+/// (a task blocked in user code that never yields; logged with the stages still running).
+const SETTLE_BOUND: Duration = Duration::from_secs(5);
+
+/// Waits until the sinks' tasks still running (`sinks`: an async sink's futures live there) and
+/// every stage's tasks have ended (cancel reaches them as they next run), so the books are final
+/// when the pipeline resolves: what they held is counted by then.
+async fn settle<F: Future>(running: &Running, mut sinks: FuturesUnordered<F>) {
+    let stages = &running.probes.stages;
+    let all = async {
+        while sinks.next().await.is_some() {}
+        futures::future::join_all(stages.iter().map(|stage| stage.scope.settled())).await;
+    };
+    if tokio::time::timeout(SETTLE_BOUND, all).await.is_err() {
+        let busy: Vec<&str> = stages
+            .iter()
+            .zip(running.nodes.iter())
+            .filter(|(stage, _)| stage.scope.tasks() > 0)
+            .map(|(_, node)| node.name.as_str())
+            .collect();
+        tracing::warn!(
+            ?busy,
+            "stopped pipeline: stages still running tasks after {SETTLE_BOUND:?}; their books may still change"
+        );
+    }
+}
+
 /// Awaits the sinks' tasks (or the abort) and resolves with the pipeline's result; a stage whose
 /// build code panicked (`build_failure`) is the result at once.
 async fn supervise(
@@ -171,6 +204,7 @@ async fn supervise(
         .into_iter()
         .map(|(node, join)| async move { (node, join.await) })
         .collect();
+    let build_failed = build_failure.is_some();
     let outcome = if let Some((node, error)) = build_failure {
         Err(running.failed(node, error))
     } else {
@@ -199,6 +233,12 @@ async fn supervise(
             // finishes (and is counted) first; the next item sees the halt.
             for slot in &running.lifecycle.sinks {
                 SinkSlot::in_call(slot).idle().await;
+            }
+            if build_failed {
+                // Nothing ran; stages built before the failing one wait for subscribers that
+                // never come.
+            } else {
+                settle(&running, pending).await;
             }
             match error.stage() {
                 Some(stage) => tracing::warn!(stage, %error, "pipeline failed"),

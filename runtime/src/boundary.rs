@@ -709,7 +709,7 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
         // `request`: the stream fails with it, named after the boundary.
         let channel = parts.channel.clone();
         let credit = grant_credit(parts.credit, parts.channel.clone(), parts.capacity);
-        runtime.spawn(async move {
+        crate::ledger::spawn(&runtime, async move {
             let mut credit = std::pin::pin!(credit);
             let outcome =
                 poll_fn(
@@ -725,13 +725,16 @@ impl<T: Send + 'static> Publisher<T> for Outlet<T> {
                 channel.fail_from_credit(error);
             }
         });
-        runtime.spawn(OutletTask {
-            consumer: parts.consumer,
-            subscriber,
-            downstream,
-            channel: parts.channel,
-            recheck: Recheck::default(),
-        });
+        crate::ledger::spawn(
+            &runtime,
+            OutletTask {
+                consumer: parts.consumer,
+                subscriber,
+                downstream,
+                channel: parts.channel,
+                recheck: Recheck::default(),
+            },
+        );
     }
 }
 

@@ -20,14 +20,25 @@
 //! code inside one, and every account created meanwhile ([`register`]) is that stage's. Outside a
 //! scope, registration does nothing and the counters are still there for whoever holds them.
 //!
+//! A scope also knows its stage's tasks: an operator that runs a task holding items spawns it with
+//! [`spawn`], and [`Scope::settled`] waits until every such task has ended and let go of what it
+//! held (counted). A pipeline that stops resolves after that, so its books are final then.
+//!
 //! Counting costs nothing per item on the happy path; a [`TallyWriter`] counts an exit with a plain
 //! store to a cell only its writer touches (no read-modify-write per item).
 
 use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::ops::{Index, IndexMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -361,12 +372,17 @@ thread_local! {
 #[derive(Default)]
 pub struct Scope {
     accounts: Mutex<Vec<Arc<dyn Account>>>,
+    /// Tasks [spawned](spawn) in this scope that have not ended.
+    tasks: AtomicUsize,
+    /// Notified when the last of them ends.
+    settled: Notify,
 }
 
 impl fmt::Debug for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
             .field("accounts", &lock(&self.accounts).len())
+            .field("tasks", &self.tasks())
             .finish()
     }
 }
@@ -406,6 +422,27 @@ impl Scope {
         lock(&self.accounts).clone()
     }
 
+    /// Tasks [spawned](spawn) in this scope that have not ended yet.
+    pub fn tasks(&self) -> usize {
+        self.tasks.load(Ordering::Acquire)
+    }
+
+    /// Waits until every task [spawned](spawn) in this scope has ended, its future dropped (so
+    /// whatever it held is counted). A stage's tasks end once their stream ends or is cancelled
+    /// and they next run.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check: the last task ending after it wakes this wait.
+            notified.as_mut().enable();
+            if self.tasks() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The sum of every account's entry now.
     pub fn entry(&self) -> Entry {
         let mut total = Entry::default();
@@ -429,6 +466,66 @@ pub fn scope<R>(build: impl FnOnce() -> R) -> (R, Vec<Arc<dyn Account>>) {
     let scope = Scope::new();
     let result = scope.enter(build);
     (result, scope.accounts())
+}
+
+/// Spawns `future` on `runtime` as a task of the innermost [`Scope`] entered on this thread (if
+/// any), which [`Scope::settled`] waits for: for operators whose task holds items (a lane, a
+/// boundary's outlet, calls in flight). The task counts as ended once its future is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use weir_runtime::ledger::{self, Scope};
+/// let stage = Scope::new();
+/// let runtime = tokio::runtime::Handle::current();
+/// let task = stage.enter(|| ledger::spawn(&runtime, async { 7 }));
+/// assert_eq!(stage.tasks(), 1);
+/// assert_eq!(task.await.unwrap(), 7);
+/// stage.settled().await;
+/// assert_eq!(stage.tasks(), 0);
+/// # }
+/// ```
+pub fn spawn<F>(runtime: &Handle, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match Scope::current() {
+        None => runtime.spawn(future),
+        Some(scope) => {
+            scope.tasks.fetch_add(1, Ordering::AcqRel);
+            runtime.spawn(InScope {
+                future: Box::pin(future),
+                _task: TaskOf(scope),
+            })
+        }
+    }
+}
+
+/// A task's future and its place in its scope's count. Fields drop in declaration order: the
+/// future (and what it holds) first, then the count.
+struct InScope<F> {
+    future: Pin<Box<F>>,
+    _task: TaskOf,
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// One task of a scope; leaves the count on drop and wakes the scope's waiters when it was the
+/// last.
+struct TaskOf(Arc<Scope>);
+
+impl Drop for TaskOf {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
+    }
 }
 
 /// Whether this thread runs inside a [`scope`].

@@ -137,18 +137,21 @@ where
     };
     let subscription = Arc::new(TaskSubscription::default());
     subscriber.on_subscribe(Subscription::new(subscription.clone()));
-    runtime.spawn(Task {
-        operator: Some(operator),
-        out: Outlet {
-            subscriber,
-            subscription,
-            stage,
-            closed: false,
-            emitted: 0,
-            tally: Tally::new(stage).writer(),
+    weir_runtime::ledger::spawn(
+        &runtime,
+        Task {
+            operator: Some(operator),
+            out: Outlet {
+                subscriber,
+                subscription,
+                stage,
+                closed: false,
+                emitted: 0,
+                tally: Tally::new(stage).writer(),
+            },
+            _items: PhantomData,
         },
-        _items: PhantomData,
-    });
+    );
 }
 
 /// Subscribes `upstream` through a lane named `name` holding at most `capacity` items (at least 1).
@@ -184,7 +187,7 @@ where
     F: Future<Output = ()> + Send + 'static,
     P: FnOnce(Error) + Send + 'static,
 {
-    runtime.spawn(async move {
+    weir_runtime::ledger::spawn(runtime, async move {
         if let Err(panicked) = guard::catch_future(future).await {
             on_panic(panicked.in_stage(stage));
         }

@@ -128,15 +128,18 @@ where
     };
     let shared = Arc::new(TaskSubscription::default());
     subscriber.on_subscribe(Subscription::new(shared.clone()));
-    runtime.spawn(StreamTask {
-        stream: Box::pin(stream),
-        subscriber,
-        shared,
-        unpack,
-        look_ahead,
-        held: None,
-        tally: Tally::new("from_stream").writer(),
-    });
+    crate::ledger::spawn(
+        &runtime,
+        StreamTask {
+            stream: Box::pin(stream),
+            subscriber,
+            shared,
+            unpack,
+            look_ahead,
+            held: None,
+            tally: Tally::new("from_stream").writer(),
+        },
+    );
 }
 
 struct StreamTask<St, S, M, T> {
