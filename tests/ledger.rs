@@ -283,6 +283,14 @@ fn ledger_abort_counts_async_calls_in_flight() {
     });
 }
 
+/// A current-thread runtime with timers: a stage's task runs only while the test's task waits.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Adds a sink `store` on `port` that aborts the pipeline at its `n`th item. Returns where to put
 /// the pipeline's abort handle (once started, before the sink runs) and how many items it handled.
 fn sink_aborting_at(
@@ -311,10 +319,7 @@ fn sink_aborting_at(
 #[test]
 fn ledger_a_sink_is_not_called_after_abort() {
     for spilling in [false, true] {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let mut p = Pipeline::builder("aborted");
@@ -483,10 +488,7 @@ fn stage_code_runs_in_its_stage_span() {
     let stages = Stages::default();
     let subscriber = tracing_subscriber::registry().with(stages.clone());
     let _default = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         let mut p = Pipeline::builder("spans");
         let numbers = p.source("numbers", source::from_iter(0..3u64));
@@ -593,10 +595,7 @@ fn ledger_items_recovered_from_an_earlier_run_balance_the_books() {
 #[test]
 fn ledger_a_retrys_later_attempts_are_in_its_stages_books() {
     use weir::operators::{RetryPolicy, retry};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         let produced = Arc::new(AtomicU64::new(0));
         let attempts = Arc::new(AtomicU64::new(0));
@@ -676,6 +675,85 @@ fn ledger_an_aborted_pipelines_books_are_final_when_it_resolves() {
                     stage.ledger
                 );
             }
+        });
+    }
+}
+
+/// A stream that never yields an item and says when it is dropped (its subscription cancelled).
+struct Quiet(Arc<std::sync::atomic::AtomicBool>);
+
+impl futures::Stream for Quiet {
+    type Item = u64;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<u64>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An abort reaches the tasks of stages whose upstream is quiet (a spill stage, a shedding
+/// buffer, a broadcast hub waiting for an item) and of a broadcast whose sinks never subscribed
+/// (aborted before they ran): they end, cancelling the upstream, and the pipeline resolves at once.
+/// They used to wait for an item that never came (leaking the task and the upstream's
+/// subscription, a broker consumer kept open), and a broadcast hub waited for ever for sinks.
+#[test]
+fn ledger_an_abort_reaches_stages_waiting_on_a_quiet_upstream() {
+    use weir::runtime::queue::WhenFull;
+    use weir::spill::{SpillConfig, SpillQueue};
+    for case in [
+        "spill",
+        "shedding buffer",
+        "broadcast",
+        "broadcast never subscribed",
+    ] {
+        let rt = current_thread();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut p = Pipeline::builder("quiet");
+            let events = if case == "broadcast never subscribed" {
+                p.source("events", source::from_iter(0..10u64))
+            } else {
+                p.source("events", source::from_stream(Quiet(dropped.clone())))
+            };
+            let outputs = match case {
+                "spill" => {
+                    let store = SpillQueue::open(dir.path(), 4, SpillConfig::new()).unwrap();
+                    vec![p.spill("parked", &events, store)]
+                }
+                "shedding buffer" => vec![p.stage("shed", &events, |events| {
+                    events.buffer("shed", 4, WhenFull::DropOldest)
+                })],
+                _ => p.broadcast("copies", &events, 2, 4, Lagging::Wait),
+            };
+            for (i, output) in outputs.iter().enumerate() {
+                p.sink(&format!("store{i}"), output, |_: u64| {});
+            }
+            let mut running = p.build().unwrap().start().unwrap();
+            if case != "broadcast never subscribed" {
+                // Every stage subscribed and waiting.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let started = std::time::Instant::now();
+            running.abort();
+            let _ = (&mut running).await;
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{case}: resolved after {:?}",
+                started.elapsed()
+            );
+            if case != "broadcast never subscribed" {
+                assert!(dropped.load(Ordering::SeqCst), "{case}: upstream cancelled");
+            }
+            let books = running.snapshot().ledger();
+            assert!(books.balances(), "{case}: {books}");
         });
     }
 }

@@ -147,7 +147,8 @@ impl PipelineHandle {
     /// on are refused with [`PushError::Closed`](weir_runtime::ingress::PushError::Closed), the
     /// item handed back), lets every stage and sink finish what was accepted, and resolves with
     /// the pipeline's result. If that takes longer than `deadline`, aborts (see
-    /// [`abort`](Self::abort)) and returns [`PipelineError::DrainTimedOut`].
+    /// [`abort`](Self::abort)) and returns [`PipelineError::DrainTimedOut`] once the abort has
+    /// settled (every stage's tasks ended: a moment after the deadline, five seconds at most).
     pub async fn drain(&mut self, deadline: Duration) -> Result<(), PipelineError> {
         self.running.close_ingresses();
         match tokio::time::timeout(deadline, &mut *self).await {

@@ -7,8 +7,9 @@
 //!   first error came from (see [`tap`](crate::tap));
 //! - `abort` closes every ingress and cancels every sink's subscription (cancel travels upstream
 //!   through every stage; whatever a stage holds is counted as cancelled by its accounts); the
-//!   result is [`PipelineError::Aborted`], once no sink's code runs and every stage's tasks have
-//!   ended (their books final), or after [`SETTLE_BOUND`] at most.
+//!   result is [`PipelineError::Aborted`], once no sink's code runs;
+//! - a pipeline resolves (completed, failed or aborted) once every stage's tasks have ended, so its
+//!   books are final then ([`SETTLE_BOUND`] at most).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,8 +167,8 @@ pub(crate) fn launch(
     (running, join)
 }
 
-/// The longest a stopped pipeline waits for its stages' tasks to end before it resolves anyway
-/// (a task blocked in user code that never yields; logged with the stages still running).
+/// The longest a pipeline waits for its stages' tasks to end before it resolves anyway (a task
+/// stuck in user code that never returns to the scheduler; logged with the stages still running).
 const SETTLE_BOUND: Duration = Duration::from_secs(5);
 
 /// Waits until the sinks' tasks still running (`sinks`: an async sink's futures live there) and
@@ -225,26 +226,26 @@ async fn supervise(
             }
         }
     };
+    if outcome.is_err() {
+        running.stop();
+        // Resolve only once no sink's code runs: a call under way when the abort came finishes
+        // (and is counted) first; the next item sees the halt.
+        for slot in &running.lifecycle.sinks {
+            SinkSlot::in_call(slot).idle().await;
+        }
+    }
+    // Completed, failed or aborted: the books are final once every stage's tasks have let go
+    // (a boundary before a `take` still counts what it held after its sink completed). After a
+    // build failure nothing ran: stages built before the failing one hold nothing.
+    if !build_failed {
+        settle(&running, pending).await;
+    }
     match &outcome {
         Ok(()) => tracing::info!("pipeline completed"),
-        Err(error) => {
-            running.stop();
-            // Resolve only once no sink's code runs: a call under way when the abort came
-            // finishes (and is counted) first; the next item sees the halt.
-            for slot in &running.lifecycle.sinks {
-                SinkSlot::in_call(slot).idle().await;
-            }
-            if build_failed {
-                // Nothing ran; stages built before the failing one wait for subscribers that
-                // never come.
-            } else {
-                settle(&running, pending).await;
-            }
-            match error.stage() {
-                Some(stage) => tracing::warn!(stage, %error, "pipeline failed"),
-                None => tracing::warn!(%error, "pipeline stopped"),
-            }
-        }
+        Err(error) => match error.stage() {
+            Some(stage) => tracing::warn!(stage, %error, "pipeline failed"),
+            None => tracing::warn!(%error, "pipeline stopped"),
+        },
     }
     running.lifecycle.running.store(false, Ordering::Release);
     outcome

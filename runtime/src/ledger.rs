@@ -428,8 +428,8 @@ impl Scope {
     }
 
     /// Waits until every task [spawned](spawn) in this scope has ended, its future dropped (so
-    /// whatever it held is counted). A stage's tasks end once their stream ends or is cancelled
-    /// and they next run.
+    /// whatever it held is counted). weir's operator tasks end once their stream ends or is
+    /// cancelled (cancel wakes them, also while they wait for their upstream) and they next run.
     pub async fn settled(&self) {
         loop {
             let notified = self.settled.notified();

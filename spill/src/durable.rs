@@ -424,8 +424,9 @@ impl<T: DeserializeOwned + Send + 'static> Publisher<T> for Tail<T> {
         let records = futures::stream::unfold(reading, |mut reading| async move {
             reading.next().await.map(|record| (record, reading))
         });
-        // Nothing read ahead of demand: a record read and not handed out would count as gone,
-        // yet it stays in the log for the next run.
+        // The stream task takes no record ahead of demand: one it held when the subscriber left
+        // would count as gone, yet it stays in the log for the next run (records read into
+        // `ahead` count as out of the queue only once handed over).
         source::from_try_stream(records)
             .on_demand_only()
             .subscribe(subscriber);

@@ -31,7 +31,7 @@ use weir_runtime::boundary::{Boundary, BoundaryConfig, boundary};
 use weir_runtime::ledger::Tally;
 use weir_runtime::metrics::BufferMetrics;
 use weir_runtime::queue::{
-    self, QueueHandle, QueuePublisher, Refused, SpillStore, WhenFull, WhenStoreFull,
+    self, QueueCloser, QueueHandle, QueuePublisher, Refused, SpillStore, WhenFull, WhenStoreFull,
 };
 use weir_runtime::sink::IntoStream;
 use weir_runtime::sink::into_stream_named;
@@ -131,7 +131,17 @@ async fn feed<T: Send + 'static>(
     handle: QueueHandle<T>,
     feeding: Arc<Tally>,
 ) {
-    while let Some(next) = items.next().await {
+    // The downstream went away while the upstream is quiet: returning drops `items`, which
+    // cancels the upstream.
+    let closer = handle.closer();
+    let mut gone = std::pin::pin!(closer.closed());
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = items.next() => next,
+            () = &mut gone => return,
+        };
+        let Some(next) = next else { break };
         let item = match next {
             Ok(item) => item,
             Err(error) => {
@@ -209,7 +219,8 @@ where
                         pump: pump.clone(),
                     });
                     let done = pump.clone();
-                    spawn_guarded(&runtime, name, pump.run(), move |error| {
+                    let closer = failing.closer();
+                    spawn_guarded(&runtime, name, pump.run(closer), move |error| {
                         failing.fail(error);
                         done.finish();
                     });
@@ -249,9 +260,12 @@ impl Pump {
         }
     }
 
-    /// Requests a chunk whenever half of what was asked for has arrived, yielding in between.
-    async fn run(self: Arc<Self>) {
+    /// Requests a chunk whenever half of what was asked for has arrived, yielding in between;
+    /// cancels the upstream once the buffer's queue closed (its downstream gone), also while the
+    /// upstream is quiet (the feeder would only find out at its next item).
+    async fn run<T>(self: Arc<Self>, queue: QueueCloser<T>) {
         let mut requested = 0u64;
+        let mut gone = std::pin::pin!(queue.closed());
         loop {
             let wake = self.more.notified();
             tokio::pin!(wake);
@@ -273,7 +287,19 @@ impl Pump {
                     upstream.request(PUMP_CHUNK);
                     tokio::task::yield_now().await;
                 }
-                _ => wake.await,
+                _ => {
+                    tokio::select! {
+                        biased;
+                        () = wake => {}
+                        () = &mut gone => {
+                            let upstream = self.upstream.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            if let Some(upstream) = upstream {
+                                upstream.cancel();
+                            }
+                            return;
+                        }
+                    }
+                }
             }
         }
     }

@@ -204,8 +204,10 @@ where
         handles.push(Some(handle));
         publishers.push(FanOutput {
             inner: publisher,
-            counted: Arc::new(AtomicBool::new(false)),
-            waiting: waiting.clone(),
+            slot: Arc::new(OutputSlot {
+                arrived: AtomicBool::new(false),
+                waiting: waiting.clone(),
+            }),
         });
     }
     // A panic in the hub (a key function, `Clone`, or a hand-written upstream it drives) fails
@@ -228,14 +230,34 @@ where
         }
     };
     let mut route = route;
+    let closers: Vec<_> = handles.iter().flatten().map(QueueHandle::closer).collect();
     let hub = async move {
-        // Nothing flows until every output has its subscriber: items pushed earlier would be
-        // shed (or would stall) for an output nobody reads yet.
+        // Every output closed (its subscriber gone, or never coming: a pipeline aborted before
+        // its sinks ran): nothing is left to do, also while the upstream is quiet. Returning
+        // drops `items`, which cancels the upstream.
+        let gone = async {
+            for closer in &closers {
+                closer.closed().await;
+            }
+        };
+        let mut gone = std::pin::pin!(gone);
+        // Nothing flows until every output has its subscriber (or went without one): items
+        // pushed earlier would be shed (or would stall) for an output nobody reads yet.
         let all_in = waiting.all_in.notified();
         if waiting.left.load(Ordering::Acquire) > 0 {
-            all_in.await;
+            tokio::select! {
+                biased;
+                () = all_in => {}
+                () = &mut gone => return,
+            }
         }
-        while let Some(item) = items.next().await {
+        loop {
+            let item = tokio::select! {
+                biased;
+                item = items.next() => item,
+                () = &mut gone => return,
+            };
+            let Some(item) = item else { break };
             match item {
                 Ok(item) => {
                     hub_account.hold(1);
@@ -280,17 +302,40 @@ struct Waiting {
 /// `AlreadySubscribed`). Items start flowing once every output of the fan-out is subscribed.
 pub struct FanOutput<T> {
     inner: QueuePublisher<T>,
-    counted: Arc<AtomicBool>,
-    waiting: Arc<Waiting>,
+    slot: Arc<OutputSlot>,
 }
 
 impl<T> Clone for FanOutput<T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            counted: self.counted.clone(),
-            waiting: self.waiting.clone(),
+            slot: self.slot.clone(),
         }
+    }
+}
+
+/// One output's place among those the hub waits for, shared by the output's clones.
+struct OutputSlot {
+    arrived: AtomicBool,
+    waiting: Arc<Waiting>,
+}
+
+impl OutputSlot {
+    /// The output is subscribed, or gone: the hub no longer waits for it.
+    fn arrive(&self) {
+        if !self.arrived.swap(true, Ordering::AcqRel)
+            && self.waiting.left.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.waiting.all_in.notify_one();
+        }
+    }
+}
+
+impl Drop for OutputSlot {
+    /// An output dropped without a subscriber (its queue closed with it) no longer holds the
+    /// other outputs back.
+    fn drop(&mut self) {
+        self.arrive();
     }
 }
 
@@ -312,11 +357,7 @@ impl<T> FanOutput<T> {
 impl<T: Send + 'static> Publisher<T> for FanOutput<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
         self.inner.subscribe(subscriber);
-        if !self.counted.swap(true, Ordering::AcqRel)
-            && self.waiting.left.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            self.waiting.all_in.notify_one();
-        }
+        self.slot.arrive();
     }
 }
 

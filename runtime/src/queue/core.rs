@@ -228,6 +228,34 @@ impl<T> Shared<T> {
         lock(&self.state).closed
     }
 
+    /// Resolves once the queue no longer accepts pushes (every change to `closed` notifies
+    /// `space`'s waiters).
+    pub(super) async fn closed(&self) {
+        loop {
+            let notified = self.space.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check: a close after it wakes this wait.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The end of a queue whose publisher went without ever being subscribed: nobody will take
+    /// its items, so it closes (pushes are refused) and what it held in memory is counted as
+    /// cancelled, as at the end of a subscription.
+    pub(super) fn end_unsubscribed(&self) {
+        let left = lock(&self.state).end(&self.name);
+        if left > 0 {
+            self.metrics.set_oldest(None);
+            self.metrics
+                .record_evicted_n(Reason::Cancelled, left as u64);
+        }
+        self.space.notify_waiters();
+    }
+
     pub(super) async fn push_until(
         &self,
         item: T,

@@ -129,7 +129,10 @@ fn build<T: Send + 'static>(
         QueueHandle {
             producers: Arc::new(Producers(shared.clone())),
         },
-        QueuePublisher { shared },
+        QueuePublisher {
+            shared: shared.clone(),
+            _last: Arc::new(LastPublisher(shared)),
+        },
     )
 }
 
@@ -219,6 +222,13 @@ impl<T> QueueHandle<T> {
         self.shared().is_closed()
     }
 
+    /// Resolves once the queue no longer accepts pushes: closed, failed, its subscriber gone, or
+    /// its publisher dropped without ever being subscribed. For a producer that waits for
+    /// something else meanwhile (its own upstream) and must stop when nobody reads any more.
+    pub async fn closed(&self) {
+        self.shared().closed().await
+    }
+
     /// Items queued now (for a spilling queue: in memory and durable).
     pub fn len(&self) -> usize {
         lock(&self.shared().state).len() as usize
@@ -266,18 +276,39 @@ impl<T> QueueCloser<T> {
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
+
+    /// Resolves once the queue no longer accepts pushes, as [`QueueHandle::closed`].
+    pub async fn closed(&self) {
+        self.shared.closed().await
+    }
 }
 
 /// The publishing side of a queue. `Clone`, but it serves one subscriber: a second one gets
-/// [`ErrorKind::AlreadySubscribed`].
+/// [`ErrorKind::AlreadySubscribed`]. When the last clone goes without the queue ever having been
+/// subscribed (a pipeline aborted or dropped before its stages ran), nobody will read the queue:
+/// it closes, and what it held is counted as cancelled.
 pub struct QueuePublisher<T> {
     shared: Arc<Shared<T>>,
+    /// Shared by the clones: ends the queue when the last one goes unsubscribed.
+    _last: Arc<LastPublisher<T>>,
 }
 
 impl<T> Clone for QueuePublisher<T> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
+            _last: self._last.clone(),
+        }
+    }
+}
+
+/// See [`QueuePublisher`].
+struct LastPublisher<T>(Arc<Shared<T>>);
+
+impl<T> Drop for LastPublisher<T> {
+    fn drop(&mut self) {
+        if !self.0.subscribed.load(Ordering::Acquire) {
+            self.0.end_unsubscribed();
         }
     }
 }
