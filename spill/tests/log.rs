@@ -647,3 +647,30 @@ fn an_encoder_that_panics_half_way_is_an_error_and_leaves_nothing_behind() {
     }
     assert_eq!(seen, vec![Risky(1, "one".into()), Risky(2, "two".into())]);
 }
+
+/// A ledger lost (corrupt, replaced by an empty one under `OnCorruption::Skip`) after segments
+/// were acknowledged and deleted: the records before the first segment left are gone, not
+/// unread. The log counted them as unread (what a queue over it takes as recovered, then as
+/// skipped corrupt records once the reader jumps over them).
+#[test]
+fn records_deleted_before_a_lost_ledger_are_not_counted_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SpillLog::open(dir.path(), small()).unwrap();
+        for i in 0..50 {
+            log.append(&item(i)).unwrap();
+        }
+        log.flush().unwrap();
+        for _ in 0..30 {
+            log.read().unwrap().unwrap();
+        }
+        log.ack_through(30).unwrap();
+    }
+    std::fs::write(dir.path().join("ledger"), b"not a ledger").unwrap();
+    let log = SpillLog::open(dir.path(), small().on_corruption(OnCorruption::Skip)).unwrap();
+    let unread = log.unread();
+    let replayed = read_all(&log);
+    assert!(replayed.len() >= 20 && replayed.len() < 50, "{replayed:?}");
+    assert_eq!(unread, replayed.len() as u64, "{replayed:?}");
+    assert_eq!(log.acked() + unread, 50);
+}

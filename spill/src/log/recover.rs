@@ -101,7 +101,10 @@ pub(super) fn open(dir: &Path, config: SpillConfig) -> Result<Opened, SpillError
             samples.push_front((first_seq, header.created_ms));
         }
     }
-    let acked_seq = ledger.acked_seq.min(next_seq);
+    // Records before the first segment left were acknowledged (their segments deleted), whatever
+    // the ledger says: it may be lost, or a crash came between a deletion and its write.
+    let first_kept = segments.keys().next().copied().unwrap_or(next_seq);
+    let acked_seq = ledger.acked_seq.max(first_kept).min(next_seq);
 
     let mut state = State {
         segments,
