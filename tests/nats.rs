@@ -816,38 +816,54 @@ async fn publishes_dropped_when_the_sink_fails_are_counted_and_leave_the_gauge()
     assert!(report.cancelled > 0, "the server was stopped: {report:?}");
 }
 
+/// An ingress over a JetStream spill store `name` (memory part of 1) that an earlier run, `pause`
+/// ago, left `items` (0, 1, ...) in, `per_message` records to a message (the first item stayed
+/// in that run's memory); the ingress's handle is dropped. On a current-thread runtime the writer
+/// runs only once this task waits, so the spilled records go out in full messages.
+async fn reopened_spill_ingress(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    items: u64,
+    per_message: usize,
+    pause: Duration,
+) -> (
+    Arc<weir::runtime::metrics::BufferMetrics>,
+    impl Publisher<u64>,
+) {
+    use weir::runtime::ingress::{self, SpillFull};
+    use weir::runtime::queue::SpillStore;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    let config = SpillStoreConfig::new(name, 1).records_per_message(per_message);
+    let mut store = JetStreamSpillStore::<u64>::open(js, config.clone())
+        .await
+        .unwrap();
+    for n in 0..items {
+        store.push(n).unwrap();
+    }
+    store.sync().flushed().await.unwrap();
+    drop(store);
+    tokio::time::sleep(pause).await;
+    let store = JetStreamSpillStore::<u64>::open(js, config).await.unwrap();
+    let full = SpillFull::Reject {
+        retry_after: Duration::from_millis(10),
+    };
+    let (handle, publisher) = ingress::spilling(name, store, full).unwrap();
+    (handle.metrics(), publisher)
+}
+
 /// A queue reopened on a JetStream spill store that an earlier run left records in counts every
 /// one of them as recovered: the store counts an earlier run's message as one until it reads it
 /// back as its records, and the queue takes the difference into its books. (The queue used to
 /// count none of them in, then handed all of them out: items out exceeded items in.)
 #[tokio::test]
 async fn a_queue_on_a_reopened_jetstream_store_counts_every_recovered_record() {
-    use weir::runtime::ingress::{self, SpillFull};
-    use weir::runtime::queue::SpillStore;
-    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
-
     let Some(server) = server_for_tests().unwrap() else {
         return;
     };
     let js = jetstream_on(&server.url()).await;
-    let config = SpillStoreConfig::new("kept", 1).records_per_message(16);
-    let mut store = JetStreamSpillStore::<u64>::open(&js, config.clone())
-        .await
-        .unwrap();
-    // One runtime thread: the writer runs only once this task waits, so the ten spilled records
-    // go out as one message.
-    for n in 0..11u64 {
-        store.push(n).unwrap();
-    }
-    store.sync().flushed().await.unwrap();
-    drop(store);
-    let store = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
-    let full = SpillFull::Reject {
-        retry_after: Duration::from_millis(10),
-    };
-    let (handle, publisher) = ingress::spilling("kept", store, full).unwrap();
-    let metrics = handle.metrics();
-    drop(handle);
+    // The ten spilled records go out as one message.
+    let (metrics, publisher) = reopened_spill_ingress(&js, "kept", 11, 16, Duration::ZERO).await;
     assert_eq!(
         publisher.collect().await.unwrap(),
         (1..11).collect::<Vec<_>>()
@@ -863,6 +879,26 @@ async fn a_queue_on_a_reopened_jetstream_store_counts_every_recovered_record() {
         (10, 10, 10, 0),
         "{counts:?}"
     );
+}
+
+/// Records an earlier run left in a JetStream spill store have an age while they wait (the
+/// oldest message's time in the stream): a queue reopened on it reported none until they were
+/// taken, so an alert on the oldest item's age missed a backlog left by a crash.
+#[tokio::test(flavor = "current_thread")]
+async fn records_left_in_a_jetstream_store_have_an_age() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let pause = Duration::from_millis(300);
+    let (metrics, publisher) = reopened_spill_ingress(&js, "aged", 9, 4, pause).await;
+    let age = metrics.snapshot().oldest_item_age_ms;
+    assert!(age.is_some_and(|ms| ms >= 300.0), "{age:?}");
+    assert_eq!(
+        publisher.collect().await.unwrap(),
+        (1..9).collect::<Vec<_>>()
+    );
+    assert_eq!(metrics.snapshot().oldest_item_age_ms, None);
 }
 
 /// An upstream that signals more than the sink's demand fails it (`DemandExceeded`); the item

@@ -22,7 +22,8 @@
 //! staged ones are still published by the writer, held for the next run. [`SpillSync::flushed`]
 //! waits until everything spilled is stored. Messages left from an earlier run come out first;
 //! records taken but not yet acknowledged when a process dies come again (at-least-once). Until a
-//! message left from an earlier run is read back, it counts as one item in [`SpillStore::len`].
+//! message left from an earlier run is read back, it counts as one item in [`SpillStore::len`];
+//! their age ([`SpillStore::oldest_age`]) is that of the oldest message in the stream.
 //!
 //! The reader fills the read-ahead in the background: it calls the function given to
 //! [`JetStreamSpillStore::on_available`] (or, behind a queue or an ingress, the queue's wake given
@@ -34,7 +35,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use async_nats::jetstream::message::PublishMessage;
@@ -216,6 +217,9 @@ pub struct JetStreamSpillStore<T> {
     capacity: usize,
     max_records: u64,
     shared: Arc<Shared>,
+    /// How old the oldest message an earlier run left was at open (the stream's first message
+    /// time), and when that was: the age of the records waiting from then.
+    left_since: Option<(Duration, Instant)>,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -323,11 +327,19 @@ where
         let info = reader.get_info().await.map_err(|error| {
             NatsError::broker(format!("read the reader of `{stream_name}`"), error)
         })?;
+        let leftover = info.num_pending + info.num_ack_pending as u64;
+        // In a work queue every message still in the stream is an earlier run's: the first is
+        // the oldest.
+        let state = &stream.cached_info().state;
+        let left_since = (leftover > 0 && state.messages > 0)
+            .then(|| async_nats::datetime::now() - state.first_timestamp)
+            .and_then(|age| Duration::try_from(age).ok())
+            .map(|age| (age, Instant::now()));
         let client = jetstream.client();
         let run: Arc<str> = client.new_inbox().replace("_INBOX.", "").into();
         let shared = Arc::new(Shared {
             durable: Mutex::new(Durable {
-                leftover: info.num_pending + info.num_ack_pending as u64,
+                leftover,
                 ..Durable::default()
             }),
             wake_writer: Notify::new(),
@@ -352,6 +364,7 @@ where
             capacity: config.memory_capacity,
             max_records: config.max_records,
             shared,
+            left_since,
             _items: PhantomData,
         })
     }
@@ -395,6 +408,16 @@ where
 
     fn memory_capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// The age of the oldest message an earlier run left in the stream (its time in the
+    /// stream), while any of them is still to be read back.
+    fn oldest_age(&self) -> Option<Duration> {
+        if self.shared.durable.lock().unwrap().leftover == 0 {
+            return None;
+        }
+        self.left_since
+            .map(|(age, at)| age.saturating_add(at.elapsed()))
     }
 
     fn push(&mut self, item: T) -> Result<bool, (T, StoreRefusal)> {
