@@ -27,6 +27,9 @@ pub enum Reason {
     Closed,
     /// Rejected: the spill store failed (a disk error).
     SpillFailed,
+    /// Rejected: the push was given up while it waited for room (its future dropped: a timeout
+    /// around it, a request handler cancelled when its client left); the item went with it.
+    Abandoned,
     /// Dropped: evicted by a newer item under `DropOldest`.
     DroppedOldest,
     /// Dropped: refused because the queue was full under `DropNewest`.
@@ -52,7 +55,8 @@ pub enum Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Exit {
-    /// Handed back to the caller that offered it (a push refused with the item).
+    /// Refused to the caller that offered it (a push refused with the item), or given up by that
+    /// caller while it waited for room.
     Rejected,
     /// Let go on purpose by a policy (overflow, throttle, filter, dedupe).
     Dropped,
@@ -76,11 +80,12 @@ impl Exit {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Full,
         Reason::Timeout,
         Reason::Closed,
         Reason::SpillFailed,
+        Reason::Abandoned,
         Reason::DroppedOldest,
         Reason::DroppedNewest,
         Reason::Throttled,
@@ -102,6 +107,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::Closed => "closed",
             Reason::SpillFailed => "spill_failed",
+            Reason::Abandoned => "abandoned",
             Reason::DroppedOldest => "dropped_oldest",
             Reason::DroppedNewest => "dropped_newest",
             Reason::Throttled => "throttled",
@@ -124,7 +130,11 @@ impl Reason {
     /// The ledger's exit this reason belongs to.
     pub fn exit(self) -> Exit {
         match self {
-            Reason::Full | Reason::Timeout | Reason::Closed | Reason::SpillFailed => Exit::Rejected,
+            Reason::Full
+            | Reason::Timeout
+            | Reason::Closed
+            | Reason::SpillFailed
+            | Reason::Abandoned => Exit::Rejected,
             Reason::DroppedOldest
             | Reason::DroppedNewest
             | Reason::Throttled

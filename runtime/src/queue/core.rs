@@ -86,6 +86,36 @@ pub(super) struct Shared<T> {
     pub(super) metrics: Arc<BufferMetrics>,
 }
 
+/// A push waiting for room, counted in [`Shared::blocked`] while it waits. Dropped before it
+/// finished (its caller gave up: a timeout or a `select!` around the push, a cancelled request
+/// handler), the item goes with the push's future: counted as [`Reason::Abandoned`].
+struct WaitingPush<'a, T> {
+    shared: &'a Shared<T>,
+    started: Instant,
+    finished: bool,
+}
+
+impl<'a, T> WaitingPush<'a, T> {
+    fn start(shared: &'a Shared<T>) -> Self {
+        shared.blocked.fetch_add(1, Ordering::AcqRel);
+        Self {
+            shared,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+}
+
+impl<T> Drop for WaitingPush<'_, T> {
+    fn drop(&mut self) {
+        self.shared.blocked.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.record_wait(self.started.elapsed());
+        if !self.finished {
+            self.shared.metrics.record_shed(Reason::Abandoned);
+        }
+    }
+}
+
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -270,8 +300,8 @@ impl<T> Shared<T> {
             Offer::Refused(refused) => return Err(refused),
             Offer::MustWait(item) => item,
         };
-        let started = Instant::now();
-        self.blocked.fetch_add(1, Ordering::AcqRel);
+        let mut waiting = WaitingPush::start(self);
+        let started = waiting.started;
         let mut item = item;
         let outcome = loop {
             let space = self.space.notified();
@@ -296,8 +326,8 @@ impl<T> Shared<T> {
                 }
             }
         };
-        self.blocked.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.record_wait(started.elapsed());
+        waiting.finished = true;
+        drop(waiting);
         if outcome.is_ok() {
             self.poke();
         }
