@@ -757,3 +757,71 @@ fn ledger_an_abort_reaches_stages_waiting_on_a_quiet_upstream() {
         });
     }
 }
+
+/// A push that waits for room and is given up by its caller (a timeout around it, a request
+/// handler cancelled when its client left) takes its item with it: counted as rejected, and the
+/// ingress's books balance. It used to be in no count (offered, never taken in, never refused).
+#[test]
+fn ledger_a_push_given_up_while_it_waits_for_room_is_counted() {
+    current_thread().block_on(async {
+        let mut p = Pipeline::builder("abandoned");
+        let (orders, port) = p.ingress::<u64>(
+            "orders",
+            1,
+            Overflow::Block {
+                timeout: std::time::Duration::from_secs(60),
+            },
+        );
+        p.sink_async("store", &port, 1, |_| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        let mut given_up = 0;
+        for order in 0..10u64 {
+            let push = orders.push(order);
+            if tokio::time::timeout(std::time::Duration::from_millis(20), push)
+                .await
+                .is_err()
+            {
+                given_up += 1;
+            }
+        }
+        assert!(given_up > 0, "the ingress filled up");
+        let orders = running.snapshot().stage("orders").unwrap().ledger;
+        assert!(orders.balances(), "{orders}");
+        assert_eq!(orders.rejected, given_up, "{orders}");
+        running.abort();
+        let _ = (&mut running).await;
+    });
+}
+
+/// A task operator dropped while it waits (its runtime shut down under a running pipeline) counts
+/// what it held as cancelled: a `group_by`'s open groups stayed counted as held for ever.
+#[test]
+fn ledger_a_task_operator_dropped_while_it_waits_counts_what_it_held() {
+    use weir::operators::GroupOverflow;
+    let rt = current_thread();
+    let running = rt.block_on(async {
+        let mut p = Pipeline::builder("torn_down");
+        let rows =
+            futures::StreamExt::chain(futures::stream::iter(0..3u64), futures::stream::pending());
+        let rows = p.source("rows", source::from_stream(rows));
+        let groups = p.stage("groups", &rows, |rows| {
+            rows.group_by(|x| x % 2, 4, 100, GroupOverflow::EmitOldest)
+        });
+        p.sink("store", &groups, |_: (u64, Vec<u64>)| {});
+        let running = p.build().unwrap().start().unwrap();
+        for _ in 0..200 {
+            if running.snapshot().stage("groups").unwrap().ledger.held == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        running
+    });
+    assert_eq!(running.snapshot().stage("groups").unwrap().ledger.held, 3);
+    drop(rt);
+    let groups = running.snapshot().stage("groups").unwrap().ledger;
+    assert_eq!((groups.held, groups.cancelled), (0, 3), "{groups}");
+    assert!(groups.balances(), "{groups}");
+}

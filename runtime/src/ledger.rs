@@ -331,6 +331,14 @@ impl TallyWriter {
         self.cells.held.store(held, Ordering::Relaxed);
     }
 
+    /// Counts what this writer's subscription holds (its last [`set_held`](Self::set_held)) as
+    /// cancelled: for a task dropped before it ended (its runtime shut down), whose items go
+    /// with it.
+    pub fn cancel_held(&mut self) {
+        let held = self.cells.held.swap(0, Ordering::Relaxed);
+        self.add(Reason::Cancelled, held);
+    }
+
     /// Counts `n` items made.
     #[inline]
     pub fn add_made(&mut self, n: u64) {

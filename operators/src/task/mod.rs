@@ -331,6 +331,16 @@ struct Task<O, S, T> {
 // The operator is polled through `&mut` and never pinned, so moving the task is fine.
 impl<O, S, T> Unpin for Task<O, S, T> {}
 
+impl<O, S, T> Drop for Task<O, S, T> {
+    /// Dropped before the operator was over (its runtime shut down while it waited): what it held
+    /// at its last wait goes with it, counted as cancelled.
+    fn drop(&mut self) {
+        if self.operator.is_some() {
+            self.out.tally.cancel_held();
+        }
+    }
+}
+
 impl<T, O, S> Future for Task<O, S, T>
 where
     O: TaskOperator<T>,
