@@ -801,24 +801,25 @@ fn ledger_a_push_given_up_while_it_waits_for_room_is_counted() {
 fn ledger_a_task_operator_dropped_while_it_waits_counts_what_it_held() {
     use weir::operators::GroupOverflow;
     let rt = current_thread();
-    let running = rt.block_on(async {
-        let mut p = Pipeline::builder("torn_down");
-        let rows =
-            futures::StreamExt::chain(futures::stream::iter(0..3u64), futures::stream::pending());
-        let rows = p.source("rows", source::from_stream(rows));
-        let groups = p.stage("groups", &rows, |rows| {
-            rows.group_by(|x| x % 2, 4, 100, GroupOverflow::EmitOldest)
-        });
-        p.sink("store", &groups, |_: (u64, Vec<u64>)| {});
-        let running = p.build().unwrap().start().unwrap();
+    let entered = rt.enter();
+    let mut p = Pipeline::builder("torn_down");
+    let rows =
+        futures::StreamExt::chain(futures::stream::iter(0..3u64), futures::stream::pending());
+    let rows = p.source("rows", source::from_stream(rows));
+    let groups = p.stage("groups", &rows, |rows| {
+        rows.group_by(|x| x % 2, 4, 100, GroupOverflow::EmitOldest)
+    });
+    p.sink("store", &groups, |_: (u64, Vec<u64>)| {});
+    let running = p.build().unwrap().start().unwrap();
+    rt.block_on(async {
         for _ in 0..200 {
             if running.snapshot().stage("groups").unwrap().ledger.held == 3 {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        running
     });
+    drop(entered);
     assert_eq!(running.snapshot().stage("groups").unwrap().ledger.held, 3);
     drop(rt);
     let groups = running.snapshot().stage("groups").unwrap().ledger;
