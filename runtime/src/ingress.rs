@@ -284,7 +284,7 @@ impl<T> IngressHandle<T> {
     /// Pushes `item`, applying the overflow policy if the queue is full. Only a blocking policy
     /// ([`Overflow::Block`], [`SpillFull::Block`]) ever waits, and never past its timeout.
     /// Dropping the future while it waits gives the item up, counted as
-    /// [`Reason::Abandoned`](crate::metrics::Reason::Abandoned).
+    /// [`Reason::Abandoned`].
     pub async fn push(&self, item: T) -> Result<Pushed, PushError<T>> {
         // A timeout too long to add to the clock (`Duration::MAX`) means no timeout.
         let deadline = match self.answer {
