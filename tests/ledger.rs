@@ -826,3 +826,37 @@ fn ledger_a_task_operator_dropped_while_it_waits_counts_what_it_held() {
     assert_eq!((groups.held, groups.cancelled), (0, 3), "{groups}");
     assert!(groups.balances(), "{groups}");
 }
+
+/// A fan-out hub dropped while it waits on a full output (its runtime shut down under a running
+/// pipeline): the item waiting in the push is counted once, by the output's queue (abandoned),
+/// and a broadcast's original, of which copies were made, is counted as cancelled. The item was
+/// counted twice (still held by the hub, and abandoned by the queue), or a broadcast's original
+/// stayed held for ever.
+#[test]
+fn ledger_a_fan_out_dropped_while_it_waits_on_a_full_output_counts_each_item_once() {
+    for broadcast in [true, false] {
+        let rt = current_thread();
+        let entered = rt.enter();
+        let mut p = Pipeline::builder("torn_down");
+        let rows = p.source("rows", source::from_iter(0..1_000u64));
+        let outputs = if broadcast {
+            p.broadcast("spread", &rows, 2, 4, Lagging::Wait)
+        } else {
+            p.route("spread", &rows, 2, 4, |x| (*x % 2) as usize)
+        };
+        for (i, output) in outputs.iter().enumerate() {
+            p.sink_async(&format!("store{i}"), output, 1, |_| async {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            });
+        }
+        let running = p.build().unwrap().start().unwrap();
+        rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(50)));
+        drop(entered);
+        drop(rt);
+        let spread = running.snapshot().stage("spread").unwrap().ledger;
+        assert!(
+            spread.balances() && spread.held == 0,
+            "broadcast: {broadcast}: {spread}"
+        );
+    }
+}

@@ -28,7 +28,7 @@
 //! | `weir_buffer_demand` | gauge | `stage`, `buffer`, `kind` | outstanding demand of its consumer |
 //! | `weir_buffer_items_in_total` | counter | `stage`, `buffer`, `kind` | items accepted |
 //! | `weir_buffer_items_out_total` | counter | `stage`, `buffer`, `kind` | items handed downstream |
-//! | `weir_buffer_rejected_total` | counter | `stage`, `buffer`, `kind`, `reason` | items refused and handed back (`full`, `timeout`, `closed`, `spill_failed`, ...) |
+//! | `weir_buffer_rejected_total` | counter | `stage`, `buffer`, `kind`, `reason` | items refused and handed back, or given up by their pusher (`full`, `timeout`, `closed`, `spill_failed`, `abandoned`) |
 //! | `weir_buffer_dropped_total` | counter | `stage`, `buffer`, `kind`, `reason` | items dropped by policy (`dropped_oldest`, `dropped_newest`, `cancelled`, `throttled`, ...) |
 //! | `weir_buffer_producer_waits_total` | counter | `stage`, `buffer`, `kind` | pushes that had to wait for room |
 //! | `weir_buffer_oldest_item_age_seconds` | gauge | `stage`, `buffer`, `kind` | age of the oldest waiting item (0 when empty) |
@@ -146,7 +146,7 @@ const HELP: &[(&str, Kind, &str)] = &[
     (
         "weir_buffer_rejected_total",
         Kind::Counter,
-        "Items refused and handed back (full, timeout, closed, spill_failed, ...).",
+        "Items refused and handed back, or given up by their pusher (full, timeout, closed, spill_failed, abandoned).",
     ),
     (
         "weir_buffer_dropped_total",

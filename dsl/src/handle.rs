@@ -148,7 +148,7 @@ impl PipelineHandle {
     /// item handed back), lets every stage and sink finish what was accepted, and resolves with
     /// the pipeline's result. If that takes longer than `deadline`, aborts (see
     /// [`abort`](Self::abort)) and returns [`PipelineError::DrainTimedOut`] once the abort has
-    /// settled (every stage's tasks ended: a moment after the deadline, five seconds at most).
+    /// settled (no sink's code running and every stage's task ended, as for `abort`).
     pub async fn drain(&mut self, deadline: Duration) -> Result<(), PipelineError> {
         self.running.close_ingresses();
         match tokio::time::timeout(deadline, &mut *self).await {

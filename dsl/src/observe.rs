@@ -16,10 +16,15 @@ use crate::running::Running;
 
 /// Rejections that say "the pipeline cannot keep up" (not the ones caused by closing it).
 fn overload_rejections(snapshot: &BufferCounts) -> u64 {
-    [Reason::Full, Reason::Timeout, Reason::SpillFailed]
-        .iter()
-        .map(|reason| snapshot.rejected.get(reason.as_str()).copied().unwrap_or(0))
-        .sum()
+    [
+        Reason::Full,
+        Reason::Timeout,
+        Reason::SpillFailed,
+        Reason::Abandoned,
+    ]
+    .iter()
+    .map(|reason| snapshot.rejected.get(reason.as_str()).copied().unwrap_or(0))
+    .sum()
 }
 
 /// The counters of one buffer (an ingress, a boundary, a fan-in lane, a fan-out output) with its

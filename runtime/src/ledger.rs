@@ -252,6 +252,20 @@ impl Tally {
         self.shared.held.fetch_sub(n, Ordering::Relaxed);
     }
 
+    /// Releases up to `n` of the items held (none below zero); returns how many it released.
+    /// For a guard that lets go of what is still held when its task is dropped, after a panic
+    /// handler may already have counted it.
+    pub fn release_up_to(&self, n: u64) -> u64 {
+        let before = self
+            .shared
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(n))
+            })
+            .unwrap_or_else(|held| held);
+        before.min(n)
+    }
+
     /// Items held as noted with [`hold`](Self::hold) / [`release`](Self::release).
     pub fn shared_held(&self) -> u64 {
         self.shared.held.load(Ordering::Relaxed)

@@ -151,9 +151,11 @@ async fn feed<T: Send + 'static>(
         };
         // Accepted at once while there is room (memory or disk); otherwise waits for room, as
         // long as it takes (backpressure: nothing is counted as rejected).
-        feeding.hold(1);
+        // Held while the push waits; a task dropped meanwhile (its runtime shut down) lets go
+        // of it: the queue counts the item that went with the push (abandoned).
+        let holding = Holding::take(&feeding);
         let pushed = handle.push(item).await;
-        feeding.release(1);
+        drop(holding);
         match pushed {
             Ok(_) => {}
             Err(Refused::Failed(_, error)) => {
@@ -165,6 +167,22 @@ async fn feed<T: Send + 'static>(
         }
     }
     handle.close();
+}
+
+/// One item held in an account while it is pushed; let go of when dropped.
+struct Holding<'a>(&'a Tally);
+
+impl<'a> Holding<'a> {
+    fn take(account: &'a Tally) -> Self {
+        account.hold(1);
+        Self(account)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.release_up_to(1);
+    }
 }
 
 impl<T, P> Publisher<T> for Buffer<P, T>

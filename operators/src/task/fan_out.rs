@@ -260,9 +260,9 @@ where
             let Some(item) = item else { break };
             match item {
                 Ok(item) => {
-                    hub_account.hold(1);
+                    let in_hand = InHand::take(&hub_account, R::IN_HAND_WHEN_DROPPED);
                     let live = route.dispatch(item, &mut handles, stage, &mut tally).await;
-                    hub_account.release(1);
+                    in_hand.done();
                     match live {
                         Ok(true) => {}
                         // Every output went away: dropping `items` cancels the upstream.
@@ -292,6 +292,39 @@ where
     Ok(publishers)
 }
 
+/// The hub's item in hand while a dispatch runs, held in the hub's account. Dropped before
+/// [`done`](Self::done) (the hub dropped mid-dispatch: its runtime shut down), it lets go of the
+/// item, counting it for `when_dropped` if given; a panic handler that counted it already leaves
+/// nothing to let go of.
+struct InHand<'a> {
+    account: &'a Tally,
+    when_dropped: Option<Reason>,
+}
+
+impl<'a> InHand<'a> {
+    fn take(account: &'a Tally, when_dropped: Option<Reason>) -> Self {
+        account.hold(1);
+        Self {
+            account,
+            when_dropped,
+        }
+    }
+
+    fn done(self) {
+        self.account.release(1);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        let released = self.account.release_up_to(1);
+        if let Some(reason) = self.when_dropped {
+            self.account.add(reason, released);
+        }
+    }
+}
+
 /// Counts outputs still waiting for their subscriber.
 struct Waiting {
     left: AtomicUsize,
@@ -299,7 +332,8 @@ struct Waiting {
 }
 
 /// One output of a fan-out: a publisher serving one subscriber (a second one gets
-/// `AlreadySubscribed`). Items start flowing once every output of the fan-out is subscribed.
+/// `AlreadySubscribed`). Items start flowing once every output of the fan-out is subscribed (or
+/// dropped without a subscriber: it no longer holds the others back).
 pub struct FanOutput<T> {
     inner: QueuePublisher<T>,
     slot: Arc<OutputSlot>,
@@ -368,6 +402,12 @@ async fn push_waiting<T>(handle: &QueueHandle<T>, item: T) -> bool {
 
 /// How a route places one item; returns `false` when no output is left.
 trait Dispatch<T> {
+    /// What becomes of the item in hand when the hub is dropped in the middle of a dispatch (its
+    /// runtime shut down while it waited on a full output): `None` when the item itself is in
+    /// the waiting push (the output's queue counts it, abandoned); a reason when the hub holds
+    /// an original whose copies went out on their own.
+    const IN_HAND_WHEN_DROPPED: Option<Reason> = None;
+
     fn dispatch(
         &mut self,
         item: T,
@@ -378,6 +418,8 @@ trait Dispatch<T> {
 }
 
 impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
+    const IN_HAND_WHEN_DROPPED: Option<Reason> = Some(Reason::Cancelled);
+
     async fn dispatch(
         &mut self,
         item: T,
@@ -438,21 +480,30 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
         tally: &mut TallyWriter,
     ) -> Result<bool, Error> {
         let count = outputs.len();
-        let roomiest = (0..count)
-            .map(|k| (self.next + k) % count)
-            .filter_map(|i| outputs[i].as_ref().map(|h| (i, h.len())))
-            .min_by_key(|&(_, len)| len)
-            .map(|(i, _)| i);
+        let start = self.next;
         self.next = (self.next + 1) % count;
-        let Some(index) = roomiest else {
-            tally.add(Reason::Cancelled, 1); // every output went away
-            return Ok(false);
-        };
-        let handle = outputs[index].as_ref().expect("chosen among live outputs");
-        if !push_waiting(handle, item).await {
-            outputs[index] = None;
+        loop {
+            let roomiest = (0..count)
+                .map(|k| (start + k) % count)
+                .filter_map(|i| outputs[i].as_ref().map(|h| (i, h.len())))
+                .min_by_key(|&(_, len)| len)
+                .map(|(i, _)| i);
+            let Some(index) = roomiest else {
+                tally.add(Reason::Cancelled, 1); // every output went away
+                return Ok(false);
+            };
+            let handle = outputs[index].as_ref().expect("chosen among live outputs");
+            if handle.is_empty() && handle.is_closed() {
+                // Gone (its subscriber left, or it was dropped without one): an empty queue
+                // looks the roomiest; the item goes to one still there.
+                outputs[index] = None;
+                continue;
+            }
+            if !push_waiting(handle, item).await {
+                outputs[index] = None;
+            }
+            return Ok(outputs.iter().any(Option::is_some));
         }
-        Ok(outputs.iter().any(Option::is_some))
     }
 }
 

@@ -365,8 +365,9 @@ pub(super) fn reconcile<T>(store: &dyn SpillStore<T>, expected: &mut i64, metric
 }
 
 impl<T> Drop for Shared<T> {
-    /// A queue that goes without its subscription having ended (never subscribed: a pipeline
-    /// that was never started) counts what it held, as the end of a subscription does.
+    /// A backstop: a queue that goes without its end having been counted counts what it held, as
+    /// the end of a subscription does. (A queue never subscribed is ended when its last
+    /// publisher goes, see `QueuePublisher`; then this finds nothing left to count.)
     fn drop(&mut self) {
         let state = self
             .state
