@@ -189,7 +189,7 @@ async fn settle<F: Future>(running: &Running, mut sinks: FuturesUnordered<F>) {
             .collect();
         tracing::warn!(
             ?busy,
-            "stopped pipeline: stages still running tasks after {SETTLE_BOUND:?}; their books may still change"
+            "resolving the pipeline with stages still running tasks after {SETTLE_BOUND:?}: their books may still change"
         );
     }
 }
