@@ -338,12 +338,7 @@ async fn records_read_back_but_not_handed_out_stay_held_when_the_consumer_leaves
 /// Flips a payload byte of the last record of `dir`'s first (sealed) segment: its CRC fails, its
 /// length is intact, so it is skipped alone under `OnCorruption::Skip`.
 fn corrupt_a_record(dir: &std::path::Path) {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    segments.sort();
+    let segments = support::spill_segments(dir);
     let first = &segments[0];
     let mut bytes = std::fs::read(first).unwrap();
     let last = bytes.len() - 1;

@@ -1,6 +1,8 @@
 //! The durable ingress: a push returns once its item is fsynced, pushes share fsyncs, the backlog
 //! is bounded, the tail follows the log, and what was pushed and not acknowledged survives a crash.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -205,13 +207,8 @@ fn the_queue_reports_the_age_of_its_oldest_waiting_item() {
 /// Flips a bit of the last byte of the log's first segment: the last record written to it, a
 /// corrupt record (not a torn tail: a later segment follows).
 fn corrupt_the_first_segments_last_record(dir: &std::path::Path) {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
+    let segments = support::segments(dir);
     assert!(segments.len() > 1, "{segments:?}");
-    segments.sort();
     let mut bytes = std::fs::read(&segments[0]).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x10;

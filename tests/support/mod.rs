@@ -6,6 +6,17 @@ use std::time::{Duration, Instant};
 
 use weir::runtime::{Error, Subscriber, Subscription};
 
+/// The spill log's segment files in `dir`, in order.
+pub fn spill_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
 /// The runtime most tests use: two workers (like CI's machine), timers enabled.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -49,7 +49,7 @@ impl<T> State<T> {
         }
     }
 
-    /// The queue's end: its subscription ended, or the queue goes without ever having had one.
+    /// The queue's end (see [`Shared::finish`]).
     /// Closes it (pushes are refused from now on) and returns how many of the items it holds
     /// are lost with it, the first time only: items in memory are; a spill store keeps its
     /// durable part (flushed now) for its next run, so only what it would lose counts.
@@ -273,16 +273,15 @@ impl<T> Shared<T> {
         }
     }
 
-    /// The end of a queue whose publisher went without ever being subscribed: nobody will take
-    /// its items, so it closes (pushes are refused) and what it held in memory is counted as
-    /// cancelled, as at the end of a subscription.
-    pub(super) fn end_unsubscribed(&self) {
-        let left = lock(&self.state).end(&self.name);
-        if left > 0 {
-            self.metrics.set_oldest(None);
-            self.metrics
-                .record_evicted_n(Reason::Cancelled, left as u64);
-        }
+    /// The queue's end: its subscription ended, or its publisher went without ever being
+    /// subscribed. Nobody will take its items: it closes (waiting pushes are woken and refused),
+    /// and what it held in memory, with `taken` items taken out and not handed on, is counted as
+    /// cancelled.
+    pub(super) fn finish(&self, taken: usize) {
+        let left = lock(&self.state).end(&self.name) + taken;
+        self.metrics.set_oldest(None);
+        self.metrics
+            .record_evicted_n(Reason::Cancelled, left as u64);
         self.space.notify_waiters();
     }
 
@@ -362,22 +361,4 @@ pub(super) fn reconcile<T>(store: &dyn SpillStore<T>, expected: &mut i64, metric
         metrics.record_evicted_n(Reason::Corrupt, found.unsigned_abs());
     }
     *expected = holds;
-}
-
-impl<T> Drop for Shared<T> {
-    /// A backstop: a queue that goes without its end having been counted counts what it held, as
-    /// the end of a subscription does. (A queue never subscribed is ended when its last
-    /// publisher goes, see `QueuePublisher`; then this finds nothing left to count.)
-    fn drop(&mut self) {
-        let state = self
-            .state
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let left = state.end(&self.name);
-        if left > 0 {
-            self.metrics.set_oldest(None);
-            self.metrics
-                .record_evicted_n(Reason::Cancelled, left as u64);
-        }
-    }
 }

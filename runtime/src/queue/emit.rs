@@ -10,7 +10,6 @@ use weir_lockfree::SubscriptionCore;
 
 use super::core::{Shared, Storage, lock, reconcile};
 use crate::Subscriber;
-use crate::metrics::Reason;
 use crate::protocol::Each;
 use crate::source::{CANCEL_CHECK_EVERY, Emit, Emitted};
 
@@ -116,15 +115,7 @@ impl<T> Drop for QueueEmit<T> {
     /// The subscription ended (cancel, or a failure downstream): whatever is still queued will never
     /// be emitted. Close the queue so pushes fail loudly, and count what is dropped.
     fn drop(&mut self) {
-        let left = {
-            let left = lock(&self.shared.state).end(&self.shared.name);
-            self.shared.metrics.set_oldest(None);
-            left + self.batch.len()
-        };
+        self.shared.finish(self.batch.len());
         self.batch.clear();
-        self.shared
-            .metrics
-            .record_evicted_n(Reason::Cancelled, left as u64);
-        self.shared.space.notify_waiters();
     }
 }

@@ -308,7 +308,7 @@ struct LastPublisher<T>(Arc<Shared<T>>);
 impl<T> Drop for LastPublisher<T> {
     fn drop(&mut self) {
         if !self.0.subscribed.load(Ordering::Acquire) {
-            self.0.end_unsubscribed();
+            self.0.finish(0);
         }
     }
 }
