@@ -270,16 +270,22 @@ impl<T> Producer<T> {
             free = self.capacity - self.tail.wrapping_sub(self.head_seen);
         }
         let start = self.tail;
-        // The slots and the mask in the writer: a write into a slot could, for all the compiler
-        // knows, change `Shared`'s fields, which would otherwise be read again per item.
+        let reserved = free.min(max);
+        // The reserved slots as at most two runs of the array (before and after its end): each
+        // item is written at an index that moves by one, with no mask per item; the slots live
+        // in the writer, so a write into a slot, which could for all the compiler knows change
+        // `Shared`'s fields, does not make it read them again per item.
+        let first = start & self.shared.mask;
+        let run = reserved.min(self.shared.slots.len() - first);
         let mut writer = Writer {
             slots: &self.shared.slots,
-            mask: self.shared.mask,
-            tail: start,
-            end: start.wrapping_add(free.min(max)),
+            at: first,
+            run_end: first + run,
+            wrapped: reserved - run,
+            offset: first.wrapping_neg(),
         };
         let filled = fill(&mut writer);
-        let tail = writer.tail;
+        let tail = start.wrapping_add(writer.written());
         self.tail = tail;
         self.shared.written.store(tail, Ordering::Release);
         if tail.wrapping_sub(self.published) >= PUBLISH_EVERY {
@@ -362,33 +368,54 @@ impl<T> Producer<T> {
 /// Writes into the free slots a [`Producer::push_with`] reserved.
 pub struct Writer<'a, T> {
     slots: &'a [UnsafeCell<MaybeUninit<T>>],
-    mask: usize,
-    tail: usize,
-    /// One past the last reserved slot.
-    end: usize,
+    /// The next slot to write (an index into `slots`).
+    at: usize,
+    /// One past the last reserved slot of the run `at` is in (at most `slots.len()`).
+    run_end: usize,
+    /// Reserved slots at the start of the array, written once the first run is full.
+    wrapped: usize,
+    /// Added to `at`, how many items were written (wrapping: minus the first run's start).
+    offset: usize,
 }
 
 impl<T> Writer<'_, T> {
     /// How many more items fit.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        self.end.wrapping_sub(self.tail)
+        self.run_end - self.at + self.wrapped
+    }
+
+    /// How many items were written.
+    #[inline(always)]
+    fn written(&self) -> usize {
+        self.at.wrapping_add(self.offset)
+    }
+
+    /// Moves on to the reserved slots at the start of the array; `false` if there are none.
+    #[cold]
+    fn wrap(&mut self) -> bool {
+        if self.wrapped == 0 {
+            return false;
+        }
+        self.offset = self.offset.wrapping_add(self.run_end);
+        (self.at, self.run_end, self.wrapped) = (0, self.wrapped, 0);
+        true
     }
 
     /// Writes `item` into the next reserved slot, or gives it back if none is left.
     #[inline(always)]
     pub fn write(&mut self, item: T) -> Result<(), T> {
-        if self.tail == self.end {
+        if self.at == self.run_end && !self.wrap() {
             return Err(item);
         }
-        // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two.
-        let slot = unsafe { self.slots.get_unchecked(self.tail & self.mask) };
+        // SAFETY: `at < run_end <= slots.len()`: `wrap` made it so or it already was.
+        let slot = unsafe { self.slots.get_unchecked(self.at) };
         slot.with_mut(|slot| {
             // SAFETY: the slot is free: `push_with` reserved it against the consumer's head, and
             // only the producer writes (the writer borrows it mutably).
             unsafe { (*slot).write(item) };
         });
-        self.tail = self.tail.wrapping_add(1);
+        self.at += 1;
         Ok(())
     }
 
@@ -408,20 +435,25 @@ impl<T> Writer<'_, T> {
     #[inline]
     pub fn write_from_front(&mut self, items: &mut Vec<T>, max: usize) -> usize {
         let n = self.room().min(items.len()).min(max);
-        let first = self.tail & self.mask;
-        let run = n.min(self.slots.len() - first);
         let mut moved = items.drain(..n);
-        for (start, len) in [(first, run), (0, n - run)] {
-            for (cell, item) in self.slots[start..start + len].iter().zip(&mut moved) {
+        let mut left = n;
+        while left > 0 {
+            if self.at == self.run_end {
+                // `left <= room`: the wrapped slots are there.
+                self.wrap();
+            }
+            let len = left.min(self.run_end - self.at);
+            for (cell, item) in self.slots[self.at..self.at + len].iter().zip(&mut moved) {
                 cell.with_mut(|slot| {
-                    // SAFETY: the `n` slots from the tail are free: `push_with` reserved them
-                    // against the consumer's head (`n` is at most the room left), and only the
+                    // SAFETY: the slots of the run are free: `push_with` reserved them against
+                    // the consumer's head (`len` is at most the room left), and only the
                     // producer writes.
                     unsafe { (*slot).write(item) };
                 });
             }
+            self.at += len;
+            left -= len;
         }
-        self.tail = self.tail.wrapping_add(n);
         n
     }
 }
@@ -469,6 +501,52 @@ impl<T> Drain<'_, T> {
     #[inline]
     pub fn popped(&self) -> usize {
         self.head.wrapping_sub(self.start)
+    }
+
+    /// Hands items to `f`, oldest first, until `max` were handed, `f` returned `false` (after
+    /// taking that item) or none is left; returns how many were handed. A loop per run of the
+    /// array (before and after its end) with the slot moving by one per item and no mask, so a
+    /// closure that always goes on makes a counted loop with one exit.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer, _credit) = weir_lockfree::ring::ring::<u32>(4);
+    /// for i in 1..=4 {
+    ///     producer.push(i).unwrap();
+    /// }
+    /// producer.publish();
+    /// let mut sum = 0;
+    /// let handed = consumer.drain().feed(3, |item| {
+    ///     sum += item;
+    ///     true
+    /// });
+    /// assert_eq!((handed, sum), (3, 6));
+    /// assert_eq!(consumer.pop(), Some(4));
+    /// ```
+    #[inline(always)]
+    pub fn feed(&mut self, max: u64, mut f: impl FnMut(T) -> bool) -> u64 {
+        let left = self.end.wrapping_sub(self.head);
+        let most = left.min(usize::try_from(max).unwrap_or(usize::MAX));
+        let mut handed = 0;
+        while handed < most {
+            let first = self.head & self.mask;
+            let run = (most - handed).min(self.mask + 1 - first);
+            for index in first..first + run {
+                // SAFETY: `slots` points at the ring's slots, kept alive by the consumer's `Arc`
+                // that the drain borrows; `index` is within this run, inside the array.
+                let slot = unsafe { &*self.slots.add(index) };
+                let item = slot.with_mut(|slot| {
+                    // SAFETY: as in `next`: published before `end` was read, and read exactly
+                    // once (the head moves past it before `f` runs, so also if `f` unwinds).
+                    unsafe { (*slot).assume_init_read() }
+                });
+                self.head = self.head.wrapping_add(1);
+                if !f(item) {
+                    return (handed + index - first + 1) as u64;
+                }
+            }
+            handed += run;
+        }
+        handed as u64
     }
 }
 

@@ -288,6 +288,17 @@ fn ring_burst_hand_over_with_partial_drains() {
 }
 
 #[test]
+fn ring_burst_hand_over_with_drains_fed_across_the_wrap() {
+    // `Drain::feed` reads the slots run by run: the ring of 2 wraps inside a drain.
+    burst_hand_over(|consumer, got| {
+        consumer.drain().feed(u64::MAX, |item| {
+            got.push(item);
+            true
+        });
+    });
+}
+
+#[test]
 fn subscription_terminal_signal_at_most_once_under_request_and_cancel_races() {
     loom::model(|| {
         let source = Arc::new(Source::new(2));

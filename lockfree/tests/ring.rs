@@ -1,7 +1,7 @@
 //! The credit ring's edge cases, on the real type (the hand-off races are in `loom.rs`).
 #![cfg(not(loom))]
 
-use weir_lockfree::ring::ring;
+use weir_lockfree::ring::{Consumer, Credit, Producer, ring};
 
 #[test]
 fn a_leaked_drain_never_hands_an_item_out_twice() {
@@ -111,9 +111,15 @@ fn pop_into_copies_across_the_wrap_and_stops_at_max() {
     assert_eq!(out, expected);
 }
 
-#[test]
-fn write_from_front_copies_across_the_wrap_and_keeps_the_rest_in_the_buffer() {
-    let (mut producer, mut consumer, _credit) = ring::<String>(4);
+/// A ring of four whose next free slot is slot 3 (items "0", "1", "2" went through it; they are
+/// returned, read, with the ring).
+fn ring_of_four_at_slot_three() -> (
+    Producer<String>,
+    Consumer<String>,
+    Credit<String>,
+    Vec<String>,
+) {
+    let (mut producer, mut consumer, credit) = ring::<String>(4);
     for i in 0..3 {
         producer.push(i.to_string()).unwrap();
     }
@@ -121,6 +127,12 @@ fn write_from_front_copies_across_the_wrap_and_keeps_the_rest_in_the_buffer() {
     let mut out = Vec::new();
     assert_eq!(consumer.pop_into(&mut out, usize::MAX), 3);
     consumer.release();
+    (producer, consumer, credit, out)
+}
+
+#[test]
+fn write_from_front_copies_across_the_wrap_and_keeps_the_rest_in_the_buffer() {
+    let (mut producer, mut consumer, _credit, mut out) = ring_of_four_at_slot_three();
     // Three free slots from slot 3 on (3, 0, 1), then a fourth (2): at most `max` are taken.
     let mut buffer: Vec<String> = (3..9).map(|i| i.to_string()).collect();
     let (written, moved) = producer.push_with(3, |writer| writer.write_from_front(&mut buffer, 3));
@@ -133,4 +145,103 @@ fn write_from_front_copies_across_the_wrap_and_keeps_the_rest_in_the_buffer() {
     assert_eq!(consumer.pop_into(&mut out, usize::MAX), 4);
     let expected: Vec<String> = (0..7).map(|i| i.to_string()).collect();
     assert_eq!(out, expected);
+}
+
+#[test]
+fn a_writer_writes_item_by_item_across_the_wrap_and_gives_back_what_does_not_fit() {
+    let (mut producer, mut consumer, _credit, mut out) = ring_of_four_at_slot_three();
+    // The four free slots are 3, then 0, 1, 2: the writer's room counts both runs, and the item
+    // after them comes back.
+    let mut refused = None;
+    let (written, rooms) = producer.push_with(8, |writer| {
+        let mut rooms = vec![writer.room()];
+        for i in 3..8 {
+            if let Err(item) = writer.write(i.to_string()) {
+                refused = Some(item);
+                break;
+            }
+            rooms.push(writer.room());
+        }
+        rooms
+    });
+    assert_eq!(written, 4);
+    assert_eq!(rooms, [4, 3, 2, 1, 0]);
+    assert_eq!(refused.as_deref(), Some("7"));
+    // Nothing reserved: nothing written, the item comes back.
+    let (written, back) = producer.push_with(8, |writer| writer.write("8".to_string()));
+    assert_eq!((written, back), (0, Err("8".to_string())));
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 4);
+    let expected: Vec<String> = (0..7).map(|i| i.to_string()).collect();
+    assert_eq!(out, expected);
+    // Both runs again from the middle, after a partial first reservation.
+    consumer.release();
+    let (written, ()) = producer.push_with(2, |writer| {
+        writer.write("a".into()).unwrap();
+        writer.write("b".into()).unwrap();
+        assert!(writer.write("c".into()).is_err());
+    });
+    assert_eq!(written, 2);
+    producer.publish();
+    out.clear();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 2);
+    assert_eq!(out, ["a", "b"]);
+}
+
+#[test]
+fn a_drain_feeds_across_the_wrap_and_a_panic_leaves_the_rest_for_the_next_reader() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Counted(u64, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (mut producer, mut consumer, credit) = ring::<Counted>(4);
+    // Slots 2, 3, 0, 1 hold items 0..4: the drain's items cross the end of the array.
+    for i in 0..2 {
+        assert!(producer.push(Counted(i, drops.clone())).is_ok());
+    }
+    producer.publish();
+    assert_eq!(consumer.drain().count(), 2);
+    consumer.release();
+    for i in 0..4 {
+        assert!(producer.push(Counted(i, drops.clone())).is_ok());
+    }
+    producer.publish();
+    drops.store(0, Ordering::SeqCst);
+    // At most `max`, across the wrap.
+    let mut seen = Vec::new();
+    let handed = consumer.drain().feed(3, |item| {
+        seen.push(item.0);
+        true
+    });
+    assert_eq!((handed, seen), (3, vec![0, 1, 2]));
+    // `false` stops after the item it was given.
+    consumer.release();
+    for i in 4..7 {
+        assert!(producer.push(Counted(i, drops.clone())).is_ok());
+    }
+    producer.publish();
+    let mut seen = Vec::new();
+    let handed = consumer.drain().feed(u64::MAX, |item| {
+        seen.push(item.0);
+        item.0 < 4
+    });
+    assert_eq!((handed, seen), (2, vec![3, 4]));
+    // A panic after taking item 5: it is dropped once, 6 stays for the next reader.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        consumer.drain().feed(u64::MAX, |item| {
+            drop(item);
+            panic!("the subscriber fails on its first item");
+        })
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 6);
+    let rest: Vec<u64> = consumer.drain().map(|item| item.0).collect();
+    assert_eq!(rest, vec![6]);
+    drop((producer, consumer, credit));
+    assert_eq!(drops.load(Ordering::SeqCst), 7);
 }

@@ -26,6 +26,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use weir_lockfree::ring::Drain;
+
 use crate::Error;
 use crate::ledger::{Reason, Tally};
 
@@ -214,8 +216,14 @@ impl<I: Iterator> Iterator for Each<I> {
 
 impl<I: Iterator> Burst for Each<I> {}
 
-/// A ring's items straight from its slots (a boundary's outlet, a lane).
-impl<T> Burst for weir_lockfree::ring::Drain<'_, T> {}
+/// A ring's items straight from its slots (a boundary's outlet, a lane): a loop per run of the
+/// ring ([`Drain::feed`]).
+impl<T> Burst for Drain<'_, T> {
+    #[inline(always)]
+    fn feed<F: FnMut(T) -> bool>(&mut self, max: u64, f: F) -> u64 {
+        Drain::feed(self, max, f)
+    }
+}
 
 /// What a [`Subscription`] does: implemented by publishers, called through the cheap handle.
 pub trait RawSubscription: Send + Sync + 'static {
