@@ -5,15 +5,62 @@
 //! SPSC ring (`rtrb`, two threads moving slices of 256, spinning when empty or full) as the
 //! practical limit of a hand-off between two cores.
 //! Targets: weir at least 3x `tokio_mpsc` (issue 2) and at least 2x `tokio_mpsc_chunked` (issue 13).
+//! Instruction counts: the probe mode at the end of the file.
+
+mod probe;
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use weir::prelude::*;
 
 const ITEMS: u64 = 10_000_000;
 const CAPACITY: usize = 4096;
 const CHUNK: usize = 256;
+
+/// weir: `0..n` across a boundary of `CAPACITY` into a summing fold, the fold in a task of its own.
+async fn weir(n: u64) -> u64 {
+    let hop = BoundaryConfig::new("hop", CAPACITY).expect("config");
+    tokio::spawn(
+        source::from_iter(0..n)
+            .boundary(hop)
+            .fold(0u64, |sum, x| *sum = sum.wrapping_add(x)),
+    )
+    .await
+    .expect("task")
+    .expect("stream")
+}
+
+/// `tokio::sync::mpsc` carrying `Vec`s of `CHUNK`, bounded to the same items, between two tasks.
+async fn tokio_mpsc_chunked(n: u64) -> u64 {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u64>>(CAPACITY / CHUNK);
+    tokio::spawn(async move {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for x in 0..n {
+            chunk.push(x);
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                if sender.send(full).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = sender.send(chunk).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut sum = 0u64;
+        while let Some(chunk) = receiver.recv().await {
+            for x in chunk {
+                sum = sum.wrapping_add(x);
+            }
+        }
+        sum
+    })
+    .await
+    .expect("task")
+}
 
 fn boundary(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -25,20 +72,7 @@ fn boundary(c: &mut Criterion) {
     group.sample_size(10);
 
     group.bench_function("weir", |b| {
-        b.iter(|| {
-            let n = black_box(ITEMS);
-            runtime.block_on(async move {
-                let hop = BoundaryConfig::new("hop", CAPACITY).expect("config");
-                tokio::spawn(
-                    source::from_iter(0..n)
-                        .boundary(hop)
-                        .fold(0u64, |sum, x| *sum = sum.wrapping_add(x)),
-                )
-                .await
-                .expect("task")
-                .expect("stream")
-            })
-        })
+        b.iter(|| runtime.block_on(weir(black_box(ITEMS))))
     });
 
     group.bench_function("tokio_mpsc", |b| {
@@ -67,39 +101,7 @@ fn boundary(c: &mut Criterion) {
     });
 
     group.bench_function("tokio_mpsc_chunked", |b| {
-        b.iter(|| {
-            let n = black_box(ITEMS);
-            runtime.block_on(async move {
-                let (sender, mut receiver) =
-                    tokio::sync::mpsc::channel::<Vec<u64>>(CAPACITY / CHUNK);
-                tokio::spawn(async move {
-                    let mut chunk = Vec::with_capacity(CHUNK);
-                    for x in 0..n {
-                        chunk.push(x);
-                        if chunk.len() == CHUNK {
-                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                            if sender.send(full).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    if !chunk.is_empty() {
-                        let _ = sender.send(chunk).await;
-                    }
-                });
-                tokio::spawn(async move {
-                    let mut sum = 0u64;
-                    while let Some(chunk) = receiver.recv().await {
-                        for x in chunk {
-                            sum = sum.wrapping_add(x);
-                        }
-                    }
-                    sum
-                })
-                .await
-                .expect("task")
-            })
-        })
+        b.iter(|| runtime.block_on(tokio_mpsc_chunked(black_box(ITEMS))))
     });
     async_peers(&mut group, &runtime);
     thread_peers(&mut group);
@@ -306,4 +308,22 @@ fn thread_peers(group: &mut Group<'_>) {
 }
 
 criterion_group!(benches, boundary);
-criterion_main!(benches);
+
+/// `WEIR_BOUNDARY_PROBE=weir|tokio_mpsc_chunked` runs one pass of `WEIR_BOUNDARY_PROBE_ITEMS` (1 M)
+/// items on a current-thread runtime (both sides on one thread: no parking between cores) and
+/// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/boundary-<hash>`;
+/// the difference between two item counts, divided by their difference, is the cost per item.
+fn main() {
+    probe::main_or_probe(
+        "WEIR_BOUNDARY_PROBE",
+        benches,
+        "weir, tokio_mpsc_chunked",
+        |variant, n, runtime| {
+            Some(match variant {
+                "weir" => runtime.block_on(weir(n)),
+                "tokio_mpsc_chunked" => runtime.block_on(tokio_mpsc_chunked(n)),
+                _ => return None,
+            })
+        },
+    );
+}

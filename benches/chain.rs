@@ -89,19 +89,17 @@ criterion_group!(benches, chain);
 /// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
 /// the difference between two item counts, divided by their difference, is the cost per item.
 fn main() {
-    let Some((variant, n)) = probe::requested("WEIR_CHAIN_PROBE") else {
-        benches();
-        Criterion::default().configure_from_args().final_summary();
-        return;
-    };
-    let runtime = probe::runtime();
-    let sum = match variant.as_str() {
-        "weir" => weir(&runtime, black_box(n)).expect("stream"),
-        "iterator" => iterator(black_box(n)),
-        "iterator_blocks" => {
-            iterator_blocks(black_box(n), &std::sync::atomic::AtomicBool::new(false))
-        }
-        other => panic!("WEIR_CHAIN_PROBE: `{other}` is not weir, iterator or iterator_blocks"),
-    };
-    println!("{variant}: {n} items, sum {sum}");
+    probe::main_or_probe(
+        "WEIR_CHAIN_PROBE",
+        benches,
+        "weir, iterator, iterator_blocks",
+        |variant, n, runtime| {
+            Some(match variant {
+                "weir" => weir(runtime, n).expect("stream"),
+                "iterator" => iterator(n),
+                "iterator_blocks" => iterator_blocks(n, &std::sync::atomic::AtomicBool::new(false)),
+                _ => return None,
+            })
+        },
+    );
 }

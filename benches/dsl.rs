@@ -80,16 +80,16 @@ async fn pipeline(n: u64) -> u64 {
 criterion_group!(benches, dsl);
 
 fn main() {
-    let Some((variant, n)) = probe::requested("WEIR_DSL_PROBE") else {
-        benches();
-        Criterion::default().configure_from_args().final_summary();
-        return;
-    };
-    let runtime = probe::runtime();
-    let sum = match variant.as_str() {
-        "chain" => runtime.block_on(chain(n)),
-        "dsl" => runtime.block_on(pipeline(n)),
-        other => panic!("WEIR_DSL_PROBE={other}: use `chain` or `dsl`"),
-    };
-    println!("{variant} {n}: {sum}");
+    probe::main_or_probe(
+        "WEIR_DSL_PROBE",
+        benches,
+        "chain, dsl",
+        |variant, n, runtime| {
+            Some(match variant {
+                "chain" => runtime.block_on(chain(n)),
+                "dsl" => runtime.block_on(pipeline(n)),
+                _ => return None,
+            })
+        },
+    );
 }

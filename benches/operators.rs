@@ -85,16 +85,16 @@ criterion_group!(benches, operators);
 /// `valgrind --tool=callgrind target/release/deps/operators-<hash>`; the difference between two
 /// item counts, divided by their difference, is the cost per item.
 fn main() {
-    let Some((variant, n)) = probe::requested("WEIR_OPERATORS_PROBE") else {
-        benches();
-        Criterion::default().configure_from_args().final_summary();
-        return;
-    };
-    let runtime = probe::runtime();
-    let sum = match variant.as_str() {
-        "weir" => runtime.block_on(weir(black_box(n))),
-        "iterator" => iterator(black_box(n)),
-        other => panic!("WEIR_OPERATORS_PROBE: `{other}` is not weir or iterator"),
-    };
-    println!("{variant}: {n} items, sum {sum}");
+    probe::main_or_probe(
+        "WEIR_OPERATORS_PROBE",
+        benches,
+        "weir, iterator",
+        |variant, n, runtime| {
+            Some(match variant {
+                "weir" => runtime.block_on(weir(n)),
+                "iterator" => iterator(n),
+                _ => return None,
+            })
+        },
+    );
 }
