@@ -374,7 +374,8 @@ pub struct Writer<'a, T> {
     run_end: usize,
     /// Reserved slots at the start of the array, written once the first run is full.
     wrapped: usize,
-    /// Added to `at`, how many items were written (wrapping: minus the first run's start).
+    /// Added to `at`, how many items were written (wrapping): minus the first run's start before
+    /// the wrap, the first run's length after it.
     offset: usize,
 }
 
@@ -412,7 +413,7 @@ impl<T> Writer<'_, T> {
         let slot = unsafe { self.slots.get_unchecked(self.at) };
         slot.with_mut(|slot| {
             // SAFETY: the slot is free: `push_with` reserved it against the consumer's head, and
-            // only the producer writes (the writer borrows it mutably).
+            // only the producer writes (`push_with` borrows it mutably while the writer lives).
             unsafe { (*slot).write(item) };
         });
         self.at += 1;

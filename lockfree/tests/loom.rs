@@ -204,6 +204,9 @@ fn ring_credit_waiter_is_woken_when_slots_free() {
 enum Write {
     Pulled,
     FromBuffer,
+    /// Pulled, the first burst a single item: the next reservation starts at slot 1, so a
+    /// writer wraps within it and a drain can start at slot 1 and cross the array's end.
+    PulledOneFirst,
 }
 
 /// A writer pushing bursts into a ring of 2 while the reader takes what is published with `take`.
@@ -226,6 +229,10 @@ fn burst_hand_over_written(write: Write, take: fn(&mut Consumer<u64>, &mut Vec<u
                 assert!(head + 2 >= written);
                 let n = match write {
                     Write::Pulled => producer.push_from(&mut items, 3 - written).0,
+                    Write::PulledOneFirst => {
+                        let most = if written == 0 { 1 } else { 3 - written };
+                        producer.push_from(&mut items, most).0
+                    }
                     Write::FromBuffer => {
                         let want = 3 - written;
                         producer
@@ -289,8 +296,9 @@ fn ring_burst_hand_over_with_partial_drains() {
 
 #[test]
 fn ring_burst_hand_over_with_drains_fed_across_the_wrap() {
-    // `Drain::feed` reads the slots run by run: the ring of 2 wraps inside a drain.
-    burst_hand_over(|consumer, got| {
+    // `Drain::feed` reads the slots run by run; after a first burst of one item, the writer's
+    // second reservation wraps (slot 1, then 0) and a drain from slot 1 crosses the array's end.
+    burst_hand_over_written(Write::PulledOneFirst, |consumer, got| {
         consumer.drain().feed(u64::MAX, |item| {
             got.push(item);
             true

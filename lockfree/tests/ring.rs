@@ -174,7 +174,8 @@ fn a_writer_writes_item_by_item_across_the_wrap_and_gives_back_what_does_not_fit
     assert_eq!(consumer.pop_into(&mut out, usize::MAX), 4);
     let expected: Vec<String> = (0..7).map(|i| i.to_string()).collect();
     assert_eq!(out, expected);
-    // Both runs again from the middle, after a partial first reservation.
+    // A reservation of two from slot 3 (the last): one slot before the wrap, one after; a third
+    // write is refused.
     consumer.release();
     let (written, ()) = producer.push_with(2, |writer| {
         writer.write("a".into()).unwrap();
@@ -244,4 +245,79 @@ fn a_drain_feeds_across_the_wrap_and_a_panic_leaves_the_rest_for_the_next_reader
     assert_eq!(rest, vec![6]);
     drop((producer, consumer, credit));
     assert_eq!(drops.load(Ordering::SeqCst), 7);
+}
+
+#[test]
+fn a_writer_that_stops_early_publishes_what_it_wrote_and_the_next_write_follows_it() {
+    let (mut producer, mut consumer, _credit, mut out) = ring_of_four_at_slot_three();
+    // Four reserved (slot 3, then 0, 1, 2), one written: it stops at the end of the first run.
+    let (written, ()) = producer.push_with(4, |writer| writer.write("3".into()).unwrap());
+    assert_eq!(written, 1);
+    // Four asked for, three free (slots 0, 1, 2: one run from the array's start), two written.
+    let (written, ()) = producer.push_with(4, |writer| {
+        assert_eq!(writer.room(), 3);
+        writer.write("4".into()).unwrap();
+        writer.write("5".into()).unwrap();
+    });
+    assert_eq!(written, 2);
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 3);
+    consumer.release();
+    // From slot 2: one item, then a copy from a buffer in the same reservation, across the wrap
+    // (slot 3, then 0).
+    let mut buffer: Vec<String> = ["7", "8", "9"].map(String::from).to_vec();
+    let (written, moved) = producer.push_with(4, |writer| {
+        writer.write("6".into()).unwrap();
+        writer.write_from_front(&mut buffer, 2)
+    });
+    assert_eq!((written, moved), (3, 2));
+    assert_eq!(buffer, ["9"]);
+    producer.publish();
+    assert_eq!(consumer.pop_into(&mut out, usize::MAX), 3);
+    let expected: Vec<String> = (0..9).map(|i| i.to_string()).collect();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn a_drain_fed_stops_where_it_is_told_in_either_run() {
+    // Slots 3, 0, 1, 2 hold "3".."6" in both rings.
+    let filled = || {
+        let (mut producer, consumer, credit, _) = ring_of_four_at_slot_three();
+        for i in 3..7 {
+            producer.push(i.to_string()).unwrap();
+        }
+        producer.publish();
+        (producer, consumer, credit)
+    };
+    let (_producer, mut consumer, _credit) = filled();
+    // Nothing asked, nothing handed.
+    assert_eq!(consumer.drain().feed(0, |_| true), 0);
+    // `false` in the second run: the item it was given counts as handed, the rest stays.
+    let mut seen = Vec::new();
+    let mut drain = consumer.drain();
+    let handed = drain.feed(u64::MAX, |item| {
+        let go_on = item != "5";
+        seen.push(item);
+        go_on
+    });
+    assert_eq!((handed, drain.popped()), (3, 3));
+    drop(drain);
+    assert_eq!(seen, ["3", "4", "5"]);
+    assert_eq!(consumer.drain().collect::<Vec<_>>(), ["6"]);
+    // Exactly the first run (slot 3, the array's end), then the rest from slot 0.
+    let (_producer, mut consumer, _credit) = filled();
+    let mut seen = Vec::new();
+    let mut drain = consumer.drain();
+    let handed = drain.feed(1, |item| {
+        seen.push(item);
+        true
+    });
+    assert_eq!((handed, drain.popped()), (1, 1));
+    drop(drain);
+    let handed = consumer.drain().feed(u64::MAX, |item| {
+        seen.push(item);
+        true
+    });
+    assert_eq!(handed, 3);
+    assert_eq!(seen, ["3", "4", "5", "6"]);
 }
