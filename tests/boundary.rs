@@ -281,6 +281,16 @@ fn metrics_show_depth_waits_and_age_under_pressure() {
     let (subscriber, recorder) = probe::<u64>();
     hop.subscribe(subscriber);
     recorder.subscription();
+    // The ring fills on the runtime's worker; the items' wait is timed from once they are in (on
+    // a busy machine the worker may get to them late).
+    let filled = std::time::Instant::now();
+    while metrics.snapshot().depth < 64 {
+        assert!(
+            filled.elapsed() < Duration::from_secs(10),
+            "the ring never filled"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::thread::sleep(Duration::from_millis(50));
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.name, "hop");
