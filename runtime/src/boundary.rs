@@ -396,9 +396,10 @@ impl<T> Inlet<T> {
         let limit = limit.min(chunk.len() as u64);
         let mut accepted = 0u64;
         while accepted < limit && !self.done {
-            let pushed = self.producer.pushed();
-            let until_checkpoint = self.checkpoint.saturating_sub(pushed).max(1);
-            let want = ((limit - accepted) as usize).min(until_checkpoint);
+            // The whole chunk in one copy, checkpoints or not (they are looked at once it is
+            // in): a copy split at each checkpoint would move the chunk's rest to its front
+            // each time.
+            let want = (limit - accepted) as usize;
             let (written, _) = self
                 .producer
                 .push_with(want, |writer| writer.write_from_front(chunk, want));
