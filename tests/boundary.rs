@@ -219,9 +219,10 @@ impl Publisher<u32> for Flood {
 fn an_erased_edge_that_floods_a_boundary_is_stopped_and_every_item_is_counted() {
     let rt = runtime();
     let _guard = rt.enter();
-    // Behind a type-erased edge the inlet takes whole chunks (256 items) into its ring of 4.
+    // Behind a type-erased edge the inlet takes whole chunks (1,024 `u32`s, 4 KiB) into its ring
+    // of 4.
     let (hop, accounts) = weir::runtime::ledger::scope(|| {
-        Flood(1_000)
+        Flood(3_000)
             .boxed()
             .boundary(BoundaryConfig::new("hop", 4).unwrap())
     });
@@ -233,7 +234,7 @@ fn an_erased_edge_that_floods_a_boundary_is_stopped_and_every_item_is_counted() 
     assert!(matches!(error.kind(), ErrorKind::DemandExceeded), "{error}");
     assert_eq!(recorder.items(), vec![0, 1, 2, 3]);
     // The ring's 4 delivered, the one it refused and the ring's worth taken after the failure
-    // dropped at the boundary; the rest of the first chunk counted by the edge; the 744 items
+    // dropped at the boundary; the rest of the first chunk counted by the edge; the 1,976 items
     // never put in a chunk are still the publisher's.
     let snapshot = metrics.snapshot();
     assert_eq!(snapshot.items_out, 4, "{snapshot:?}");
@@ -244,7 +245,7 @@ fn an_erased_edge_that_floods_a_boundary_is_stopped_and_every_item_is_counted() 
         .expect("the edge's account");
     assert_eq!(
         edge.entry().exits[weir::runtime::ledger::Reason::Cancelled],
-        256 - 9
+        1024 - 9
     );
 }
 
