@@ -826,6 +826,48 @@ async fn publishes_dropped_when_the_sink_fails_are_counted_and_leave_the_gauge()
     assert!(report.cancelled > 0, "the server was stopped: {report:?}");
 }
 
+/// Items handed to a JetStream sink's subscriber wait in its queue until the sink's task takes
+/// them. A runtime that shuts down before it does drops the task with the queue: the items are
+/// counted as cancelled (their deliveries, if any, are nak'ed by the drop). They used to go
+/// uncounted: the task counted what was left in its queue only when it ended by itself.
+#[test]
+fn items_queued_for_a_sink_whose_runtime_shuts_down_are_counted() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sink = runtime.block_on(async {
+        let js = jetstream_on(&server.url()).await;
+        work_stream(&js, "SHUTDOWN", &["shutdown"]).await;
+        JetStreamSink::bind(
+            &js,
+            SinkConfig::new("shutdown", "SHUTDOWN", "shutdown").max_in_flight(8),
+        )
+        .await
+        .unwrap()
+    });
+    let (mut subscriber, _outcome) = sink.subscriber::<OutMessage>();
+    {
+        let _entered = runtime.enter();
+        // Spawns the sink's task, which a current-thread runtime runs only inside `block_on`.
+        subscriber.on_subscribe(Subscription::noop());
+        for n in 0..5u8 {
+            subscriber.on_next(OutMessage::new(vec![n]));
+        }
+    }
+    drop(runtime);
+    let report = sink.metrics().snapshot();
+    assert_eq!(report.in_flight, 0, "{report:?}");
+    assert_eq!(
+        report.published + report.cancelled + report.failed,
+        5,
+        "every item handed over is counted: {report:?}"
+    );
+}
+
 /// An ingress over a JetStream spill store `name` (memory part of 1) that an earlier run, `pause`
 /// ago, left `items` (0, 1, ...) in, `per_message` records to a message (the first item stayed
 /// in that run's memory); the ingress's handle is dropped. On a current-thread runtime the writer

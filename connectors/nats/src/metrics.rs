@@ -285,9 +285,9 @@ pub struct SinkSnapshot {
     pub retries: u64,
     /// Items given up on (the stream failed with the error).
     pub failed: u64,
-    /// Publishes dropped before the broker answered (the sink failed on another item, or was
-    /// aborted): not confirmed, their items' acknowledgements left unsettled (a delivery in them
-    /// is redelivered).
+    /// Items dropped before the broker confirmed them, queued or in flight (the sink failed on
+    /// another item, was aborted, or its runtime shut down): their acknowledgements left
+    /// unsettled (a delivery in them is redelivered).
     #[serde(default)]
     pub cancelled: u64,
     /// Publishes awaiting the broker's confirmation now.

@@ -341,10 +341,14 @@ impl JetStreamSink {
     pub fn subscriber<T: Outgoing>(&self) -> (SinkSubscriber<T>, SinkOutcome) {
         let (events, receiver) = mpsc::unbounded_channel();
         let (done, outcome) = oneshot::channel();
+        let queue = Queue {
+            events: receiver,
+            metrics: self.0.metrics.clone(),
+        };
         let subscriber = SinkSubscriber {
             events,
             metrics: self.0.metrics.clone(),
-            task: Some((self.clone(), receiver, done)),
+            task: Some((self.clone(), queue, done)),
         };
         (subscriber, SinkOutcome(outcome))
     }
@@ -383,9 +387,41 @@ enum Event<T> {
 
 type SinkTask<T> = (
     JetStreamSink,
-    mpsc::UnboundedReceiver<Event<T>>,
+    Queue<T>,
     oneshot::Sender<Result<SinkSnapshot, Error>>,
 );
+
+/// The sink task's end of the subscriber's events. The items still in it when it goes are counted
+/// as cancelled (their deliveries, if any, are nak'ed as they drop): when the task ends, and when
+/// the task is dropped without ending (its runtime shut down), even before it first ran.
+struct Queue<T> {
+    events: mpsc::UnboundedReceiver<Event<T>>,
+    metrics: Arc<SinkMetrics>,
+}
+
+impl<T> Queue<T> {
+    async fn recv(&mut self) -> Option<Event<T>> {
+        self.events.recv().await
+    }
+
+    /// Closes the queue (the subscriber counts what it sends from now on) and counts the items
+    /// left in it.
+    fn close(&mut self) {
+        self.events.close();
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Item(item) = event {
+                drop(item);
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
 
 /// The subscriber of [`JetStreamSink::subscriber`]: hands items to the sink's publishing task.
 pub struct SinkSubscriber<T> {
@@ -460,7 +496,7 @@ impl std::future::Future for SinkOutcome {
 /// The sink's task: publishes items as they come, renews demand as publishes are confirmed.
 async fn publish_all<T: Outgoing>(
     sink: JetStreamSink,
-    mut events: mpsc::UnboundedReceiver<Event<T>>,
+    mut events: Queue<T>,
     done: oneshot::Sender<Result<SinkSnapshot, Error>>,
 ) {
     let limit = sink.0.config.max_in_flight;
@@ -545,11 +581,5 @@ async fn publish_all<T: Outgoing>(
     // nak'ed for redelivery. Items sent after this are counted by the subscriber.
     drop(in_flight);
     events.close();
-    while let Ok(event) = events.try_recv() {
-        if let Event::Item(item) = event {
-            drop(item);
-            sink.0.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let _ = done.send(outcome.map(|()| sink.0.metrics.snapshot()));
 }
