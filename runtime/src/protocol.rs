@@ -441,18 +441,10 @@ const EDGE_CHUNK_BYTES: usize = 4 * 1024;
 /// hundred instructions, so the longer the chunk the better, until the chunks of a pipeline's
 /// edges and its rings no longer fit the CPU's first-level cache: measured on a `u64` pipeline
 /// (the `dsl` bench), 512-item chunks ran 7% faster than 256-item ones, 1,024-item chunks slower.
-const fn edge_chunk<T>() -> usize {
-    let size = std::mem::size_of::<T>();
-    if size == 0 {
-        return 1024;
-    }
-    let items = EDGE_CHUNK_BYTES / size;
-    if items < 64 {
-        64
-    } else if items > 1024 {
-        1024
-    } else {
-        items
+fn edge_chunk<T>() -> usize {
+    match std::mem::size_of::<T>() {
+        0 => 1024,
+        size => (EDGE_CHUNK_BYTES / size).clamp(64, 1024),
     }
 }
 
