@@ -125,6 +125,51 @@ fn budget_rejects_then_frees_on_ack() {
 }
 
 #[test]
+fn an_append_after_close_is_refused_and_the_budget_holds_across_acknowledgements() {
+    // The writer keeps the budget's room from its last look at the shared state and looks
+    // again only when an append does not fit: a close must still refuse the very next append,
+    // and room freed by a reader must be found, never overstated.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small().budget_bytes(1024).budget_full(BudgetFull::Reject);
+    let log = SpillLog::open(dir.path(), config).unwrap();
+    let mut next = 0;
+    for _round in 0..5 {
+        let before = next;
+        while log.append(&item(next)).is_ok() {
+            next += 1;
+            assert!(log.metrics().snapshot().disk_bytes <= 1024);
+        }
+        assert!(
+            next > before,
+            "the room freed by the last round's acknowledgement is found"
+        );
+        log.flush().unwrap();
+        assert_eq!(read_all(&log), (before..next).collect::<Vec<_>>());
+        log.ack_through(next).unwrap();
+    }
+    log.append(&item(next)).unwrap();
+    log.close().unwrap();
+    assert!(matches!(
+        log.append(&item(next + 1)),
+        Err(SpillError::Closed)
+    ));
+    assert!(matches!(
+        log.try_append(&item(next + 1)),
+        Err(SpillError::Closed)
+    ));
+    let _ = log.flush();
+    assert!(matches!(
+        log.append(&item(next + 1)),
+        Err(SpillError::Closed)
+    ));
+    assert_eq!(
+        log.next_seq(),
+        next + 1,
+        "nothing joined the log after its close"
+    );
+}
+
+#[test]
 fn a_wholly_acknowledged_segment_is_freed_when_the_writer_rolls_over() {
     // Budget: two 512-byte segments of eight ~58-byte frames each.
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::state::{SegmentInfo, Shared, Spilled, Written, lock};
+use super::state::{SegmentInfo, Shared, Spilled, State, Written, lock};
 use crate::config::{FsyncPolicy, SpillConfig};
 use crate::error::SpillError;
 use crate::format::{
@@ -47,6 +47,11 @@ pub(super) struct Writer {
     cut_pending: bool,
     /// Starting a new segment failed: the next append starts it before anything else.
     roll_pending: bool,
+    /// Bytes the budget had left past the segments' bytes when the writer last looked (under the
+    /// state lock). Only the writer adds to the segments' bytes, and it looks again each time it
+    /// does; readers only free bytes: so an append that fits in `room` fits in the budget, and
+    /// takes no lock to know it. Zero until the first look, and again once the log is closed.
+    room: u64,
 }
 
 impl Writer {
@@ -75,6 +80,7 @@ impl Writer {
             failed_write: false,
             cut_pending: false,
             roll_pending: false,
+            room: 0,
         }
     }
 
@@ -149,15 +155,20 @@ impl Writer {
             || (before > SEGMENT_HEADER_LEN && before + frame > config.segment_bytes);
         let needed = frame + if roll { SEGMENT_HEADER_LEN } else { 0 };
         let fits = !write_first && !roll && {
-            let state = lock(&shared.state);
-            let closed = state.closed;
-            let fits = state.disk_bytes + start as u64 + needed <= config.budget_bytes;
-            drop(state);
-            if closed {
-                self.batch.truncate(start);
-                return Err(SpillError::Closed);
+            // What the batch holds and this record, against the room last seen; only when that
+            // is short does the writer look at the state (closed, and the budget now).
+            let wanted = start as u64 + needed;
+            wanted <= self.room || {
+                let state = lock(&shared.state);
+                let closed = state.closed;
+                self.room = room(config.budget_bytes, &state);
+                drop(state);
+                if closed {
+                    self.batch.truncate(start);
+                    return Err(SpillError::Closed);
+                }
+                wanted <= self.room
             }
-            fits
         };
         let start = if fits {
             start
@@ -273,6 +284,7 @@ impl Writer {
             },
         );
         state.disk_bytes += SEGMENT_HEADER_LEN;
+        self.room = room(shared.config.budget_bytes, &state);
         state.samples.push_back((self.next_seq, now_ms()));
         // The sealed segment may already be wholly acknowledged (the reader kept up): free it now,
         // not at the next acknowledgement, or acknowledged data holds budget that appends need.
@@ -340,6 +352,7 @@ impl Writer {
             info.bytes = self.active_len;
         }
         state.disk_bytes += written_bytes;
+        self.room = room(shared.config.budget_bytes, &state);
         state.written_seq = self.next_seq;
         if sync {
             state.durable_seq = self.next_seq;
@@ -453,11 +466,22 @@ impl Writer {
         }
         let mut state = lock(&shared.state);
         state.closed = true;
+        self.room = room(shared.config.budget_bytes, &state);
         let ledger = shared.persist_ledger(&mut state, self.next_seq);
         shared.space.notify_all();
         let written = written?;
         ledger?;
         Ok(written)
+    }
+}
+
+/// The budget's bytes left past the segments' bytes; none once the log is closed, so that every
+/// append looks at the state and is refused.
+fn room(budget: u64, state: &State) -> u64 {
+    if state.closed {
+        0
+    } else {
+        budget.saturating_sub(state.disk_bytes)
     }
 }
 
