@@ -8,12 +8,18 @@
 //! log's check-and-decode path with a plain read of the same bytes. The log maps its sealed
 //! segments (64 MiB each) and reads the active one with `read(2)`: at 1 GiB 16 of 17 segments are
 //! mapped, at 256 MiB 4 of 5.
+//!
+//! The write ratio compares two runs on a shared disk whose speed drifts between criterion's
+//! functions (the raw write alone moved 1.5-6 s per GiB across sessions). `WEIR_SPILL_PAIRS=N`
+//! runs N pairs instead, each a raw write and a log write (fsync every batch) of the same bytes
+//! back to back, the order alternating from pair to pair, and prints each pair's ratio and their
+//! median: both peers then meet the same disk.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_spill::{FsyncPolicy, SpillConfig, SpillLog};
@@ -298,5 +304,60 @@ fn spill(c: &mut Criterion) {
     group.finish();
 }
 
+/// `WEIR_SPILL_PAIRS=N`: N pairs of a raw write and a log write (fsync every batch), back to
+/// back, the first of each pair alternating; prints each pair and the median ratio raw / log.
+fn write_pairs(pairs: usize) {
+    let bytes = total_bytes();
+    let records = bytes / RECORD as u64;
+    let raw_dir = scratch("pairs-raw");
+    let raw_file = raw_dir.join("raw");
+    let mut ratios = Vec::with_capacity(pairs);
+    for pair in 0..pairs {
+        let raw = || {
+            let _ = std::fs::remove_file(&raw_file);
+            raw_write(&raw_file, bytes)
+        };
+        let log = || {
+            let dir = scratch("pairs-log");
+            let elapsed = write_log(&dir, FsyncPolicy::EveryBatch, records);
+            let _ = std::fs::remove_dir_all(&dir);
+            elapsed
+        };
+        let (raw, log) = if pair % 2 == 0 {
+            let raw = raw();
+            (raw, log())
+        } else {
+            let log = log();
+            (raw(), log)
+        };
+        let ratio = raw.as_secs_f64() / log.as_secs_f64();
+        println!(
+            "pair {pair}: raw {:.3} s, log {:.3} s, raw / log {ratio:.2}",
+            raw.as_secs_f64(),
+            log.as_secs_f64()
+        );
+        ratios.push(ratio);
+    }
+    let _ = std::fs::remove_dir_all(&raw_dir);
+    ratios.sort_by(f64::total_cmp);
+    if let Some(median) = ratios.get(ratios.len() / 2) {
+        println!(
+            "{pairs} pairs of {} MiB: median raw / log {median:.2} (lowest {:.2}, highest {:.2})",
+            bytes >> 20,
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
 criterion_group!(benches, spill);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("WEIR_SPILL_PAIRS") {
+        Ok(pairs) => write_pairs(pairs.parse().expect("WEIR_SPILL_PAIRS: a number of pairs")),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
