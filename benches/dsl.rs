@@ -44,9 +44,13 @@ fn dsl(c: &mut Criterion) {
 async fn chain(n: u64) -> u64 {
     let hop = BoundaryConfig::new("hop", CAPACITY).expect("config");
     // The same sink code as the pipeline's (which can only hand its sum out through shared
-    // memory): one relaxed store per item, so that the ratio is what the graph costs.
-    let total = AtomicU64::new(0);
-    source::from_iter(0..n)
+    // memory): one relaxed store per item, so that the ratio is what the graph costs. The
+    // atomic is shared and read at the end, as the pipeline's: a store into an atomic nobody
+    // else can see is dead code, which the compiler removed (the fold then became a vector loop
+    // with no store at all, and the two sinks no longer ran the same code).
+    let sum = Arc::new(AtomicU64::new(0));
+    let total = sum.clone();
+    let folded = source::from_iter(0..n)
         .map(|x| x.wrapping_mul(3))
         .filter(|x| x % 7 != 0)
         .boundary(hop)
@@ -55,7 +59,9 @@ async fn chain(n: u64) -> u64 {
             total.store(*sum, Ordering::Relaxed);
         })
         .await
-        .expect("stream")
+        .expect("stream");
+    assert_eq!(folded, sum.load(Ordering::Relaxed));
+    folded
 }
 
 async fn pipeline(n: u64) -> u64 {
