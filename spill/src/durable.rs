@@ -169,8 +169,10 @@ impl<T> Durable<T> {
 
     /// Stops taking pushes (they fail with [`SpillError::Closed`]) and writes the current batch,
     /// so that the [`Tail`] hands out every record appended (an abandoned push's too) and then
-    /// completes. Pushes waiting for their sync still get it. A failed write is logged: its
-    /// records stay in the log and come out after a restart.
+    /// completes. Pushes waiting for their sync still get it. A failed write is logged and its
+    /// records are held in memory: the tail, once it has handed out everything else, tries the
+    /// write once more, and if that fails too, counts them as `spill_failed` and ends with the
+    /// error.
     pub fn close(&self) {
         {
             // Under the admission lock: no append slips in between the flag and the write.
@@ -354,6 +356,8 @@ struct Reading<T> {
     /// The sequence number of the next record to hand out: a record read after a gap means the
     /// records in the gap were skipped as corrupt (`OnCorruption::Skip`) and leave the queue.
     next_seq: u64,
+    /// A read failed: handed on once the records read before it (in `ahead`) are out.
+    error: Option<Error>,
     failed: bool,
 }
 
@@ -369,6 +373,18 @@ impl<T> Reading<T> {
 }
 
 impl<T: DeserializeOwned> Reading<T> {
+    /// Gives up the records whose write failed again (`error`) after the handle was closed (the
+    /// log counts them in `dropped_unwritten` and logs them), counts them as leaving the queue for
+    /// [`Reason::SpillFailed`], and returns the error the tail ends with.
+    fn give_up_unwritten(&mut self, error: SpillError) -> Error {
+        let records = self.log.discard_unwritten();
+        self.shared
+            .queue
+            .record_evicted_n(Reason::SpillFailed, records);
+        self.failed = true;
+        Error::from(error).in_stage("durable_tail")
+    }
+
     /// The next record: read ahead on demand, waiting for new records while the handle is open.
     async fn next(&mut self) -> Option<Result<T, Error>> {
         loop {
@@ -382,6 +398,10 @@ impl<T: DeserializeOwned> Reading<T> {
                 self.shared.queue.add_out(1);
                 return Some(Ok(record.item));
             }
+            if let Some(error) = self.error.take() {
+                self.failed = true;
+                return Some(Err(error));
+            }
             if self.failed {
                 return None;
             }
@@ -392,8 +412,19 @@ impl<T: DeserializeOwned> Reading<T> {
                 Ok(0) => {
                     // Nothing left to read: whatever the reader passed was skipped.
                     self.skipped_up_to(self.log.next_unread());
-                    if closed && self.log.unread() == 0 {
-                        return None;
+                    if closed {
+                        let unread = self.log.unread();
+                        if unread == 0 {
+                            return None;
+                        }
+                        if unread == self.log.unwritten() {
+                            // All that is left is a batch whose write failed, and the handle
+                            // is closed: this is the last try to write it.
+                            if let Err(error) = self.log.flush() {
+                                return Some(Err(self.give_up_unwritten(error)));
+                            }
+                            continue;
+                        }
                     }
                     if self.durable.changed().await.is_err() {
                         return None;
@@ -401,8 +432,8 @@ impl<T: DeserializeOwned> Reading<T> {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.failed = true;
-                    return Some(Err(Error::from(error).in_stage("durable_tail")));
+                    // The good records read before the failure (in `ahead`) go out first.
+                    self.error = Some(Error::from(error).in_stage("durable_tail"));
                 }
             }
         }
@@ -419,6 +450,7 @@ impl<T: DeserializeOwned + Send + 'static> Publisher<T> for Tail<T> {
             shared,
             delivered: self.delivered,
             ahead: VecDeque::new(),
+            error: None,
             failed: false,
         };
         let records = futures::stream::unfold(reading, |mut reading| async move {

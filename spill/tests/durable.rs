@@ -215,6 +215,21 @@ fn corrupt_the_first_segments_last_record(dir: &std::path::Path) {
     std::fs::write(&segments[0], &bytes).unwrap();
 }
 
+/// Segments of 512 bytes and batches of 8 records: the 40 records below fill several segments.
+fn small() -> SpillConfig {
+    SpillConfig::new().segment_bytes(512).batch_records(8)
+}
+
+/// Pushes 0..40 through a durable ingress in `dir` (`small` segments), closes it, and corrupts
+/// the first segment's last record.
+async fn forty_pushed_then_one_corrupted(dir: &std::path::Path) {
+    let (orders, tail, acker) = durable::<u64>("orders", dir, small(), 100).unwrap();
+    orders.push_all(&(0..40).collect::<Vec<_>>()).await.unwrap();
+    orders.close();
+    drop((orders, tail, acker));
+    corrupt_the_first_segments_last_record(dir);
+}
+
 /// A recovered record skipped as corrupt on read-back (`OnCorruption::Skip`) leaves the queue,
 /// counted as `corrupt`, instead of staying in its depth for ever (readiness would report a
 /// backlog that never drains); also with pushes of this run behind it.
@@ -222,17 +237,10 @@ fn corrupt_the_first_segments_last_record(dir: &std::path::Path) {
 fn a_recovered_record_skipped_as_corrupt_is_counted() {
     use weir_runtime::metrics::Reason;
     use weir_spill::OnCorruption;
-    let small = || SpillConfig::new().segment_bytes(512).batch_records(8);
     for pushed_after in [0u64, 2] {
         runtime().block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            {
-                let (orders, _tail, _acker) =
-                    durable::<u64>("orders", dir.path(), small(), 100).unwrap();
-                orders.push_all(&(0..40).collect::<Vec<_>>()).await.unwrap();
-                orders.close();
-            }
-            corrupt_the_first_segments_last_record(dir.path());
+            forty_pushed_then_one_corrupted(dir.path()).await;
             let config = small().on_corruption(OnCorruption::Skip);
             let (orders, tail, _acker) = durable::<u64>("orders", dir.path(), config, 100).unwrap();
             assert_eq!(orders.recovered(), 40);
@@ -291,5 +299,78 @@ fn the_tail_reads_nothing_ahead_of_demand() {
         let counts = queue.snapshot();
         assert_eq!((counts.items_out, counts.depth), (4, 1), "{counts:?}");
         assert_eq!(orders.backlog(), 5);
+    });
+}
+
+/// With `OnCorruption::Fail` (the default), the tail hands out the good records it read before a
+/// corrupt one, in order, and only then fails: it used to fail at once and drop them with its
+/// read-ahead (counted in, never out, and read into the same window, and lost, at every restart).
+#[test]
+fn the_tail_hands_out_the_records_read_before_a_corrupt_one_then_fails() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        forty_pushed_then_one_corrupted(dir.path()).await;
+        let (orders, tail, _acker) = durable::<u64>("orders", dir.path(), small(), 100).unwrap();
+        let queue = orders.queue_metrics();
+        let mut stream = weir_runtime::sink::into_stream(tail, 16);
+        let mut good = Vec::new();
+        let failed = loop {
+            match stream.next().await {
+                Some(Ok(item)) => good.push(item),
+                Some(Err(error)) => break error,
+                None => panic!("the tail completed without the corrupt record's error"),
+            }
+        };
+        assert!(!good.is_empty(), "{failed}");
+        assert_eq!(good, (0..good.len() as u64).collect::<Vec<_>>());
+        let counts = queue.snapshot();
+        assert_eq!(
+            (counts.items_in, counts.items_out, counts.depth),
+            (40, good.len() as u64, 40 - good.len() as u64),
+            "{counts:?}"
+        );
+    });
+}
+
+/// A batch whose write fails when the handle is closed, and again when the tail has handed out
+/// everything else: the tail takes its records back, counts them as `spill_failed` and ends with
+/// the error. It used to wait for ever (the log still counted them unread), and once the log was
+/// dropped they were gone, counted in the queue as in and never out.
+#[test]
+fn records_that_cannot_be_written_at_close_are_counted_and_the_tail_ends() {
+    use weir_runtime::metrics::Reason;
+    runtime().block_on(async {
+        let fs = Arc::new(MemFilesystem::new());
+        let config = SpillConfig::new().filesystem(fs.clone());
+        let (orders, tail, _acker) =
+            durable::<u64>("orders", std::path::Path::new("/spill"), config, 100).unwrap();
+        orders.push(&1).await.unwrap();
+        fs.fail_writes(1_000);
+        assert!(orders.push(&2).await.is_err());
+        orders.close();
+        let mut stream = weir_runtime::sink::into_stream(tail, 16);
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut items = Vec::new();
+            let mut error = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(item) => items.push(item),
+                    Err(failed) => error = Some(failed),
+                }
+            }
+            (items, error)
+        })
+        .await;
+        let (items, error) = ended.expect("the tail did not end");
+        assert_eq!(items, [1]);
+        assert!(error.is_some(), "the lost record's error");
+        let queue = orders.queue_metrics();
+        let counts = queue.snapshot();
+        assert_eq!(
+            (counts.items_in, counts.items_out, counts.depth),
+            (2, 1, 0),
+            "{counts:?}"
+        );
+        assert_eq!(queue.shed(Reason::SpillFailed), 1);
     });
 }
