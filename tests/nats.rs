@@ -1068,3 +1068,83 @@ async fn a_corrupt_message_left_in_the_spill_stream_is_counted_and_skipped() {
     assert_eq!(counts.depth, 0, "{counts:?}");
     assert_eq!(counts.items_in, counts.items_out + corrupt, "{counts:?}");
 }
+
+/// A spill store whose writer gave up (the broker gone for longer than `give_up_after`) still
+/// hands out every item it held, in order: the records of the message it was writing when it gave
+/// up went back in front of the staged ones, and until they are taken they count as volatile
+/// ([`SpillStore::in_memory`]: lost if the queue ends). Before, they were dropped with the writer,
+/// the store's length stayed above zero while `take_into` returned nothing, for ever, and a queue
+/// ending then counted only the memory part as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_store_whose_writer_gave_up_still_hands_out_what_it_held() {
+    use std::collections::VecDeque;
+    use weir::runtime::queue::SpillStore;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    let Some(mut server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("gave_up", 1)
+        .records_per_message(4)
+        .give_up_after(Duration::from_millis(200));
+    let mut store = JetStreamSpillStore::<u64>::open(&js, config).await.unwrap();
+    server.kill();
+    for n in 0..10u64 {
+        store.push(n).unwrap();
+    }
+    let flushed = tokio::time::timeout(Duration::from_secs(60), store.sync().flushed()).await;
+    assert!(
+        flushed.expect("the writer never gave up").is_err(),
+        "the broker is gone"
+    );
+    // No writer will publish the staged records now: all ten are lost if the queue ends here.
+    assert_eq!(store.in_memory(), 10);
+    let mut out = VecDeque::new();
+    let taken = store.take_into(100, &mut out).unwrap();
+    assert_eq!(
+        (taken, store.len()),
+        (10, 0),
+        "taken {out:?}, {} left",
+        store.len()
+    );
+    assert_eq!(out, (0..10).collect::<Vec<_>>());
+}
+
+/// An item whose type does not read back what it wrote (postcard and a skipped field): taking it
+/// from the staged part fails, and the record stays counted in the store instead of vanishing
+/// (it was popped before it was decoded: gone, and counted nowhere).
+#[tokio::test]
+async fn a_staged_record_that_does_not_decode_stays_counted() {
+    use std::collections::VecDeque;
+    use weir::runtime::queue::SpillStore;
+    use weir_nats::spill::{JetStreamSpillStore, SpillStoreConfig};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug)]
+    struct Sparse {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<u8>,
+    }
+
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    let config = SpillStoreConfig::new("sparse", 1);
+    let mut store = JetStreamSpillStore::<Sparse>::open(&js, config)
+        .await
+        .unwrap();
+    // A current-thread runtime: the writer task does not run before this test awaits, so the
+    // second item is still staged when it is taken.
+    store.push(Sparse { note: Some(1) }).unwrap();
+    assert!(store.push(Sparse { note: None }).unwrap(), "spilled");
+    let mut out = VecDeque::new();
+    let failed = store.take_into(2, &mut out);
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        out.len() as u64 + store.len(),
+        2,
+        "taken {out:?}, {} left",
+        store.len()
+    );
+}

@@ -19,7 +19,9 @@
 //! When nothing is in the broker or on its way, staged items are taken directly. Items in memory
 //! and staged (not yet confirmed by the broker) are lost if the process ends. When the queue over
 //! the store ends, the items in memory are lost with it and counted so ([`SpillStore::in_memory`]);
-//! staged ones are still published by the writer, held for the next run. [`SpillSync::flushed`]
+//! staged ones are still published by the writer, held for the next run (once the writer has given
+//! up on the broker, they count with the memory part, and are taken directly while nothing older
+//! is in the broker). [`SpillSync::flushed`]
 //! waits until everything spilled is stored. Messages left from an earlier run come out first;
 //! records taken but not yet acknowledged when a process dies come again (at-least-once). Until a
 //! message left from an earlier run is read back, it counts as one item in [`SpillStore::len`];
@@ -482,10 +484,12 @@ where
                 }
             } else if durable.writing == 0 && durable.in_broker == 0 && durable.leftover == 0 {
                 // Nothing older is on its way through the broker: staged items go out directly.
-                let Some(record) = durable.staged.pop_front() else {
+                // Decoded before it leaves: one that does not decode stays, counted.
+                let Some(record) = durable.staged.front() else {
                     break;
                 };
-                out.push_back(self.decode(&record)?);
+                out.push_back(self.decode(record)?);
+                durable.staged.pop_front();
                 taken += 1;
             } else {
                 break;
@@ -503,10 +507,17 @@ where
         self.memory.len() as u64 + self.shared.durable.lock().unwrap().len()
     }
 
-    /// Only the memory part: staged items are still published by the writer after the queue
-    /// ends (held: the next run finds them), lost only if the process ends first.
+    /// The memory part, and the staged items once the writer has given up: until then they are
+    /// still published by the writer after the queue ends (held: the next run finds them), lost
+    /// only if the process ends first.
     fn in_memory(&self) -> usize {
-        self.memory.len()
+        let durable = self.shared.durable.lock().unwrap();
+        let staged = if durable.failure.is_some() {
+            durable.staged.len()
+        } else {
+            0
+        };
+        self.memory.len() + staged
     }
 
     fn flush(&mut self) -> Result<(), Error> {
@@ -605,6 +616,13 @@ async fn write(
                     let error =
                         NatsError::broker(format!("write to spill store `{}`", config.name), error);
                     let mut durable = shared.durable.lock().unwrap();
+                    // The message's records go back in front of the staged ones: still the
+                    // store's, in order, to be taken directly (or counted lost with the memory
+                    // part if the queue ends), not dropped with this task.
+                    for record in records.into_iter().rev() {
+                        durable.staged.push_front(record);
+                    }
+                    durable.writing = 0;
                     durable.failure = Some(error.in_stage(&config.name));
                     drop(durable);
                     shared.stored.notify_waiters();
