@@ -1148,3 +1148,61 @@ async fn a_staged_record_that_does_not_decode_stays_counted() {
         store.len()
     );
 }
+
+/// A subscriber that requests `initial` on subscribe and one more with each item (after a short
+/// pause: slow processing), acknowledging each.
+struct OneMorePerItem {
+    initial: u64,
+    subscription: Option<Subscription>,
+    received: Arc<AtomicU64>,
+}
+
+impl Subscriber<Delivery<async_nats::Message>> for OneMorePerItem {
+    fn on_subscribe(&mut self, subscription: Subscription) {
+        subscription.request(self.initial);
+        self.subscription = Some(subscription);
+    }
+    fn on_next(&mut self, item: Delivery<async_nats::Message>) {
+        std::thread::sleep(Duration::from_millis(2));
+        item.ack();
+        self.received.fetch_add(1, Ordering::SeqCst);
+        self.subscription.as_ref().unwrap().request(1);
+    }
+    fn on_error(&mut self, _: Error) {}
+    fn on_complete(&mut self) {}
+}
+
+/// Demand that arrives during a long burst is pulled for within the burst (every 32 messages), and
+/// the messages those pulls bring have that demand: they are emitted, not nak'ed as `excess`
+/// (which the burst did when it compared with the demand it saw at its start, sending them back
+/// with a higher delivery count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_pulled_for_demand_that_came_during_a_burst_are_not_excess() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "STEADY", &["steady.>"]).await;
+    fill(&js, "steady.in", 200).await;
+    pull_consumer(&js, "STEADY", "steady", Duration::from_secs(30)).await;
+    let config = SourceConfig::new("steady", "STEADY", "steady").max_batch(64);
+    let source = JetStreamSource::bind(&js, config).await.unwrap();
+    let metrics = source.metrics();
+    let received = Arc::new(AtomicU64::new(0));
+    source.subscribe(OneMorePerItem {
+        initial: 64,
+        subscription: None,
+        received: received.clone(),
+    });
+    eventually(Duration::from_secs(30), || {
+        received.load(Ordering::SeqCst) >= 200
+    })
+    .await;
+    let snapshot = metrics.snapshot();
+    assert_eq!(
+        (snapshot.excess, snapshot.naked, snapshot.fetched),
+        (0, 0, 200),
+        "{snapshot:?}"
+    );
+    drop(server);
+}

@@ -142,7 +142,7 @@ impl<S: Subscriber<Delivery<Message>>> Future for SourceTask<S> {
         this.stop.0.waker.register(cx.waker());
         let mut handled = 0;
         loop {
-            let demand = match this.shared.poll_next(cx) {
+            let mut demand = match this.shared.poll_next(cx) {
                 Next::Emit(n) => n,
                 Next::Wait => 0,
                 Next::Cancelled => return this.cancelled(cx),
@@ -176,6 +176,13 @@ impl<S: Subscriber<Delivery<Message>>> Future for SourceTask<S> {
                 }
                 match this.classify(message) {
                     Incoming::Data(message, reply) => {
+                        if accepted >= demand
+                            && let Next::Emit(now) = this.shared.poll_next(cx)
+                        {
+                            // Requested during the burst (and pulled for by the refill above):
+                            // the demand seen at its start is not all there is.
+                            demand = now;
+                        }
                         if accepted < demand {
                             let delivery =
                                 Delivery::new(message, Ack::new(reply, this.acker.clone()));
