@@ -296,8 +296,9 @@ impl<T: Serialize + DeserializeOwned> SpillQueue<T> {
     }
 
     /// Moves up to `max` of the oldest items into `out`, in order, and returns how many. Records
-    /// from disk are acknowledged as they are handed out. On a read error the items already moved
-    /// stay in `out` (and are acknowledged) and the error is returned. A failing write is not an
+    /// from disk are acknowledged as they are handed out. A read error comes once the records
+    /// read before it are out: the items already moved stay in `out` (and are acknowledged) and
+    /// the error is returned. A failing write is not an
     /// error here: the records it could not write are handed out from memory in their turn.
     pub fn take_into(&mut self, max: usize, out: &mut impl Extend<T>) -> Result<usize, SpillError> {
         let mut taken = 0;
@@ -314,8 +315,13 @@ impl<T: Serialize + DeserializeOwned> SpillQueue<T> {
             }
             if self.on_disk > 0 {
                 if let Err(error) = self.refill() {
-                    failure = Some(error);
-                    break;
+                    if self.memory.is_empty() {
+                        failure = Some(error);
+                        break;
+                    }
+                    // The records read before the failure go out first; the next read meets it
+                    // again.
+                    continue;
                 }
                 if !self.memory.is_empty() {
                     continue;

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use weir_lockfree::SubscriptionCore;
 
 use super::core::{Shared, Storage, lock, reconcile};
-use crate::Subscriber;
 use crate::protocol::Each;
 use crate::source::{CANCEL_CHECK_EVERY, Emit, Emitted};
+use crate::{Error, Subscriber};
 
 /// How many items the drain loop takes from the queue under one lock.
 pub(super) const TAKE_BATCH: usize = 256;
@@ -19,6 +19,8 @@ pub(super) const TAKE_BATCH: usize = 256;
 pub(super) struct QueueEmit<T> {
     pub(super) shared: Arc<Shared<T>>,
     pub(super) batch: VecDeque<T>,
+    /// A store's failed take, reported once the items taken before it (in `batch`) are out.
+    pub(super) failed: Option<Error>,
 }
 
 impl<T: Send + 'static> Emit for QueueEmit<T> {
@@ -36,6 +38,11 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
             if core.is_cancelled() {
                 break Emitted::Items(accepted);
             }
+            if self.batch.is_empty()
+                && let Some(error) = self.failed.take()
+            {
+                break Emitted::Done(accepted, Err(error));
+            }
             let room = (demand - accepted)
                 .min(TAKE_BATCH as u64)
                 .min(CANCEL_CHECK_EVERY) as usize;
@@ -51,23 +58,30 @@ impl<T: Send + 'static> Emit for QueueEmit<T> {
                 // Taken items are held in `self.batch` until the subscriber takes them: they are
                 // counted out below, as it does.
                 match &mut state.storage {
+                    Storage::Spilling { .. } if self.failed.is_some() => {}
                     Storage::Spilling {
                         store,
                         ages,
                         expected,
                         ..
                     } => {
-                        match store.take_into(want, &mut self.batch) {
-                            Ok(taken) => {
-                                // A store may hand out records it found meanwhile (an
-                                // earlier run's message read back): the books go below zero
-                                // until `reconcile` counts them.
-                                *expected = expected.saturating_sub(taken as i64);
-                                reconcile(&**store, expected, &shared.metrics);
-                                ages.taken(taken as u64);
-                                shared.metrics.set_oldest(ages.oldest());
+                        let before = self.batch.len();
+                        let took = store.take_into(want, &mut self.batch);
+                        // A failed take may have moved items before it failed: they are counted
+                        // (and go out first) as a successful take's are.
+                        let taken = self.batch.len() - before;
+                        // A store may hand out records it found meanwhile (an earlier run's
+                        // message read back): the books go below zero until `reconcile` counts
+                        // them.
+                        *expected = expected.saturating_sub(taken as i64);
+                        reconcile(&**store, expected, &shared.metrics);
+                        ages.taken(taken as u64);
+                        shared.metrics.set_oldest(ages.oldest());
+                        if let Err(error) = took {
+                            if self.batch.is_empty() {
+                                break Emitted::Done(accepted, Err(error));
                             }
-                            Err(error) => break Emitted::Done(accepted, Err(error)),
+                            self.failed = Some(error);
                         }
                     }
                     Storage::Memory { items, .. } => {

@@ -338,6 +338,7 @@ impl<T: Send + 'static> Publisher<T> for QueuePublisher<T> {
         let emit = QueueEmit {
             shared: self.shared.clone(),
             batch: VecDeque::with_capacity(TAKE_BATCH),
+            failed: None,
         };
         let emitter = Emitter::start(emit, subscriber);
         let _ = self.shared.emitter.set(emitter.clone());
