@@ -1206,3 +1206,53 @@ async fn messages_pulled_for_demand_that_came_during_a_burst_are_not_excess() {
     );
     drop(server);
 }
+
+/// Deliveries a fused filter declines were handed downstream too: they count as emitted, so
+/// that what is still in the pipeline (`unsettled`, emitted and not settled) and the source's
+/// identity (`fetched` = settled + released + excess + unsettled) hold while some are held. The
+/// source counted only the deliveries that took demand, so the filtered ones were settled
+/// without being emitted and `unsettled` came out 0 with five held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_a_filter_declined_count_as_emitted() {
+    let Some(server) = server_for_tests().unwrap() else {
+        return;
+    };
+    let js = jetstream_on(&server.url()).await;
+    work_stream(&js, "SIEVE", &["sieve.>"]).await;
+    fill(&js, "sieve.in", 10).await;
+    pull_consumer(&js, "SIEVE", "sieve", Duration::from_secs(30)).await;
+    let source = JetStreamSource::bind(&js, SourceConfig::new("sieve", "SIEVE", "sieve"))
+        .await
+        .unwrap();
+    let metrics = source.metrics();
+    let holder = Holder::default();
+    source
+        .filter_map(|delivery| {
+            let n: u64 = std::str::from_utf8(&delivery.value().payload)
+                .unwrap()
+                .parse()
+                .unwrap();
+            if n % 2 == 1 {
+                delivery.filtered();
+                None
+            } else {
+                Some(delivery)
+            }
+        })
+        .subscribe(holder.clone());
+    holder.request(10);
+    holder.wait_for(5).await;
+    eventually(Duration::from_secs(10), || metrics.snapshot().filtered == 5).await;
+    let s = metrics.snapshot();
+    assert_eq!((s.fetched, s.emitted, s.unsettled()), (10, 10, 5), "{s:?}");
+    let settled = s.acked + s.filtered + s.naked + s.termed + s.abandoned;
+    assert_eq!(
+        s.fetched,
+        settled + s.released + s.excess + s.unsettled(),
+        "{s:?}"
+    );
+    for delivery in holder.items.lock().unwrap().drain(..) {
+        delivery.ack();
+    }
+    drop(server);
+}

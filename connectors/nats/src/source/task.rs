@@ -187,6 +187,9 @@ impl<S: Subscriber<Delivery<Message>>> Future for SourceTask<S> {
                             let delivery =
                                 Delivery::new(message, Ack::new(reply, this.acker.clone()));
                             let subscriber = this.subscriber.as_mut().expect("running");
+                            // Emitted whether or not it takes demand: one a fused filter declines
+                            // was handed over too (and is settled there).
+                            this.metrics.emitted.fetch_add(1, Ordering::Relaxed);
                             accepted += u64::from(subscriber.try_on_next(delivery));
                         } else {
                             this.metrics.excess.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +313,8 @@ impl<S: Subscriber<Delivery<Message>>> SourceTask<S> {
         }
     }
 
-    /// Accounts for a burst of `accepted` emitted items and tells the subscriber the source paused.
+    /// Accounts for the demand `accepted` items of a burst took and tells the subscriber the
+    /// source paused.
     fn finish_burst(&mut self, accepted: u64) {
         self.metrics
             .outstanding
@@ -319,7 +323,6 @@ impl<S: Subscriber<Delivery<Message>>> SourceTask<S> {
             return;
         }
         self.shared.demand().consume(accepted);
-        self.metrics.emitted.fetch_add(accepted, Ordering::Relaxed);
         if let Some(subscriber) = self.subscriber.as_mut() {
             subscriber.on_flush();
         }
