@@ -832,13 +832,9 @@ async fn publishes_dropped_when_the_sink_fails_are_counted_and_leave_the_gauge()
 /// uncounted: the task counted what was left in its queue only when it ended by itself.
 #[test]
 fn items_queued_for_a_sink_whose_runtime_shuts_down_are_counted() {
-    let Some(server) = server_for_tests().unwrap() else {
+    let Some((server, runtime)) = server_and_current_thread() else {
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let sink = runtime.block_on(async {
         let js = jetstream_on(&server.url()).await;
         work_stream(&js, "SHUTDOWN", &["shutdown"]).await;
@@ -1149,6 +1145,34 @@ async fn a_staged_record_that_does_not_decode_stays_counted() {
     );
 }
 
+/// The test's server (`None` without one: the test is skipped), a JetStream context on it, and
+/// a source `name` over `n` messages (see `source_over`).
+async fn server_and_source(
+    name: &str,
+    n: u64,
+    configure: impl FnOnce(SourceConfig) -> SourceConfig,
+) -> Option<(
+    weir_nats::local::LocalServer,
+    async_nats::jetstream::Context,
+    JetStreamSource,
+)> {
+    let server = server_for_tests().unwrap()?;
+    let js = jetstream_on(&server.url()).await;
+    let source = source_over(&js, name, n, configure).await;
+    Some((server, js, source))
+}
+
+/// The test's server (`None` without one: the test is skipped) and a current-thread runtime,
+/// which runs its tasks only inside `block_on`.
+fn server_and_current_thread() -> Option<(weir_nats::local::LocalServer, tokio::runtime::Runtime)> {
+    let server = server_for_tests().unwrap()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Some((server, runtime))
+}
+
 /// A subscriber that requests `initial` on subscribe and one more with each item (after a short
 /// pause: slow processing), acknowledging each.
 struct OneMorePerItem {
@@ -1178,15 +1202,11 @@ impl Subscriber<Delivery<async_nats::Message>> for OneMorePerItem {
 /// with a higher delivery count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_pulled_for_demand_that_came_during_a_burst_are_not_excess() {
-    let Some(server) = server_for_tests().unwrap() else {
+    let Some((server, _js, source)) =
+        server_and_source("steady", 200, |config| config.max_batch(64)).await
+    else {
         return;
     };
-    let js = jetstream_on(&server.url()).await;
-    work_stream(&js, "STEADY", &["steady.>"]).await;
-    fill(&js, "steady.in", 200).await;
-    pull_consumer(&js, "STEADY", "steady", Duration::from_secs(30)).await;
-    let config = SourceConfig::new("steady", "STEADY", "steady").max_batch(64);
-    let source = JetStreamSource::bind(&js, config).await.unwrap();
     let metrics = source.metrics();
     let received = Arc::new(AtomicU64::new(0));
     source.subscribe(OneMorePerItem {
@@ -1214,16 +1234,9 @@ async fn messages_pulled_for_demand_that_came_during_a_burst_are_not_excess() {
 /// without being emitted and `unsettled` came out 0 with five held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_a_filter_declined_count_as_emitted() {
-    let Some(server) = server_for_tests().unwrap() else {
+    let Some((server, _js, source)) = server_and_source("sieve", 10, |config| config).await else {
         return;
     };
-    let js = jetstream_on(&server.url()).await;
-    work_stream(&js, "SIEVE", &["sieve.>"]).await;
-    fill(&js, "sieve.in", 10).await;
-    pull_consumer(&js, "SIEVE", "sieve", Duration::from_secs(30)).await;
-    let source = JetStreamSource::bind(&js, SourceConfig::new("sieve", "SIEVE", "sieve"))
-        .await
-        .unwrap();
     let metrics = source.metrics();
     let holder = Holder::default();
     source
@@ -1255,4 +1268,67 @@ async fn deliveries_a_filter_declined_count_as_emitted() {
         delivery.ack();
     }
     drop(server);
+}
+
+/// A settlement the client cannot send (its connection drained) is counted in `ack_send_failed`
+/// (the broker redelivers the message after the ack wait); it was only logged, so the message
+/// counted as acknowledged came back and was fetched and acknowledged again, with nothing to say
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_the_client_cannot_send_is_counted() {
+    let Some((server, js, source)) = server_and_source("unsent", 1, |config| config).await else {
+        return;
+    };
+    let metrics = source.metrics();
+    let holder = Holder::default();
+    source.subscribe(holder.clone());
+    holder.request(1);
+    holder.wait_for(1).await;
+    // Drained: the source's inbox ends (the source fails), then the client takes no more
+    // commands.
+    let client = js.client();
+    client.drain().await.unwrap();
+    eventually(Duration::from_secs(10), || {
+        holder.ended.lock().unwrap().is_some()
+    })
+    .await;
+    eventually_async(Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { client.publish("probe", "x".into()).await.is_err() }
+    })
+    .await;
+    let delivery = holder.items.lock().unwrap().pop().unwrap();
+    delivery.ack();
+    eventually(Duration::from_secs(10), || {
+        metrics.snapshot().ack_send_failed == 1
+    })
+    .await;
+    assert_eq!(metrics.snapshot().acked, 1);
+    drop(server);
+}
+
+/// A settlement still queued for the source's acker task when its runtime shuts down (the task
+/// dropped before it sent it) is counted in `ack_send_failed`; it went uncounted.
+#[test]
+fn a_settlement_queued_when_the_runtime_shuts_down_is_counted() {
+    let Some((server, runtime)) = server_and_current_thread() else {
+        return;
+    };
+    let holder = Holder::default();
+    let metrics = runtime.block_on(async {
+        let js = jetstream_on(&server.url()).await;
+        let source = source_over(&js, "queued", 1, |config| config).await;
+        let metrics = source.metrics();
+        source.subscribe(holder.clone());
+        holder.request(1);
+        holder.wait_for(1).await;
+        metrics
+    });
+    // Outside `block_on`, a current-thread runtime runs no task: the settlement waits in the
+    // acker task's queue, and the runtime drops the task with it.
+    let delivery = holder.items.lock().unwrap().pop().unwrap();
+    delivery.ack();
+    drop(runtime);
+    let s = metrics.snapshot();
+    assert_eq!((s.acked, s.ack_send_failed), (1, 1), "{s:?}");
 }

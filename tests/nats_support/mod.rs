@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use weir::runtime::RawSubscription;
 use weir::runtime::{Error, Publisher, Subscriber, Subscription};
 use weir_nats::async_nats::jetstream::{self, consumer, stream};
+use weir_nats::source::{JetStreamSource, SourceConfig};
 
 /// A JetStream context on `url`.
 pub async fn jetstream_on(url: &str) -> jetstream::Context {
@@ -90,6 +91,26 @@ pub async fn pull_consumer(
         )
         .await
         .expect("consumer")
+}
+
+/// A source named `name` over a fresh work stream `NAME` (subject `name.in`) filled with `n`
+/// messages (`0..n` as text) and its durable consumer `name` (ack wait 30 s), configured by
+/// `configure`.
+pub async fn source_over(
+    js: &jetstream::Context,
+    name: &str,
+    n: u64,
+    configure: impl FnOnce(SourceConfig) -> SourceConfig,
+) -> JetStreamSource {
+    let stream = name.to_uppercase();
+    let subject = format!("{name}.in");
+    work_stream(js, &stream, &[&format!("{name}.>")]).await;
+    fill(js, &subject, n).await;
+    pull_consumer(js, &stream, name, Duration::from_secs(30)).await;
+    let config = configure(SourceConfig::new(name, &stream, name));
+    JetStreamSource::bind(js, config)
+        .await
+        .expect("bind the source")
 }
 
 /// The consumer's info as the server reports it now.

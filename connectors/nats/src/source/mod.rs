@@ -192,7 +192,11 @@ impl Publisher<Delivery<Message>> for JetStreamSource {
             return;
         };
         let (queue, settlements) = mpsc::unbounded_channel();
-        runtime.spawn(send_settlements(self.client.clone(), settlements));
+        runtime.spawn(send_settlements(
+            self.client.clone(),
+            settlements,
+            self.metrics.clone(),
+        ));
         let acker = Acker::new(queue, self.metrics.clone());
         let (lag_done, lag_stop) = oneshot::channel();
         runtime.spawn(poll_lag(
@@ -219,15 +223,53 @@ impl Publisher<Delivery<Message>> for JetStreamSource {
 }
 
 /// Sends settlements in order, a batch per wake-up. Ends when every [`Ack`] and the source are gone.
-async fn send_settlements(client: Client, mut queue: mpsc::UnboundedReceiver<(Subject, Decision)>) {
-    let mut batch = Vec::with_capacity(ACK_BATCH);
-    while queue.recv_many(&mut batch, ACK_BATCH).await > 0 {
-        for (reply, decision) in batch.drain(..) {
-            if let Err(error) = client.publish(reply, decision.payload()).await {
-                // The client is closed: the broker redelivers after the ack wait.
+/// A settlement that cannot be sent (the client is closed), or is still queued when the task is
+/// dropped (its runtime shut down), is counted in `ack_send_failed`: the broker redelivers the
+/// message after the ack wait.
+async fn send_settlements(
+    client: Client,
+    queue: mpsc::UnboundedReceiver<(Subject, Decision)>,
+    metrics: Arc<SourceMetrics>,
+) {
+    let mut unsent = Unsent {
+        queue,
+        batch: Vec::with_capacity(ACK_BATCH),
+        sent: 0,
+        metrics,
+    };
+    while unsent.queue.recv_many(&mut unsent.batch, ACK_BATCH).await > 0 {
+        while let Some((reply, decision)) = unsent.batch.get(unsent.sent) {
+            let published = client.publish(reply.clone(), decision.payload()).await;
+            unsent.sent += 1;
+            if let Err(error) = published {
+                unsent
+                    .metrics
+                    .ack_send_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "could not send an acknowledgement");
             }
         }
+        unsent.batch.clear();
+        unsent.sent = 0;
+    }
+}
+
+/// The settlements not sent yet (the batch's from `sent` on, and the queue's); those left when it
+/// is dropped are counted as not sent.
+struct Unsent {
+    queue: mpsc::UnboundedReceiver<(Subject, Decision)>,
+    batch: Vec<(Subject, Decision)>,
+    sent: usize,
+    metrics: Arc<SourceMetrics>,
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        self.queue.close();
+        let left = self.batch.len() - self.sent + self.queue.len();
+        self.metrics
+            .ack_send_failed
+            .fetch_add(left as u64, Ordering::Relaxed);
     }
 }
 
