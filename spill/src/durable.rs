@@ -78,6 +78,7 @@ pub fn durable<T>(
     // The queue is the log's records not yet handed out: the oldest one's age is the log's.
     queue.attach_oldest_age(log.oldest_unread_age());
     let (durable, _) = watch::channel(log.acked() + recovered);
+    let last_try = log.untyped();
     let shared = Arc::new(Shared {
         durable,
         leading: AtomicBool::new(false),
@@ -86,6 +87,13 @@ pub fn durable<T>(
         max_backlog,
         recovered,
         queue,
+        last_try: Box::new(move || {
+            if last_try.unwritten() > 0 && last_try.flush().is_err() {
+                last_try.discard_unwritten()
+            } else {
+                0
+            }
+        }),
     });
     let delivered = Arc::new(Mutex::new(VecDeque::new()));
     let handle = Durable { log, shared };
@@ -114,6 +122,20 @@ struct Shared {
     recovered: u64,
     /// The ingress's queue counters: pushes offered, taken in, refused by reason, handed out.
     queue: Arc<BufferMetrics>,
+    /// When the handles and the tail are gone: writes a batch whose write failed once more, or
+    /// gives its records up (the log counts them); returns how many were given up.
+    last_try: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Drop for Shared {
+    /// Nothing can write a failed batch any more (no handle, no tail): its records leave the
+    /// queue here, counted as `spill_failed`, unless this last write succeeds.
+    fn drop(&mut self) {
+        let given_up = (self.last_try)();
+        if given_up > 0 {
+            self.queue.record_evicted_n(Reason::SpillFailed, given_up);
+        }
+    }
 }
 
 /// The producers' side of a [`durable`] ingress. Cheap to clone.

@@ -332,6 +332,18 @@ fn the_tail_hands_out_the_records_read_before_a_corrupt_one_then_fails() {
     });
 }
 
+/// A durable ingress on an in-memory filesystem with item 1 pushed (on disk) and item 2 pushed
+/// into a batch whose write failed (the push returned the error), every later write failing.
+async fn one_written_one_not() -> weir_spill::DurableParts<u64> {
+    let fs = Arc::new(MemFilesystem::new());
+    let config = SpillConfig::new().filesystem(fs.clone());
+    let parts = durable::<u64>("orders", std::path::Path::new("/spill"), config, 100).unwrap();
+    parts.0.push(&1).await.unwrap();
+    fs.fail_writes(1_000);
+    assert!(parts.0.push(&2).await.is_err());
+    parts
+}
+
 /// A batch whose write fails when the handle is closed, and again when the tail has handed out
 /// everything else: the tail takes its records back, counts them as `spill_failed` and ends with
 /// the error. It used to wait for ever (the log still counted them unread), and once the log was
@@ -340,13 +352,7 @@ fn the_tail_hands_out_the_records_read_before_a_corrupt_one_then_fails() {
 fn records_that_cannot_be_written_at_close_are_counted_and_the_tail_ends() {
     use weir_runtime::metrics::Reason;
     runtime().block_on(async {
-        let fs = Arc::new(MemFilesystem::new());
-        let config = SpillConfig::new().filesystem(fs.clone());
-        let (orders, tail, _acker) =
-            durable::<u64>("orders", std::path::Path::new("/spill"), config, 100).unwrap();
-        orders.push(&1).await.unwrap();
-        fs.fail_writes(1_000);
-        assert!(orders.push(&2).await.is_err());
+        let (orders, tail, _acker) = one_written_one_not().await;
         orders.close();
         let mut stream = weir_runtime::sink::into_stream(tail, 16);
         let ended = tokio::time::timeout(Duration::from_secs(5), async {
@@ -372,5 +378,28 @@ fn records_that_cannot_be_written_at_close_are_counted_and_the_tail_ends() {
             "{counts:?}"
         );
         assert_eq!(queue.shed(Reason::SpillFailed), 1);
+    });
+}
+
+/// A batch whose write failed, with no tail to try it again: when the handles and the tail are
+/// dropped, one last write is tried, and its records leave the queue counted as `spill_failed`.
+/// They used to stay in the queue's counters as held (the log gave them up on its own, counting
+/// them only in its `dropped_unwritten`).
+#[test]
+fn records_never_written_are_counted_when_the_ingress_is_dropped() {
+    use weir_runtime::metrics::Reason;
+    runtime().block_on(async {
+        let (orders, tail, acker) = one_written_one_not().await;
+        let queue = orders.queue_metrics();
+        let log = orders.metrics();
+        drop((orders, tail, acker));
+        let counts = queue.snapshot();
+        assert_eq!(
+            (counts.items_in, counts.items_out, counts.depth),
+            (2, 0, 1),
+            "{counts:?}"
+        );
+        assert_eq!(queue.shed(Reason::SpillFailed), 1);
+        assert_eq!(log.snapshot().dropped_unwritten, 1);
     });
 }

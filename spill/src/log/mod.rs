@@ -284,6 +284,16 @@ impl<T> SpillLog<T> {
         lock(&self.inner.writer).unwritten()
     }
 
+    /// The same log, for what does not touch items (writing a batch, giving up unwritten
+    /// records): a handle a type-erased owner can keep.
+    pub(crate) fn untyped(&self) -> SpillLog<()> {
+        SpillLog {
+            inner: self.inner.clone(),
+            syncer: self.syncer.clone(),
+            _item: PhantomData,
+        }
+    }
+
     /// Gives up the records whose write failed (see [`unwritten`](Self::unwritten)): they are
     /// counted in `dropped_unwritten` and logged, and the log continues as if they had never been
     /// appended. Returns how many. For a writer that reports them lost itself (the sink, which
