@@ -87,12 +87,14 @@ pub fn durable<T>(
         max_backlog,
         recovered,
         queue,
-        last_try: Box::new(move || {
-            if last_try.unwritten() > 0 && last_try.flush().is_err() {
-                last_try.discard_unwritten()
-            } else {
-                0
+        write_or_give_up: Box::new(move || {
+            if last_try.unwritten() == 0 {
+                return Ok(());
             }
+            last_try
+                .flush()
+                .map(drop)
+                .map_err(|error| (error, last_try.discard_unwritten()))
         }),
     });
     let delivered = Arc::new(Mutex::new(VecDeque::new()));
@@ -122,19 +124,27 @@ struct Shared {
     recovered: u64,
     /// The ingress's queue counters: pushes offered, taken in, refused by reason, handed out.
     queue: Arc<BufferMetrics>,
-    /// When the handles and the tail are gone: writes a batch whose write failed once more, or
-    /// gives its records up (the log counts them); returns how many were given up.
-    last_try: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Writes a batch whose write failed once more (nothing if there is none), or gives its
+    /// records up (the log counts them in `dropped_unwritten`) and returns the error with how
+    /// many: see [`last_try`](Shared::last_try).
+    write_or_give_up: Box<dyn Fn() -> Result<(), (SpillError, u64)> + Send + Sync>,
+}
+
+impl Shared {
+    /// When nothing else will write a batch whose write failed (the handle is closed, or gone):
+    /// tries once more, and if that fails, its records leave the queue counted as `spill_failed`.
+    fn last_try(&self) -> Result<(), SpillError> {
+        (self.write_or_give_up)().map_err(|(error, given_up)| {
+            self.queue.record_evicted_n(Reason::SpillFailed, given_up);
+            error
+        })
+    }
 }
 
 impl Drop for Shared {
-    /// Nothing can write a failed batch any more (no handle, no tail): its records leave the
-    /// queue here, counted as `spill_failed`, unless this last write succeeds.
+    /// No handle and no tail are left to write a failed batch.
     fn drop(&mut self) {
-        let given_up = (self.last_try)();
-        if given_up > 0 {
-            self.queue.record_evicted_n(Reason::SpillFailed, given_up);
-        }
+        let _ = self.last_try();
     }
 }
 
@@ -395,18 +405,6 @@ impl<T> Reading<T> {
 }
 
 impl<T: DeserializeOwned> Reading<T> {
-    /// Gives up the records whose write failed again (`error`) after the handle was closed (the
-    /// log counts them in `dropped_unwritten` and logs them), counts them as leaving the queue for
-    /// [`Reason::SpillFailed`], and returns the error the tail ends with.
-    fn give_up_unwritten(&mut self, error: SpillError) -> Error {
-        let records = self.log.discard_unwritten();
-        self.shared
-            .queue
-            .record_evicted_n(Reason::SpillFailed, records);
-        self.failed = true;
-        Error::from(error).in_stage("durable_tail")
-    }
-
     /// The next record: read ahead on demand, waiting for new records while the handle is open.
     async fn next(&mut self) -> Option<Result<T, Error>> {
         loop {
@@ -442,8 +440,9 @@ impl<T: DeserializeOwned> Reading<T> {
                         if unread == self.log.unwritten() {
                             // All that is left is a batch whose write failed, and the handle
                             // is closed: this is the last try to write it.
-                            if let Err(error) = self.log.flush() {
-                                return Some(Err(self.give_up_unwritten(error)));
+                            if let Err(error) = self.shared.last_try() {
+                                self.failed = true;
+                                return Some(Err(Error::from(error).in_stage("durable_tail")));
                             }
                             continue;
                         }
