@@ -145,6 +145,60 @@ fn ledger_a_burst_through_a_filter_and_take_counts_every_item_it_pulled() {
     });
 }
 
+/// `StepFn::MAY_DROP` is a hint for the fused loop, not a condition of correct counts: a step that
+/// says it never drops, and then drops every third item and stops at the 1,000th, is counted as
+/// exactly as one that says it may.
+#[test]
+fn ledger_a_step_that_drops_after_saying_it_does_not_is_counted_right() {
+    use weir::operators::fused::{Fused, Step, StepFn};
+
+    struct Thirds<const MAY_DROP: bool>;
+    impl<const MAY_DROP: bool> StepFn<u64> for Thirds<MAY_DROP> {
+        type Out = u64;
+        const NAME: &'static str = "thirds";
+        const MAY_DROP: bool = MAY_DROP;
+        fn step(&mut self, item: u64) -> Step<u64> {
+            match item {
+                1_000 => Step::Stop,
+                n if n % 3 == 0 => Step::Skip,
+                n => Step::Emit(n),
+            }
+        }
+    }
+
+    fn run<const MAY_DROP: bool>() -> (u64, u64, u64, u64) {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut p = Pipeline::builder("hint");
+            let numbers = p.source("numbers", source::from_iter(0..100_000u64));
+            let kept = p.stage("kept", &numbers, |n| Fused::new(n, Thirds::<MAY_DROP>));
+            let stored = Arc::new(AtomicU64::new(0));
+            let sum = stored.clone();
+            p.sink("store", &kept, move |n| {
+                sum.fetch_add(n, Ordering::SeqCst);
+            });
+            let mut running = p.build().unwrap().start().unwrap();
+            (&mut running).await.unwrap();
+            let snapshot = running.snapshot();
+            let books = snapshot.ledger();
+            assert!(books.balances(), "{books}");
+            let kept = snapshot.stage("kept").unwrap().ledger;
+            (
+                snapshot.stage("numbers").unwrap().items,
+                kept.by_reason[Reason::Filtered],
+                kept.delivered,
+                stored.load(Ordering::SeqCst),
+            )
+        })
+    }
+
+    // 0..=1,000 pulled; the 334 multiples of 3 below 1,000 and the 1,000 itself dropped; the
+    // other 666 delivered.
+    let sum: u64 = (0..1_000u64).filter(|n| n % 3 != 0).sum();
+    assert_eq!(run::<true>(), (1_001, 335, 666, sum));
+    assert_eq!(run::<false>(), (1_001, 335, 666, sum));
+}
+
 /// A sink that fails in the middle of a burst coming through a filter: the filter stops pulling
 /// there, and every item pulled is in exactly one account.
 #[test]

@@ -506,17 +506,23 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             // The burst runs the loop and hands each item to the ring's writer. An item the
             // writer has no slot for (a burst handing over more than asked) comes back here.
             let mut refused = None;
-            let (written, (handed, room)) = self.producer.push_with(want, |writer| {
-                let room = writer.room() as u64;
-                let handed = items.feed(room, |item| match writer.write(item) {
-                    Ok(()) => true,
-                    Err(item) => {
-                        refused = Some(item);
-                        false
-                    }
-                });
-                (handed, room)
-            });
+            // Inlined, whatever the burst's size: the writer's slots and the burst's position
+            // stay in registers for the loop instead of being written back per item.
+            let (written, (handed, room)) = self.producer.push_with(
+                want,
+                #[inline(always)]
+                |writer| {
+                    let room = writer.room() as u64;
+                    let handed = items.feed(room, |item| match writer.write(item) {
+                        Ok(()) => true,
+                        Err(item) => {
+                            refused = Some(item);
+                            false
+                        }
+                    });
+                    (handed, room)
+                },
+            );
             accepted += written as u64;
             if self.producer.pushed() >= self.checkpoint {
                 self.checkpoint_reached();

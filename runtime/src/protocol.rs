@@ -541,8 +541,14 @@ impl<T: Send + 'static> Subscriber<T> for ErasedSubscriber<T> {
     where
         I: Burst<Item = T>,
     {
-        self.try_on_next_chunks(limit, |chunk, want| fill(chunk, items, want))
-            .0
+        // Inlined, whatever the burst's size: the burst's position stays in registers for the
+        // loop instead of being written back per item.
+        self.try_on_next_chunks(
+            limit,
+            #[inline(always)]
+            |chunk, want| fill(chunk, items, want),
+        )
+        .0
     }
     fn on_error(&mut self, error: Error) {
         self.inner.on_error(error);

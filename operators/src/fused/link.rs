@@ -58,6 +58,7 @@ impl<S> Link<S> {
         items: &mut I,
         limit: u64,
         dropped: Reason,
+        may_drop: bool,
         tally: &mut TallyWriter,
         step: F,
     ) -> (u64, bool)
@@ -75,6 +76,7 @@ impl<S> Link<S> {
         let mut guarded = Guarded {
             items,
             step,
+            may_drop,
             over: false,
             ended: false,
             dropped: 0,
@@ -162,6 +164,11 @@ impl<S> Link<S> {
 struct Guarded<'a, I, F> {
     items: &'a mut I,
     step: F,
+    /// [`StepFn::MAY_DROP`](super::step::StepFn::MAY_DROP) (a constant once inlined): which
+    /// items a burst counts one by one, those handed on (the step may drop) or those dropped (it
+    /// says it does not: then nothing is counted per item, and a step that drops anyway is still
+    /// counted right).
+    may_drop: bool,
     /// Nothing more is pulled: the step ended the stream or failed.
     over: bool,
     /// The step ended the stream (`EmitLast`, `Stop`).
@@ -212,14 +219,17 @@ where
     /// The step inside the closure the wrapped burst runs: the fused chain is one loop. A
     /// filtering step hands on fewer items than it pulls, so it asks again for what is missing
     /// until the wrapped burst runs out: no stop test per item (one measured 1.1-1.8x the
-    /// instructions of these rounds in `chain`, `operators` and `dsl`). Only the count handed
-    /// on changes per item: the dropped ones are what was pulled and not handed on.
+    /// instructions of these rounds in `chain`, `operators` and `dsl`). One count moves per item
+    /// (see `may_drop`); the other is what was pulled less it, and less the item the step failed
+    /// on.
     #[inline(always)]
     fn feed<G: FnMut(U) -> bool>(&mut self, max: u64, mut f: G) -> u64 {
         if self.over {
             return 0;
         }
-        let (mut handed, mut pulled) = (0, 0);
+        // Per item: `handed` if the step may drop, else `dropped`.
+        let may_drop = self.may_drop;
+        let (mut handed, mut dropped, mut pulled) = (0, 0, 0);
         let mut end = End::No;
         let step = &mut self.step;
         let failure = &mut *self.failure;
@@ -229,7 +239,9 @@ where
                 .items
                 .feed(want, |item| match guard::catch(|| step(item)) {
                     Ok(Step::Emit(out)) => {
-                        handed += 1;
+                        if may_drop {
+                            handed += 1;
+                        }
                         if f(out) {
                             true
                         } else {
@@ -237,14 +249,24 @@ where
                             false
                         }
                     }
-                    Ok(Step::Skip) => true,
+                    Ok(Step::Skip) => {
+                        if !may_drop {
+                            dropped += 1;
+                        }
+                        true
+                    }
                     Ok(Step::EmitLast(out)) => {
-                        handed += 1;
+                        if may_drop {
+                            handed += 1;
+                        }
                         f(out);
                         end = End::Step;
                         false
                     }
                     Ok(Step::Stop) => {
+                        if !may_drop {
+                            dropped += 1;
+                        }
                         end = End::Step;
                         false
                     }
@@ -255,19 +277,25 @@ where
                     }
                 });
             pulled += got;
+            if !may_drop {
+                // (Saturating, here and below: a wrapped burst that under-reports what it handed
+                // over must not wrap.)
+                handed = pulled.saturating_sub(dropped + u64::from(end == End::Failed));
+            }
             if end != End::No || got < want {
                 break;
             }
         }
-        // Pulled and not handed on: dropped by the step, but for the one it failed on.
-        // (Saturating: a wrapped burst that under-reports what it handed over must not wrap.)
-        let mut dropped = pulled.saturating_sub(handed);
-        match end {
-            End::Step => (self.over, self.ended) = (true, true),
-            End::Failed => {
-                self.over = true;
+        if may_drop {
+            // Pulled and not handed on: dropped by the step, but for the one it failed on.
+            dropped = pulled.saturating_sub(handed);
+            if end == End::Failed {
                 dropped = dropped.saturating_sub(1);
             }
+        }
+        match end {
+            End::Step => (self.over, self.ended) = (true, true),
+            End::Failed => self.over = true,
             End::No | End::Downstream => {}
         }
         self.dropped += dropped;

@@ -223,11 +223,14 @@ where
             return limit;
         }
         let step = &mut self.step;
-        let (accepted, stopped) =
-            self.link
-                .forward_iter(items, limit, S::DROPPED, &mut self.tally, |item| {
-                    step.step(item)
-                });
+        let (accepted, stopped) = self.link.forward_iter(
+            items,
+            limit,
+            S::DROPPED,
+            S::MAY_DROP,
+            &mut self.tally,
+            |item| step.step(item),
+        );
         if stopped {
             self.finish();
             return limit;

@@ -29,6 +29,12 @@ pub trait StepFn<T>: Send + 'static {
     const NAME: &'static str;
     /// The ledger's reason for the items the step drops ([`Step::Skip`], [`Step::Stop`]).
     const DROPPED: Reason = Reason::Filtered;
+    /// Whether `step` may drop items ([`Step::Skip`], [`Step::Stop`]). A hint for the fused loop,
+    /// never a condition of correct counts: a burst counts per item either the items the step
+    /// hands on (when it may drop) or the ones it drops (when it says it does not, such as `map`,
+    /// whose loop then counts nothing per item). Set it to `false` for a step that emits every
+    /// item or fails.
+    const MAY_DROP: bool = true;
     /// Handles one item.
     fn step(&mut self, item: T) -> Step<Self::Out>;
     /// The most items this operator will ever want from upstream, if bounded (`take`).

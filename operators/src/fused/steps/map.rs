@@ -21,6 +21,7 @@ pub struct MapStep<F>(pub(crate) F);
 impl<T, U, F: FnMut(T) -> U + Send + 'static> StepFn<T> for MapStep<F> {
     type Out = U;
     const NAME: &'static str = "map";
+    const MAY_DROP: bool = false;
     #[inline]
     fn step(&mut self, item: T) -> Step<U> {
         Step::Emit((self.0)(item))
@@ -67,6 +68,7 @@ pub struct InspectStep<F>(pub(crate) F);
 impl<T, F: FnMut(&T) + Send + 'static> StepFn<T> for InspectStep<F> {
     type Out = T;
     const NAME: &'static str = "inspect";
+    const MAY_DROP: bool = false;
     #[inline]
     fn step(&mut self, item: T) -> Step<T> {
         (self.0)(&item);
@@ -86,6 +88,7 @@ impl<T, U, A: Send + 'static, F: FnMut(&mut A, T) -> U + Send + 'static> StepFn<
 {
     type Out = U;
     const NAME: &'static str = "scan";
+    const MAY_DROP: bool = false;
     #[inline]
     fn step(&mut self, item: T) -> Step<U> {
         Step::Emit((self.f)(&mut self.state, item))

@@ -28,6 +28,7 @@ where
 {
     type Out = U;
     const NAME: &'static str = "try_map";
+    const MAY_DROP: bool = false;
     #[inline]
     fn step(&mut self, item: T) -> Step<U> {
         match (self.0)(item) {
