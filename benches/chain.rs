@@ -1,7 +1,8 @@
 //! `chain`: 10 million `u64` through source -> map -> filter -> map -> summing sink, fused.
 //! Peers in the same run: a plain iterator chain, the same iterator chain stopping every 1,024
 //! items to look at a cancel flag (`iterator_blocks`: what any cancellable source compiles to),
-//! and the same chain over `futures::StreamExt`.
+//! the plain chain counting the items its filter drops (`iterator_counted`: what weir's ledger
+//! counts per burst), and the same chain over `futures::StreamExt`.
 //! Target (issue 2): weir within 1.5x of `iterator` and no slower than `futures_stream`.
 
 mod probe;
@@ -30,6 +31,23 @@ fn iterator(n: u64) -> u64 {
         .filter(|x| x % 2 == 0)
         .map(|x| x >> 1)
         .fold(0u64, |sum, x| sum.wrapping_add(x))
+}
+
+/// The plain iterator chain counting the items its filter drops, as weir's filter must for the
+/// ledger (weir counts the ones it keeps and subtracts, the same work).
+fn iterator_counted(n: u64) -> u64 {
+    let mut dropped = 0u64;
+    let sum = (0..n)
+        .map(|x| x.wrapping_mul(3))
+        .filter(|x| {
+            let keep = x % 2 == 0;
+            dropped += u64::from(!keep);
+            keep
+        })
+        .map(|x| x >> 1)
+        .fold(0u64, |sum, x| sum.wrapping_add(x));
+    black_box(dropped);
+    sum
 }
 
 /// The plain iterator chain, stopping every 1,024 items pulled to look at a cancel flag, as any
@@ -63,6 +81,9 @@ fn chain(c: &mut Criterion) {
 
     group.bench_function("weir", |b| b.iter(|| weir(&runtime, black_box(ITEMS))));
     group.bench_function("iterator", |b| b.iter(|| iterator(black_box(ITEMS))));
+    group.bench_function("iterator_counted", |b| {
+        b.iter(|| iterator_counted(black_box(ITEMS)))
+    });
     let cancelled = std::sync::atomic::AtomicBool::new(false);
     group.bench_function("iterator_blocks", |b| {
         b.iter(|| iterator_blocks(black_box(ITEMS), black_box(&cancelled)))
@@ -85,18 +106,19 @@ fn chain(c: &mut Criterion) {
 
 criterion_group!(benches, chain);
 
-/// `WEIR_CHAIN_PROBE=weir|iterator|iterator_blocks` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
+/// `WEIR_CHAIN_PROBE=weir|iterator|iterator_counted|iterator_blocks` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
 /// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
 /// the difference between two item counts, divided by their difference, is the cost per item.
 fn main() {
     probe::main_or_probe(
         "WEIR_CHAIN_PROBE",
         benches,
-        "weir, iterator, iterator_blocks",
+        "weir, iterator, iterator_counted, iterator_blocks",
         |variant, n, runtime| {
             Some(match variant {
                 "weir" => weir(runtime, n).expect("stream"),
                 "iterator" => iterator(n),
+                "iterator_counted" => iterator_counted(n),
                 "iterator_blocks" => iterator_blocks(n, &std::sync::atomic::AtomicBool::new(false)),
                 _ => return None,
             })
