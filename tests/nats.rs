@@ -1307,6 +1307,40 @@ async fn a_settlement_the_client_cannot_send_is_counted() {
     drop(server);
 }
 
+/// Messages that arrive after the subscriber cancelled, counted `released` and held until the
+/// pulls end, whose nak was never sent because the runtime shut down first: counted in
+/// `ack_send_failed` (they were counted as nak'ed, and dropped unsent).
+#[test]
+fn messages_released_when_the_runtime_shuts_down_are_counted_as_not_sent() {
+    let Some((server, runtime)) = server_and_current_thread() else {
+        return;
+    };
+    let holder = Holder::default();
+    let metrics = runtime.block_on(async {
+        let js = jetstream_on(&server.url()).await;
+        let source = source_over(&js, "late", 0, |config| {
+            config.expires(Duration::from_secs(60))
+        })
+        .await;
+        let metrics = source.metrics();
+        source.subscribe(holder.clone());
+        holder.request(10);
+        eventually(Duration::from_secs(10), || {
+            metrics.snapshot().outstanding == 10
+        })
+        .await;
+        holder.subscription.lock().unwrap().take().unwrap().cancel();
+        // Into the pull still open: they arrive after the cancel.
+        fill(&js, "late.in", 3).await;
+        eventually(Duration::from_secs(10), || metrics.snapshot().released == 3).await;
+        metrics
+    });
+    // The pull stays open for a minute: the runtime drops the source's task with the three.
+    drop(runtime);
+    let s = metrics.snapshot();
+    assert_eq!((s.released, s.ack_send_failed), (3, 3), "{s:?}");
+}
+
 /// A settlement still queued for the source's acker task when its runtime shuts down (the task
 /// dropped before it sent it) is counted in `ack_send_failed`; it went uncounted.
 #[test]

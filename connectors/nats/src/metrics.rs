@@ -157,7 +157,9 @@ pub struct SourceSnapshot {
     pub abandoned: u64,
     /// Work-in-progress signals sent.
     pub progress: u64,
-    /// Settlements that could not be sent (the broker redelivers after the ack wait).
+    /// Settlements that could not be sent (the broker redelivers after the ack wait): refused by
+    /// the client, still queued when the runtime shut down, or the naks of `released` messages
+    /// still held when the source's task was dropped.
     pub ack_send_failed: u64,
     /// The consumer's lag (`None` until the server answered once).
     pub lag: Option<ConsumerLag>,

@@ -117,6 +117,19 @@ impl<S> SourceTask<S> {
 // No field is structurally pinned (the timer and the send are boxed), so moving the task is fine.
 impl<S> Unpin for SourceTask<S> {}
 
+/// Dropped with messages still held for release (the runtime shut down before the pulls ended):
+/// counted as `released` when they arrived, their naks are never sent, so they count in
+/// `ack_send_failed` as well (the broker redelivers them after the ack wait).
+impl<S> Drop for SourceTask<S> {
+    fn drop(&mut self) {
+        if !self.held.is_empty() {
+            self.metrics
+                .ack_send_failed
+                .fetch_add(self.held.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What one message on the inbox means.
 enum Incoming {
     /// A message and its ack subject.
