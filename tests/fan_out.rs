@@ -200,6 +200,69 @@ async fn a_panicking_clone_in_a_broadcast_fails_every_output() {
     expect_outputs_panicked(outputs, "stage `broadcast`: panicked: clone failed").await;
 }
 
+/// The fan-out's own account after its hub panicked on an item: that item is counted as failed,
+/// and nothing is still held.
+fn hub_entry_after_a_panic(
+    accounts: &[std::sync::Arc<dyn weir::runtime::ledger::Account>],
+    stage: &str,
+) -> weir::runtime::ledger::Entry {
+    let hub = accounts
+        .iter()
+        .find(|a| a.name() == stage)
+        .expect("the fan-out's account");
+    hub.entry()
+}
+
+/// A key that panics on an item: the item in the hub's hands is counted as failed. It was let go
+/// of uncounted (the hub's locals are dropped while the panic unwinds, before the panic handler
+/// looks at what the hub held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_item_a_partition_key_panics_on_is_counted_as_failed() {
+    let (outputs, accounts) = weir::runtime::ledger::scope(|| {
+        partition(source::from_iter(0..100u32), 2, 8, |x| {
+            assert!(*x != 5, "bad key");
+            x % 2
+        })
+        .unwrap()
+    });
+    expect_outputs_panicked(outputs, "stage `partition`: panicked: bad key").await;
+    let entry = hub_entry_after_a_panic(&accounts, "partition");
+    assert_eq!(
+        (
+            entry.exits[weir::runtime::ledger::Reason::Failed],
+            entry.held
+        ),
+        (1, 0),
+        "{entry:?}"
+    );
+}
+
+/// A `Clone` that panics in a broadcast: the original in the hub's hands is counted as failed, not
+/// as cancelled (nobody cancelled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_item_a_broadcast_clone_panics_on_is_counted_as_failed() {
+    let (outputs, accounts) = weir::runtime::ledger::scope(|| {
+        broadcast(
+            source::from_iter((0..100).map(FragileClone)),
+            2,
+            8,
+            Lagging::Wait,
+        )
+        .unwrap()
+    });
+    expect_outputs_panicked(outputs, "stage `broadcast`: panicked: clone failed").await;
+    let entry = hub_entry_after_a_panic(&accounts, "broadcast");
+    assert_eq!(
+        (
+            entry.exits[weir::runtime::ledger::Reason::Failed],
+            entry.exits[weir::runtime::ledger::Reason::Cancelled],
+            entry.held
+        ),
+        (1, 0, 0),
+        "{entry:?}"
+    );
+}
+
 /// A route sends each item where its function says, in order per output; partition's hash could
 /// not express "bad rows to output 1" (found writing the ETL example).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,9 +260,11 @@ where
             let Some(item) = item else { break };
             match item {
                 Ok(item) => {
-                    let in_hand = InHand::take(&hub_account, R::IN_HAND_WHEN_DROPPED);
-                    let live = route.dispatch(item, &mut handles, stage, &mut tally).await;
-                    in_hand.done();
+                    let mut in_hand = InHand::take(&hub_account);
+                    let live = route
+                        .dispatch(item, &mut handles, stage, &mut tally, &mut in_hand)
+                        .await;
+                    drop(in_hand);
                     match live {
                         Ok(true) => {}
                         // Every output went away: dropping `items` cancels the upstream.
@@ -292,34 +294,43 @@ where
     Ok(publishers)
 }
 
-/// The hub's item in hand while a dispatch runs, held in the hub's account. Dropped before
-/// [`done`](Self::done) (the hub dropped mid-dispatch: its runtime shut down), it lets go of the
-/// item, counting it for `when_dropped` if given; a panic handler that counted it already leaves
-/// nothing to let go of.
+/// The hub's item in hand while a dispatch runs, held in the hub's account until the dispatch
+/// lets go of it: when the item (or its first copy) goes into an output's push, whose queue
+/// counts it from then on, or when the dispatch counts it itself. Dropped before that, the item
+/// dies with the hub: counted as failed if the hub is panicking (a key function or `Clone`
+/// panicked on it; the hub's locals are dropped while the panic unwinds, before the panic
+/// handler runs), else as cancelled (the hub was dropped mid-dispatch: its runtime shut down).
 struct InHand<'a> {
     account: &'a Tally,
-    when_dropped: Option<Reason>,
+    held: bool,
 }
 
 impl<'a> InHand<'a> {
-    fn take(account: &'a Tally, when_dropped: Option<Reason>) -> Self {
+    fn take(account: &'a Tally) -> Self {
         account.hold(1);
         Self {
             account,
-            when_dropped,
+            held: true,
         }
     }
 
-    fn done(self) {
-        self.account.release(1);
-        std::mem::forget(self);
+    /// The item is someone else's to count from now on.
+    fn let_go(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.account.release(1);
+        }
     }
 }
 
 impl Drop for InHand<'_> {
     fn drop(&mut self) {
-        let released = self.account.release_up_to(1);
-        if let Some(reason) = self.when_dropped {
+        if self.held {
+            let released = self.account.release_up_to(1);
+            let reason = if std::thread::panicking() {
+                Reason::Failed
+            } else {
+                Reason::Cancelled
+            };
             self.account.add(reason, released);
         }
     }
@@ -400,35 +411,31 @@ async fn push_waiting<T>(handle: &QueueHandle<T>, item: T) -> bool {
     handle.push(item).await.is_ok()
 }
 
-/// How a route places one item; returns `false` when no output is left.
+/// How a route places one item; returns `false` when no output is left. It lets go of `in_hand`
+/// once the item is counted or in an output's push (see [`InHand`]).
 trait Dispatch<T> {
-    /// What becomes of the item in hand when the hub is dropped in the middle of a dispatch (its
-    /// runtime shut down while it waited on a full output): `None` when the item itself is in
-    /// the waiting push (the output's queue counts it, abandoned); a reason when the hub holds
-    /// an original whose copies went out on their own.
-    const IN_HAND_WHEN_DROPPED: Option<Reason> = None;
-
     fn dispatch(
         &mut self,
         item: T,
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
+        in_hand: &mut InHand<'_>,
     ) -> impl std::future::Future<Output = Result<bool, Error>> + Send;
 }
 
 impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
-    const IN_HAND_WHEN_DROPPED: Option<Reason> = Some(Reason::Cancelled);
-
     async fn dispatch(
         &mut self,
         item: T,
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
+        in_hand: &mut InHand<'_>,
     ) -> Result<bool, Error> {
         // The item is consumed into one copy per live output (made as it is cloned; a copy an
-        // output refuses is counted by that output's queue: dropped, rejected or closed).
+        // output refuses is counted by that output's queue: dropped, rejected or closed). Once
+        // the first copy is made, the original counts as consumed.
         let mut copies = 0;
         for (index, slot) in outputs.iter_mut().enumerate() {
             let Some(handle) = slot.as_ref() else {
@@ -436,6 +443,10 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
             };
             let copy = item.clone();
             tally.add_made(1);
+            if copies == 0 {
+                tally.add_consumed(1);
+                in_hand.let_go();
+            }
             copies += 1;
             let keep = match self.0 {
                 Lagging::Wait => push_waiting(handle, copy).await,
@@ -462,10 +473,9 @@ impl<T: Clone + Send + 'static> Dispatch<T> for BroadcastRoute {
                 *slot = None;
             }
         }
-        if copies > 0 {
-            tally.add_consumed(1);
-        } else {
+        if copies == 0 {
             tally.add(Reason::Cancelled, 1); // every output went away
+            in_hand.let_go();
         }
         Ok(outputs.iter().any(Option::is_some))
     }
@@ -478,6 +488,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
         outputs: &mut [Option<QueueHandle<T>>],
         _: &'static str,
         tally: &mut TallyWriter,
+        in_hand: &mut InHand<'_>,
     ) -> Result<bool, Error> {
         let count = outputs.len();
         let start = self.next;
@@ -490,6 +501,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
                 .map(|(i, _)| i);
             let Some(index) = roomiest else {
                 tally.add(Reason::Cancelled, 1); // every output went away
+                in_hand.let_go();
                 return Ok(false);
             };
             let handle = outputs[index].as_ref().expect("chosen among live outputs");
@@ -499,6 +511,7 @@ impl<T: Send + 'static> Dispatch<T> for BalanceRoute {
                 outputs[index] = None;
                 continue;
             }
+            in_hand.let_go();
             if !push_waiting(handle, item).await {
                 outputs[index] = None;
             }
@@ -518,11 +531,13 @@ where
         outputs: &mut [Option<QueueHandle<T>>],
         stage: &'static str,
         tally: &mut TallyWriter,
+        in_hand: &mut InHand<'_>,
     ) -> Result<bool, Error> {
         let index = match (self.0)(&item, outputs.len()) {
             Ok(index) => index,
             Err(error) => {
                 tally.add(Reason::Failed, 1);
+                in_hand.let_go();
                 return Err(error);
             }
         };
@@ -534,8 +549,10 @@ where
                 "dropping an item for a closed partition"
             );
             tally.add(Reason::Cancelled, 1);
+            in_hand.let_go();
             return Ok(outputs.iter().any(Option::is_some));
         };
+        in_hand.let_go();
         if !push_waiting(handle, item).await {
             outputs[index] = None;
         }
