@@ -193,3 +193,75 @@ impl weir::runtime::Publisher<u64> for PanicsOnSubscribe {
         panic!("upstream exploded");
     }
 }
+
+/// Emits `burst` items inside the first `request` (synchronously, as a plain Reactive Streams
+/// publisher may) and panics in the second.
+struct BurstThenPanic {
+    burst: u64,
+}
+
+impl weir::runtime::Publisher<u64> for BurstThenPanic {
+    fn subscribe<S: weir::runtime::Subscriber<u64>>(self, mut subscriber: S) {
+        struct State<S> {
+            subscriber: Option<S>,
+            requests: u64,
+        }
+        struct Sub<S>(std::sync::Mutex<State<S>>, u64);
+        impl<S: weir::runtime::Subscriber<u64>> weir::runtime::RawSubscription for Sub<S> {
+            fn request(&self, n: u64) {
+                let mut state = self.0.lock().unwrap();
+                state.requests += 1;
+                assert!(state.requests == 1, "upstream exploded");
+                let subscriber = state.subscriber.as_mut().unwrap();
+                for x in 0..n.min(self.1) {
+                    subscriber.on_next(x);
+                }
+            }
+            fn cancel(&self) {
+                if let Ok(mut state) = self.0.lock() {
+                    state.subscriber.take();
+                }
+            }
+        }
+        let sub = std::sync::Arc::new(Sub(
+            std::sync::Mutex::new(State {
+                subscriber: None,
+                requests: 0,
+            }),
+            self.burst,
+        ));
+        subscriber.on_subscribe(weir::runtime::Subscription::new(sub.clone()));
+        sub.0.lock().unwrap().subscriber = Some(subscriber);
+    }
+}
+
+/// A shedding throttle drains its lane, then the lane asks the upstream for more and the upstream
+/// panics in that `request`: the items drained are counted as throttled all the same. They were
+/// taken out of the lane and lost uncounted (the count came after the drain, which the panic
+/// skipped).
+#[test]
+fn items_a_shedding_throttle_drained_before_its_upstream_panicked_are_counted() {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let mut p = Pipeline::builder("shed");
+    let rows = p.source("rows", BurstThenPanic { burst: 200 });
+    let slow = p.stage("slow", &rows, |rows| {
+        rows.throttle(1, 1, ThrottleMode::Shed)
+    });
+    p.sink("store", &slow, |_: u64| {});
+    let mut running = p.build().unwrap().start().unwrap();
+    let error = rt.block_on(&mut running).unwrap_err();
+    assert!(
+        error.to_string().contains("panicked: upstream exploded"),
+        "{error}"
+    );
+    let snapshot = running.snapshot();
+    let slow = snapshot.stage("slow").unwrap().ledger;
+    assert_eq!(
+        slow.by_reason[weir::runtime::ledger::Reason::Throttled],
+        199,
+        "{slow}"
+    );
+    let books = snapshot.ledger();
+    assert!(books.balances(), "{books}");
+}

@@ -258,7 +258,7 @@ where
             .inputs
             .into_iter()
             .map(|source| LaneState {
-                reader: input(source.source, &source.name, source.capacity),
+                reader: input(source.source, &source.name, source.capacity).failing_as(merge.stage),
                 weight: source.weight.max(1),
                 deficit: 0,
                 ended: false,

@@ -93,7 +93,7 @@ impl BoundaryConfig {
 /// What the inlet, the credit side and the outlet share.
 #[derive(Debug)]
 pub(crate) struct Channel {
-    name: Arc<str>,
+    pub(crate) name: Arc<str>,
     terminal: Mutex<Option<Result<(), Error>>>,
     upstream: Mutex<Option<Subscription>>,
     /// A copy of the upstream's subscription for the consumer's side to cancel directly: the
@@ -159,7 +159,7 @@ impl Channel {
 
     /// The credit task panicked with `error` (named after the stage): the outlet is woken to fail
     /// the stream with it.
-    fn fail_from_credit(&self, error: Error) {
+    pub(crate) fn fail_from_credit(&self, error: Error) {
         *self
             .credit_failure
             .lock()

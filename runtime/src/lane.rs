@@ -6,6 +6,8 @@
 //! then for 75% of the capacity each time that much has been taken, so at most `capacity` items are
 //! ever held.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -63,6 +65,8 @@ pub fn lane_observed<T: Send + 'static>(metrics: Arc<BufferMetrics>) -> (Inlet<T
             upstream: None,
             grant: Grant::new(capacity),
             ended: false,
+            upstream_panicked: false,
+            stage: None,
             recheck: Recheck::default(),
         },
     )
@@ -76,6 +80,11 @@ pub struct Lane<T> {
     upstream: Option<Subscription>,
     grant: Grant,
     ended: bool,
+    /// The upstream panicked in `request`: the lane ends with the panic once its ring is empty.
+    upstream_panicked: bool,
+    /// The stage the upstream's panic is named after ([`failing_as`](Lane::failing_as)); the
+    /// lane's name if `None`.
+    stage: Option<Arc<str>>,
     recheck: Recheck,
 }
 
@@ -100,6 +109,9 @@ impl<T: Send + 'static> Lane<T> {
             if self.consumer.available() > 0 {
                 return Poll::Ready(LaneEvent::Items);
             }
+            if self.upstream_panicked {
+                return Poll::Ready(self.end());
+            }
             if self.upstream.is_none() {
                 match self.channel.poll_upstream(cx) {
                     Poll::Ready(upstream) => self.upstream = Some(upstream),
@@ -122,6 +134,15 @@ impl<T: Send + 'static> Lane<T> {
                 }
             }
         }
+    }
+
+    /// Names a panic of the upstream in `request` after `stage` instead of the lane's name (for a
+    /// lane that is one of an operator's inputs, named `zip.right` for example). Such a panic
+    /// ends the lane's stream with [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) once the
+    /// items its ring holds are taken, and cancels the upstream.
+    pub fn failing_as(mut self, stage: impl Into<Arc<str>>) -> Self {
+        self.stage = Some(stage.into());
+        self
     }
 
     /// Takes items and hands each to `f` until `f` accepted `max` of them or none is left; returns
@@ -181,8 +202,33 @@ impl<T: Send + 'static> Lane<T> {
             return false;
         };
         self.consumer.release();
-        self.grant
-            .grant(self.credit.head(), &self.channel, upstream)
+        let (grant, head, channel) = (&mut self.grant, self.credit.head(), &self.channel);
+        match catch_unwind(AssertUnwindSafe(|| grant.grant(head, channel, upstream))) {
+            Ok(granted) => granted,
+            Err(payload) => {
+                self.fail_upstream(payload);
+                false
+            }
+        }
+    }
+
+    /// A synchronous upstream runs inside `request`, and it panicked there. The panic fails the
+    /// lane's stream, after the items its ring holds, instead of unwinding into the task that
+    /// reads the lane: that would drop the items its caller had just taken, before it counted
+    /// them (a grant follows every take).
+    #[cold]
+    fn fail_upstream(&mut self, payload: Box<dyn Any + Send>) {
+        let stage = self
+            .stage
+            .clone()
+            .unwrap_or_else(|| self.channel.name.clone());
+        let error = Error::panicked(payload.as_ref()).in_stage(stage);
+        self.channel.fail_from_credit(error);
+        if let Some(upstream) = self.upstream.take() {
+            // Cancelling it may panic too, which changes nothing.
+            let _ = catch_unwind(AssertUnwindSafe(|| upstream.cancel()));
+        }
+        self.upstream_panicked = true;
     }
 
     fn end(&mut self) -> LaneEvent {

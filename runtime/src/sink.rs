@@ -355,6 +355,15 @@ pub struct IntoStream<T> {
     done: bool,
 }
 
+impl<T: Send + 'static> IntoStream<T> {
+    /// Names a panic of the publisher in `request` after `stage` instead of the stream's buffer
+    /// (see [`Lane::failing_as`]).
+    pub fn failing_as(mut self, stage: impl Into<Arc<str>>) -> Self {
+        self.lane = self.lane.failing_as(stage);
+        self
+    }
+}
+
 impl<T> std::fmt::Debug for IntoStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IntoStream")

@@ -78,11 +78,14 @@ where
             let inner = match item {
                 Ok(item) => {
                     calls.taken();
-                    guard::catch(|| into_stream_named(f(item), INNER_PREFETCH, "flat_map.inner"))
-                        .map_err(|panicked| {
-                            calls.failed();
-                            panicked.in_stage("flat_map")
-                        })
+                    guard::catch(|| {
+                        into_stream_named(f(item), INNER_PREFETCH, "flat_map.inner")
+                            .failing_as("flat_map")
+                    })
+                    .map_err(|panicked| {
+                        calls.failed();
+                        panicked.in_stage("flat_map")
+                    })
                 }
                 Err(error) => Err(error),
             };

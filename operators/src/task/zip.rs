@@ -53,7 +53,7 @@ where
     fn subscribe<S: Subscriber<(A, B)>>(self, subscriber: S) {
         start("zip", subscriber, || ZipTask {
             left: Side {
-                lane: input(self.left, "zip.left", LANE_CAPACITY),
+                lane: input(self.left, "zip.left", LANE_CAPACITY).failing_as("zip"),
                 held: None,
             },
             right: Side {
@@ -62,7 +62,7 @@ where
                     let metrics = BufferMetrics::unregistered("zip.right", LANE_CAPACITY);
                     let (inlet, lane) = lane_observed(metrics);
                     self.right.subscribe(inlet);
-                    lane
+                    lane.failing_as("zip")
                 },
                 held: None,
             },
