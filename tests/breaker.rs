@@ -93,6 +93,46 @@ async fn open_until_probing(breaker: &Breaker) {
     tokio::time::sleep(Duration::from_millis(1_001)).await;
 }
 
+/// Through the operator (whose calls run inside `map_async`, which catches a call's panic and
+/// drops the call's future afterwards): a probe whose call panics counts as failed and opens the
+/// breaker again, and a panicking call of a closed breaker counts as a failure. Both were missed:
+/// the call's guard only looked at `thread::panicking()` when dropped, which is false by then.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_panics_inside_the_operator_counts_as_failed() {
+    /// One item through the operator, whose call panics: the stream fails with the panic.
+    async fn one_panicking_call(breaker: &Breaker) {
+        let panicking = |_: u32| async move {
+            if true {
+                panic!("the service's client broke");
+            }
+            Ok::<u32, u32>(0)
+        };
+        let error = source::once(1u32)
+            .circuit_breaker(1, breaker.clone(), panicking)
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("the service's client broke"),
+            "{error}"
+        );
+    }
+
+    let closed = Breaker::new(config());
+    one_panicking_call(&closed).await;
+    assert_eq!(closed.snapshot().failures, 1, "{:?}", closed.snapshot());
+
+    let probing = Breaker::new(config());
+    open_until_probing(&probing).await;
+    one_panicking_call(&probing).await;
+    let snapshot = probing.snapshot();
+    assert_eq!(
+        (snapshot.state, snapshot.opened),
+        (BreakerState::Open, 2),
+        "a probe that panicked opens it again: {snapshot:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_probe_opens_it_again() {
     let breaker = Breaker::new(config());

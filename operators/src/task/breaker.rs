@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -293,9 +294,19 @@ impl Breaker {
                     probe,
                     recorded: false,
                 };
-                Either::Right(f(item).map(move |result| {
-                    in_flight.finish(result.is_ok());
-                    result.map_err(Rejected::Failed)
+                // The call's panic is recorded as it unwinds out of the call, then goes on: who
+                // polls the call (`map_async` catches it) may drop the future only afterwards,
+                // when `InFlight`'s drop no longer sees a panic.
+                let call = AssertUnwindSafe(f(item)).catch_unwind();
+                Either::Right(call.map(move |outcome| match outcome {
+                    Ok(result) => {
+                        in_flight.finish(result.is_ok());
+                        result.map_err(Rejected::Failed)
+                    }
+                    Err(payload) => {
+                        in_flight.finish(false);
+                        std::panic::resume_unwind(payload)
+                    }
                 }))
             }
         }
