@@ -81,9 +81,12 @@ pub struct LocalServer {
 impl LocalServer {
     /// Starts a single JetStream server on free ports with a fresh store directory.
     pub fn start() -> Result<Self, LocalError> {
+        Self::start_on(free_port()?, free_port()?)
+    }
+
+    fn start_on(port: u16, http_port: u16) -> Result<Self, LocalError> {
         let binary = server_binary()?;
         let dir = tempfile::Builder::new().prefix("weir-nats-").tempdir()?;
-        let (port, http_port) = (free_port()?, free_port()?);
         let config = dir.path().join("server.conf");
         let log = dir.path().join("server.log");
         write_config(
@@ -122,12 +125,16 @@ impl LocalServer {
         Ok(())
     }
 
-    /// Waits until the server answers its JetStream health check.
+    /// Waits until the server answers its JetStream health check; gives up at once if it logged
+    /// a fatal error (it exits then).
     pub fn wait_healthy(&self, timeout: Duration) -> Result<(), LocalError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if healthz(self.http_port) {
                 return Ok(());
+            }
+            if tail(&self.log).contains("[FTL]") {
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -178,9 +185,29 @@ impl Drop for LocalServer {
 
 /// Starts a server and waits for it, as tests and examples want it.
 pub fn start_server() -> Result<LocalServer, LocalError> {
-    let server = LocalServer::start()?;
-    server.wait_healthy(START_TIMEOUT)?;
-    Ok(server)
+    start_server_on(free_port)
+}
+
+/// [`start_server`] on ports from `pick`. A port picked free may be taken before the server binds
+/// it (by another server starting, or as the local port of any outgoing connection): the server
+/// then exits with "address already in use", and is started again on new ports, up to three
+/// more times.
+fn start_server_on(
+    mut pick: impl FnMut() -> std::io::Result<u16>,
+) -> Result<LocalServer, LocalError> {
+    let mut retries = 3;
+    loop {
+        let server = LocalServer::start_on(pick()?, pick()?)?;
+        match server.wait_healthy(START_TIMEOUT) {
+            Ok(()) => return Ok(server),
+            Err(LocalError::NotHealthy { log, .. })
+                if retries > 0 && log.contains("address already in use") =>
+            {
+                retries -= 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// A JetStream cluster of servers on 127.0.0.1 (named `weir-0`, `weir-1`...), routed to each
@@ -336,5 +363,34 @@ fn skip_unless_ci<T>(started: Result<T, LocalError>) -> Result<Option<T>, LocalE
             Ok(None)
         }
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken between the pick and the server's bind: the server is started again on new
+    /// ports. Before, the start failed (after waiting out the 20 s timeout).
+    #[test]
+    fn a_server_whose_port_was_taken_starts_on_other_ports() {
+        if server_binary().is_err() {
+            eprintln!("nats-server is not installed: skipped");
+            return;
+        }
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut picks = 0;
+        let server = start_server_on(|| {
+            picks += 1;
+            if picks == 1 {
+                Ok(taken_port)
+            } else {
+                free_port()
+            }
+        })
+        .unwrap();
+        assert_ne!(server.port(), taken_port);
+        assert_eq!(picks, 4, "two ports for each of the two starts");
     }
 }
