@@ -98,7 +98,7 @@ pub(crate) fn append_portable(crc: u32, data: &[u8]) -> u32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        _mm_clmulepi64_si128, _mm_crc32_u8, _mm_crc32_u32, _mm_crc32_u64, _mm_cvtsi32_si128,
+        _mm_clmulepi64_si128, _mm_crc32_u8, _mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_cvtsi32_si128,
         _mm_cvtsi64_si128, _mm_cvtsi128_si64,
     };
 
@@ -145,8 +145,18 @@ mod x86 {
         for w in &mut words {
             crc = _mm_crc32_u64(crc, word(w));
         }
+        // The last 0-7 bytes as at most three steps (4, 2, 1 bytes) instead of one per byte.
         let mut crc = crc as u32;
-        for &byte in words.remainder() {
+        let mut rest = words.remainder();
+        if let Some((four, tail)) = rest.split_first_chunk::<4>() {
+            crc = _mm_crc32_u32(crc, u32::from_le_bytes(*four));
+            rest = tail;
+        }
+        if let Some((two, tail)) = rest.split_first_chunk::<2>() {
+            crc = _mm_crc32_u16(crc, u16::from_le_bytes(*two));
+            rest = tail;
+        }
+        if let Some(&byte) = rest.first() {
             crc = _mm_crc32_u8(crc, byte);
         }
         crc
