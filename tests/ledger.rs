@@ -914,3 +914,34 @@ fn ledger_a_fan_out_dropped_while_it_waits_on_a_full_output_counts_each_item_onc
         );
     }
 }
+
+/// A flat_map's inner publishers are built in its task, outside the stage's scope: their own
+/// operators (a filter) are not in the stage's books, and the inner items count as made when the
+/// flat_map emits them.
+#[test]
+fn ledger_a_flat_maps_inner_publishers_built_in_the_stage_keep_the_books() {
+    let rt = runtime();
+    rt.block_on(async {
+        let mut p = Pipeline::builder("flat-map-books");
+        let rows = p.source("rows", source::from_iter(0..50u64));
+        let spread = p.stage("spread", &rows, |r| {
+            r.flat_map(4, |n| {
+                source::from_iter(n * 10..n * 10 + 10).filter(|x| x % 2 == 0)
+            })
+        });
+        let stored = Arc::new(AtomicU64::new(0));
+        let count = stored.clone();
+        p.sink("store", &spread, move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut running = p.build().unwrap().start().unwrap();
+        (&mut running).await.unwrap();
+        let snapshot = running.snapshot();
+        for stage in &snapshot.stages {
+            assert!(stage.ledger.balances(), "{}: {}", stage.name, stage.ledger);
+        }
+        let books = snapshot.ledger();
+        assert!(books.balances(), "{books}");
+        assert_eq!(stored.load(Ordering::SeqCst), 250);
+    });
+}

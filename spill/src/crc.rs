@@ -98,8 +98,8 @@ pub(crate) fn append_portable(crc: u32, data: &[u8]) -> u32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        _mm_clmulepi64_si128, _mm_crc32_u8, _mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_cvtsi32_si128,
-        _mm_cvtsi64_si128, _mm_cvtsi128_si64,
+        _mm_clmulepi64_si128, _mm_crc32_u8, _mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64,
+        _mm_cvtsi32_si128, _mm_cvtsi64_si128, _mm_cvtsi128_si64,
     };
 
     use super::{MAX_SPLIT, MIN_SPLIT, SHIFT};
