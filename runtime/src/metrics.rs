@@ -358,6 +358,12 @@ impl BufferMetrics {
         }
     }
 
+    /// Counts `n` items that were offered and left without being queued for `reason`, without
+    /// the overload warning of [`record_shed_n`](Self::record_shed_n) (the caller says why).
+    pub(crate) fn record_exit_n(&self, reason: Reason, n: u64) {
+        self.shed[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// A boundary's consumer left (cancel): from now on, whatever the ring holds, and whatever its
     /// producer still publishes before it notices, counts as `cancelled` (it is dropped with the
     /// ring, never handed on).

@@ -98,3 +98,57 @@ async fn a_spilling_queue_reports_the_age_of_its_oldest_item() {
     assert_eq!(metrics.snapshot().oldest_item_age_ms, None);
     drop(handle);
 }
+
+/// A store whose `push` panics on the item `panics_on`.
+struct PanicsOnPush {
+    items: VecDeque<u64>,
+    panics_on: u64,
+}
+
+impl SpillStore<u64> for PanicsOnPush {
+    fn memory_capacity(&self) -> usize {
+        8
+    }
+    fn push(&mut self, item: u64) -> Result<bool, (u64, StoreRefusal)> {
+        assert_ne!(item, self.panics_on, "the store cannot take this one");
+        self.items.push_back(item);
+        Ok(false)
+    }
+    fn take_into(&mut self, max: usize, out: &mut VecDeque<u64>) -> Result<usize, Error> {
+        let n = max.min(self.items.len());
+        out.extend(self.items.drain(..n));
+        Ok(n)
+    }
+    fn len(&self) -> u64 {
+        self.items.len() as u64
+    }
+    fn in_memory(&self) -> usize {
+        self.items.len()
+    }
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The item a store's `push` panics on went into the store's code and never came back: it is
+/// counted as failed (it was offered and left the books before), and the panic reaches the caller.
+#[test]
+fn the_item_a_stores_push_panics_on_is_counted_as_failed() {
+    use weir_runtime::ledger::{Account, Reason};
+    let store = PanicsOnPush {
+        items: VecDeque::new(),
+        panics_on: 2,
+    };
+    let (handle, _publisher) = queue::spilling("spilled", store, WhenStoreFull::Wait).unwrap();
+    let metrics = handle.metrics();
+    handle.try_push(0).unwrap();
+    handle.try_push(1).unwrap();
+    let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.try_push(2)));
+    assert!(pushed.is_err(), "the store's panic reaches the caller");
+    handle.try_push(3).unwrap();
+    let entry = metrics.entry();
+    assert_eq!(metrics.offered(), 4);
+    assert_eq!(entry.exits[Reason::Failed], 1, "{:?}", entry.exits);
+    assert_eq!(entry.held, 3);
+    assert_eq!(metrics.offered(), entry.held + entry.exits.sum());
+}

@@ -187,7 +187,7 @@ impl<T> Shared<T> {
                 when_full,
                 ages,
                 expected,
-            } => match store.push(item) {
+            } => match push_guarded(&mut **store, item, &self.metrics) {
                 Ok(spilled) => {
                     self.metrics.add_in(1);
                     *expected = expected.saturating_add(1);
@@ -343,6 +343,24 @@ impl<T> Shared<T> {
             Offer::Refused(refused) => Err(refused),
             // Not waiting: a full queue whose policy waits refuses instead.
             Offer::MustWait(item) => Err(self.count(Refused::Full(item))),
+        }
+    }
+}
+
+/// `store.push(item)`. A panic in the store's code took the item with it: counted as
+/// [`Reason::Failed`] (it was offered, and would leave the books uncounted), then the panic goes on
+/// to the caller (the queue's lock recovers from it).
+fn push_guarded<T>(
+    store: &mut dyn SpillStore<T>,
+    item: T,
+    metrics: &BufferMetrics,
+) -> Result<bool, (T, StoreRefusal)> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.push(item))) {
+        Ok(pushed) => pushed,
+        Err(panic) => {
+            metrics.record_exit_n(Reason::Failed, 1);
+            tracing::error!(stage = %metrics.name(), "the spill store panicked taking an item; counted as failed");
+            std::panic::resume_unwind(panic)
         }
     }
 }

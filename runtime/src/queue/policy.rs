@@ -111,6 +111,8 @@ pub trait SpillStore<T>: Send {
     /// How many items the memory part holds (the queue's capacity).
     fn memory_capacity(&self) -> usize;
     /// Queues `item`, returning whether it went to the durable part; a refusal hands it back.
+    /// A panic here loses the item with the store's code: the queue counts it as
+    /// [`Reason::Failed`](crate::metrics::Reason::Failed) and the panic goes on to the pusher.
     fn push(&mut self, item: T) -> Result<bool, (T, StoreRefusal)>;
     /// Moves up to `max` of the oldest items to the back of `out`, returning how many.
     fn take_into(&mut self, max: usize, out: &mut VecDeque<T>) -> Result<usize, Error>;
