@@ -220,8 +220,12 @@ fn ledgers(running: &Running) -> Vec<Ledger> {
             };
             let offered = match node.kind {
                 StageKind::Ingress => counters.offered.as_ref().map_or(0, |m| m.offered()),
-                // A source offers what it produced: what it emitted, or dropped on its edge.
-                StageKind::Source => delivered + entries.exits.sum(),
+                // A source offers what it produced: what it emitted, let go of, holds or
+                // consumed into what it made, less what it made (a zip's pairs, a batch).
+                StageKind::Source => {
+                    (delivered + entries.consumed + entries.exits.sum() + entries.held)
+                        .saturating_sub(entries.made + entries.recovered)
+                }
                 _ => received,
             };
             Ledger::of(offered, delivered, &entries)

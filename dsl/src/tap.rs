@@ -66,6 +66,9 @@ impl<T> std::fmt::Debug for Input<T> {
 impl<T: Send + 'static> Publisher<T> for Input<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
         let _entered = self.span.enter();
+        // The tap counts what comes in: an operator joining this input with other upstreams
+        // keeps its accounts in the stage's books (see `ledger::join`).
+        weir_runtime::ledger::input_counted();
         self.inner.subscribe(InputTap {
             inner: subscriber,
             received: 0,

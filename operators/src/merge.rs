@@ -10,11 +10,17 @@
 //!
 //! Errors fail fast (cancelling the other sources) unless the merge delays them
 //! ([`merge_delay_error`]): then the other sources run to their end and the first error follows.
+//!
+//! In the ledger, each source is subscribed in a [`join`]: a source that carries a pipeline
+//! stage's input is the stream's, with its accounts; one that makes its own items (built in the
+//! stage's code) has each item counted as made when the merge takes it, and its accounts kept out
+//! of the stage's books (its items never entered them).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::ledger::{Origin, join};
 use weir_runtime::metrics::BufferCounts;
 use weir_runtime::{BoxPublisher, Error, Publisher, Subscriber};
 
@@ -257,11 +263,15 @@ where
         let lanes: Vec<_> = merge
             .inputs
             .into_iter()
-            .map(|source| LaneState {
-                reader: input(source.source, &source.name, source.capacity).failing_as(merge.stage),
-                weight: source.weight.max(1),
-                deficit: 0,
-                ended: false,
+            .map(|source| {
+                let (reader, from) = join(|| input(source.source, &source.name, source.capacity));
+                LaneState {
+                    reader: reader.failing_as(merge.stage),
+                    weight: source.weight.max(1),
+                    deficit: 0,
+                    ended: false,
+                    own: from == Some(Origin::Own),
+                }
             })
             .collect();
         metrics = lanes.iter().map(|l| l.reader.metrics()).collect();
@@ -282,6 +292,9 @@ struct LaneState<T> {
     weight: u64,
     deficit: u64,
     ended: bool,
+    /// Its source makes its own items (see [`join`]): each enters the stream, counted as made,
+    /// when the merge takes it.
+    own: bool,
 }
 
 struct MergeTask<T> {
@@ -354,6 +367,9 @@ impl<T: Send + 'static> MergeTask<T> {
                     lane.deficit = lane.deficit.saturating_add(quantum * lane.weight);
                     let max = lane.deficit.min(demand - served);
                     let (taken, accepted) = out.emit_from(&mut lane.reader, max);
+                    if lane.own {
+                        out.reshaped(0, taken as u64);
+                    }
                     lane.deficit = lane.deficit.saturating_sub(taken as u64);
                     served += accepted;
                     moved |= taken > 0;

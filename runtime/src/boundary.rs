@@ -922,6 +922,8 @@ pub fn boundary<P>(upstream: P, config: BoundaryConfig) -> Boundary<P> {
 
 impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Boundary<P> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined.
+        crate::ledger::claim(self.metrics.clone());
         let (inlet, outlet) = processor_with(self.config, self.metrics);
         outlet.subscribe(subscriber);
         self.upstream.subscribe(inlet);

@@ -20,6 +20,13 @@
 //! code inside one, and every account created meanwhile ([`register`]) is that stage's. Outside a
 //! scope, registration does nothing and the counters are still there for whoever holds them.
 //!
+//! An operator that joins several upstreams into one stream (`zip`, `merge`) subscribes each in a
+//! [`join`]: one that carries the stage's input (counted as it came in) keeps its accounts in the
+//! stage's books; one that makes its own items (a source built in the stage's code) has each item
+//! counted as made when the operator takes it, and its accounts kept out, since its items never
+//! entered the books. Accounts registered when an operator is built move to the join it is
+//! subscribed in ([`claim`]).
+//!
 //! A scope also knows its stage's tasks: an operator that runs a task holding items spawns it with
 //! [`spawn`], and [`Scope::settled`] waits until every such task has ended and let go of what it
 //! held (counted). A pipeline that stops resolves after that, so its books are final then.
@@ -32,8 +39,8 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Index, IndexMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
@@ -398,6 +405,13 @@ pub struct Scope {
     tasks: AtomicUsize,
     /// Notified when the last of them ends.
     settled: Notify,
+    /// The scope a [`join`] made this one in (`None` for a stage's own scope).
+    parent: Option<Arc<Scope>>,
+    /// Whether a publisher whose items the books already counted was subscribed in this scope
+    /// ([`input_counted`]).
+    counted: AtomicBool,
+    /// The scope a [`join`] found this one belongs to: accounts added later go there.
+    joined: OnceLock<Arc<Scope>>,
 }
 
 impl fmt::Debug for Scope {
@@ -436,7 +450,23 @@ impl Scope {
 
     /// Adds `account`.
     pub fn add(&self, account: Arc<dyn Account>) {
-        lock(&self.accounts).push(account);
+        let mut accounts = lock(&self.accounts);
+        match self.joined.get() {
+            Some(owner) => {
+                drop(accounts);
+                owner.add(account);
+            }
+            None => accounts.push(account),
+        }
+    }
+
+    /// The scope that owns this one's tasks: the stage's own scope, above every [`join`].
+    fn owner(self: &Arc<Self>) -> Arc<Scope> {
+        let mut scope = self.clone();
+        while let Some(parent) = scope.parent.clone() {
+            scope = parent;
+        }
+        scope
     }
 
     /// Every account added so far.
@@ -511,7 +541,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match Scope::current() {
+    match Scope::current().map(|scope| scope.owner()) {
         None => runtime.spawn(future),
         Some(scope) => {
             scope.tasks.fetch_add(1, Ordering::AcqRel);
@@ -560,5 +590,109 @@ pub fn register(account: Arc<dyn Account>) {
     let scope = SCOPES.with(|scopes| scopes.borrow().last().cloned());
     if let Some(scope) = scope {
         scope.add(account);
+    }
+}
+
+/// Where an upstream that an operator joins into its stream comes from (see [`join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// It carries items the stage's books counted as they came in (a pipeline stage's input,
+    /// through whatever operators): its accounts are the stage's.
+    Counted,
+    /// It makes items of its own (a source built in the stage's code): each enters the stream,
+    /// counted as made, when the operator takes it. Its accounts (a filter inside it, the lane
+    /// it fills) are about items that never entered the stage's books, so they stay out of them.
+    Own,
+}
+
+/// Subscribes one of an operator's upstreams (`subscribe`) in a scope of its own, to tell where
+/// its items come from: for operators that join several upstreams into one stream (`zip`,
+/// `merge`). Every account made or [claimed](claim) meanwhile, and later by what it started (a
+/// retry's next attempt), is that upstream's. If a publisher whose items the books already
+/// counted was subscribed in it ([`input_counted`]: a pipeline stage's input), the upstream is
+/// [`Origin::Counted`] and its accounts join the enclosing scope's; otherwise it is
+/// [`Origin::Own`], and they stay out of the stage's books. Tasks started in it are the stage's
+/// either way ([`Scope::settled`] waits for them). `None` outside any scope: there are no books
+/// to keep, and the operator keeps its own default.
+///
+/// ```
+/// use weir_runtime::ledger::{self, Origin, Scope, Tally};
+/// let stage = Scope::new();
+/// let (own, counted) = stage.enter(|| {
+///     let (_, own) = ledger::join(|| Tally::new("filter inside a generated source"));
+///     let (_, counted) = ledger::join(|| {
+///         ledger::input_counted();
+///         Tally::new("filter on the stage's input")
+///     });
+///     (own, counted)
+/// });
+/// assert_eq!((own, counted), (Some(Origin::Own), Some(Origin::Counted)));
+/// let names: Vec<String> = stage.accounts().iter().map(|a| a.name().to_owned()).collect();
+/// assert_eq!(names, ["filter on the stage's input"]);
+/// ```
+pub fn join<R>(subscribe: impl FnOnce() -> R) -> (R, Option<Origin>) {
+    let Some(parent) = Scope::current() else {
+        return (subscribe(), None);
+    };
+    let child = Arc::new(Scope {
+        parent: Some(parent.clone()),
+        ..Scope::default()
+    });
+    let result = child.enter(subscribe);
+    if !child.counted.load(Ordering::Acquire) {
+        return (result, Some(Origin::Own));
+    }
+    parent.counted.store(true, Ordering::Release);
+    let accounts = {
+        let mut accounts = lock(&child.accounts);
+        // Set under the lock: an account added from now on goes straight to the parent.
+        let _ = child.joined.set(parent.clone());
+        std::mem::take(&mut *accounts)
+    };
+    for account in accounts {
+        parent.add(account);
+    }
+    (result, Some(Origin::Counted))
+}
+
+/// Tells the innermost scope that a publisher whose items its books already counted as they came
+/// in is being subscribed in it (a pipeline stage's input calls it): see [`join`].
+pub fn input_counted() {
+    if let Some(scope) = Scope::current() {
+        scope.counted.store(true, Ordering::Release);
+    }
+}
+
+/// For an operator whose account was registered when it was built: call it when it is
+/// subscribed. If it was built in a stage's code and is subscribed inside a [`join`] (it is part
+/// of the upstream being joined), its account moves from the stage's scope to the join's.
+/// Elsewhere it stays where it was registered.
+///
+/// ```
+/// use std::sync::Arc;
+/// use weir_runtime::ledger::{self, Account, Scope, Tally};
+/// let stage = Scope::new();
+/// stage.enter(|| {
+///     let filter = Tally::new("filter inside a generated source");
+///     ledger::join(|| ledger::claim(filter.clone() as Arc<dyn Account>));
+/// });
+/// assert!(stage.accounts().is_empty());
+/// ```
+pub fn claim(account: Arc<dyn Account>) {
+    let Some(current) = Scope::current() else {
+        return;
+    };
+    let mut above = current.parent.clone();
+    while let Some(scope) = above {
+        let found = {
+            let mut accounts = lock(&scope.accounts);
+            let at = accounts.iter().position(|a| Arc::ptr_eq(a, &account));
+            at.map(|at| accounts.remove(at))
+        };
+        if let Some(account) = found {
+            current.add(account);
+            return;
+        }
+        above = scope.parent.clone();
     }
 }

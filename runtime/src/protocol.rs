@@ -615,6 +615,10 @@ impl<T: Send + 'static> BoxPublisher<T> {
 
 impl<T: Send + 'static> Publisher<T> for BoxPublisher<T> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        if let Some(leftovers) = &self.leftovers {
+            // Boxed in a stage's code, subscribed as part of an upstream being joined.
+            crate::ledger::claim(leftovers.clone());
+        }
         self.publisher.subscribe_boxed(ErasedSubscriber {
             inner: Box::new(subscriber),
             chunk: Vec::with_capacity(edge_chunk::<T>()),

@@ -42,7 +42,8 @@ pub struct Fused<P, S, T> {
 
 impl<P, S: StepFn<T>, T> Fused<P, S, T> {
     /// Runs `step` on every item of `upstream`. Its ledger account is registered with the current
-    /// [`ledger::scope`](weir_runtime::ledger::scope) (a pipeline stage being built).
+    /// [`ledger::scope`](weir_runtime::ledger::scope) (a pipeline stage being built), and
+    /// [claimed](weir_runtime::ledger::claim) when subscribed.
     pub fn new(upstream: P, step: S) -> Self {
         Self {
             upstream,
@@ -91,6 +92,9 @@ where
     S::Out: 'static,
 {
     fn subscribe<D: Subscriber<S::Out>>(self, subscriber: D) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.tally.clone());
         let cap = self.step.request_cap();
         self.upstream.subscribe(FusedSubscriber {
             link: Link::new(S::NAME, subscriber),

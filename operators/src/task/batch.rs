@@ -52,6 +52,9 @@ where
     T: Send + 'static,
 {
     fn subscribe<S: Subscriber<Vec<T>>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.metrics.clone());
         if self.max_items == 0 {
             let error = Error::msg("a batch needs max_items of at least 1").in_stage("batch");
             return reject(subscriber, error);

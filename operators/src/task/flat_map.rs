@@ -61,6 +61,9 @@ where
     Q: Publisher<U>,
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.calls.clone());
         if let Err(error) = check_concurrent("flat_map", self.concurrency) {
             return reject(subscriber, error);
         }

@@ -81,6 +81,9 @@ where
     F: FnMut(&T) -> K + Send + 'static,
 {
     fn subscribe<S: Subscriber<(K, Vec<T>)>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.metrics.clone());
         if self.max_groups == 0 || self.max_items == 0 {
             let error =
                 Error::msg("max_groups and max_items must be at least 1").in_stage("group_by");

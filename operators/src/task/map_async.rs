@@ -83,6 +83,10 @@ where
     Fut: Future<Output = U> + Send + 'static,
 {
     fn subscribe<S: Subscriber<U>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.metrics.clone());
+        weir_runtime::ledger::claim(self.calls.clone());
         let name = self.name();
         if let Err(error) = check_concurrent(name, self.concurrency) {
             return reject(subscriber, error);

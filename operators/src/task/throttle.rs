@@ -67,6 +67,9 @@ impl<P> Throttle<P> {
 
 impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Throttle<P> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.metrics.clone());
         if self.per_second <= 0.0 {
             let error =
                 Error::msg("a rate of at least 1 per second is needed").in_stage("throttle");

@@ -55,6 +55,9 @@ impl<P> Timeout<P> {
 
 impl<T: Send + 'static, P: Publisher<T>> Publisher<T> for Timeout<P> {
     fn subscribe<S: Subscriber<T>>(self, subscriber: S) {
+        // Built in a stage's code, subscribed as part of an upstream being joined: that
+        // upstream's account (see `ledger::claim`).
+        weir_runtime::ledger::claim(self.metrics.clone());
         start("timeout", subscriber, || TimeoutTask {
             lane: input_observed(self.upstream, self.metrics),
             silence: self.silence,

@@ -5,14 +5,20 @@
 //! either source ends (a lone item left on the other side has no partner and is dropped, as in
 //! `Iterator::zip`), and fails fast on either source's error; the other source is cancelled.
 //!
-//! In the ledger, `left` is the stream the zip belongs to (its items came in); each `right` item
-//! is counted as made when the zip takes it, and each pair as made out of its two members. What
-//! the right source still holds when the zip ends was never taken, so it is not this stream's.
+//! In the ledger, each side is subscribed in a [`join`]: a side that carries a pipeline stage's
+//! input (its items were counted as they came in) is the stream's, with its accounts; a side
+//! that makes its own items (a source built in the stage's code) has each item counted as made
+//! when the zip takes it, and its accounts (a filter inside it, its lane) kept out of the stage's
+//! books: what it made and dropped, or still holds when the zip ends, never entered them. Outside
+//! a pipeline, `left` is the stream's and `right` makes its own. Each pair is counted as made out
+//! of its two members.
+//!
+//! [`join`]: weir_runtime::ledger::join
 
 use std::task::{Context, Poll};
 
-use weir_runtime::kit::{Lane, LaneEvent, lane_observed};
-use weir_runtime::metrics::BufferMetrics;
+use weir_runtime::kit::{Lane, LaneEvent};
+use weir_runtime::ledger::{Origin, join};
 use weir_runtime::{Error, Publisher, Subscriber};
 
 use super::{Outlet, Progress, TaskOperator, input, start};
@@ -51,21 +57,21 @@ where
     R: Publisher<B>,
 {
     fn subscribe<S: Subscriber<(A, B)>>(self, subscriber: S) {
-        start("zip", subscriber, || ZipTask {
-            left: Side {
-                lane: input(self.left, "zip.left", LANE_CAPACITY).failing_as("zip"),
-                held: None,
-            },
-            right: Side {
-                lane: {
-                    // Not an account of the stream: its items count once taken (see above).
-                    let metrics = BufferMetrics::unregistered("zip.right", LANE_CAPACITY);
-                    let (inlet, lane) = lane_observed(metrics);
-                    self.right.subscribe(inlet);
-                    lane.failing_as("zip")
+        start("zip", subscriber, || {
+            let (left, left_from) = join(|| input(self.left, "zip.left", LANE_CAPACITY));
+            let (right, right_from) = join(|| input(self.right, "zip.right", LANE_CAPACITY));
+            ZipTask {
+                left: Side {
+                    lane: left.failing_as("zip"),
+                    held: None,
+                    own: left_from == Some(Origin::Own),
                 },
-                held: None,
-            },
+                right: Side {
+                    lane: right.failing_as("zip"),
+                    held: None,
+                    own: right_from != Some(Origin::Counted),
+                },
+            }
         });
     }
 }
@@ -73,6 +79,8 @@ where
 struct Side<T> {
     lane: Lane<T>,
     held: Option<T>,
+    /// Its items enter the stream when taken (counted as made): see the module docs.
+    own: bool,
 }
 
 /// What one side has to offer.
@@ -126,10 +134,13 @@ impl<A: Send + 'static, B: Send + 'static> TaskOperator<(A, B)> for ZipTask<A, B
         demand: u64,
         out: &mut Outlet<S>,
     ) -> Progress {
-        let (left, _) = self.left.poll(cx);
+        let (left, took_left) = self.left.poll(cx);
         let (right, took_right) = self.right.poll(cx);
-        if took_right {
-            out.reshaped(0, 1); // a right item enters the stream
+        // An item of a side that makes its own enters the stream.
+        let entered =
+            u64::from(took_left && self.left.own) + u64::from(took_right && self.right.own);
+        if entered > 0 {
+            out.reshaped(0, entered);
         }
         match (left, right) {
             // Ending drops both lanes, which cancels the other source.
