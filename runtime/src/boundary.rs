@@ -546,13 +546,13 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
                 continue;
             }
             if handed < room {
-                return accepted; // the burst ran out
+                break; // the burst ran out
             }
             if written < want {
                 // The ring is full although the upstream was granted room: it ignored demand.
                 match items.next() {
                     Some(item) => self.on_next(item), // fails the stream with DemandExceeded
-                    None => return accepted,
+                    None => break,
                 }
                 accepted += 1;
             }
@@ -568,6 +568,8 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
                 .record_shed_n(crate::metrics::Reason::Cancelled, dropped);
             return accepted + dropped;
         }
+        // The upstream may pause after this burst without saying so (`on_flush`): a waiting
+        // consumer gets it now.
         if self.producer.is_consumer_waiting() {
             self.announce();
         }
@@ -595,8 +597,11 @@ impl<T: Send + 'static> Subscriber<T> for Inlet<T> {
             return self.demand_exceeded(refused);
         }
         if self.producer.pushed() >= self.checkpoint {
+            // Whatever it found, the item is handed over below if the consumer waits: a
+            // checkpoint's own look at a waiting consumer is for bursts, which announce at their end.
             self.checkpoint_reached();
-        } else if self.producer.is_consumer_waiting() {
+        }
+        if self.producer.is_consumer_waiting() {
             // The upstream may pause after this item without saying so: hand it over now.
             self.announce();
         }
