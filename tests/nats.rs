@@ -610,17 +610,16 @@ async fn a_dsl_pipeline_reads_and_writes_jetstream_and_names_a_failing_sink() {
         "{error}"
     );
     eventually(Duration::from_secs(5), || metrics.snapshot().abandoned >= 1).await;
-    // It was not bounced between the nak and the source's own open pull more than once: its
-    // redelivery either came before the source heard the failure (handed on, then dropped
-    // undecided with the pipeline: abandoned again) or after (released once the pull ended);
-    // either way it is given back, and the next consumer gets it well within the 30 s ack wait.
+    // Each copy the broker redelivers into the source's open pull before the source hears the
+    // failure is handed on and dropped undecided with the pipeline (abandoned, nak'ed again);
+    // one that comes after is released once the pull ends. How many bounces happen depends on how
+    // fast the failure travels against the broker's round trip; what must hold is that every copy
+    // is given back, none acknowledged, and the next consumer gets it well within the 30 s ack
+    // wait.
     tokio::time::sleep(Duration::from_secs(3)).await; // the 2 s pull expiry
     let s = metrics.snapshot();
     assert_eq!(s.acked, 0);
-    assert!(
-        s.fetched <= 2 && s.released <= 1 && s.unsettled() == 0,
-        "{s:?}"
-    );
+    assert!(s.released <= 1 && s.unsettled() == 0, "{s:?}");
     assert_eq!(
         s.abandoned + s.released + s.excess,
         s.fetched,
