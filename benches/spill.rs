@@ -9,6 +9,12 @@
 //! segments (64 MiB each) and reads the active one with `read(2)`: at 1 GiB 16 of 17 segments are
 //! mapped, at 256 MiB 4 of 5.
 //!
+//! The floors of any reader that checks every record, over the log's own segment files in the
+//! same run: `mapped_walk` maps each segment and reads every payload byte (a sum, no check),
+//! `mapped_walk_crc` maps each segment and checks every record's CRC, `read_walk_crc` reads each
+//! segment with `read(2)` in 256 KiB chunks (as `raw_read`) and checks every record's CRC. None
+//! decodes or makes an item: the log's readers do both on top.
+//!
 //! The write ratio compares two runs on a shared disk whose speed drifts between criterion's
 //! functions (the raw write alone moved 1.5-6 s per GiB across sessions). `WEIR_SPILL_PAIRS=N`
 //! runs N pairs instead, each a raw write and a log write (fsync every batch) of the same bytes
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use weir_spill::format::{Frame, Parsed, SEGMENT_EXT, SEGMENT_HEADER_LEN, parse_frame};
 use weir_spill::{FsyncPolicy, SpillConfig, SpillLog};
 
 /// A record: 254 bytes of data, which postcard frames as exactly 256 bytes (2-byte length).
@@ -178,6 +185,100 @@ fn read_log_batch_fixed(dir: &Path, records: u64, mapped: bool) -> Duration {
     elapsed
 }
 
+/// The floors of any reader of the log's mapped segments, over the log's own files (every
+/// segment mapped, the last one too): `check` false reads every byte of every record's payload (a
+/// sum of 8-byte words) and nothing else, so it costs the pages' faults and the memory's speed;
+/// `check` true checks every record's CRC instead (`parse_frame`, as the reader does), and decodes
+/// nothing and makes no item.
+fn walk_mapped(dir: &Path, records: u64, check: bool) -> Duration {
+    let segments = segments(dir);
+    let started = Instant::now();
+    let (mut seen, mut sum) = (0u64, 0u64);
+    for path in &segments {
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: the log that wrote these files was dropped and nothing changes them while the
+        // map lives (the bench is the only user of its scratch directory).
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        map.advise(memmap2::Advice::Sequential).unwrap();
+        let mut at = SEGMENT_HEADER_LEN as usize;
+        while let Some(rest) = map.get(at..).filter(|rest| !rest.is_empty()) {
+            if check {
+                let Parsed::Frame(Frame::Record { frame_len, .. }, payload) =
+                    parse_frame(rest, rest.len() as u64, u32::MAX)
+                else {
+                    panic!("{}: no record at {at}", path.display());
+                };
+                sum += u64::from(payload[7]);
+                at += frame_len as usize;
+            } else {
+                let (header, rest) = rest.split_first_chunk::<16>().unwrap();
+                let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+                let mut words = rest[..len].chunks_exact(8);
+                sum += words
+                    .by_ref()
+                    .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+                    .fold(0u64, u64::wrapping_add);
+                sum += words.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
+                at += 16 + len;
+            }
+            seen += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(seen, records);
+    std::hint::black_box(sum);
+    elapsed
+}
+
+/// The floor of any reader of the log's segments through `read(2)`: each segment read in 256 KiB
+/// chunks (as `raw_read`), every record's CRC checked where the chunk holds it (a frame cut by the
+/// chunk's end is moved to its front), nothing decoded, no item made.
+fn walk_read(dir: &Path, records: u64) -> Duration {
+    let mut chunk = vec![0u8; RAW_SYNC_EVERY];
+    let started = Instant::now();
+    let (mut seen, mut sum) = (0u64, 0u64);
+    for path in segments(dir) {
+        let mut file = std::fs::File::open(&path).unwrap();
+        let (mut filled, mut at) = (0, SEGMENT_HEADER_LEN as usize);
+        loop {
+            let n = file.read(&mut chunk[filled..]).unwrap();
+            filled += n;
+            loop {
+                let rest = &chunk[at..filled];
+                match parse_frame(rest, rest.len() as u64, u32::MAX) {
+                    Parsed::Frame(Frame::Record { frame_len, .. }, payload) => {
+                        sum += u64::from(payload[7]);
+                        at += frame_len as usize;
+                        seen += 1;
+                    }
+                    _ => break,
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            chunk.copy_within(at..filled, 0);
+            (filled, at) = (filled - at, 0);
+        }
+        assert_eq!(at, filled, "{}: a torn record", path.display());
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(seen, records);
+    std::hint::black_box(sum);
+    elapsed
+}
+
+/// The log's segment files in order.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == SEGMENT_EXT))
+        .collect();
+    segments.sort();
+    segments
+}
+
 fn raw_write(path: &Path, bytes: u64) -> Duration {
     let chunk = vec![0x5Au8; RAW_SYNC_EVERY];
     let mut file = std::fs::File::create(path).unwrap();
@@ -300,6 +401,14 @@ fn spill(c: &mut Criterion) {
             })
         });
     }
+    for (name, check) in [("mapped_walk", false), ("mapped_walk_crc", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| walk_mapped(&dir, records, check)).sum())
+        });
+    }
+    group.bench_function("read_walk_crc", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| walk_read(&dir, records)).sum())
+    });
     let _ = std::fs::remove_dir_all(&dir);
     group.finish();
 }
