@@ -2,7 +2,10 @@
 //! Peers in the same run: a plain iterator chain, the same iterator chain stopping every 1,024
 //! items to look at a cancel flag (`iterator_blocks`: what any cancellable source compiles to),
 //! the plain chain counting the items its filter drops (`iterator_counted`: what weir's ledger
-//! counts per burst), and the same chain over `futures::StreamExt`.
+//! counts per burst), the plain chain over a range whose start the compiler does not know
+//! (`iterator_opaque_start`: knowing that the first item is 0, LLVM drops the odd items of the
+//! plain chain without testing them, see BENCHMARKS.md), and the same chain over
+//! `futures::StreamExt`.
 //! Target (issue 2): weir within 1.5x of `iterator` and no slower than `futures_stream`.
 
 mod probe;
@@ -35,6 +38,16 @@ fn iterator(n: u64) -> u64 {
 
 /// The plain iterator chain counting the items its filter drops, as weir's filter must for the
 /// ledger (weir counts the ones it keeps and subtracts, the same work).
+/// The plain chain from `start`, which the caller hides from the compiler (`black_box`), as a
+/// stream's source position is hidden from the loop of each of its bursts.
+fn iterator_opaque_start(start: u64, n: u64) -> u64 {
+    (start..n)
+        .map(|x| x.wrapping_mul(3))
+        .filter(|x| x % 2 == 0)
+        .map(|x| x >> 1)
+        .fold(0u64, |sum, x| sum.wrapping_add(x))
+}
+
 fn iterator_counted(n: u64) -> u64 {
     let mut dropped = 0u64;
     let sum = (0..n)
@@ -81,6 +94,9 @@ fn chain(c: &mut Criterion) {
 
     group.bench_function("weir", |b| b.iter(|| weir(&runtime, black_box(ITEMS))));
     group.bench_function("iterator", |b| b.iter(|| iterator(black_box(ITEMS))));
+    group.bench_function("iterator_opaque_start", |b| {
+        b.iter(|| iterator_opaque_start(black_box(0), black_box(ITEMS)))
+    });
     group.bench_function("iterator_counted", |b| {
         b.iter(|| iterator_counted(black_box(ITEMS)))
     });
@@ -106,19 +122,20 @@ fn chain(c: &mut Criterion) {
 
 criterion_group!(benches, chain);
 
-/// `WEIR_CHAIN_PROBE=weir|iterator|iterator_counted|iterator_blocks` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
+/// `WEIR_CHAIN_PROBE=weir|iterator|iterator_opaque_start|iterator_counted|iterator_blocks` runs one chain of `WEIR_CHAIN_PROBE_ITEMS` (1 M) items and
 /// exits, for instruction counts: `valgrind --tool=callgrind target/release/deps/chain-<hash>`;
 /// the difference between two item counts, divided by their difference, is the cost per item.
 fn main() {
     probe::main_or_probe(
         "WEIR_CHAIN_PROBE",
         benches,
-        "weir, iterator, iterator_counted, iterator_blocks",
+        "weir, iterator, iterator_opaque_start, iterator_counted, iterator_blocks",
         |variant, n, runtime| {
             Some(match variant {
                 "weir" => weir(runtime, n).expect("stream"),
                 "iterator" => iterator(n),
                 "iterator_counted" => iterator_counted(n),
+                "iterator_opaque_start" => iterator_opaque_start(black_box(0), n),
                 "iterator_blocks" => iterator_blocks(n, &std::sync::atomic::AtomicBool::new(false)),
                 _ => return None,
             })
