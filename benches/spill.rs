@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use weir_spill::format::{Frame, Parsed, SEGMENT_EXT, SEGMENT_HEADER_LEN, parse_frame};
+use weir_spill::format::{
+    FRAME_HEADER_LEN, Frame, Parsed, SEGMENT_EXT, SEGMENT_HEADER_LEN, parse_frame,
+};
 use weir_spill::{FsyncPolicy, SpillConfig, SpillLog};
 
 /// A record: 254 bytes of data, which postcard frames as exactly 256 bytes (2-byte length).
@@ -211,7 +213,9 @@ fn walk_mapped(dir: &Path, records: u64, check: bool) -> Duration {
                 sum += u64::from(payload[7]);
                 at += frame_len as usize;
             } else {
-                let (header, rest) = rest.split_first_chunk::<16>().unwrap();
+                let (header, rest) = rest
+                    .split_first_chunk::<{ FRAME_HEADER_LEN as usize }>()
+                    .unwrap();
                 let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
                 let mut words = rest[..len].chunks_exact(8);
                 sum += words
@@ -219,7 +223,7 @@ fn walk_mapped(dir: &Path, records: u64, check: bool) -> Duration {
                     .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
                     .fold(0u64, u64::wrapping_add);
                 sum += words.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
-                at += 16 + len;
+                at += FRAME_HEADER_LEN as usize + len;
             }
             seen += 1;
         }
